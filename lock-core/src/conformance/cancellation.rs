@@ -1,0 +1,112 @@
+//! Semantics 7 and 8: cancelled waits and dropped guards leave nothing behind; a lost reply
+//! never makes a second entry.
+
+use std::time::Duration;
+
+use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
+
+/// 7a. A `lock()` future dropped while waiting removes its entry; later waiters are not blocked.
+pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
+    let name = unique_name("dropped-wait");
+    let holder = h.client().await;
+    let guard = holder.lock(&name).await.expect("holder lock");
+    let quitter = h.client().await;
+    let name_owned = name.clone();
+    let quitting = tokio::spawn(async move { quitter.lock(&name_owned).await.map(|_| ()) });
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the quitter to queue", |i| i.waiters.len() == 1).await;
+    quitting.abort();
+    let _ = quitting.await;
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the dropped waiter's entry to go", |i| i.waiters.is_empty()).await;
+    let later = h.client().await;
+    let name_owned = name.clone();
+    let waiting = tokio::spawn(async move { later.lock(&name_owned).await.expect("later lock") });
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the later waiter to queue", |i| i.waiters.len() == 1).await;
+    guard.release().await.expect("release");
+    let next = within(PROMPTLY, "the later waiter acquires", waiting).await.expect("later waiter");
+    next.release().await.expect("release");
+}
+
+/// 7b. Dropping a guard releases in the background.
+pub async fn dropped_guard_releases_in_background(h: &dyn Harness) {
+    let name = unique_name("dropped-guard");
+    let a = h.client().await;
+    let b = h.client().await;
+    drop(a.lock(&name).await.expect("a lock"));
+    let g = within(PROMPTLY, "b acquires after a's guard was dropped", b.lock(&name)).await.expect("b lock");
+    g.release().await.expect("release");
+}
+
+/// 7c. A task aborted while holding a guard releases the lock.
+pub async fn aborted_task_releases_its_guard(h: &dyn Harness) {
+    let name = unique_name("aborted-holder");
+    let a = h.client().await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name_owned = name.clone();
+    let holding = tokio::spawn(async move {
+        let _guard = a.lock(&name_owned).await.expect("a lock");
+        let _ = tx.send(());
+        std::future::pending::<()>().await;
+    });
+    within(PROMPTLY, "the task acquires", rx).await.expect("acquired");
+    holding.abort();
+    let _ = holding.await;
+    let b = h.client().await;
+    let g = within(PROMPTLY, "b acquires after the holding task was aborted", b.lock(&name)).await.expect("b lock");
+    g.release().await.expect("release");
+}
+
+/// 7d. Waiters whose timeouts expire around the moment of a hand-off either get the lock (and
+/// release it) or leave nothing behind: afterwards the lock is free.
+pub async fn cancellation_at_the_moment_of_grant_leaves_nothing(h: &dyn Harness) {
+    let name = unique_name("cancel-at-grant");
+    let holder = h.client().await;
+    let guard = holder.lock(&name).await.expect("holder lock");
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let client = h.client().await;
+        let name_owned = name.clone();
+        tasks.push(tokio::spawn(async move {
+            // Timeouts spread over 100..380 ms, around the release at ~200 ms.
+            if let Some(g) = client.lock_timeout(&name_owned, Duration::from_millis(100 + 40 * i)).await.expect("lock_timeout") {
+                g.release().await.expect("release");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // release in the middle of the timeouts
+    guard.release().await.expect("release");
+    for t in tasks {
+        within(PROMPTLY, "every timed waiter finishes", t).await.expect("task");
+    }
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the lock to be free", |i| i.is_free()).await;
+    let g = holder.try_lock(&name).await.expect("try_lock").expect("the lock is free after the cancellations");
+    g.release().await.expect("release");
+}
+
+/// 8. A reply lost after the server queued the request: the retry finds its own entry, so each
+/// client has exactly one entry, as holder and as waiter.
+pub async fn lost_reply_leaves_one_entry_per_waiter(h: &dyn Harness) {
+    let name = unique_name("lost-reply");
+    let (a, a_faults) = h.faulty_client().await;
+    a_faults.drop_next_reply().await;
+    let guard = within(PROMPTLY, "a acquires despite a lost reply", a.lock(&name)).await.expect("a lock");
+    assert_eq!(a_faults.dropped_replies().await, 1, "the fault was injected");
+    let info = a.inspect(&name).await.expect("inspect");
+    assert!(info.waiters.is_empty(), "one entry for the holder, no duplicate: {info:?}");
+
+    let (b, b_faults) = h.faulty_client().await;
+    b_faults.drop_next_reply().await;
+    let name_owned = name.clone();
+    let waiting = tokio::spawn(async move { b.lock(&name_owned).await.expect("b lock") });
+    let info = wait_for_queue(a.as_ref(), &name, PROMPTLY, "b to queue", |i| !i.waiters.is_empty()).await;
+    within(PROMPTLY, "b's reply is lost", async {
+        while b_faults.dropped_replies().await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let info_after = a.inspect(&name).await.expect("inspect");
+    assert_eq!(info_after.waiters.len(), 1, "one entry for the waiter, no duplicate: {info_after:?} (first seen {info:?})");
+    guard.release().await.expect("release");
+    let g = within(PROMPTLY, "b acquires", waiting).await.expect("b");
+    g.release().await.expect("release");
+}

@@ -1,0 +1,124 @@
+//! The per-client local queue of semantic 9: tasks of one client that want the same name line
+//! up here in FIFO order, and only the head takes a place in the server's queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
+
+use crate::LockName;
+
+/// One client's local queues, by name. `tokio::sync::Mutex` is FIFO-fair, which gives the order.
+#[derive(Debug, Default)]
+pub(crate) struct LocalQueues {
+    queues: Mutex<HashMap<LockName, Arc<FairMutex<()>>>>,
+}
+
+/// A task's membership in a local queue; removes the queue from the map when its last member
+/// leaves, so names that are no longer used cost nothing.
+#[derive(Debug)]
+pub(crate) struct LocalSlot {
+    queues: Arc<LocalQueues>,
+    name: LockName,
+    queue: Arc<FairMutex<()>>,
+}
+
+/// The turn at the head of a local queue; the next local task goes on when it is dropped.
+#[derive(Debug)]
+pub(crate) struct LocalTurn {
+    // Field order matters: the turn is given up before the slot checks whether it was the last.
+    _turn: OwnedMutexGuard<()>,
+    _slot: LocalSlot,
+}
+
+impl LocalQueues {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LockName, Arc<FairMutex<()>>>> {
+        // Every critical section below is a single map operation: poison cannot leave it broken.
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the local queue of `name`.
+    pub(crate) fn join(self: &Arc<Self>, name: &LockName) -> LocalSlot {
+        let queue = self.map().entry(name.clone()).or_default().clone();
+        LocalSlot { queues: self.clone(), name: name.clone(), queue }
+    }
+}
+
+impl LocalSlot {
+    /// Waits for this task's turn (FIFO among the client's tasks).
+    ///
+    /// Cancel safe: a dropped wait leaves the queue.
+    pub(crate) async fn turn(self) -> LocalTurn {
+        let turn = self.queue.clone().lock_owned().await;
+        LocalTurn { _turn: turn, _slot: self }
+    }
+
+    /// Takes the turn only if no other local task has it or waits for it.
+    pub(crate) fn try_turn(self) -> Option<LocalTurn> {
+        let turn = self.queue.clone().try_lock_owned().ok()?;
+        Some(LocalTurn { _turn: turn, _slot: self })
+    }
+}
+
+impl Drop for LocalSlot {
+    fn drop(&mut self) {
+        let mut map = self.queues.map();
+        // Only the map's reference and this slot's are left: nobody else waits or holds a turn.
+        // (A turn gives up its guard, and a cancelled wait its future, before the slot drops.)
+        if map.get(&self.name).is_some_and(|q| Arc::ptr_eq(q, &self.queue) && Arc::strong_count(q) == 2) {
+            map.remove(&self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+impl LocalQueues {
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn turns_are_fifo_and_unused_names_are_forgotten() {
+        let queues = Arc::new(LocalQueues::default());
+        let name = LockName::new("a").unwrap();
+        let first = queues.join(&name).turn().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let (queues, name, order) = (queues.clone(), name.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let turn = queues.join(&name).turn().await;
+                order.lock().unwrap().push(i);
+                drop(turn);
+            }));
+            // Let waiter i queue before waiter i+1 starts.
+            tokio::task::yield_now().await;
+        }
+        assert!(queues.join(&name).try_turn().is_none(), "a held name is busy for try_turn");
+        drop(first);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(queues.len(), 0, "the queue is forgotten once nobody uses it");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_nothing() {
+        let queues = Arc::new(LocalQueues::default());
+        let name = LockName::new("a").unwrap();
+        let held = queues.join(&name).turn().await;
+        let waited = tokio::time::timeout(Duration::from_millis(10), queues.join(&name).turn()).await;
+        assert!(waited.is_err());
+        drop(held);
+        assert_eq!(queues.len(), 0);
+        let again = queues.join(&name).try_turn();
+        assert!(again.is_some(), "after the cancelled wait the name is free");
+    }
+}

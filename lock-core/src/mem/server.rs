@@ -1,0 +1,335 @@
+//! The in-process lock server behind `mem://`: sessions with a TTL, one FIFO queue per name, a
+//! global revision that orders every entry (the fencing token), and a request counter.
+//!
+//! Expiry is lazy: every request first ends the sessions whose TTL ran out, and waiters sleep at
+//! most until the earliest expiry ahead of them. No background task is needed, so a server
+//! outlives any tokio runtime that used it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{FencingToken, LockName, QueueEntry};
+
+/// An in-process lock server. Clones share the same server; clients connected to one server
+/// exclude each other exactly as clients of one etcd cluster do.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+/// use distlock_core::{DistributedLock, mem::{MemLocks, MemServer}};
+///
+/// let server = MemServer::new();
+/// let a = MemLocks::connect_to(&server)?;
+/// let b = MemLocks::connect_to(&server)?;
+/// let guard = a.lock("x").await?;
+/// assert!(b.try_lock("x").await?.is_none());
+/// # drop(guard); Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemServer {
+    inner: Arc<ServerInner>,
+}
+
+#[derive(Debug, Default)]
+struct ServerInner {
+    state: Mutex<ServerState>,
+    requests: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ServerState {
+    revision: u64,
+    next_session: u64,
+    sessions: HashMap<u64, SessionRecord>,
+    queues: HashMap<LockName, VecDeque<Entry>>,
+}
+
+#[derive(Debug)]
+struct SessionRecord {
+    ttl: Duration,
+    expires_at: Instant,
+    ended: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: u64,
+    token: FencingToken,
+    since: SystemTime,
+    wake: Arc<Notify>,
+    deleted: CancellationToken,
+}
+
+/// A session's place in a queue, as the server answers an enqueue.
+#[derive(Debug, Clone)]
+pub(crate) struct Enqueued {
+    pub(crate) token: FencingToken,
+    /// Notified when this entry becomes first in line (herd-free: only that entry is woken).
+    pub(crate) wake: Arc<Notify>,
+    /// Cancelled when someone other than the owner deletes the entry.
+    pub(crate) deleted: CancellationToken,
+}
+
+/// The session is gone on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionGone;
+
+impl MemServer {
+    /// A new, empty server.
+    ///
+    /// ```
+    /// assert_eq!(distlock_core::mem::MemServer::new().entry_count(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process-wide server named `name`, created on first use. `mem://` is the server
+    /// named `""`; `mem://orders` the one named `orders`.
+    ///
+    /// ```
+    /// use distlock_core::mem::MemServer;
+    /// assert!(MemServer::named("a").same_server(&MemServer::named("a")));
+    /// assert!(!MemServer::named("a").same_server(&MemServer::named("b")));
+    /// ```
+    pub fn named(name: &str) -> Self {
+        static SERVERS: OnceLock<Mutex<HashMap<String, MemServer>>> = OnceLock::new();
+        let servers = SERVERS.get_or_init(Default::default);
+        let mut servers = servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Whether two handles point at the same server.
+    ///
+    /// ```
+    /// let s = distlock_core::mem::MemServer::new();
+    /// assert!(s.same_server(&s.clone()));
+    /// ```
+    pub fn same_server(&self, other: &MemServer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Requests served so far, keepalives excluded: the figure to count round trips with.
+    ///
+    /// ```
+    /// assert_eq!(distlock_core::mem::MemServer::new().requests(), 0);
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many queue entries (holders and waiters) exist on the whole server.
+    ///
+    /// ```
+    /// assert_eq!(distlock_core::mem::MemServer::new().entry_count(), 0);
+    /// ```
+    pub fn entry_count(&self) -> usize {
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state.queues.values().map(VecDeque::len).sum()
+    }
+
+    /// Deletes the current holder's entry of `name`, as an operator with `etcdctl del` would.
+    /// Returns the deleted entry's token. The holder's guard reports the loss.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, LockName, mem::{MemLocks, MemServer}};
+    /// let server = MemServer::new();
+    /// let guard = MemLocks::connect_to(&server)?.lock("x").await?;
+    /// assert_eq!(server.delete_holder(&LockName::new("x")?), Some(guard.fencing_token()));
+    /// guard.lost().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn delete_holder(&self, name: &LockName) -> Option<FencingToken> {
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        let queue = state.queues.get_mut(name)?;
+        let entry = queue.pop_front()?;
+        entry.deleted.cancel();
+        state.after_removal(name, true);
+        Some(entry.token)
+    }
+
+    /// Ends session `id` on the server now, as Curator's `KillSession` does: its entries are
+    /// removed and its client learns that the session expired. Returns whether it was alive.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::mem::{MemLocks, MemServer};
+    /// let server = MemServer::new();
+    /// let locks = MemLocks::connect_to(&server)?;
+    /// assert!(server.expire_session(locks.backend().session_id()));
+    /// # Ok(()) }
+    /// ```
+    pub fn expire_session(&self, id: u64) -> bool {
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state.end_session(id)
+    }
+
+    fn state(&self) -> MutexGuard<'_, ServerState> {
+        // Each critical section leaves the state consistent before any call that could panic.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self) {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn open_session(&self, ttl: Duration) -> (u64, CancellationToken) {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state.next_session += 1;
+        let id = state.next_session;
+        let ended = CancellationToken::new();
+        state.sessions.insert(id, SessionRecord { ttl, expires_at: Instant::now() + ttl, ended: ended.clone() });
+        (id, ended)
+    }
+
+    pub(crate) fn close_session(&self, id: u64) {
+        self.count();
+        let mut state = self.state();
+        state.end_session(id);
+    }
+
+    /// Renews the session. Keepalives are not counted as requests.
+    pub(crate) fn keep_alive(&self, id: u64) -> Result<(), SessionGone> {
+        let mut state = self.state();
+        let now = Instant::now();
+        state.sweep(now);
+        let record = state.sessions.get_mut(&id).ok_or(SessionGone)?;
+        record.expires_at = now + record.ttl;
+        Ok(())
+    }
+
+    /// Queues session `id` for `name`, or returns its existing entry: a retried enqueue never
+    /// makes a second entry.
+    pub(crate) fn enqueue(&self, id: u64, name: &LockName) -> Result<Enqueued, SessionGone> {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        if !state.sessions.contains_key(&id) {
+            return Err(SessionGone);
+        }
+        if let Some(existing) = state.queues.get(name).and_then(|q| q.iter().find(|e| e.session == id)) {
+            return Ok(existing.enqueued());
+        }
+        state.revision += 1;
+        let entry = Entry {
+            session: id,
+            token: FencingToken::new(state.revision),
+            since: SystemTime::now(),
+            wake: Arc::default(),
+            deleted: CancellationToken::new(),
+        };
+        let enqueued = entry.enqueued();
+        state.queues.entry(name.clone()).or_default().push_back(entry);
+        Ok(enqueued)
+    }
+
+    /// The entry's place in line (0 = holder), or `None` if it is gone. `counted` says whether
+    /// this read is a request of its own (a re-read after a wake-up) or part of an earlier one.
+    pub(crate) fn position(&self, name: &LockName, token: FencingToken, counted: bool) -> Option<usize> {
+        if counted {
+            self.count();
+        }
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state.queues.get(name)?.iter().position(|e| e.token == token)
+    }
+
+    /// When the earliest session ahead of `token` in `name`'s queue expires, if it stops
+    /// renewing: a waiter must look again then.
+    pub(crate) fn next_expiry_ahead(&self, name: &LockName, token: FencingToken) -> Option<Instant> {
+        let state = self.state();
+        let queue = state.queues.get(name)?;
+        queue
+            .iter()
+            .take_while(|e| e.token != token)
+            .filter_map(|e| state.sessions.get(&e.session).map(|s| s.expires_at))
+            .min()
+    }
+
+    /// Deletes the entry with exactly this token (a fenced delete: it can never remove a newer
+    /// entry). Returns whether it existed.
+    pub(crate) fn remove(&self, name: &LockName, token: FencingToken) -> bool {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        let Some(queue) = state.queues.get_mut(name) else { return false };
+        let Some(index) = queue.iter().position(|e| e.token == token) else { return false };
+        queue.remove(index);
+        state.after_removal(name, index == 0);
+        true
+    }
+
+    /// The queue of `name`, holder first.
+    pub(crate) fn snapshot(&self, name: &LockName) -> Vec<QueueEntry> {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state
+            .queues
+            .get(name)
+            .map(|q| {
+                q.iter()
+                    .map(|e| QueueEntry { owner: format!("session-{}", e.session), token: e.token, since: Some(e.since) })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Entry {
+    fn enqueued(&self) -> Enqueued {
+        Enqueued { token: self.token, wake: self.wake.clone(), deleted: self.deleted.clone() }
+    }
+}
+
+impl ServerState {
+    /// Ends every session whose TTL ran out.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<u64> = self.sessions.iter().filter(|(_, s)| s.expires_at <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            tracing::debug!(session = id, "mem server: session TTL ran out");
+            self.end_session(id);
+        }
+    }
+
+    fn end_session(&mut self, id: u64) -> bool {
+        let Some(record) = self.sessions.remove(&id) else { return false };
+        record.ended.cancel();
+        let names: Vec<LockName> = self.queues.keys().cloned().collect();
+        for name in names {
+            let Some(queue) = self.queues.get_mut(&name) else { continue };
+            let head_before = queue.front().map(|e| e.token);
+            queue.retain(|e| e.session != id);
+            let head_changed = queue.front().map(|e| e.token) != head_before;
+            self.after_removal(&name, head_changed);
+        }
+        true
+    }
+
+    /// After an entry left `name`'s queue: wakes the new head if the head changed (only it: no
+    /// herd), and forgets empty queues.
+    fn after_removal(&mut self, name: &LockName, head_changed: bool) {
+        match self.queues.get(name) {
+            Some(queue) if queue.is_empty() => {
+                self.queues.remove(name);
+            }
+            Some(queue) if head_changed => {
+                if let Some(head) = queue.front() {
+                    head.wake.notify_one();
+                }
+            }
+            _ => {}
+        }
+    }
+}

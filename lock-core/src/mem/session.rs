@@ -1,0 +1,199 @@
+//! One client session with the in-process server: the keepalive loop, the lease clock that fires
+//! held locks' loss signals when the server has been silent too long, and the simulated network
+//! (partition, dropped replies) that tests use to inject faults.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{Enqueued, MemServer};
+use crate::{HoldRegistry, LeaseClock, LockError, LockName, LossReason, SessionState, SessionStateCell};
+
+/// The client's simulated network to the server, shared by all its sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Network {
+    pub(crate) partitioned: watch::Sender<bool>,
+    pub(crate) replies_to_drop: AtomicU64,
+    pub(crate) replies_dropped: AtomicU64,
+}
+
+impl Network {
+    pub(crate) fn is_partitioned(&self) -> bool {
+        *self.partitioned.borrow()
+    }
+
+    /// Waits until the network is healed.
+    pub(crate) async fn healed(&self) {
+        let mut rx = self.partitioned.subscribe();
+        // The sender lives in `self`; an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|p| !*p).await;
+    }
+
+    /// Whether the reply to the request just served is lost on the way back.
+    pub(crate) fn reply_lost(&self) -> bool {
+        let dropped = self
+            .replies_to_drop
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if dropped {
+            self.replies_dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        dropped
+    }
+}
+
+/// A session: alive on the server until it expires or is closed.
+#[derive(Debug)]
+pub(crate) struct MemSession {
+    pub(crate) shared: Arc<SessionShared>,
+    keepalive: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) server: MemServer,
+    pub(crate) id: u64,
+    pub(crate) ttl: Duration,
+    pub(crate) state: SessionStateCell,
+    pub(crate) clock: LeaseClock,
+    pub(crate) holds: HoldRegistry,
+    pub(crate) net: Arc<Network>,
+    /// Cancelled by the server when the session ends there.
+    pub(crate) ended: CancellationToken,
+}
+
+impl MemSession {
+    pub(crate) fn open(server: &MemServer, ttl: Duration, net: Arc<Network>) -> Result<Self, LockError> {
+        if net.is_partitioned() {
+            return Err(unreachable_error("open a session"));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| LockError::Backend {
+            backend: "mem",
+            op: "open session (call it inside a tokio runtime)".into(),
+            retryable: false,
+            source: Box::new(e),
+        })?;
+        let sent = Instant::now();
+        let (id, ended) = server.open_session(ttl);
+        let clock = LeaseClock::new(ttl);
+        clock.acknowledged(sent);
+        let shared = Arc::new(SessionShared {
+            server: server.clone(),
+            id,
+            ttl,
+            state: SessionStateCell::new("mem"),
+            clock,
+            holds: HoldRegistry::default(),
+            net,
+            ended,
+        });
+        let keepalive = runtime.spawn(shared.clone().keep_alive_loop());
+        tracing::debug!(session = id, ttl_ms = ttl.as_millis() as u64, "mem session opened");
+        Ok(MemSession { shared, keepalive })
+    }
+}
+
+impl Drop for MemSession {
+    fn drop(&mut self) {
+        // Like closing a ZooKeeper session: the server forgets it at once.
+        self.keepalive.abort();
+        self.shared.server.close_session(self.shared.id);
+    }
+}
+
+pub(crate) fn unreachable_error(what: &str) -> LockError {
+    LockError::Unreachable { endpoints: "mem://".into(), what: what.into(), source: None }
+}
+
+impl SessionShared {
+    async fn keep_alive_loop(self: Arc<Self>) {
+        let interval = self.ttl / 3;
+        let mut partitioned = self.net.partitioned.subscribe();
+        let mut silent_reported = false;
+        loop {
+            let cut = *partitioned.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {
+                    if cut {
+                        self.state.set(SessionState::Suspended);
+                    } else if !self.renew(&mut silent_reported) {
+                        return;
+                    }
+                }
+                _ = self.ended.cancelled(), if !cut => {
+                    self.on_expired();
+                    return;
+                }
+                _ = self.clock.silent(), if !silent_reported => {
+                    silent_reported = true;
+                    self.state.set(SessionState::Suspended);
+                    self.holds.fire_all(LossReason::ServerSilent);
+                }
+                changed = partitioned.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !*partitioned.borrow() && !self.renew(&mut silent_reported) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One keepalive. Returns false once the session is over.
+    fn renew(&self, silent_reported: &mut bool) -> bool {
+        let sent = Instant::now();
+        match self.server.keep_alive(self.id) {
+            Ok(()) => {
+                self.clock.acknowledged(sent);
+                *silent_reported = false;
+                self.state.set(SessionState::Connected);
+                true
+            }
+            Err(_) => {
+                self.on_expired();
+                false
+            }
+        }
+    }
+
+    fn on_expired(&self) {
+        self.state.set(SessionState::Expired);
+        self.holds.fire_all(LossReason::SessionExpired);
+    }
+
+    pub(crate) fn expired_error(&self, during: &str) -> LockError {
+        LockError::SessionExpired { during: during.into() }
+    }
+
+    /// Enqueues, retrying when the reply is lost: the server finds the session's own entry.
+    pub(crate) fn enqueue(&self, name: &LockName) -> Result<Enqueued, LockError> {
+        loop {
+            if self.net.is_partitioned() {
+                return Err(unreachable_error("queue for the lock"));
+            }
+            let sent = Instant::now();
+            let reply = self.server.enqueue(self.id, name);
+            if self.net.reply_lost() {
+                tracing::debug!(lock = %name, "mem: enqueue reply lost; retrying");
+                continue;
+            }
+            return match reply {
+                Ok(enqueued) => {
+                    self.clock.acknowledged(sent);
+                    Ok(enqueued)
+                }
+                Err(_) => {
+                    self.on_expired();
+                    Err(self.expired_error(&format!("queuing for lock {name:?}")))
+                }
+            };
+        }
+    }
+}
