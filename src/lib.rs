@@ -1,1 +1,23 @@
-pub use distlock_core;
+//! # distlock
+//!
+//! Fair distributed locks on etcd or ZooKeeper behind one [`DistributedLock`] trait, with
+//! fencing tokens, a lost-lock signal, and an in-process `mem://` backend for tests.
+//!
+//! Pick the backend by URL; the code that uses the lock stays the same:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock::LockError> {
+//! let locks = distlock::connect("mem://").await?; // or etcd://h1:2379,h2:2379/myapp?ttl=10s
+//! let guard = locks.lock("jobs/nightly-report").await?;
+//! println!("holding with fencing token {}", guard.fencing_token());
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+
+mod connect;
+
+pub use connect::connect;
+pub use distlock_core::{
+    mem, DistributedLock, DistributedLockExt, FencingToken, LockClient, LockError, LockGuard, LockInfo, LockName,
+    LockUrl, LossReason, QueueEntry, SessionState,
+};

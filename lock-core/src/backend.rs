@@ -93,4 +93,3 @@ pub trait ServerRelease: Send + 'static {
     /// entry. An error means the delete was not confirmed; the session's end is the backstop.
     async fn release(self: Box<Self>) -> Result<(), LockError>;
 }
-

@@ -90,7 +90,9 @@ impl LockUrl {
                     return Err(bad("the user name before '@' is empty"));
                 }
                 let user = percent_decode(user).ok_or_else(|| bad("the user name has a bad %-escape"))?;
-                let pass = pass.map(|p| percent_decode(p).ok_or_else(|| bad("the password has a bad %-escape"))).transpose()?;
+                let pass = pass
+                    .map(|p| percent_decode(p).ok_or_else(|| bad("the password has a bad %-escape")))
+                    .transpose()?;
                 (Some(user), pass)
             }
         };
@@ -112,14 +114,7 @@ impl LockUrl {
             }
             params.push((key, value));
         }
-        Ok(LockUrl {
-            scheme: scheme.to_ascii_lowercase(),
-            username,
-            password,
-            hosts,
-            path: path.to_owned(),
-            params,
-        })
+        Ok(LockUrl { scheme: scheme.to_ascii_lowercase(), username, password, hosts, path: path.to_owned(), params })
     }
 
     /// The value of query parameter `key`.
@@ -291,26 +286,60 @@ mod tests {
         }
         let cases = vec![
             Case { text: "mem://", scheme: "mem", user: None, pass: None, hosts: vec![], path: "", params: vec![] },
-            Case { text: "mem://?ttl=2s", scheme: "mem", user: None, pass: None, hosts: vec![], path: "", params: vec![("ttl", "2s")] },
-            Case { text: "mem://tests", scheme: "mem", user: None, pass: None, hosts: vec![hp("tests", None)], path: "", params: vec![] },
+            Case {
+                text: "mem://?ttl=2s",
+                scheme: "mem",
+                user: None,
+                pass: None,
+                hosts: vec![],
+                path: "",
+                params: vec![("ttl", "2s")],
+            },
+            Case {
+                text: "mem://tests",
+                scheme: "mem",
+                user: None,
+                pass: None,
+                hosts: vec![hp("tests", None)],
+                path: "",
+                params: vec![],
+            },
             Case {
                 text: "etcd://10.0.0.1:2379,10.0.0.2:2379/myapp?ttl=10s",
-                scheme: "etcd", user: None, pass: None,
+                scheme: "etcd",
+                user: None,
+                pass: None,
                 hosts: vec![hp("10.0.0.1", Some(2379)), hp("10.0.0.2", Some(2379))],
-                path: "/myapp", params: vec![("ttl", "10s")],
+                path: "/myapp",
+                params: vec![("ttl", "10s")],
             },
             Case {
                 text: "ETCDS://user:p%40ss%3Aw@h1,h2:2380/a/b",
-                scheme: "etcds", user: Some("user"), pass: Some("p@ss:w"),
-                hosts: vec![hp("h1", None), hp("h2", Some(2380))], path: "/a/b", params: vec![],
+                scheme: "etcds",
+                user: Some("user"),
+                pass: Some("p@ss:w"),
+                hosts: vec![hp("h1", None), hp("h2", Some(2380))],
+                path: "/a/b",
+                params: vec![],
             },
             Case {
                 text: "zk://app@zk1:2181,[::1]:2182,[fe80::1]/chroot?session_timeout=10s&connect_timeout=2s",
-                scheme: "zk", user: Some("app"), pass: None,
+                scheme: "zk",
+                user: Some("app"),
+                pass: None,
                 hosts: vec![hp("zk1", Some(2181)), hp("::1", Some(2182)), hp("fe80::1", None)],
-                path: "/chroot", params: vec![("session_timeout", "10s"), ("connect_timeout", "2s")],
+                path: "/chroot",
+                params: vec![("session_timeout", "10s"), ("connect_timeout", "2s")],
             },
-            Case { text: "zk://h?flag", scheme: "zk", user: None, pass: None, hosts: vec![hp("h", None)], path: "", params: vec![("flag", "")] },
+            Case {
+                text: "zk://h?flag",
+                scheme: "zk",
+                user: None,
+                pass: None,
+                hosts: vec![hp("h", None)],
+                path: "",
+                params: vec![("flag", "")],
+            },
         ];
         for c in cases {
             let url = LockUrl::parse(c.text).unwrap_or_else(|e| panic!("{}: {e}", c.text));

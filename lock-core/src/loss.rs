@@ -33,7 +33,9 @@ impl fmt::Display for LossReason {
         f.write_str(match self {
             LossReason::SessionExpired => "the session expired on the server",
             LossReason::EntryDeleted => "the lock's key/znode was deleted by someone else",
-            LossReason::ServerSilent => "the server was silent for longer than the session TTL allows; it may have handed the lock on",
+            LossReason::ServerSilent => {
+                "the server was silent for longer than the session TTL allows; it may have handed the lock on"
+            }
             LossReason::ClientClosed => "the client was closed",
         })
     }

@@ -38,16 +38,10 @@ impl LockName {
             return Err(bad("the name is empty; give a name such as \"jobs/nightly-report\""));
         }
         if name.len() > MAX_NAME_LEN {
-            return Err(bad(&format!(
-                "the name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
-                name.len()
-            )));
+            return Err(bad(&format!("the name is {} bytes long; at most {MAX_NAME_LEN} are allowed", name.len())));
         }
         if let Some(c) = name.chars().find(|c| c.is_control()) {
-            return Err(bad(&format!(
-                "it contains the control character {:?}; use printable characters only",
-                c
-            )));
+            return Err(bad(&format!("it contains the control character {:?}; use printable characters only", c)));
         }
         if name.starts_with('/') {
             return Err(bad("it starts with '/'; names are relative to the client's prefix, drop the leading '/'"));
@@ -58,9 +52,7 @@ impl LockName {
         for segment in name.split('/') {
             match segment {
                 "" => return Err(bad("it has an empty segment (\"//\"); separate segments with one '/'")),
-                "." | ".." => {
-                    return Err(bad("it has a \".\" or \"..\" segment; names cannot step out of the prefix"))
-                }
+                "." | ".." => return Err(bad("it has a \".\" or \"..\" segment; names cannot step out of the prefix")),
                 _ => {}
             }
         }
@@ -102,7 +94,9 @@ mod tests {
 
     #[test]
     fn valid_names() {
-        for name in ["a", "jobs/nightly-report", "orders/42/pay", "ünïcode", "a.b", "..a", "x".repeat(MAX_NAME_LEN).as_str()] {
+        for name in
+            ["a", "jobs/nightly-report", "orders/42/pay", "ünïcode", "a.b", "..a", "x".repeat(MAX_NAME_LEN).as_str()]
+        {
             assert_eq!(LockName::new(name).unwrap().as_str(), name);
         }
     }

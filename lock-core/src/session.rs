@@ -99,7 +99,9 @@ impl SessionStateCell {
             }
             match state {
                 SessionState::Connected => tracing::info!(backend, "session connected"),
-                SessionState::Suspended => tracing::warn!(backend, "session suspended: not hearing from the server, held locks are in doubt"),
+                SessionState::Suspended => {
+                    tracing::warn!(backend, "session suspended: not hearing from the server, held locks are in doubt")
+                }
                 SessionState::Expired => tracing::warn!(backend, "session expired: held locks are lost"),
             }
             *current = state;

@@ -42,7 +42,10 @@ pub fn validate_ttl(setting: &str, ttl: Duration, min: Duration) -> Result<Durat
 /// ```
 pub fn parse_duration(setting: &str, text: &str) -> Result<Duration, LockError> {
     let bad = |why: &str| {
-        LockError::invalid_config(setting, format!("{text:?} is not a duration ({why}); write it like 500ms, 10s, 2m or 1h"))
+        LockError::invalid_config(
+            setting,
+            format!("{text:?} is not a duration ({why}); write it like 500ms, 10s, 2m or 1h"),
+        )
     };
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| bad("no unit"))?;
@@ -68,7 +71,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        let ok: &[(&str, u64)] = &[("0ms", 0), ("1ms", 1), ("10s", 10_000), ("2m", 120_000), ("1h", 3_600_000), (" 3s ", 3_000)];
+        let ok: &[(&str, u64)] =
+            &[("0ms", 0), ("1ms", 1), ("10s", 10_000), ("2m", 120_000), ("1h", 3_600_000), (" 3s ", 3_000)];
         for (text, millis) in ok {
             assert_eq!(parse_duration("x", text).unwrap(), Duration::from_millis(*millis), "{text}");
         }

@@ -1,1 +1,48 @@
-//! The harness that runs real etcd and ZooKeeper servers for distlock's tests.
+//! # distlock-tests
+//!
+//! The harness that runs real etcd and ZooKeeper servers for distlock's tests, never mocks:
+//! single nodes and 3-node clusters on free loopback ports in temporary directories
+//! ([`EtcdCluster`], [`ZkEnsemble`]); member control (SIGKILL, SIGSTOP/SIGCONT, restart); a
+//! [`TcpProxy`] that cuts, black-holes or delays connections; and servers shared by all tests of
+//! one test binary ([`shared`]), which `DISTLOCK_TEST_ETCD` / `DISTLOCK_TEST_ZK` can replace
+//! with servers already running.
+//!
+//! Every server process is stopped when its handle drops (also while a test panics) and, through
+//! `PR_SET_PDEATHSIG`, when the test binary exits, however it exits.
+
+pub mod etcd;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod shared;
+pub mod zk;
+
+pub use etcd::EtcdCluster;
+pub use process::ServerProcess;
+pub use proxy::{ProxyMode, TcpProxy};
+pub use zk::ZkEnsemble;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Retries `attempt` until it succeeds or `bound` passes; returns the last error on time-out.
+pub async fn retry_until<T, E, F, Fut>(bound: Duration, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A directory for one server's files, under the system temp dir, named so that stray
+/// processes of ours can be recognised (`distlock-test-*`).
+pub fn temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(&format!("distlock-test-{prefix}-")).tempdir()
+}

@@ -16,7 +16,8 @@ pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
     wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the quitter to queue", |i| i.waiters.len() == 1).await;
     quitting.abort();
     let _ = quitting.await;
-    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the dropped waiter's entry to go", |i| i.waiters.is_empty()).await;
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the dropped waiter's entry to go", |i| i.waiters.is_empty())
+        .await;
     let later = h.client().await;
     let name_owned = name.clone();
     let waiting = tokio::spawn(async move { later.lock(&name_owned).await.expect("later lock") });
@@ -67,7 +68,9 @@ pub async fn cancellation_at_the_moment_of_grant_leaves_nothing(h: &dyn Harness)
         let name_owned = name.clone();
         tasks.push(tokio::spawn(async move {
             // Timeouts spread over 100..380 ms, around the release at ~200 ms.
-            if let Some(g) = client.lock_timeout(&name_owned, Duration::from_millis(100 + 40 * i)).await.expect("lock_timeout") {
+            if let Some(g) =
+                client.lock_timeout(&name_owned, Duration::from_millis(100 + 40 * i)).await.expect("lock_timeout")
+            {
                 g.release().await.expect("release");
             }
         }));
@@ -105,7 +108,11 @@ pub async fn lost_reply_leaves_one_entry_per_waiter(h: &dyn Harness) {
     })
     .await;
     let info_after = a.inspect(&name).await.expect("inspect");
-    assert_eq!(info_after.waiters.len(), 1, "one entry for the waiter, no duplicate: {info_after:?} (first seen {info:?})");
+    assert_eq!(
+        info_after.waiters.len(),
+        1,
+        "one entry for the waiter, no duplicate: {info_after:?} (first seen {info:?})"
+    );
     guard.release().await.expect("release");
     let g = within(PROMPTLY, "b acquires", waiting).await.expect("b");
     g.release().await.expect("release");

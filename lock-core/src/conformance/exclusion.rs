@@ -63,7 +63,8 @@ async fn queue_waiters(
             order.lock().unwrap().push(i);
             guard.release().await.expect("waiter release");
         }));
-        wait_for_queue(observer, name, PROMPTLY, &format!("waiter {i} to queue"), |info| info.waiters.len() == i + 1).await;
+        wait_for_queue(observer, name, PROMPTLY, &format!("waiter {i} to queue"), |info| info.waiters.len() == i + 1)
+            .await;
     }
     tasks
 }
@@ -108,7 +109,10 @@ pub async fn release_wakes_only_the_next_waiter(h: &dyn Harness) {
     assert!(waiters.iter().all(|w| !w.is_finished()), "nobody else got the lock");
     first.release().await.expect("release");
     for w in waiters {
-        within(PROMPTLY * 2, "the rest acquire in turn", async { w.await.expect("waiter").release().await.expect("release") }).await;
+        within(PROMPTLY * 2, "the rest acquire in turn", async {
+            w.await.expect("waiter").release().await.expect("release")
+        })
+        .await;
     }
 }
 
@@ -134,5 +138,8 @@ pub async fn requests_per_handoff_do_not_grow_with_waiters(h: &dyn Harness) {
     let few = requests_per_handoff(h, 2).await;
     let many = requests_per_handoff(h, 10).await;
     assert!(many <= few + 0.5, "requests per hand-off grew with waiters: {few:.2} with 2, {many:.2} with 10 (a herd)");
-    assert!(few >= 1.0, "a hand-off costs at least one request ({few:.2} measured): the request counter is not counting");
+    assert!(
+        few >= 1.0,
+        "a hand-off costs at least one request ({few:.2} measured): the request counter is not counting"
+    );
 }

@@ -37,7 +37,10 @@ pub async fn bad_names_are_refused_and_change_nothing(h: &dyn Harness) {
         let is_invalid = |r: &Result<(), LockError>| matches!(r, Err(LockError::InvalidName { .. }));
         assert!(is_invalid(&client.lock(name).await.map(drop)), "lock({name:?})");
         assert!(is_invalid(&client.try_lock(name).await.map(drop)), "try_lock({name:?})");
-        assert!(is_invalid(&client.lock_timeout(name, Duration::from_secs(1)).await.map(drop)), "lock_timeout({name:?})");
+        assert!(
+            is_invalid(&client.lock_timeout(name, Duration::from_secs(1)).await.map(drop)),
+            "lock_timeout({name:?})"
+        );
         assert!(is_invalid(&client.inspect(name).await.map(drop)), "inspect({name:?})");
     }
     assert_eq!(h.requests().await, before, "invalid names must not reach the server");
@@ -50,7 +53,9 @@ pub async fn bad_names_are_refused_and_change_nothing(h: &dyn Harness) {
 /// 10b. A zero TTL is refused with `InvalidConfig` that names the setting.
 pub async fn bad_ttls_are_refused(h: &dyn Harness) {
     match h.client_with_ttl(Duration::ZERO).await {
-        Err(e @ LockError::InvalidConfig { .. }) => assert!(e.to_string().contains("ttl") || e.to_string().contains("timeout"), "{e}"),
+        Err(e @ LockError::InvalidConfig { .. }) => {
+            assert!(e.to_string().contains("ttl") || e.to_string().contains("timeout"), "{e}")
+        }
         Err(other) => panic!("expected InvalidConfig for a zero TTL, got {other}"),
         Ok(_) => panic!("a zero TTL was accepted"),
     }

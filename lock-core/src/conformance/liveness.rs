@@ -34,10 +34,16 @@ pub async fn auto_release_when_holder_is_cut_off(h: &dyn Harness) {
     let cut_at = Instant::now();
     faults.cut().await;
     let bound = h.ttl() * 2 + Duration::from_secs(5);
-    let (acquired_at, next) = within(bound, "the waiter acquires after the holder is cut off", waiting).await.expect("waiter");
+    let (acquired_at, next) =
+        within(bound, "the waiter acquires after the holder is cut off", waiting).await.expect("waiter");
     let lost_at = within(Duration::from_secs(1), "the holder learns of the loss", lost_at).await.expect("loss task");
     assert!(lost_at <= acquired_at, "lost() fired {:?} after another client acquired", lost_at - acquired_at);
-    assert!(acquired_at - cut_at >= h.ttl() / 2, "the lock passed on after {:?}, too early for a TTL of {:?}", acquired_at - cut_at, h.ttl());
+    assert!(
+        acquired_at - cut_at >= h.ttl() / 2,
+        "the lock passed on after {:?}, too early for a TTL of {:?}",
+        acquired_at - cut_at,
+        h.ttl()
+    );
     assert!(next.fencing_token() > guard.fencing_token());
     assert!(!guard.is_held());
     faults.heal().await;
@@ -78,7 +84,8 @@ pub async fn lost_fires_when_session_expires(h: &dyn Harness) {
     assert!(guard.reenter().is_err(), "a lost hold cannot be reentered");
     assert_eq!(client.session_state(), SessionState::Expired);
     drop(guard);
-    let again = within(PROMPTLY, "a new session takes the lock", client.lock(&name)).await.expect("lock on a new session");
+    let again =
+        within(PROMPTLY, "a new session takes the lock", client.lock(&name)).await.expect("lock on a new session");
     assert_eq!(client.session_state(), SessionState::Connected);
     again.release().await.expect("release");
 }

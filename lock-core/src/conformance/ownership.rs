@@ -1,8 +1,8 @@
 //! Semantic 9: a guard belongs to no task; a client's tasks queue locally and cost the server
 //! one waiter; reentrancy is explicit.
 
-use std::sync::{Arc, Mutex};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
@@ -58,7 +58,10 @@ pub async fn local_queue_costs_one_server_waiter(h: &dyn Harness) {
     }
     let order = order.lock().unwrap().clone();
     assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..TASKS).collect::<Vec<_>>(), "local FIFO order");
-    assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "each local hand-off is a new hold with a larger token: {order:?}");
+    assert!(
+        order.windows(2).all(|w| w[0].1 < w[1].1),
+        "each local hand-off is a new hold with a larger token: {order:?}"
+    );
 }
 
 /// 9c. `reenter` gives a second guard with the same token; the lock goes with the last guard.

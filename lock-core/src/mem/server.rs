@@ -280,7 +280,11 @@ impl MemServer {
             .get(name)
             .map(|q| {
                 q.iter()
-                    .map(|e| QueueEntry { owner: format!("session-{}", e.session), token: e.token, since: Some(e.since) })
+                    .map(|e| QueueEntry {
+                        owner: format!("session-{}", e.session),
+                        token: e.token,
+                        since: Some(e.since),
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -36,10 +36,8 @@ impl Network {
 
     /// Whether the reply to the request just served is lost on the way back.
     pub(crate) fn reply_lost(&self) -> bool {
-        let dropped = self
-            .replies_to_drop
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let dropped =
+            self.replies_to_drop.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if dropped {
             self.replies_dropped.fetch_add(1, Ordering::SeqCst);
         }

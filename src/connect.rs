@@ -1,0 +1,96 @@
+//! `connect(url)`: the URL's scheme picks the backend.
+
+use distlock_core::mem::{MemBackend, MemServer};
+use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, LockUrl};
+
+/// Connects to the lock service the URL names and returns a client with a new session.
+///
+/// | scheme | backend | feature |
+/// |---|---|---|
+/// | `mem://[name][?ttl=10s]` | in-process server `name` (default: the process-wide one) | always |
+/// | `etcd://`, `etcds://` | etcd | `etcd` |
+/// | `zk://` | ZooKeeper | `zookeeper` |
+///
+/// A scheme whose feature is not compiled in is [`LockError::BackendNotEnabled`], naming the
+/// feature; a malformed URL is [`LockError::InvalidUrl`].
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the half-made client; nothing is held yet.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock::LockError> {
+/// let locks = distlock::connect("mem://?ttl=5s").await?;
+/// assert!(locks.session_state().is_connected());
+/// assert!(distlock::connect("redis://localhost").await.is_err());
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
+    let parsed = LockUrl::parse(url)?;
+    match parsed.scheme.as_str() {
+        "mem" => connect_mem(&parsed),
+        "etcd" | "etcds" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "etcd" }),
+        "zk" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "zookeeper" }),
+        other => Err(LockError::InvalidUrl {
+            url: parsed.to_string(),
+            reason: format!("unknown scheme {other:?}; use mem://, etcd://, etcds:// or zk://"),
+        }),
+    }
+}
+
+fn connect_mem(url: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
+    url.reject_unknown_params(&["ttl"])?;
+    if url.username.is_some()
+        || url.hosts.len() > 1
+        || !url.path.is_empty()
+        || url.hosts.iter().any(|h| h.port.is_some())
+    {
+        return Err(LockError::InvalidUrl {
+            url: url.to_string(),
+            reason: "mem:// takes only a server name: mem:// or mem://NAME, with an optional ?ttl=".into(),
+        });
+    }
+    let server = MemServer::named(url.hosts.first().map(|h| h.host.as_str()).unwrap_or(""));
+    let mut builder = MemBackend::builder().server(server);
+    if let Some(ttl) = url.param("ttl") {
+        builder = builder.ttl(parse_duration("ttl", ttl)?);
+    }
+    Ok(Box::new(LockClient::new(builder.build()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn schemes_pick_backends_or_say_what_is_missing() {
+        assert!(connect("mem://").await.is_ok());
+        assert!(connect("mem://named?ttl=2s").await.is_ok());
+        let cases: &[(&str, &str)] = &[
+            ("etcd://localhost:2379", "enable the `etcd` feature"),
+            ("etcds://localhost:2379", "enable the `etcd` feature"),
+            ("zk://localhost:2181", "enable the `zookeeper` feature"),
+            ("redis://localhost", "unknown scheme"),
+            ("localhost:2379", "no scheme"),
+            ("mem://?ttl=0s", "too short"),
+            ("mem://?ttl=10", "not a duration"),
+            ("mem://?tll=1s", "unknown parameter"),
+            ("mem://a,b", "only a server name"),
+            ("mem:///path", "only a server name"),
+        ];
+        for (url, why) in cases {
+            let err = connect(url).await.err().unwrap_or_else(|| panic!("{url} connected"));
+            assert!(err.to_string().contains(why), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn named_mem_servers_are_shared_within_the_process() {
+        let a = connect("mem://shared-test").await.unwrap();
+        let b = connect("mem://shared-test").await.unwrap();
+        let other = connect("mem://other-test").await.unwrap();
+        let guard = a.lock("x").await.unwrap();
+        assert!(b.try_lock("x").await.unwrap().is_none());
+        assert!(other.try_lock("x").await.unwrap().is_some());
+        drop(guard);
+    }
+}

@@ -1,0 +1,174 @@
+//! Real ZooKeeper servers (Debian's `zookeeper`, run with `java` from `/usr/share/java`): a
+//! standalone node or a 3-node ensemble on loopback, with a 200 ms tickTime so that session
+//! timeouts down to 400 ms are allowed.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ports::free_port;
+use crate::process::ServerProcess;
+use crate::{retry_until, temp_dir};
+
+const START_BOUND: Duration = Duration::from_secs(60);
+
+/// The classpath of Debian's ZooKeeper (the jar's manifest names its dependencies).
+pub const CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
+
+/// One ZooKeeper server.
+#[derive(Debug)]
+pub struct ZkMember {
+    /// `zk-1`, `zk-2`, ... (the myid is the number).
+    pub name: String,
+    /// The client port on 127.0.0.1.
+    pub client_port: u16,
+    /// The process.
+    pub process: ServerProcess,
+}
+
+impl ZkMember {
+    /// `127.0.0.1:<client port>`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Sends a four-letter command (`ruok`, `srvr`, `mntr`, ...) and returns the answer.
+    pub async fn four_letter(&self, command: &str) -> io::Result<String> {
+        four_letter(&self.endpoint(), command).await
+    }
+
+    /// `leader`, `follower` or `standalone`, from `srvr`.
+    pub async fn mode(&self) -> io::Result<String> {
+        let srvr = self.four_letter("srvr").await?;
+        srvr.lines()
+            .find_map(|l| l.strip_prefix("Mode: "))
+            .map(|m| m.trim().to_owned())
+            .ok_or_else(|| io::Error::other(format!("no mode in srvr answer: {srvr:?}")))
+    }
+}
+
+/// A ZooKeeper ensemble of 1 (standalone) or 3 servers started by the harness, stopped on drop.
+#[derive(Debug)]
+pub struct ZkEnsemble {
+    /// The servers, myid order.
+    pub members: Vec<ZkMember>,
+    dir: tempfile::TempDir,
+}
+
+impl ZkEnsemble {
+    /// Starts `size` servers and waits until each serves (standalone, leader or follower).
+    pub async fn start(size: usize) -> io::Result<Self> {
+        let dir = temp_dir("zk")?;
+        let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
+        let mut members = Vec::new();
+        for (i, (client, _, _)) in ports.iter().enumerate() {
+            let id = i + 1;
+            let name = format!("zk-{id}");
+            let data = dir.path().join(&name);
+            std::fs::create_dir_all(&data)?;
+            let mut config = format!(
+                "tickTime=200\ninitLimit=50\nsyncLimit=10\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\n\
+                 minSessionTimeout=400\nmaxSessionTimeout=60000\nadmin.enableServer=false\n4lw.commands.whitelist=*\n\
+                 maxClientCnxns=0\n",
+                data.display()
+            );
+            if size > 1 {
+                std::fs::write(data.join("myid"), format!("{id}\n"))?;
+                for (j, (_, q, e)) in ports.iter().enumerate() {
+                    config.push_str(&format!("server.{}=127.0.0.1:{q}:{e}\n", j + 1));
+                }
+            }
+            let config_path = dir.path().join(format!("{name}.cfg"));
+            std::fs::write(&config_path, config)?;
+            let args = vec![
+                "-Xmx256m".into(),
+                "-XX:+UseSerialGC".into(),
+                "-XX:TieredStopAtLevel=1".into(),
+                "-cp".into(),
+                CLASSPATH.into(),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
+                config_path.display().to_string(),
+            ];
+            let log = dir.path().join(format!("{name}.log"));
+            let process = ServerProcess::start(&name, "java", args, log)?;
+            members.push(ZkMember { name, client_port: *client, process });
+        }
+        let ensemble = ZkEnsemble { members, dir };
+        ensemble.wait_ready().await?;
+        Ok(ensemble)
+    }
+
+    /// The client endpoints of all servers.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(ZkMember::endpoint).collect()
+    }
+
+    /// The connect string `h1:p1,h2:p2,...`.
+    pub fn connect_string(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// The temporary directory holding data, configs and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Waits until every running server reports a serving mode.
+    pub async fn wait_ready(&self) -> io::Result<()> {
+        for member in &self.members {
+            retry_until(START_BOUND, || async {
+                match member.mode().await?.as_str() {
+                    "leader" | "follower" | "standalone" => Ok(()),
+                    other => Err(io::Error::other(format!("mode {other}"))),
+                }
+            })
+            .await
+            .map_err(|e| {
+                io::Error::other(format!("{} does not serve: {e}\n{}", member.name, member.process.log_tail(20)))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The index of the leader (of a 3-node ensemble).
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, member) in self.members.iter().enumerate() {
+            if member.mode().await.ok().as_deref() == Some("leader") {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// A client of all servers with the given session timeout.
+    pub async fn client(&self, session_timeout: Duration) -> Result<zookeeper_client::Client, zookeeper_client::Error> {
+        connect(&self.connect_string(), session_timeout).await
+    }
+}
+
+/// Connects with a short connection timeout, as tests want.
+pub async fn connect(
+    hosts: &str,
+    session_timeout: Duration,
+) -> Result<zookeeper_client::Client, zookeeper_client::Error> {
+    zookeeper_client::Client::connector()
+        .with_session_timeout(session_timeout)
+        .with_connection_timeout(Duration::from_secs(2))
+        .connect(hosts)
+        .await
+}
+
+/// Sends a four-letter command to `endpoint` and reads the answer until the server closes.
+pub async fn four_letter(endpoint: &str, command: &str) -> io::Result<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
+        stream.write_all(command.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok::<_, io::Error>(answer)
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{command} to {endpoint} timed out")))?
+}
