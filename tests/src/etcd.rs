@@ -92,9 +92,11 @@ impl EtcdCluster {
     pub async fn wait_ready(&self) -> io::Result<()> {
         for member in &self.members {
             let endpoint = member.endpoint();
-            retry_until(START_BOUND, || async { connect(&[endpoint.clone()]).await?.status().await.map(drop) })
-                .await
-                .map_err(|e| {
+            retry_until(START_BOUND, || async {
+                connect(std::slice::from_ref(&endpoint)).await?.status().await.map(drop)
+            })
+            .await
+            .map_err(|e| {
                 io::Error::other(format!("{} did not answer: {e}\n{}", member.name, member.process.log_tail(20)))
             })?;
         }

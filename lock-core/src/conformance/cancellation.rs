@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
 
-/// 7a. A `lock()` future dropped while waiting removes its entry; later waiters are not blocked.
+/// Semantic 7a: A `lock()` future dropped while waiting removes its entry; later waiters are not blocked.
 pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
     let name = unique_name("dropped-wait");
     let holder = h.client().await;
@@ -27,7 +27,7 @@ pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
-/// 7b. Dropping a guard releases in the background.
+/// Semantic 7b: Dropping a guard releases in the background.
 pub async fn dropped_guard_releases_in_background(h: &dyn Harness) {
     let name = unique_name("dropped-guard");
     let a = h.client().await;
@@ -37,7 +37,7 @@ pub async fn dropped_guard_releases_in_background(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
-/// 7c. A task aborted while holding a guard releases the lock.
+/// Semantic 7c: A task aborted while holding a guard releases the lock.
 pub async fn aborted_task_releases_its_guard(h: &dyn Harness) {
     let name = unique_name("aborted-holder");
     let a = h.client().await;
@@ -56,7 +56,7 @@ pub async fn aborted_task_releases_its_guard(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
-/// 7d. Waiters whose timeouts expire around the moment of a hand-off either get the lock (and
+/// Semantic 7d: Waiters whose timeouts expire around the moment of a hand-off either get the lock (and
 /// release it) or leave nothing behind: afterwards the lock is free.
 pub async fn cancellation_at_the_moment_of_grant_leaves_nothing(h: &dyn Harness) {
     let name = unique_name("cancel-at-grant");
@@ -85,7 +85,7 @@ pub async fn cancellation_at_the_moment_of_grant_leaves_nothing(h: &dyn Harness)
     g.release().await.expect("release");
 }
 
-/// 8. A reply lost after the server queued the request: the retry finds its own entry, so each
+/// Semantic 8: A reply lost after the server queued the request: the retry finds its own entry, so each
 /// client has exactly one entry, as holder and as waiter.
 pub async fn lost_reply_leaves_one_entry_per_waiter(h: &dyn Harness) {
     let name = unique_name("lost-reply");

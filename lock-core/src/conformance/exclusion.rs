@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
 use crate::{DistributedLock, FencingToken};
 
-/// 1. Many clients loop on one lock; a shared counter detects any overlap, and the tokens of
+/// Semantic 1: Many clients loop on one lock; a shared counter detects any overlap, and the tokens of
 /// successive holders strictly increase.
 pub async fn mutual_exclusion_under_contention(h: &dyn Harness) {
     const CLIENTS: usize = 6;
@@ -69,7 +69,7 @@ async fn queue_waiters(
     tasks
 }
 
-/// 2. Waiters get the lock in the order they queued, and `inspect` lists them in that order.
+/// Semantic 2: Waiters get the lock in the order they queued, and `inspect` lists them in that order.
 pub async fn fifo_order_of_waiters(h: &dyn Harness) {
     const WAITERS: usize = 5;
     let name = unique_name("fifo");
@@ -88,7 +88,7 @@ pub async fn fifo_order_of_waiters(h: &dyn Harness) {
     assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>(), "waiters must acquire in queue order");
 }
 
-/// 3a. A release hands the lock to the first waiter only: the others stay queued, in order.
+/// Semantic 3a: A release hands the lock to the first waiter only: the others stay queued, in order.
 pub async fn release_wakes_only_the_next_waiter(h: &dyn Harness) {
     let name = unique_name("herd");
     let holder = h.client().await;
@@ -132,7 +132,7 @@ async fn requests_per_handoff(h: &dyn Harness, count: usize) -> f64 {
     spent as f64 / count as f64
 }
 
-/// 3b. Server requests per hand-off stay constant as waiters grow: each waiter watches only its
+/// Semantic 3b: Server requests per hand-off stay constant as waiters grow: each waiter watches only its
 /// predecessor, so a release costs the same with 2 or 10 waiters.
 pub async fn requests_per_handoff_do_not_grow_with_waiters(h: &dyn Harness) {
     let few = requests_per_handoff(h, 2).await;

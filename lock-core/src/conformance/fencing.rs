@@ -2,7 +2,7 @@
 
 use super::{unique_name, within, Harness, PROMPTLY};
 
-/// 5. Tokens strictly increase across clients, across a session that was killed, and across a
+/// Semantic 5: Tokens strictly increase across clients, across a session that was killed, and across a
 /// client's later sessions.
 pub async fn fencing_tokens_increase_across_sessions(h: &dyn Harness) {
     let name = unique_name("fencing");

@@ -26,7 +26,7 @@ pub async fn try_lock_and_timeout_do_not_wait(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
-/// 10a. Empty names, NUL bytes, `..`, a trailing `/`, over-long names: every call refuses them
+/// Semantic 10a: Empty names, NUL bytes, `..`, a trailing `/`, over-long names: every call refuses them
 /// with `InvalidName`, sends nothing, and leaves nothing on the server.
 pub async fn bad_names_are_refused_and_change_nothing(h: &dyn Harness) {
     let client = h.client().await;
@@ -50,7 +50,7 @@ pub async fn bad_names_are_refused_and_change_nothing(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
-/// 10b. A zero TTL is refused with `InvalidConfig` that names the setting.
+/// Semantic 10b: A zero TTL is refused with `InvalidConfig` that names the setting.
 pub async fn bad_ttls_are_refused(h: &dyn Harness) {
     match h.client_with_ttl(Duration::ZERO).await {
         Err(e @ LockError::InvalidConfig { .. }) => {

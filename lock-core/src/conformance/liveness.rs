@@ -17,7 +17,7 @@ fn record_loss(token: tokio_util::sync::CancellationToken) -> tokio::task::JoinH
     })
 }
 
-/// 4a + 6. A holder cut off from the server: its `lost()` fires, then (not before) the waiter
+/// Semantic 4a + 6: A holder cut off from the server: its `lost()` fires, then (not before) the waiter
 /// gets the lock, within the TTL plus slack, with a larger token.
 pub async fn auto_release_when_holder_is_cut_off(h: &dyn Harness) {
     let name = unique_name("cut-holder");
@@ -52,7 +52,7 @@ pub async fn auto_release_when_holder_is_cut_off(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
-/// 4b. A holder whose session is killed on the server: the waiter gets the lock promptly.
+/// Semantic 4b: A holder whose session is killed on the server: the waiter gets the lock promptly.
 pub async fn auto_release_when_holder_session_is_killed(h: &dyn Harness) {
     let name = unique_name("killed-holder");
     let (holder, faults) = h.faulty_client().await;
@@ -69,7 +69,7 @@ pub async fn auto_release_when_holder_session_is_killed(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
-/// 6a. Session expiry fires `lost()` with the reason, `is_held` turns false, the session state
+/// Semantic 6a: Session expiry fires `lost()` with the reason, `is_held` turns false, the session state
 /// says expired, and the next `lock` works on a new session.
 pub async fn lost_fires_when_session_expires(h: &dyn Harness) {
     let name = unique_name("expiry");
@@ -90,7 +90,7 @@ pub async fn lost_fires_when_session_expires(h: &dyn Harness) {
     again.release().await.expect("release");
 }
 
-/// 6b. The holder's entry deleted by someone else: `lost()` fires and the next waiter acquires.
+/// Semantic 6b: The holder's entry deleted by someone else: `lost()` fires and the next waiter acquires.
 pub async fn lost_fires_when_entry_is_deleted(h: &dyn Harness) {
     let name = unique_name("deleted");
     let holder = h.client().await;
@@ -108,7 +108,7 @@ pub async fn lost_fires_when_entry_is_deleted(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
-/// 6c. A cut shorter than the lost deadline: no loss, nobody else acquires, the lock still works.
+/// Semantic 6c: A cut shorter than the lost deadline: no loss, nobody else acquires, the lock still works.
 pub async fn short_blip_loses_nothing(h: &dyn Harness) {
     let name = unique_name("blip");
     let (holder, faults) = h.faulty_client().await;
@@ -127,7 +127,7 @@ pub async fn short_blip_loses_nothing(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
-/// 4c. A waiter whose session expires while it waits gets `SessionExpired`, never a lock.
+/// Semantic 4c: A waiter whose session expires while it waits gets `SessionExpired`, never a lock.
 pub async fn waiter_whose_session_expires_gets_an_error(h: &dyn Harness) {
     let name = unique_name("expired-waiter");
     let holder = h.client().await;

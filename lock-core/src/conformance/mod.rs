@@ -4,9 +4,10 @@
 //!
 //! After every test the macro checks that nothing is left on the server.
 //!
-//! ```ignore
-//! // In a backend's tests (see tests/tests/conformance_mem.rs):
-//! distlock_core::conformance_tests!(async { MyHarness::start().await });
+//! ```
+//! // In a backend's integration tests (see tests/tests/conformance_mem.rs):
+//! distlock_core::conformance_tests!(async { distlock_core::conformance::MemHarness::new() });
+//! # fn main() {}
 //! ```
 
 mod cancellation;

@@ -8,7 +8,7 @@ use std::task::Poll;
 use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
 use crate::FencingToken;
 
-/// 9a. A guard taken in one task is released by another.
+/// Semantic 9a: A guard taken in one task is released by another.
 pub async fn guard_moves_between_tasks(h: &dyn Harness) {
     let name = unique_name("moving-guard");
     let a = h.client().await;
@@ -22,7 +22,7 @@ pub async fn guard_moves_between_tasks(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
-/// 9b. Five tasks of one client waiting on one name are one server waiter; they acquire in the
+/// Semantic 9b: Five tasks of one client waiting on one name are one server waiter; they acquire in the
 /// order they called `lock`, each with a larger token.
 pub async fn local_queue_costs_one_server_waiter(h: &dyn Harness) {
     const TASKS: usize = 5;
@@ -64,7 +64,7 @@ pub async fn local_queue_costs_one_server_waiter(h: &dyn Harness) {
     );
 }
 
-/// 9c. `reenter` gives a second guard with the same token; the lock goes with the last guard.
+/// Semantic 9c: `reenter` gives a second guard with the same token; the lock goes with the last guard.
 pub async fn reenter_shares_the_hold(h: &dyn Harness) {
     let name = unique_name("reenter");
     let a = h.client().await;
