@@ -123,4 +123,25 @@ impl LeaseClock {
             }
         }
     }
+
+    /// Waits until an acknowledgement moves the deadline past `deadline`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future only stops waiting.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let clock = distlock_core::LeaseClock::new(Duration::from_secs(5));
+    /// let old = clock.deadline();
+    /// clock.acknowledged(tokio::time::Instant::now() + Duration::from_millis(1));
+    /// clock.renewed_past(old).await;
+    /// # }
+    /// ```
+    pub async fn renewed_past(&self, deadline: Instant) {
+        let mut acks = self.last_ack_sent.subscribe();
+        let (ttl, margin) = (self.ttl, self.margin);
+        // The sender lives in `self`; an error cannot happen while we borrow it.
+        let _ = acks.wait_for(|last| *last + ttl - margin > deadline).await;
+    }
 }

@@ -34,6 +34,7 @@ mod lock_url;
 mod loss;
 mod name;
 mod session;
+mod session_life;
 mod settings;
 mod token;
 
@@ -54,5 +55,6 @@ pub use lock_url::{HostPort, LockUrl};
 pub use loss::{LossReason, LossSignal};
 pub use name::{LockName, MAX_NAME_LEN};
 pub use session::{SessionState, SessionStateCell};
+pub use session_life::SessionLife;
 pub use settings::{parse_duration, validate_ttl, MAX_TTL};
 pub use token::FencingToken;

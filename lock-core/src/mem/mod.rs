@@ -161,11 +161,11 @@ impl MemBackend {
     /// The current session, or a new one if it expired: an expired session is never reused.
     fn live_session(&self) -> Result<Arc<MemSession>, LockError> {
         let mut slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.shared.ended.is_cancelled() {
+        if slot.shared.server_ended.is_cancelled() {
             if self.net.is_partitioned() {
                 return Err(unreachable_error("open a new session"));
             }
-            slot.shared.state.set(SessionState::Expired);
+            slot.shared.life.expire();
             *slot = Arc::new(MemSession::open(&self.server, self.ttl, self.net.clone())?);
             tracing::info!(session = slot.shared.id, "mem: new session after expiry");
         }
@@ -284,7 +284,7 @@ impl Drop for QueuedEntry {
                 let shared = &session.shared;
                 tokio::select! {
                     _ = shared.net.healed() => { shared.server.remove(&name, token); }
-                    _ = shared.ended.cancelled() => {}
+                    _ = shared.server_ended.cancelled() => {}
                 }
             });
         }
@@ -301,14 +301,14 @@ impl MemBackend {
             if shared.net.is_partitioned() {
                 tokio::select! {
                     _ = shared.net.healed() => {}
-                    _ = shared.ended.cancelled() => return Err(shared.expired_error(&during())),
+                    _ = shared.server_ended.cancelled() => return Err(shared.expired_error(&during())),
                 }
                 continue;
             }
             match shared.server.position(&entry.name, entry.token, counted) {
                 Some(0) => return Ok(()),
                 Some(_) => {}
-                None if shared.ended.is_cancelled() => return Err(shared.expired_error(&during())),
+                None if shared.server_ended.is_cancelled() => return Err(shared.expired_error(&during())),
                 None => {
                     return Err(LockError::Backend {
                         backend: "mem",
@@ -322,7 +322,7 @@ impl MemBackend {
             tokio::select! {
                 _ = wake.notified() => { counted = true; tracing::debug!(lock = %entry.name, "predecessor gone: checking place"); }
                 _ = sleep_until_or_forever(recheck_at) => { counted = false; }
-                _ = shared.ended.cancelled() => return Err(shared.expired_error(&during())),
+                _ = shared.server_ended.cancelled() => return Err(shared.expired_error(&during())),
                 _ = cuts.wait_for(|cut| *cut) => { counted = false; }
             }
         }
@@ -333,7 +333,7 @@ impl MemBackend {
         entry.armed = false;
         let shared = entry.session.shared.clone();
         let loss = LossSignal::new(entry.name.clone(), entry.token);
-        let registration = shared.holds.register(loss.clone());
+        let registration = shared.life.holds().register(loss.clone());
         let released = CancellationToken::new();
         // An operator deleting the entry is a loss; the client hears of it once connected.
         let watcher = {
@@ -350,7 +350,7 @@ impl MemBackend {
             }
         };
         tokio::spawn(watcher);
-        if shared.ended.is_cancelled() {
+        if shared.server_ended.is_cancelled() {
             loss.fire(LossReason::SessionExpired);
         }
         ServerHold {
@@ -387,7 +387,7 @@ impl ServerRelease for MemRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         let shared = &self.session.shared;
         self.released.cancel();
-        shared.holds.remove(self.registration);
+        shared.life.holds().remove(self.registration);
         if shared.net.is_partitioned() {
             return Err(LockError::ReleaseUnconfirmed {
                 name: self.name.to_string(),
@@ -430,9 +430,9 @@ impl LockBackend for MemBackend {
 
     fn session_state(&self) -> SessionState {
         let session = self.current();
-        if session.shared.ended.is_cancelled() && !self.net.is_partitioned() {
+        if session.shared.server_ended.is_cancelled() && !self.net.is_partitioned() {
             return SessionState::Expired;
         }
-        session.shared.state.get()
+        session.shared.life.state()
     }
 }

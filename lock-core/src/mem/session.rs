@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{Enqueued, MemServer};
-use crate::{HoldRegistry, LeaseClock, LockError, LockName, LossReason, SessionState, SessionStateCell};
+use crate::{LockError, LockName, SessionLife};
 
 /// The client's simulated network to the server, shared by all its sessions.
 #[derive(Debug, Default)]
@@ -57,12 +57,10 @@ pub(crate) struct SessionShared {
     pub(crate) server: MemServer,
     pub(crate) id: u64,
     pub(crate) ttl: Duration,
-    pub(crate) state: SessionStateCell,
-    pub(crate) clock: LeaseClock,
-    pub(crate) holds: HoldRegistry,
+    pub(crate) life: SessionLife,
     pub(crate) net: Arc<Network>,
-    /// Cancelled by the server when the session ends there.
-    pub(crate) ended: CancellationToken,
+    /// Cancelled by the server when the session ends there (the client learns it when connected).
+    pub(crate) server_ended: CancellationToken,
 }
 
 impl MemSession {
@@ -77,19 +75,10 @@ impl MemSession {
             source: Box::new(e),
         })?;
         let sent = Instant::now();
-        let (id, ended) = server.open_session(ttl);
-        let clock = LeaseClock::new(ttl);
-        clock.acknowledged(sent);
-        let shared = Arc::new(SessionShared {
-            server: server.clone(),
-            id,
-            ttl,
-            state: SessionStateCell::new("mem"),
-            clock,
-            holds: HoldRegistry::default(),
-            net,
-            ended,
-        });
+        let (id, server_ended) = server.open_session(ttl);
+        let life = SessionLife::new("mem", ttl);
+        life.renewed(sent);
+        let shared = Arc::new(SessionShared { server: server.clone(), id, ttl, life, net, server_ended });
         let keepalive = runtime.spawn(shared.clone().keep_alive_loop());
         tracing::debug!(session = id, ttl_ms = ttl.as_millis() as u64, "mem session opened");
         Ok(MemSession { shared, keepalive })
@@ -110,33 +99,30 @@ pub(crate) fn unreachable_error(what: &str) -> LockError {
 
 impl SessionShared {
     async fn keep_alive_loop(self: Arc<Self>) {
-        let interval = self.ttl / 3;
+        tokio::select! {
+            _ = self.life.watch_silence() => {}
+            _ = self.renew_loop() => {}
+        }
+    }
+
+    async fn renew_loop(&self) {
         let mut partitioned = self.net.partitioned.subscribe();
-        let mut silent_reported = false;
         loop {
             let cut = *partitioned.borrow_and_update();
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {
+                _ = tokio::time::sleep(self.ttl / 3) => {
                     if cut {
-                        self.state.set(SessionState::Suspended);
-                    } else if !self.renew(&mut silent_reported) {
+                        self.life.suspended();
+                    } else if !self.renew() {
                         return;
                     }
                 }
-                _ = self.ended.cancelled(), if !cut => {
-                    self.on_expired();
+                _ = self.server_ended.cancelled(), if !cut => {
+                    self.life.expire();
                     return;
                 }
-                _ = self.clock.silent(), if !silent_reported => {
-                    silent_reported = true;
-                    self.state.set(SessionState::Suspended);
-                    self.holds.fire_all(LossReason::ServerSilent);
-                }
                 changed = partitioned.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if !*partitioned.borrow() && !self.renew(&mut silent_reported) {
+                    if changed.is_err() || (!*partitioned.borrow() && !self.renew()) {
                         return;
                     }
                 }
@@ -145,25 +131,18 @@ impl SessionShared {
     }
 
     /// One keepalive. Returns false once the session is over.
-    fn renew(&self, silent_reported: &mut bool) -> bool {
+    fn renew(&self) -> bool {
         let sent = Instant::now();
         match self.server.keep_alive(self.id) {
             Ok(()) => {
-                self.clock.acknowledged(sent);
-                *silent_reported = false;
-                self.state.set(SessionState::Connected);
+                self.life.renewed(sent);
                 true
             }
             Err(_) => {
-                self.on_expired();
+                self.life.expire();
                 false
             }
         }
-    }
-
-    fn on_expired(&self) {
-        self.state.set(SessionState::Expired);
-        self.holds.fire_all(LossReason::SessionExpired);
     }
 
     pub(crate) fn expired_error(&self, during: &str) -> LockError {
@@ -184,11 +163,11 @@ impl SessionShared {
             }
             return match reply {
                 Ok(enqueued) => {
-                    self.clock.acknowledged(sent);
+                    self.life.renewed(sent);
                     Ok(enqueued)
                 }
                 Err(_) => {
-                    self.on_expired();
+                    self.life.expire();
                     Err(self.expired_error(&format!("queuing for lock {name:?}")))
                 }
             };

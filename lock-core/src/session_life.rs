@@ -1,0 +1,187 @@
+//! `SessionLife`: what every backend's session tracks about itself — its state, its lease clock,
+//! the holds that die with it, and whether it has ended — and the transitions between them, so
+//! that each backend only has to report what it hears from its server.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{HoldRegistry, LeaseClock, LossReason, SessionState, SessionStateCell};
+
+/// The life of one server session as the client knows it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+/// use std::time::Duration;
+/// use distlock_core::{FencingToken, LockName, LossReason, LossSignal, SessionLife, SessionState};
+///
+/// let life = SessionLife::new("example", Duration::from_secs(10));
+/// let hold = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
+/// life.holds().register(hold.clone());
+/// life.expire(); // the server said the session is gone
+/// assert_eq!(hold.reason(), Some(LossReason::SessionExpired));
+/// assert_eq!(life.state(), SessionState::Expired);
+/// assert!(life.is_ended());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SessionLife {
+    state: SessionStateCell,
+    clock: LeaseClock,
+    holds: HoldRegistry,
+    ended: CancellationToken,
+}
+
+impl SessionLife {
+    /// A new, connected session with `ttl`, acknowledged as of now.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// assert!(life.state().is_connected());
+    /// ```
+    pub fn new(backend: &'static str, ttl: Duration) -> Self {
+        SessionLife {
+            state: SessionStateCell::new(backend),
+            clock: LeaseClock::new(ttl),
+            holds: HoldRegistry::default(),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    /// The session's state.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// assert_eq!(life.state(), distlock_core::SessionState::Connected);
+    /// ```
+    pub fn state(&self) -> SessionState {
+        self.state.get()
+    }
+
+    /// The lease clock.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// assert!(life.clock().deadline() > tokio::time::Instant::now());
+    /// ```
+    pub fn clock(&self) -> &LeaseClock {
+        &self.clock
+    }
+
+    /// The holds that are lost when the session ends or goes silent.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// assert!(life.holds().is_empty());
+    /// ```
+    pub fn holds(&self) -> &HoldRegistry {
+        &self.holds
+    }
+
+    /// The server acknowledged a renewal sent at `sent_at`: the session is connected.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// life.renewed(tokio::time::Instant::now());
+    /// ```
+    pub fn renewed(&self, sent_at: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        self.clock.acknowledged(sent_at);
+        self.state.set(SessionState::Connected);
+    }
+
+    /// The server has been silent past the lease clock's deadline: every hold is lost (the server
+    /// may already have handed the locks on) and the session is suspended.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// life.silent_too_long();
+    /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
+    /// ```
+    pub fn silent_too_long(&self) {
+        self.state.set(SessionState::Suspended);
+        self.holds.fire_all(LossReason::ServerSilent);
+    }
+
+    /// The client cannot reach the server right now; holds stay until the deadline.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// life.suspended();
+    /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
+    /// ```
+    pub fn suspended(&self) {
+        self.state.set(SessionState::Suspended);
+    }
+
+    /// The session is over on the server: every hold is lost, waits end, the state is final.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// life.expire();
+    /// assert!(life.is_ended());
+    /// ```
+    pub fn expire(&self) {
+        self.state.set(SessionState::Expired);
+        self.holds.fire_all(LossReason::SessionExpired);
+        self.ended.cancel();
+    }
+
+    /// Whether the session is over.
+    ///
+    /// ```
+    /// assert!(!distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1)).is_ended());
+    /// ```
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+
+    /// Resolves when the session is over.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future only stops waiting.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// life.expire();
+    /// life.ended().await;
+    /// # }
+    /// ```
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
+    }
+
+    /// Watches the lease clock until the session ends: whenever the deadline passes with no
+    /// renewal, calls [`SessionLife::silent_too_long`] (once per silence). Backends run this
+    /// beside their keepalive loop.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future only stops watching.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let life = distlock_core::SessionLife::new("mem", Duration::from_millis(50));
+    /// let watcher = life.watch_silence();
+    /// tokio::time::timeout(Duration::from_millis(100), watcher).await.ok();
+    /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
+    /// # }
+    /// ```
+    pub async fn watch_silence(&self) {
+        loop {
+            tokio::select! {
+                _ = self.ended.cancelled() => return,
+                _ = self.clock.silent() => self.silent_too_long(),
+            }
+            // Wait for a renewal (or the end) before watching for the next silence.
+            tokio::select! {
+                _ = self.ended.cancelled() => return,
+                _ = self.clock.renewed_past(self.clock.deadline()) => {}
+            }
+        }
+    }
+}
