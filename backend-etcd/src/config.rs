@@ -294,7 +294,8 @@ mod tests {
 
     #[test]
     fn urls_map_to_settings() {
-        let c = EtcdConfig::from_url(&LockUrl::parse("etcd://h1:1,h2/app/locks?ttl=3s&request_timeout=2s").unwrap()).unwrap();
+        let c = EtcdConfig::from_url(&LockUrl::parse("etcd://h1:1,h2/app/locks?ttl=3s&request_timeout=2s").unwrap())
+            .unwrap();
         assert_eq!(c.endpoints, ["h1:1", "h2:2379"]);
         assert_eq!(c.prefix, "app/locks");
         assert_eq!(c.ttl, Duration::from_secs(3));

@@ -1,1 +1,304 @@
+//! # distlock-etcd
+//!
+//! The etcd backend of distlock: one lease per client, kept alive by one background task, and
+//! locks in the key layout of etcd's Go `concurrency.Mutex` (`<prefix>/<name>/<lease-id hex>`,
+//! the holder is the lowest create revision), so Go services and `etcdctl lock` exclude each
+//! other with distlock on the same name.
+//!
+//! - **Acquire**: one Txn creates our key if absent and reads the owner and the key just below
+//!   ours. Uncontended, a lock costs two requests: that Txn and the release's delete.
+//! - **Wait**: each waiter watches only its predecessor's key, from the revision it read, so no
+//!   deletion is missed; broken watches are re-created from the same revision after a restart
+//!   or leader change; a compaction makes the waiter re-read. After every wait one Txn confirms
+//!   that our key still exists (so the lease lives: etcd issue 11456) and finds the next
+//!   predecessor.
+//! - **Fencing token**: our key's create revision. [`EtcdBackend::fence`] turns a guard into a
+//!   `Compare` for your own Txn.
+//! - **Lost**: fires when the keepalive says the lease is gone, when our key is deleted by
+//!   someone else, and when no keepalive was acknowledged for TTL minus a margin.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+//! use distlock_core::DistributedLock;
+//!
+//! let locks = distlock_etcd::EtcdBackend::builder()
+//!     .endpoints(["10.0.0.1:2379", "10.0.0.2:2379"])
+//!     .prefix("myapp")
+//!     .connect()
+//!     .await?;
+//! let guard = locks.lock("jobs/nightly-report").await?;
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
 
+mod config;
+mod errors;
+mod recipe;
+mod session;
+mod watch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use distlock_core::{
+    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, ServerHold, SessionState,
+};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
+
+pub use config::{
+    EtcdBuilder, EtcdConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
+};
+pub use etcd_client;
+use session::EtcdSession;
+
+/// A distlock client on etcd.
+pub type EtcdLocks = LockClient<EtcdBackend>;
+
+/// Connects to the etcd cluster an `etcd://` or `etcds://` URL names (see [`EtcdConfig::from_url`]).
+///
+/// # Cancel safety
+/// Cancel safe: see [`EtcdBuilder::connect`].
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+/// let url = distlock_core::LockUrl::parse("etcd://127.0.0.1:2379/myapp?ttl=10s")?;
+/// let locks = distlock_etcd::connect_url(&url).await?;
+/// # drop(locks); Ok(()) }
+/// ```
+pub async fn connect_url(url: &LockUrl) -> Result<EtcdLocks, LockError> {
+    Ok(LockClient::new(EtcdBackend::connect(EtcdConfig::from_url(url)?).await?))
+}
+
+/// The etcd backend: a connection and the current session (lease). Wrap it in a
+/// [`LockClient`] (the builder's `connect` does) to get a `DistributedLock`.
+pub struct EtcdBackend {
+    config: Arc<EtcdConfig>,
+    client: Client,
+    session: Mutex<Arc<EtcdSession>>,
+    renewing: tokio::sync::Mutex<()>,
+    requests: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend").field("config", &self.config).field("session", &self.current()).finish()
+    }
+}
+
+impl EtcdBackend {
+    /// A builder with the defaults.
+    ///
+    /// ```
+    /// let builder = distlock_etcd::EtcdBackend::builder();
+    /// # drop(builder);
+    /// ```
+    pub fn builder() -> EtcdBuilder {
+        EtcdBuilder::default()
+    }
+
+    /// Connects with validated settings and grants the first lease, within the connect timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: see [`EtcdBuilder::connect`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+    /// let config = distlock_etcd::EtcdBackend::builder().config()?;
+    /// let backend = distlock_etcd::EtcdBackend::connect(config).await?;
+    /// # drop(backend); Ok(()) }
+    /// ```
+    pub async fn connect(config: EtcdConfig) -> Result<Self, LockError> {
+        let config = Arc::new(config);
+        let unreachable = |what: &str, source: Option<etcd_client::Error>| LockError::Unreachable {
+            endpoints: config.endpoints_label(),
+            what: what.to_owned(),
+            source: source.map(|e| Box::new(e) as _),
+        };
+        let scheme = if config.tls { "https" } else { "http" };
+        let endpoints: Vec<String> = config.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(config.ttl / 4, config.ttl / 4);
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user, password);
+        }
+        if config.tls {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &config.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    LockError::invalid_config("ca", format!("cannot read the CA file {}: {e}", ca.display()))
+                })?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            } else {
+                tls = tls.with_enabled_roots();
+            }
+            options = options.with_tls(tls);
+        }
+        let requests = Arc::new(AtomicU64::new(0));
+        let connecting = async {
+            let client =
+                Client::connect(&endpoints, Some(options)).await.map_err(|e| unreachable("connect", Some(e)))?;
+            let session = EtcdSession::open(client.clone(), config.clone(), requests.clone()).await?;
+            Ok::<_, LockError>((client, session))
+        };
+        let (client, session) = tokio::time::timeout(config.connect_timeout + config.request_timeout, connecting)
+            .await
+            .map_err(|_| unreachable(&format!("connect (no answer within {:?})", config.connect_timeout), None))??;
+        Ok(EtcdBackend {
+            config,
+            client,
+            session: Mutex::new(session),
+            renewing: tokio::sync::Mutex::new(()),
+            requests,
+        })
+    }
+
+    fn current(&self) -> Arc<EtcdSession> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current session, or a new one if it expired: an expired lease is never reused.
+    async fn live_session(&self) -> Result<Arc<EtcdSession>, LockError> {
+        let current = self.current();
+        if !current.life.is_ended() {
+            return Ok(current);
+        }
+        let _renewing = self.renewing.lock().await;
+        let current = self.current();
+        if !current.life.is_ended() {
+            return Ok(current);
+        }
+        let fresh = EtcdSession::open(self.client.clone(), self.config.clone(), self.requests.clone()).await?;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The settings.
+    ///
+    /// ```no_run
+    /// # async fn f(locks: distlock_etcd::EtcdLocks) {
+    /// println!("TTL {:?}", locks.backend().config().ttl());
+    /// # }
+    /// ```
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+
+    /// The underlying `etcd-client` client, for your own requests (for example a fenced Txn).
+    ///
+    /// ```no_run
+    /// # async fn f(locks: distlock_etcd::EtcdLocks) {
+    /// let mut client = locks.backend().client();
+    /// # let _ = client.get("k", None).await; }
+    /// ```
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The current session's lease id.
+    ///
+    /// ```no_run
+    /// # async fn f(locks: distlock_etcd::EtcdLocks) {
+    /// println!("lease {:x}", locks.backend().lease_id());
+    /// # }
+    /// ```
+    pub fn lease_id(&self) -> i64 {
+        self.current().lease
+    }
+
+    /// Requests this client has sent to etcd (keepalives excluded): Txn, Range, DeleteRange,
+    /// watch creations, lease grants.
+    ///
+    /// ```no_run
+    /// # async fn f(locks: distlock_etcd::EtcdLocks) {
+    /// println!("{} requests so far", locks.backend().requests());
+    /// # }
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The key this client's current session holds or waits with for `name`:
+    /// `<prefix>/<name>/<lease-id hex>`.
+    ///
+    /// ```no_run
+    /// # async fn f(locks: distlock_etcd::EtcdLocks) {
+    /// println!("{}", locks.backend().lock_key(&distlock_core::LockName::new("a").unwrap()));
+    /// # }
+    /// ```
+    pub fn lock_key(&self, name: &LockName) -> String {
+        format!("{}{:x}", self.config.lock_prefix(name.as_str()), self.current().lease)
+    }
+
+    /// A `Compare` that holds only while `guard`'s hold is still the holder's key with its
+    /// create revision (the fencing token). Put it in your own Txn's `when` and the write
+    /// happens only if the lock is still held: a paused, stale holder's write is refused.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use distlock_core::DistributedLock;
+    /// use distlock_etcd::etcd_client::{Txn, TxnOp};
+    ///
+    /// let locks = distlock_etcd::EtcdBackend::builder().connect().await?;
+    /// let guard = locks.lock("orders/42").await?;
+    /// let txn = Txn::new()
+    ///     .when([locks.backend().fence(&guard)])
+    ///     .and_then([TxnOp::put("orders/42/state", "paid", None)]);
+    /// let applied = locks.backend().client().txn(txn).await?.succeeded();
+    /// assert!(applied, "the write happens only while we hold the lock");
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fence(&self, guard: &LockGuard) -> Compare {
+        Compare::create_revision(self.lock_key(guard.name()), CompareOp::Equal, guard.fencing_token().get() as i64)
+    }
+}
+
+#[async_trait]
+impl LockBackend for EtcdBackend {
+    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
+        let session = self.live_session().await?;
+        match recipe::acquire(session, name, true).await? {
+            Some(place) => Ok(recipe::grant(place)),
+            None => Err(LockError::Backend {
+                backend: "etcd",
+                op: "lock".into(),
+                retryable: true,
+                source: "a waiting acquire returned without a place".into(),
+            }),
+        }
+    }
+
+    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
+        let session = self.live_session().await?;
+        Ok(recipe::acquire(session, name, false).await?.map(recipe::grant))
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
+        let session = self.current();
+        let prefix = self.config.lock_prefix(name.as_str());
+        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let response = session
+            .request("read the lock queue", |mut c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.get(prefix, Some(options)).await }
+            })
+            .await?;
+        let queue = response
+            .kvs()
+            .iter()
+            .map(|kv| QueueEntry {
+                owner: kv.key_str().unwrap_or_default().to_owned(),
+                token: distlock_core::FencingToken::new(kv.create_revision() as u64),
+                since: None,
+            })
+            .collect();
+        Ok(LockInfo::from_queue(name.clone(), queue))
+    }
+
+    fn session_state(&self) -> SessionState {
+        self.current().life.state()
+    }
+}

@@ -11,6 +11,7 @@
 //! `PR_SET_PDEATHSIG`, when the test binary exits, however it exits.
 
 pub mod etcd;
+pub mod etcd_harness;
 pub mod ports;
 pub mod process;
 pub mod proxy;
@@ -18,6 +19,7 @@ pub mod shared;
 pub mod zk;
 
 pub use etcd::EtcdCluster;
+pub use etcd_harness::EtcdHarness;
 pub use process::ServerProcess;
 pub use proxy::{ProxyMode, TcpProxy};
 pub use zk::ZkEnsemble;

@@ -22,6 +22,27 @@ pub enum ProxyMode {
     /// Keep the connection open but forward nothing: requests and replies vanish, as on a
     /// network that silently drops packets. New connections are accepted and black-holed too.
     BlackHole,
+    /// Forward requests to the server but swallow its replies: the server acts, the client
+    /// hears nothing (an ambiguous reply).
+    DropReplies,
+}
+
+/// Which way a pump copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    ToServer,
+    ToClient,
+}
+
+impl ProxyMode {
+    /// Whether bytes going `direction` are held back in this mode.
+    fn holds(self, direction: Direction) -> bool {
+        match self {
+            ProxyMode::BlackHole => true,
+            ProxyMode::DropReplies => direction == Direction::ToClient,
+            ProxyMode::Pass | ProxyMode::Delay(_) => false,
+        }
+    }
 }
 
 /// A proxy from a loopback port to `target`. Stops (closing every connection) when dropped.
@@ -146,8 +167,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let (mode_tx, mode_rx) = watch::channel(mode);
         let (in_read, in_write) = inbound.into_split();
         let (out_read, out_write) = outbound.into_split();
-        let pumps =
-            [tokio::spawn(pump(in_read, out_write, mode_rx.clone())), tokio::spawn(pump(out_read, in_write, mode_rx))];
+        let pumps = [
+            tokio::spawn(pump(in_read, out_write, mode_rx.clone(), Direction::ToServer)),
+            tokio::spawn(pump(out_read, in_write, mode_rx, Direction::ToClient)),
+        ];
         let id = {
             let mut next = shared.next_id.lock().unwrap();
             *next += 1;
@@ -162,11 +185,12 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<ProxyMode>,
+    direction: Direction,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // While black-holed, read nothing: the bytes wait in the kernel, undelivered.
-        if mode.wait_for(|m| *m != ProxyMode::BlackHole).await.is_err() {
+        // While held back, read nothing: the bytes wait in the kernel, undelivered.
+        if mode.wait_for(|m| !m.holds(direction)).await.is_err() {
             return;
         }
         let n = tokio::select! {
@@ -177,11 +201,11 @@ async fn pump(
             _ = mode.changed() => continue,
         };
         let current = *mode.borrow();
-        match current {
-            ProxyMode::Delay(delay) => tokio::time::sleep(delay).await,
-            // Switched to black hole while reading: swallow what was read.
-            ProxyMode::BlackHole => continue,
-            ProxyMode::Pass => {}
+        if current.holds(direction) {
+            continue; // switched while reading: swallow what was read
+        }
+        if let ProxyMode::Delay(delay) = current {
+            tokio::time::sleep(delay).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

@@ -53,3 +53,17 @@ pub async fn zookeeper() -> &'static Target<ZkEnsemble> {
     })
     .await
 }
+
+/// A shared 3-node etcd cluster for this binary (`DISTLOCK_TEST_ETCD_CLUSTER` names one running).
+pub async fn etcd_cluster() -> &'static Target<EtcdCluster> {
+    static CLUSTER: OnceCell<Target<EtcdCluster>> = OnceCell::const_new();
+    CLUSTER
+        .get_or_init(|| async {
+            if let Some(endpoints) = endpoints_from(std::env::var("DISTLOCK_TEST_ETCD_CLUSTER").ok().as_deref()) {
+                return Target { endpoints, started: None };
+            }
+            let cluster = EtcdCluster::start(3).await.expect("starting the shared 3-node etcd");
+            Target { endpoints: cluster.endpoints(), started: Some(cluster) }
+        })
+        .await
+}

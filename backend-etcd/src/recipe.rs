@@ -1,0 +1,333 @@
+//! The lock recipe, in etcd's Go `concurrency.Mutex` key layout: the queue of lock `name` is the
+//! keys under `<prefix>/<name>/`, one per session (`<lease-id hex>`), ordered by create revision.
+//! The holder is the lowest; each waiter watches only the key just below its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, ServerHold, ServerRelease};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::session::EtcdSession;
+use crate::watch::{wait_for_delete, DeleteWait};
+
+/// How long a hold lasts before its own key gets a deletion watch. Short holds (most of them)
+/// then cost two requests; the watch starts from the key's create revision, so a deletion
+/// before it was created is still seen.
+const OWN_KEY_WATCH_GRACE: Duration = Duration::from_millis(200);
+
+/// A session's place in one lock's queue.
+#[derive(Debug)]
+pub(crate) struct Place {
+    pub(crate) session: Arc<EtcdSession>,
+    pub(crate) name: LockName,
+    pub(crate) queue_prefix: String,
+    pub(crate) key: String,
+    pub(crate) revision: i64,
+}
+
+/// What the server said after queuing or re-reading: the key just below ours, if any.
+#[derive(Debug)]
+struct Predecessor {
+    key: String,
+    read_at: i64,
+}
+
+fn queue_range() -> GetOptions {
+    GetOptions::new().with_prefix().with_keys_only()
+}
+
+fn kvs(response: &TxnOpResponse) -> &[KeyValue] {
+    match response {
+        TxnOpResponse::Get(get) => get.kvs(),
+        _ => &[],
+    }
+}
+
+/// Deletes `key` if it still has `revision` (or, with no revision known, if it still belongs
+/// to our lease): a retried delete can never remove a newer holder's key.
+fn fenced_delete(key: &str, revision: Option<i64>, lease: i64) -> Txn {
+    let compare = match revision {
+        Some(revision) => Compare::create_revision(key, CompareOp::Equal, revision),
+        None => Compare::lease(key, CompareOp::Equal, lease),
+    };
+    Txn::new().when([compare]).and_then([TxnOp::delete(key, None)])
+}
+
+/// Removes a waiter's key when its acquire is cancelled or fails, in the background, before the
+/// same session may queue for the same key again.
+struct KeyCleanup {
+    session: Arc<EtcdSession>,
+    key: String,
+    revision: Option<i64>,
+    armed: bool,
+}
+
+impl Drop for KeyCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
+        let done = session.start_cleanup(&key);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            session.finish_cleanup(&key, &done);
+            return;
+        };
+        runtime.spawn(async move {
+            // Retry until it is confirmed or the session is gone (then the key is gone too).
+            loop {
+                let txn = fenced_delete(&key, revision, session.lease);
+                match session.txn("delete a cancelled waiter's key", txn).await {
+                    Ok(_) | Err(LockError::SessionExpired { .. }) => break,
+                    Err(error) if error.is_retryable() => continue,
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "could not delete a cancelled waiter's key; the lease's expiry will");
+                        break;
+                    }
+                }
+            }
+            tracing::debug!(%key, "cancelled waiter's key deleted");
+            session.finish_cleanup(&key, &done);
+        });
+    }
+}
+
+/// Queues `session` for `name` and, if `wait`, waits until it is first. `Ok(None)` only when
+/// not waiting and someone else is first (the key is removed again).
+pub(crate) async fn acquire(
+    session: Arc<EtcdSession>,
+    name: &LockName,
+    wait: bool,
+) -> Result<Option<Place>, LockError> {
+    let queue_prefix = session.config.lock_prefix(name.as_str());
+    let key = format!("{queue_prefix}{:x}", session.lease);
+    session.cleanup_done(&key).await;
+    let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
+
+    // One Txn: create our key if absent, and read the owner and the key just below ours.
+    let lease = session.lease;
+    let enqueue = Txn::new()
+        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key.as_str(), "", Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(
+                queue_prefix.as_str(),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1)),
+            ),
+            TxnOp::get(
+                queue_prefix.as_str(),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(2)),
+            ),
+        ])
+        .or_else([
+            TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only())),
+            TxnOp::get(
+                queue_prefix.as_str(),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1)),
+            ),
+        ]);
+    let response = session.txn("queue for the lock", enqueue).await?;
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let ops = response.op_responses();
+    let (revision, owner, mut predecessor) = if response.succeeded() {
+        let newest = ops.get(2).map(kvs).unwrap_or_default();
+        let predecessor =
+            newest.get(1).map(|kv| Predecessor { key: kv.key_str().unwrap_or_default().to_owned(), read_at });
+        let owner = ops.get(1).map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+        (read_at, owner, predecessor)
+    } else {
+        // Our key exists already: an earlier attempt of this very request was applied.
+        let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+        let Some(revision) = own else {
+            return Err(LockError::Backend {
+                backend: "etcd",
+                op: "queue for the lock".into(),
+                retryable: true,
+                source: "the Txn saw our key but the read found none".into(),
+            });
+        };
+        tracing::debug!(%key, revision, "queue request was applied before: found our own key");
+        let owner = ops.get(1).map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+        (revision, owner, None)
+    };
+    cleanup.revision = Some(revision);
+    let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision };
+    if owner != Some(revision) {
+        if !wait {
+            let txn = fenced_delete(&place.key, Some(revision), lease);
+            session.txn("leave the queue", txn).await?;
+            cleanup.armed = false;
+            return Ok(None);
+        }
+        if predecessor.is_none() {
+            predecessor = recheck(&place).await?;
+        }
+        while let Some(p) = predecessor {
+            tracing::debug!(lock = %name, token = revision, predecessor = %p.key, "waiting for the predecessor's key to go");
+            tokio::select! {
+                _ = session.life.ended() => {
+                    return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", name.as_str()) });
+                }
+                outcome = wait_for_delete(&session, &p.key, p.read_at + 1) => {
+                    tracing::debug!(lock = %name, ?outcome, "predecessor changed: checking place");
+                }
+            }
+            predecessor = recheck(&place).await?;
+        }
+        tracing::info!(lock = %name, token = revision, "hand-off: first in the queue");
+    }
+    cleanup.armed = false;
+    Ok(Some(place))
+}
+
+/// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
+/// issue 11456) and reads the key now just below ours, in one Txn.
+async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
+    let below = queue_range()
+        .with_max_create_revision(place.revision - 1)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(1);
+    let txn = Txn::new()
+        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
+        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
+    let response = place.session.txn("check place in the queue", txn).await?;
+    if !response.succeeded() {
+        let during = format!("waiting for lock {:?}", place.name.as_str());
+        if place.session.life.is_ended() {
+            return Err(LockError::SessionExpired { during });
+        }
+        return Err(LockError::Backend {
+            backend: "etcd",
+            op: during,
+            retryable: true,
+            source: "our queue key was deleted while waiting (by an operator or the lease's expiry); call lock again"
+                .into(),
+        });
+    }
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let ops = response.op_responses();
+    Ok(ops
+        .first()
+        .map(kvs)
+        .and_then(|k| k.first())
+        .map(|kv| Predecessor { key: kv.key_str().unwrap_or_default().to_owned(), read_at }))
+}
+
+/// Turns the first place in the queue into a hold: a loss signal registered with the session,
+/// a watch on our own key (after a grace period), and the fenced release.
+pub(crate) fn grant(place: Place) -> ServerHold {
+    let token = FencingToken::new(place.revision as u64);
+    let loss = LossSignal::new(place.name.clone(), token);
+    let registration = place.session.life.holds().register(loss.clone());
+    if place.session.life.is_ended() {
+        loss.fire(LossReason::SessionExpired);
+    }
+    let released = CancellationToken::new();
+    tokio::spawn(watch_own_key(
+        place.session.clone(),
+        place.key.clone(),
+        place.revision,
+        loss.clone(),
+        released.clone(),
+    ));
+    ServerHold {
+        token,
+        loss,
+        release: Box::new(EtcdRelease {
+            session: place.session,
+            key: place.key,
+            revision: place.revision,
+            registration,
+            released,
+        }),
+    }
+}
+
+/// Fires the loss signal if our key is deleted by anyone but our own release.
+async fn watch_own_key(
+    session: Arc<EtcdSession>,
+    key: String,
+    revision: i64,
+    loss: LossSignal,
+    released: CancellationToken,
+) {
+    let watch = async {
+        tokio::time::sleep(OWN_KEY_WATCH_GRACE).await;
+        let mut from = revision + 1;
+        loop {
+            match wait_for_delete(&session, &key, from).await {
+                DeleteWait::Deleted { .. } => return,
+                DeleteWait::Compacted => {
+                    // The history is gone: look at the key itself, then watch from now on.
+                    let read = session.request("read own key", |mut c| {
+                        let key = key.clone();
+                        async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
+                    });
+                    match read.await {
+                        Ok(r) if r.kvs().first().map(KeyValue::create_revision) == Some(revision) => {
+                            from = r.header().map(|h| h.revision() + 1).unwrap_or(from);
+                        }
+                        Ok(_) => return,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = released.cancelled() => {}
+        _ = loss.fired() => {}
+        _ = session.life.ended() => {}
+        () = watch => {
+            if released.is_cancelled() {
+                return;
+            }
+            // Deleted by the lease's expiry, or by someone else?
+            let lease = session.lease;
+            let lease_alive = session
+                .request("check the lease", |mut c| async move { c.lease_time_to_live(lease, None).await })
+                .await
+                .map(|r| r.ttl() > 0)
+                .unwrap_or(false);
+            if lease_alive {
+                loss.fire(LossReason::EntryDeleted);
+            } else {
+                session.life.expire();
+            }
+        }
+    }
+}
+
+/// Deletes the holder's key, fenced by its create revision.
+struct EtcdRelease {
+    session: Arc<EtcdSession>,
+    key: String,
+    revision: i64,
+    registration: u64,
+    released: CancellationToken,
+}
+
+#[async_trait]
+impl ServerRelease for EtcdRelease {
+    async fn release(self: Box<Self>) -> Result<(), LockError> {
+        self.released.cancel();
+        self.session.life.holds().remove(self.registration);
+        let txn = fenced_delete(&self.key, Some(self.revision), self.session.lease);
+        match self.session.txn("release the lock", txn).await {
+            Ok(_) => Ok(()),
+            // The session is gone, and with it the key.
+            Err(LockError::SessionExpired { .. }) => Ok(()),
+            Err(error) => Err(LockError::ReleaseUnconfirmed {
+                name: self.key.clone(),
+                token: FencingToken::new(self.revision as u64),
+                backstop: self.session.config.ttl,
+                source: Some(Box::new(error)),
+            }),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One etcd session: a lease kept alive by one background task however many locks the client
+//! holds, the lease clock that says when the server could have expired it, and the request
+//! counter that benchmarks and the conformance suite read.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distlock_core::{LockError, SessionLife};
+use etcd_client::Client;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EtcdConfig;
+use crate::errors::{is_lease_not_found, is_transient, request_error};
+
+/// A session: one lease and its keepalive.
+pub(crate) struct EtcdSession {
+    pub(crate) client: Client,
+    pub(crate) config: Arc<EtcdConfig>,
+    pub(crate) lease: i64,
+    pub(crate) life: Arc<SessionLife>,
+    requests: Arc<AtomicU64>,
+    /// Deletes of cancelled waiters' keys still in flight, by key: a new acquire of the same key
+    /// waits for them, so it never mistakes the dying key for its own.
+    cleanups: Mutex<HashMap<String, CancellationToken>>,
+    keepalive: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for EtcdSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSession")
+            .field("lease", &format_args!("{:x}", self.lease))
+            .field("life", &self.life)
+            .finish()
+    }
+}
+
+impl EtcdSession {
+    /// Grants a lease and starts its keepalive.
+    pub(crate) async fn open(
+        client: Client,
+        config: Arc<EtcdConfig>,
+        requests: Arc<AtomicU64>,
+    ) -> Result<Arc<Self>, LockError> {
+        let ttl = config.ttl;
+        let sent = Instant::now();
+        let mut lease_client = client.lease_client();
+        let grant = tokio::time::timeout(config.request_timeout, lease_client.grant(ttl.as_secs() as i64, None))
+            .await
+            .map_err(|_| LockError::Unreachable {
+                endpoints: config.endpoints_label(),
+                what: format!("grant a lease (no answer within {:?})", config.request_timeout),
+                source: None,
+            })?
+            .map_err(|e| request_error("grant a lease", &config.endpoints_label(), e))?;
+        requests.fetch_add(1, Ordering::Relaxed);
+        let life = Arc::new(SessionLife::new("etcd", ttl));
+        life.renewed(sent);
+        let session = Arc::new(EtcdSession {
+            client,
+            config,
+            lease: grant.id(),
+            life,
+            requests,
+            cleanups: Mutex::default(),
+            keepalive: Mutex::new(None),
+        });
+        let task = tokio::spawn(keep_alive(
+            session.life.clone(),
+            session.client.lease_client(),
+            session.lease,
+            session.config.request_timeout,
+        ));
+        *session.keepalive.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        tracing::info!(lease = format!("{:x}", session.lease), ttl_s = ttl.as_secs(), "etcd session opened");
+        Ok(session)
+    }
+
+    /// Counts one request to the server.
+    pub(crate) fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `attempt` (one request) with the request timeout, retrying transient failures (the
+    /// request may have been applied: callers make their requests idempotent) for up to three
+    /// request timeouts, and never after the session ended.
+    pub(crate) async fn request<T, F, Fut>(&self, op: &str, mut attempt: F) -> Result<T, LockError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let budget = Instant::now() + self.config.request_timeout * 3;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            if self.life.is_ended() {
+                return Err(LockError::SessionExpired { during: op.to_owned() });
+            }
+            self.count();
+            let outcome = tokio::time::timeout(self.config.request_timeout, attempt(self.client.clone())).await;
+            let error = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !is_transient(&e) => return Err(request_error(op, &self.config.endpoints_label(), e)),
+                Ok(Err(e)) => Some(e),
+                Err(_) => None,
+            };
+            if Instant::now() + backoff >= budget {
+                return Err(match error {
+                    Some(e) => request_error(op, &self.config.endpoints_label(), e),
+                    None => LockError::Unreachable {
+                        endpoints: self.config.endpoints_label(),
+                        what: format!("{op} (no answer within {:?})", self.config.request_timeout),
+                        source: None,
+                    },
+                });
+            }
+            tracing::debug!(op, ?error, "etcd request failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.life.ended() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One Txn through [`EtcdSession::request`].
+    pub(crate) async fn txn(&self, op: &str, txn: etcd_client::Txn) -> Result<etcd_client::TxnResponse, LockError> {
+        self.request(op, |mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Marks a background delete of `key` as in flight; returns the token to cancel when done.
+    pub(crate) fn start_cleanup(&self, key: &str) -> CancellationToken {
+        let done = CancellationToken::new();
+        self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), done.clone());
+        done
+    }
+
+    /// Forgets a finished background delete.
+    pub(crate) fn finish_cleanup(&self, key: &str, done: &CancellationToken) {
+        done.cancel();
+        let mut cleanups = self.cleanups.lock().unwrap_or_else(|p| p.into_inner());
+        if cleanups.get(key).is_some_and(|t| t.is_cancelled()) {
+            cleanups.remove(key);
+        }
+    }
+
+    /// Waits until no background delete of `key` is in flight.
+    pub(crate) async fn cleanup_done(&self, key: &str) {
+        let pending = self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        if let Some(done) = pending {
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = self.life.ended() => {}
+            }
+        }
+    }
+}
+
+impl Drop for EtcdSession {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+        if self.life.is_ended() {
+            return;
+        }
+        // Like etcd's Go session.Close(): revoke the lease, so nothing of ours waits for the TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut leases, lease, timeout) = (self.client.lease_client(), self.lease, self.config.request_timeout);
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(timeout, leases.revoke(lease)).await;
+            });
+        }
+    }
+}
+
+/// Keeps the lease alive while the session lives (the session aborts it when dropped): one
+/// keepalive every TTL/3 on one stream; reopens the stream after errors; reports renewals,
+/// expiry and silence through [`SessionLife`].
+async fn keep_alive(
+    life: Arc<SessionLife>,
+    mut leases: etcd_client::LeaseClient,
+    lease: i64,
+    request_timeout: Duration,
+) {
+    let interval = life.clock().ttl() / 3;
+    let renew = async {
+        loop {
+            let opened = tokio::time::timeout(request_timeout, leases.keep_alive(lease)).await;
+            let (mut keeper, mut stream) = match opened {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) if is_lease_not_found(&e) => {
+                    life.expire();
+                    return;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    life.suspended();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let mut pending: VecDeque<Instant> = VecDeque::new();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        pending.push_back(Instant::now());
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                    }
+                    message = stream.message() => match message {
+                        Ok(Some(response)) => {
+                            let sent = pending.pop_front();
+                            if response.ttl() <= 0 {
+                                tracing::warn!(lease = format!("{lease:x}"), "etcd lease expired");
+                                life.expire();
+                                return;
+                            }
+                            if let Some(sent) = sent {
+                                life.renewed(sent);
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+            tracing::debug!(lease = format!("{lease:x}"), "etcd keepalive stream broken; reopening");
+            life.suspended();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = life.watch_silence() => {}
+        _ = renew => {}
+    }
+}
