@@ -28,6 +28,9 @@ pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
     let parsed = LockUrl::parse(url)?;
     match parsed.scheme.as_str() {
         "mem" => connect_mem(&parsed),
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(&parsed).await?)),
+        #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "etcd" }),
         "zk" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "zookeeper" }),
         other => Err(LockError::InvalidUrl {
@@ -65,9 +68,12 @@ mod tests {
     async fn schemes_pick_backends_or_say_what_is_missing() {
         assert!(connect("mem://").await.is_ok());
         assert!(connect("mem://named?ttl=2s").await.is_ok());
+        #[cfg(not(feature = "etcd"))]
+        for url in ["etcd://localhost:2379", "etcds://localhost:2379"] {
+            let err = connect(url).await.err().expect("no etcd backend");
+            assert!(err.to_string().contains("enable the `etcd` feature"), "{url}: {err}");
+        }
         let cases: &[(&str, &str)] = &[
-            ("etcd://localhost:2379", "enable the `etcd` feature"),
-            ("etcds://localhost:2379", "enable the `etcd` feature"),
             ("zk://localhost:2181", "enable the `zookeeper` feature"),
             ("redis://localhost", "unknown scheme"),
             ("localhost:2379", "no scheme"),

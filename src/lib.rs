@@ -21,3 +21,5 @@ pub use distlock_core::{
     mem, DistributedLock, DistributedLockExt, FencingToken, LockClient, LockError, LockGuard, LockInfo, LockName,
     LockUrl, LossReason, QueueEntry, SessionState,
 };
+#[cfg(feature = "etcd")]
+pub use distlock_etcd as etcd;

@@ -32,7 +32,7 @@ pub const DEFAULT_PREFIX: &str = "distlock";
 /// assert_eq!(config.lock_prefix("jobs/a"), "myapp/jobs/a/");
 /// # Ok::<(), distlock_core::LockError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EtcdConfig {
     pub(crate) endpoints: Vec<String>,
     pub(crate) prefix: String,
@@ -44,10 +44,31 @@ pub struct EtcdConfig {
     pub(crate) ca_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("user", &self.user.as_ref().map(|(name, _)| format!("{name}:***")))
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
 /// The typed builder of an etcd lock client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EtcdBuilder {
     config: EtcdConfig,
+}
+
+impl std::fmt::Debug for EtcdBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EtcdBuilder").field(&self.config).finish()
+    }
 }
 
 impl Default for EtcdBuilder {
@@ -306,6 +327,13 @@ mod tests {
         assert_eq!(c.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.user, Some(("u".into(), "p".into())));
         assert_eq!(c.prefix, DEFAULT_PREFIX);
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let c = EtcdBuilder::default().user("app", "topsecret").config().unwrap();
+        let shown = format!("{c:?} {:?}", EtcdBuilder::default().user("app", "topsecret"));
+        assert!(!shown.contains("topsecret"), "{shown}");
     }
 
     #[test]

@@ -198,7 +198,8 @@ async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
     let response = place.session.txn("check place in the queue", txn).await?;
     if !response.succeeded() {
         let during = format!("waiting for lock {:?}", place.name.as_str());
-        if place.session.life.is_ended() {
+        if place.session.life.is_ended() || !place.session.lease_alive().await {
+            place.session.life.expire();
             return Err(LockError::SessionExpired { during });
         }
         return Err(LockError::Backend {
@@ -288,13 +289,7 @@ async fn watch_own_key(
                 return;
             }
             // Deleted by the lease's expiry, or by someone else?
-            let lease = session.lease;
-            let lease_alive = session
-                .request("check the lease", |mut c| async move { c.lease_time_to_live(lease, None).await })
-                .await
-                .map(|r| r.ttl() > 0)
-                .unwrap_or(false);
-            if lease_alive {
+            if session.lease_alive().await {
                 loss.fire(LossReason::EntryDeleted);
             } else {
                 session.life.expire();

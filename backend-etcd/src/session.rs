@@ -135,6 +135,17 @@ impl EtcdSession {
         .await
     }
 
+    /// Asks the server whether the lease still lives (after our key vanished: expiry, or an
+    /// operator's delete?). An unanswered question counts as alive: the keepalive decides then.
+    pub(crate) async fn lease_alive(&self) -> bool {
+        let lease = self.lease;
+        match self.request("check the lease", |mut c| async move { c.lease_time_to_live(lease, None).await }).await {
+            Ok(response) => response.ttl() > 0,
+            Err(LockError::SessionExpired { .. }) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Marks a background delete of `key` as in flight; returns the token to cancel when done.
     pub(crate) fn start_cleanup(&self, key: &str) -> CancellationToken {
         let done = CancellationToken::new();

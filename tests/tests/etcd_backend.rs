@@ -1,0 +1,229 @@
+//! etcd-specific behaviour on real servers: URL connection, interop with `etcdctl lock` (Go's
+//! `concurrency.Mutex`), holder process death, restarts and leader loss, fencing, long queues.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock::DistributedLock;
+use distlock_core::conformance::{wait_for_queue, Harness};
+use distlock_etcd::etcd_client::{Txn, TxnOp};
+use distlock_tests::{shared, EtcdCluster, EtcdHarness};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::{timeout, Instant};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn harness() -> EtcdHarness {
+    EtcdHarness::new(shared::etcd().await.endpoints.clone()).await
+}
+
+#[tokio::test]
+async fn connect_by_url_and_refuse_unreachable_endpoints_quickly() {
+    let h = harness().await;
+    let url = format!("etcd://{}/{}?ttl=2s", shared::etcd().await.endpoints.join(","), h.prefix());
+    let locks = distlock::connect(&url).await.expect("connect by URL");
+    let guard = locks.lock("by-url").await.expect("lock");
+    assert!(h.leftovers().await.iter().any(|k| k.contains("by-url/")), "the key lives under the URL's prefix");
+    guard.release().await.expect("release");
+
+    let started = Instant::now();
+    let dead = format!("etcd://127.0.0.1:{}?ttl=2s", distlock_tests::ports::free_port());
+    let err = distlock::connect(&format!("{dead}")).await.err().expect("nothing listens there");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(12), "bounded by the connect timeout: {:?}", started.elapsed());
+}
+
+/// Starts `etcdctl lock NAME` and returns it once it printed that it holds the lock.
+async fn etcdctl_lock(endpoints: &[String], name: &str) -> tokio::process::Child {
+    let mut child = tokio::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["lock", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etcdctl (Debian etcd-client)");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    timeout(BOUND, lines.next_line()).await.expect("etcdctl prints its key once it holds the lock").expect("read");
+    child
+}
+
+#[tokio::test]
+async fn etcdctl_lock_and_distlock_exclude_each_other() {
+    let h = harness().await;
+    let endpoints = shared::etcd().await.endpoints.clone();
+    let name = "interop";
+    let ours = h.client().await;
+
+    // Go holds, distlock waits.
+    let mut go_holder = etcdctl_lock(&endpoints, &format!("{}/{name}", h.prefix())).await;
+    assert!(ours.try_lock(name).await.expect("try_lock").is_none(), "distlock must see etcdctl's hold");
+    let waiter = ours.clone();
+    let waiting = tokio::spawn(async move { waiter.lock(name).await.expect("lock") });
+    wait_for_queue(ours.as_ref(), name, BOUND, "distlock to queue behind etcdctl", |i| i.waiters.len() == 1).await;
+    assert!(!waiting.is_finished());
+    go_holder.kill().await.expect("stop etcdctl"); // its session's lease is revoked or expires
+    let guard = timeout(BOUND, waiting).await.expect("distlock acquires after etcdctl").expect("task");
+
+    // distlock holds, Go waits.
+    let go_prefix = format!("{}/{name}", h.prefix());
+    let go_endpoints = endpoints.clone();
+    let go_waiting = tokio::spawn(async move { etcdctl_lock(&go_endpoints, &go_prefix).await });
+    wait_for_queue(ours.as_ref(), name, BOUND, "etcdctl to queue behind distlock", |i| i.waiters.len() == 1).await;
+    assert!(!go_waiting.is_finished(), "etcdctl must wait while distlock holds");
+    guard.release().await.expect("release");
+    let mut go_holder = timeout(BOUND, go_waiting).await.expect("etcdctl acquires after distlock").expect("task");
+    go_holder.kill().await.expect("stop etcdctl");
+}
+
+#[tokio::test]
+async fn fence_makes_a_write_conditional_on_holding() {
+    let h = harness().await;
+    let locks = h.builder(&shared::etcd().await.endpoints).connect().await.expect("connect");
+    let key = format!("{}-data/state", h.prefix());
+    let guard = locks.lock("fenced").await.expect("lock");
+    let write = |value: &'static str, fence| Txn::new().when([fence]).and_then([TxnOp::put(key.clone(), value, None)]);
+    let mut client = locks.backend().client();
+    assert!(client.txn(write("first", locks.backend().fence(&guard))).await.expect("txn").succeeded());
+    let stale_fence = locks.backend().fence(&guard);
+    guard.release().await.expect("release");
+    let other = h.client().await;
+    let newer = other.lock("fenced").await.expect("lock");
+    assert!(
+        !client.txn(write("stale", stale_fence)).await.expect("txn").succeeded(),
+        "a stale holder's write is refused"
+    );
+    newer.release().await.expect("release");
+    client.delete(key, None).await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn killed_holder_process_hands_off_within_ttl_plus_one_second() {
+    let h = harness().await;
+    let url = format!("etcd://{}/{}?ttl=2s", shared::etcd().await.endpoints.join(","), h.prefix());
+    let mut holder = tokio::process::Command::new(env!("CARGO_BIN_EXE_hold_lock"))
+        .args([url.as_str(), "killed-holder"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the hold_lock helper");
+    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    let held = timeout(BOUND, lines.next_line()).await.expect("the helper holds").expect("read").expect("a line");
+    assert!(held.starts_with("held "), "{held}");
+    let waiter = h.client().await;
+    let name = "killed-holder";
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { (w.lock(name).await.expect("lock"), Instant::now()) });
+    wait_for_queue(waiter.as_ref(), name, BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let killed_at = Instant::now();
+    holder.start_kill().expect("SIGKILL the holder");
+    let (guard, acquired_at) = timeout(BOUND, waiting).await.expect("the waiter acquires").expect("task");
+    let handoff = acquired_at - killed_at;
+    assert!(handoff <= h.ttl() + Duration::from_secs(1), "hand-off took {handoff:?}, more than TTL + 1 s");
+    guard.release().await.expect("release");
+}
+
+#[tokio::test]
+async fn waiters_keep_their_order_across_an_etcd_restart() {
+    let mut cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
+    let h = EtcdHarness::new(cluster.endpoints()).await;
+    let holder = h.client().await;
+    let guard = holder.lock("restart").await.expect("lock");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let (client, order) = (h.client().await, order.clone());
+        waiters.push(tokio::spawn(async move {
+            let g = client.lock("restart").await.expect("waiter lock");
+            order.lock().unwrap().push(i);
+            g.release().await.expect("release");
+        }));
+        wait_for_queue(holder.as_ref(), "restart", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
+    }
+    cluster.members[0].process.restart().expect("restart etcd");
+    cluster.wait_ready().await.expect("etcd back");
+    let info =
+        wait_for_queue(holder.as_ref(), "restart", BOUND, "the queue after the restart", |i| i.waiters.len() == 3)
+            .await;
+    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "the holder kept the lock");
+    assert!(guard.is_held());
+    guard.release().await.expect("release after the restart");
+    for w in waiters {
+        timeout(BOUND, w).await.expect("waiters acquire after the restart").expect("task");
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn leader_loss_gives_no_second_holder_and_the_handoff_still_happens() {
+    let mut cluster = EtcdCluster::start(3).await.expect("a dedicated 3-node etcd");
+    let h = EtcdHarness::new(cluster.endpoints()).await;
+    let holder = h.client().await;
+    let guard = holder.lock("leader-loss").await.expect("lock");
+    let waiter = h.client().await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.lock("leader-loss").await.expect("lock") });
+    wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let leader = cluster.leader().await.expect("a leader");
+    cluster.members[leader].process.kill();
+    cluster.wait_writable().await.expect("a new leader");
+    let info = wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the queue after the election", |_| true).await;
+    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "still the same holder");
+    assert!(!waiting.is_finished(), "no second holder");
+    assert!(guard.is_held());
+    guard.release().await.expect("release");
+    let next = timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
+    next.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_waiters_are_served_in_queue_order() {
+    const WAITERS: usize = 200;
+    let h = harness().await;
+    let holder = h.client().await;
+    let guard = holder.lock("crowd").await.expect("lock");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..WAITERS {
+        let (client, order) = (h.client().await, order.clone());
+        tasks.push(tokio::spawn(async move {
+            let g = client.lock("crowd").await.expect("lock");
+            order.lock().unwrap().push(i);
+            g.release().await.expect("release");
+        }));
+        wait_for_queue(holder.as_ref(), "crowd", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
+    }
+    guard.release().await.expect("release");
+    for t in tasks {
+        timeout(Duration::from_secs(120), t).await.expect("all 200 acquire").expect("task");
+    }
+    assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
+    assert!(h.leftovers().await.is_empty());
+}
+
+#[tokio::test]
+async fn waiter_cut_off_past_its_ttl_gets_session_expired_never_the_lock() {
+    let h = harness().await;
+    let holder = h.client().await;
+    let guard = holder.lock("cut-waiter").await.expect("lock");
+    let (waiter, faults) = h.faulty_client().await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.lock("cut-waiter").await });
+    wait_for_queue(holder.as_ref(), "cut-waiter", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    faults.cut().await;
+    // The server expires the waiter's lease after the TTL: its key leaves the queue.
+    wait_for_queue(holder.as_ref(), "cut-waiter", BOUND, "the waiter's lease to expire", |i| i.waiters.is_empty())
+        .await;
+    guard.release().await.expect("release"); // the lock is free now: a buggy waiter would take it
+    faults.heal().await;
+    match timeout(BOUND, waiting).await.expect("the waiter returns").expect("task") {
+        Err(distlock::LockError::SessionExpired { .. }) => {}
+        Err(other) => panic!("expected SessionExpired, got {other}"),
+        Ok(g) => panic!("a waiter whose lease expired got the lock (token {})", g.fencing_token()),
+    }
+    assert_eq!(waiter.session_state(), distlock::SessionState::Expired);
+}
