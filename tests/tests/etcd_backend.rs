@@ -29,7 +29,7 @@ async fn connect_by_url_and_refuse_unreachable_endpoints_quickly() {
 
     let started = Instant::now();
     let dead = format!("etcd://127.0.0.1:{}?ttl=2s", distlock_tests::ports::free_port());
-    let err = distlock::connect(&format!("{dead}")).await.err().expect("nothing listens there");
+    let err = distlock::connect(&dead).await.err().expect("nothing listens there");
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("cannot reach"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(12), "bounded by the connect timeout: {:?}", started.elapsed());
