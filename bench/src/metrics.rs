@@ -1,0 +1,98 @@
+//! Server-side request counters: etcd's Prometheus `/metrics`, counted by gRPC method.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Requests by gRPC method, as etcd counts them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EtcdRequests {
+    /// `grpc_server_started_total` (unary and stream RPCs started), by method.
+    pub started: BTreeMap<String, f64>,
+    /// `grpc_server_msg_received_total` for the Watch stream: one per watch created or cancelled.
+    pub watch_messages: f64,
+}
+
+impl EtcdRequests {
+    /// Reads the counters from `endpoint`'s `/metrics`.
+    pub async fn read(endpoint: &str) -> io::Result<Self> {
+        let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
+        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok(Self::parse(&body))
+    }
+
+    /// Parses Prometheus text.
+    pub fn parse(text: &str) -> Self {
+        let mut requests = EtcdRequests::default();
+        for line in text.lines() {
+            let (counter, rest) = match line.split_once('{') {
+                Some(split) => split,
+                None => continue,
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+            let Ok(value) = value.trim().parse::<f64>() else { continue };
+            let method = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("grpc_method=\""))
+                .map(|m| m.trim_end_matches('"').to_owned());
+            let Some(method) = method else { continue };
+            match counter {
+                "grpc_server_started_total" => *requests.started.entry(method).or_default() += value,
+                "grpc_server_msg_received_total" if method == "Watch" => requests.watch_messages += value,
+                _ => {}
+            }
+        }
+        requests
+    }
+
+    /// The lock requests between two readings: every RPC but keepalives and watch streams,
+    /// plus one per watch created on a stream.
+    pub fn lock_requests_since(&self, before: &EtcdRequests) -> f64 {
+        let started: f64 = self
+            .started
+            .iter()
+            .filter(|(m, _)| m.as_str() != "LeaseKeepAlive" && m.as_str() != "Watch")
+            .map(|(m, v)| v - before.started.get(m).copied().unwrap_or(0.0))
+            .sum();
+        started + (self.watch_messages - before.watch_messages)
+    }
+
+    /// The per-method difference, for the JSON output.
+    pub fn by_method_since(&self, before: &EtcdRequests) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self
+            .started
+            .iter()
+            .map(|(m, v)| (m.clone(), v - before.started.get(m).copied().unwrap_or(0.0)))
+            .filter(|(m, v)| *v > 0.0 && m != "LeaseKeepAlive" && m != "Watch")
+            .collect();
+        let watches = self.watch_messages - before.watch_messages;
+        if watches > 0.0 {
+            out.insert("Watch(create)".into(), watches);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prometheus_counters() {
+        let text = r#"
+# HELP grpc_server_started_total Total number of RPCs started on the server.
+grpc_server_started_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 12
+grpc_server_started_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 3
+grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 2
+grpc_server_msg_received_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 5
+grpc_server_msg_received_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 12
+"#;
+        let r = EtcdRequests::parse(text);
+        assert_eq!(r.started.get("Txn"), Some(&12.0));
+        assert_eq!(r.watch_messages, 5.0);
+        assert_eq!(r.lock_requests_since(&EtcdRequests::default()), 17.0);
+    }
+}
