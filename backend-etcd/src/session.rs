@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distlock_core::{LockError, SessionLife};
+use distlock_core::{retry_request, Attempt, LockError, RetryPolicy, SessionLife};
 use etcd_client::Client;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -93,37 +93,25 @@ impl EtcdSession {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let budget = Instant::now() + self.config.request_timeout * 3;
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            if self.life.is_ended() {
-                return Err(LockError::SessionExpired { during: op.to_owned() });
-            }
-            self.count();
-            let outcome = tokio::time::timeout(self.config.request_timeout, attempt(self.client.clone())).await;
-            let error = match outcome {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if !is_transient(&e) => return Err(request_error(op, &self.config.endpoints_label(), e)),
-                Ok(Err(e)) => Some(e),
-                Err(_) => None,
-            };
-            if Instant::now() + backoff >= budget {
-                return Err(match error {
-                    Some(e) => request_error(op, &self.config.endpoints_label(), e),
-                    None => LockError::Unreachable {
-                        endpoints: self.config.endpoints_label(),
-                        what: format!("{op} (no answer within {:?})", self.config.request_timeout),
-                        source: None,
-                    },
-                });
-            }
-            tracing::debug!(op, ?error, "etcd request failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.life.ended() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-        }
+        let endpoints = self.config.endpoints_label();
+        let timeout = self.config.request_timeout;
+        retry_request(
+            &self.life,
+            RetryPolicy::new(timeout),
+            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
+            |e| match e {
+                Some(e) => request_error(op, &endpoints, e),
+                None => LockError::Unreachable {
+                    endpoints: endpoints.clone(),
+                    what: format!("{op} (no answer within {timeout:?})"),
+                    source: None,
+                },
+            },
+            || self.count(),
+            || attempt(self.client.clone()),
+            op,
+        )
+        .await
     }
 
     /// One Txn through [`EtcdSession::request`].

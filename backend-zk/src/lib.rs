@@ -1,1 +1,176 @@
+//! # distlock-zk
+//!
+//! The ZooKeeper backend of distlock, in Apache Curator's InterProcessMutex layout: lock `name`
+//! is the directory `<chroot>/<name>` (a container node, removed by the server when empty) of
+//! ephemeral sequential znodes `_c_<uuid>-lock-<seq>`. A Java service using Curator on the same
+//! path and a distlock service exclude each other.
+//!
+//! - **Acquire**: create our znode, list the directory; first by sequence number holds. An
+//!   uncontended lock costs three requests: create, getChildren, delete.
+//! - **Wait**: each waiter watches only the znode just before its own (getData with a watch,
+//!   which also handles a predecessor that vanished between the listing and the watch).
+//! - **Protected create**: after a lost connection, the client finds its own znode by its uuid
+//!   instead of creating a second one.
+//! - **Fencing token**: the czxid of our znode (globally increasing; the sequence suffix restarts
+//!   when a container parent is removed and recreated).
+//! - **Lost**: fires on session expiry, on our znode's deletion by someone else, and when the
+//!   server has not answered for the session timeout minus a margin. An expired session is
+//!   never silently re-acquired; later locks use a new session.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+//! use distlock_core::DistributedLock;
+//!
+//! let locks = distlock_zk::ZkBackend::builder().hosts(["zk1:2181", "zk2:2181"]).chroot("/myapp").connect().await?;
+//! let guard = locks.lock("jobs/nightly-report").await?;
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
 
+mod config;
+mod errors;
+mod recipe;
+mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use distlock_core::{LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, ServerHold, SessionState};
+
+pub use config::{ZkBuilder, ZkConfig, DEFAULT_CHROOT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
+use session::ZkSession;
+pub use zookeeper_client;
+
+/// A distlock client on ZooKeeper.
+pub type ZkLocks = LockClient<ZkBackend>;
+
+/// Connects to the ensemble a `zk://` URL names (see [`ZkConfig::from_url`]).
+///
+/// # Cancel safety
+/// Cancel safe: see [`ZkBuilder::connect`].
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+/// let url = distlock_core::LockUrl::parse("zk://127.0.0.1:2181/myapp?session_timeout=10s")?;
+/// let locks = distlock_zk::connect_url(&url).await?;
+/// # drop(locks); Ok(()) }
+/// ```
+pub async fn connect_url(url: &LockUrl) -> Result<ZkLocks, LockError> {
+    Ok(LockClient::new(ZkBackend::connect(ZkConfig::from_url(url)?).await?))
+}
+
+/// The ZooKeeper backend: the current session. Wrap it in a [`LockClient`] (the builder's
+/// `connect` does) to get a `DistributedLock`.
+#[derive(Debug)]
+pub struct ZkBackend {
+    config: Arc<ZkConfig>,
+    session: Mutex<Arc<ZkSession>>,
+    renewing: tokio::sync::Mutex<()>,
+    requests: Arc<AtomicU64>,
+}
+
+impl ZkBackend {
+    /// A builder with the defaults.
+    ///
+    /// ```
+    /// let builder = distlock_zk::ZkBackend::builder();
+    /// # drop(builder);
+    /// ```
+    pub fn builder() -> ZkBuilder {
+        ZkBuilder::default()
+    }
+
+    /// Connects with validated settings (a new session), within the connect timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a half-made session is closed when dropped.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), distlock_core::LockError> {
+    /// let backend = distlock_zk::ZkBackend::connect(distlock_zk::ZkBackend::builder().config()?).await?;
+    /// # drop(backend); Ok(()) }
+    /// ```
+    pub async fn connect(config: ZkConfig) -> Result<Self, LockError> {
+        let config = Arc::new(config);
+        let requests = Arc::new(AtomicU64::new(0));
+        let session = ZkSession::open(config.clone(), requests.clone()).await?;
+        Ok(ZkBackend { config, session: Mutex::new(session), renewing: tokio::sync::Mutex::new(()), requests })
+    }
+
+    fn current(&self) -> Arc<ZkSession> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current session, or a new one if it expired: an expired session is never reused.
+    async fn live_session(&self) -> Result<Arc<ZkSession>, LockError> {
+        let current = self.current();
+        if !current.life.is_ended() {
+            return Ok(current);
+        }
+        let _renewing = self.renewing.lock().await;
+        let current = self.current();
+        if !current.life.is_ended() {
+            return Ok(current);
+        }
+        let fresh = ZkSession::open(self.config.clone(), self.requests.clone()).await?;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The settings.
+    ///
+    /// ```no_run
+    /// # fn f(locks: distlock_zk::ZkLocks) { println!("{:?}", locks.backend().config()); }
+    /// ```
+    pub fn config(&self) -> &ZkConfig {
+        &self.config
+    }
+
+    /// The current session's `zookeeper-client` client, for your own requests.
+    ///
+    /// ```no_run
+    /// # fn f(locks: distlock_zk::ZkLocks) { println!("{:?}", locks.backend().client().session_id()); }
+    /// ```
+    pub fn client(&self) -> zookeeper_client::Client {
+        self.current().client.clone()
+    }
+
+    /// Requests this client has sent (the session's own probes and pings excluded).
+    ///
+    /// ```no_run
+    /// # fn f(locks: distlock_zk::ZkLocks) { println!("{}", locks.backend().requests()); }
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl LockBackend for ZkBackend {
+    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
+        let session = self.live_session().await?;
+        match recipe::acquire(session, name, true).await? {
+            Some(place) => Ok(recipe::grant(place)),
+            None => Err(LockError::Backend {
+                backend: "zookeeper",
+                op: "lock".into(),
+                retryable: true,
+                source: "a waiting acquire returned without a place".into(),
+            }),
+        }
+    }
+
+    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
+        let session = self.live_session().await?;
+        Ok(recipe::acquire(session, name, false).await?.map(recipe::grant))
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
+        Ok(LockInfo::from_queue(name.clone(), recipe::inspect(&self.current(), name).await?))
+    }
+
+    fn session_state(&self) -> SessionState {
+        self.current().life.state()
+    }
+}

@@ -86,7 +86,8 @@ async fn per_handoff(endpoints: &[String], waiters: usize) {
     let after = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
     let n = waiters as f64;
     // The inspect polls above are the bench's own reads, not the lock's: leave them out.
-    let polls = queued.started.get("Range").copied().unwrap_or(0.0) - before.started.get("Range").copied().unwrap_or(0.0);
+    let polls =
+        queued.started.get("Range").copied().unwrap_or(0.0) - before.started.get("Range").copied().unwrap_or(0.0);
     println!(
         "{{\"workload\":\"etcd-handoff\",\"waiters\":{waiters},\"server_requests_per_acquisition\":{:.2},\"server_requests_per_handoff_after_queuing\":{:.2},\"handoffs_per_s\":{:.0},\"by_method_after_queuing\":{:?}}}",
         (after.lock_requests_since(&before) - polls - 2.0) / n,

@@ -17,12 +17,14 @@ pub mod process;
 pub mod proxy;
 pub mod shared;
 pub mod zk;
+pub mod zk_harness;
 
 pub use etcd::EtcdCluster;
 pub use etcd_harness::EtcdHarness;
 pub use process::ServerProcess;
 pub use proxy::{ProxyMode, TcpProxy};
 pub use zk::ZkEnsemble;
+pub use zk_harness::ZkHarness;
 
 use std::future::Future;
 use std::time::Duration;

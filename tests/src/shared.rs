@@ -67,3 +67,17 @@ pub async fn etcd_cluster() -> &'static Target<EtcdCluster> {
         })
         .await
 }
+
+/// A shared 3-node ZooKeeper ensemble for this binary (`DISTLOCK_TEST_ZK_CLUSTER` names one running).
+pub async fn zookeeper_ensemble() -> &'static Target<ZkEnsemble> {
+    static ENSEMBLE: OnceCell<Target<ZkEnsemble>> = OnceCell::const_new();
+    ENSEMBLE
+        .get_or_init(|| async {
+            if let Some(endpoints) = endpoints_from(std::env::var("DISTLOCK_TEST_ZK_CLUSTER").ok().as_deref()) {
+                return Target { endpoints, started: None };
+            }
+            let ensemble = ZkEnsemble::start(3).await.expect("starting the shared 3-node ZooKeeper");
+            Target { endpoints: ensemble.endpoints(), started: Some(ensemble) }
+        })
+        .await
+}

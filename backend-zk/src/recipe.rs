@@ -1,0 +1,345 @@
+//! The lock recipe in Apache Curator's InterProcessMutex layout: the queue of lock `name` is the
+//! ephemeral sequential znodes `<chroot>/<name>/_c_<uuid>-lock-<seq>`, ordered by sequence
+//! number; the first holds, each waiter watches only the one just before it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, QueueEntry, ServerHold, ServerRelease};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType};
+
+use crate::session::ZkSession;
+
+/// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
+/// exactly create, getChildren, delete).
+const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
+
+/// The marker Curator puts before the sequence number.
+const LOCK_MARKER: &str = "lock-";
+
+/// The sequence number of a lock znode's name, if it is one (`..lock-0000000042`).
+fn sequence(child: &str) -> Option<&str> {
+    let (_, digits) = child.rsplit_once(LOCK_MARKER)?;
+    (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// The lock znodes among `children`, in queue order (by sequence number, as Curator sorts).
+pub(crate) fn queue_order(mut children: Vec<String>) -> Vec<String> {
+    children.retain(|c| sequence(c).is_some());
+    children.sort_by(|a, b| {
+        let (a, b) = (sequence(a).unwrap_or_default(), sequence(b).unwrap_or_default());
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    });
+    children
+}
+
+/// A session's znode in one lock's queue.
+#[derive(Debug)]
+pub(crate) struct Place {
+    pub(crate) session: Arc<ZkSession>,
+    pub(crate) name: LockName,
+    pub(crate) path: String,
+    pub(crate) czxid: i64,
+}
+
+/// Removes a waiter's znode when its acquire is cancelled or fails, in the background. With no
+/// path known (a create whose reply was lost), finds it by the uuid.
+struct NodeCleanup {
+    session: Arc<ZkSession>,
+    dir: String,
+    protected_prefix: String,
+    path: Option<String>,
+    armed: bool,
+}
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (session, dir, prefix, path) =
+            (self.session.clone(), self.dir.clone(), self.protected_prefix.clone(), self.path.clone());
+        runtime.spawn(async move {
+            let path = match path {
+                Some(path) => Some(path),
+                None => find_own(&session, &dir, &prefix).await.ok().flatten().map(|(path, _)| path),
+            };
+            if let Some(path) = path {
+                let _ = delete(&session, &path, "delete a cancelled waiter's znode").await;
+                tracing::debug!(%path, "cancelled waiter's znode deleted");
+            }
+        });
+    }
+}
+
+/// Deletes `path`; a znode already gone (or gone with the session) counts as deleted. The path
+/// is unique to one hold, so a retried delete can never remove another's znode.
+async fn delete(session: &ZkSession, path: &str, op: &str) -> Result<(), LockError> {
+    let result = session
+        .request(op, |client| {
+            let path = path.to_owned();
+            async move {
+                match client.delete(&path, None).await {
+                    Err(ZkError::NoNode) => Ok(()),
+                    other => other,
+                }
+            }
+        })
+        .await;
+    match result {
+        Err(LockError::SessionExpired { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Our own znode in `dir`, found by the uuid in its name (Curator's protected mode).
+async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option<(String, i64)>, LockError> {
+    let children = list(session, dir).await?;
+    let Some(child) = children.into_iter().find(|c| c.starts_with(prefix)) else { return Ok(None) };
+    let path = format!("{dir}/{child}");
+    let stat = session
+        .request("read own znode", |client| {
+            let path = path.clone();
+            async move { client.check_stat(&path).await }
+        })
+        .await?;
+    Ok(stat.map(|s| (path, s.czxid)))
+}
+
+/// The children of `dir`; none if it does not exist.
+async fn list(session: &ZkSession, dir: &str) -> Result<Vec<String>, LockError> {
+    session
+        .request("list the lock queue", |client| {
+            let dir = dir.to_owned();
+            async move {
+                match client.get_children(&dir).await {
+                    Ok((children, _)) => Ok(children),
+                    Err(ZkError::NoNode) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+}
+
+/// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
+/// lost connection it looks for its own znode by uuid before creating again: never two.
+async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<(String, i64), LockError> {
+    let base = format!("{dir}/{prefix}");
+    let hosts = session.config.hosts_label();
+    let mut parents_made = 0;
+    loop {
+        if session.life.is_ended() {
+            return Err(LockError::SessionExpired { during: format!("queuing in {dir}") });
+        }
+        session.count();
+        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        match session.client.create(&base, b"", &options).await {
+            Ok((stat, sequence)) => return Ok((format!("{base}{sequence}"), stat.czxid)),
+            Err(ZkError::NoNode) if parents_made < 5 => {
+                parents_made += 1;
+                session.count();
+                let parent = CreateMode::Container.with_acls(Acls::anyone_all());
+                match session.client.mkdir(dir, &parent).await {
+                    Ok(()) | Err(ZkError::NodeExists) => {}
+                    Err(e) => return Err(crate::errors::request_error("create the lock directory", &hosts, Some(e))),
+                }
+            }
+            Err(e) if crate::errors::is_ambiguous(&e) => {
+                tracing::debug!(%base, error = %e, "create's reply lost: looking for our znode by its uuid");
+                if let Some(found) = find_own(session, dir, prefix).await? {
+                    return Ok(found);
+                }
+            }
+            Err(e) => return Err(crate::errors::request_error("create the lock znode", &hosts, Some(e))),
+        }
+    }
+}
+
+/// Queues `session` for `name` and, if `wait`, waits until first. `Ok(None)` only when not
+/// waiting and someone else is first (the znode is removed again).
+pub(crate) async fn acquire(session: Arc<ZkSession>, name: &LockName, wait: bool) -> Result<Option<Place>, LockError> {
+    let dir = session.config.lock_dir(name.as_str());
+    let prefix = format!("_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
+    let mut cleanup = NodeCleanup {
+        session: session.clone(),
+        dir: dir.clone(),
+        protected_prefix: prefix.clone(),
+        path: None,
+        armed: true,
+    };
+    let (path, czxid) = create_protected(&session, &dir, &prefix).await?;
+    cleanup.path = Some(path.clone());
+    let own = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let during = || format!("waiting for lock {:?}", name.as_str());
+    loop {
+        let queue = queue_order(list(&session, &dir).await?);
+        let Some(position) = queue.iter().position(|c| *c == own) else {
+            if session.life.is_ended() {
+                return Err(LockError::SessionExpired { during: during() });
+            }
+            return Err(LockError::Backend {
+                backend: "zookeeper",
+                op: during(),
+                retryable: true,
+                source: "our znode was deleted while waiting (by an operator or the session's expiry); call lock again"
+                    .into(),
+            });
+        };
+        if position == 0 {
+            break;
+        }
+        if !wait {
+            delete(&session, &path, "leave the queue").await?;
+            cleanup.armed = false;
+            return Ok(None);
+        }
+        let predecessor = format!("{dir}/{}", queue[position - 1]);
+        tracing::debug!(lock = %name, token = czxid, %predecessor, "waiting for the predecessor's znode to go");
+        let watched = session
+            .request("watch the predecessor", |client| {
+                let predecessor = predecessor.clone();
+                async move {
+                    match client.get_and_watch_data(&predecessor).await {
+                        Ok((_, _, watcher)) => Ok(Some(watcher)),
+                        Err(ZkError::NoNode) => Ok(None), // gone between the listing and the watch
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        if let Some(watcher) = watched {
+            tokio::select! {
+                event = watcher.changed() => tracing::debug!(lock = %name, ?event.event_type, "predecessor changed: checking place"),
+                _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
+            }
+        }
+    }
+    tracing::info!(lock = %name, token = czxid, "hand-off: first in the queue");
+    cleanup.armed = false;
+    Ok(Some(Place { session, name: name.clone(), path, czxid }))
+}
+
+/// Turns the first place into a hold: a loss signal registered with the session, a watch on
+/// our own znode (after a grace period), and the release.
+pub(crate) fn grant(place: Place) -> ServerHold {
+    let token = FencingToken::new(place.czxid as u64);
+    let loss = LossSignal::new(place.name.clone(), token);
+    let registration = place.session.life.holds().register(loss.clone());
+    if place.session.life.is_ended() {
+        loss.fire(LossReason::SessionExpired);
+    }
+    let released = CancellationToken::new();
+    tokio::spawn(watch_own_node(place.session.clone(), place.path.clone(), loss.clone(), released.clone()));
+    ServerHold {
+        token,
+        loss,
+        release: Box::new(ZkRelease { session: place.session, path: place.path, token, registration, released }),
+    }
+}
+
+/// Fires the loss signal if our znode is deleted by anyone but our own release.
+async fn watch_own_node(session: Arc<ZkSession>, path: String, loss: LossSignal, released: CancellationToken) {
+    let deleted = async {
+        tokio::time::sleep(OWN_NODE_WATCH_GRACE).await;
+        loop {
+            let watched = session
+                .request("watch own znode", |client| {
+                    let path = path.clone();
+                    async move {
+                        match client.get_and_watch_data(&path).await {
+                            Ok((_, _, watcher)) => Ok(Some(watcher)),
+                            Err(ZkError::NoNode) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .await;
+            match watched {
+                Ok(None) => return,
+                Ok(Some(watcher)) => {
+                    if watcher.changed().await.event_type == EventType::NodeDeleted {
+                        return;
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = released.cancelled() => {}
+        _ = loss.fired() => {}
+        _ = session.life.ended() => {}
+        () = deleted => {
+            if !released.is_cancelled() && !session.life.is_ended() {
+                loss.fire(LossReason::EntryDeleted);
+            }
+        }
+    }
+}
+
+/// Deletes the holder's znode.
+struct ZkRelease {
+    session: Arc<ZkSession>,
+    path: String,
+    token: FencingToken,
+    registration: u64,
+    released: CancellationToken,
+}
+
+#[async_trait]
+impl ServerRelease for ZkRelease {
+    async fn release(self: Box<Self>) -> Result<(), LockError> {
+        self.released.cancel();
+        self.session.life.holds().remove(self.registration);
+        delete(&self.session, &self.path, "release the lock").await.map_err(|error| LockError::ReleaseUnconfirmed {
+            name: self.path.clone(),
+            token: self.token,
+            backstop: self.session.timeout,
+            source: Some(Box::new(error)),
+        })
+    }
+}
+
+/// The queue of `name` with each znode's czxid and creation time.
+pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<QueueEntry>, LockError> {
+    let dir = session.config.lock_dir(name.as_str());
+    let mut entries = Vec::new();
+    for child in queue_order(list(session, &dir).await?) {
+        let path = format!("{dir}/{child}");
+        let stat = session
+            .request("read a lock znode", |client| {
+                let path = path.clone();
+                async move { client.check_stat(&path).await }
+            })
+            .await?;
+        if let Some(stat) = stat {
+            entries.push(QueueEntry {
+                owner: child,
+                token: FencingToken::new(stat.czxid as u64),
+                since: SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_order_follows_sequence_numbers_and_skips_other_nodes() {
+        let children = vec![
+            "_c_b-lock-0000000012".to_owned(),
+            "unrelated".to_owned(),
+            "_c_a-lock-0000000003".to_owned(),
+            "lock-0000000007".to_owned(), // another Curator-compatible client
+            "_c_c-lock-x".to_owned(),
+        ];
+        assert_eq!(queue_order(children), ["_c_a-lock-0000000003", "lock-0000000007", "_c_b-lock-0000000012"]);
+    }
+}

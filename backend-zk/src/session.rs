@@ -1,0 +1,139 @@
+//! One ZooKeeper session: the client connection, a probe that keeps the lease clock (the client
+//! library's own pings are not visible), the session-state watcher, and the request counter.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock_core::{retry_request, LockError, RetryPolicy, SessionLife};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use zookeeper_client::{Client, SessionState as ZkState};
+
+use crate::config::ZkConfig;
+use crate::errors::{classify, request_error};
+
+/// A session: one `zookeeper-client` connection and what the client knows about it.
+pub(crate) struct ZkSession {
+    pub(crate) client: Client,
+    pub(crate) config: Arc<ZkConfig>,
+    pub(crate) life: Arc<SessionLife>,
+    /// The negotiated session timeout.
+    pub(crate) timeout: Duration,
+    requests: Arc<AtomicU64>,
+    watcher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ZkSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZkSession")
+            .field("session_id", &self.client.session_id())
+            .field("timeout", &self.timeout)
+            .field("life", &self.life)
+            .finish()
+    }
+}
+
+impl ZkSession {
+    /// Connects (a new session) within the connect timeout.
+    pub(crate) async fn open(config: Arc<ZkConfig>, requests: Arc<AtomicU64>) -> Result<Arc<Self>, LockError> {
+        let mut connector = Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(config.connect_timeout);
+        if let Some((user, password)) = &config.digest {
+            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        }
+        let sent = Instant::now();
+        let hosts = config.hosts_label();
+        let client = tokio::time::timeout(config.connect_timeout, connector.connect(&hosts))
+            .await
+            .map_err(|_| LockError::Unreachable {
+                endpoints: hosts.clone(),
+                what: format!("connect (no session within {:?})", config.connect_timeout),
+                source: None,
+            })?
+            .map_err(|e| request_error("connect", &hosts, Some(e)))?;
+        requests.fetch_add(1, Ordering::Relaxed);
+        let timeout = client.session_timeout();
+        let life = Arc::new(SessionLife::new("zookeeper", timeout));
+        life.renewed(sent);
+        let watcher = tokio::spawn(watch_session(client.clone(), life.clone(), timeout));
+        tracing::info!(session = ?client.session_id(), timeout_ms = timeout.as_millis() as u64, "zookeeper session opened");
+        Ok(Arc::new(ZkSession { client, config, life, timeout, requests, watcher }))
+    }
+
+    /// Counts one request to the server.
+    pub(crate) fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The bound on one request: a third of the session timeout, at most 5 s.
+    pub(crate) fn policy(&self) -> RetryPolicy {
+        RetryPolicy::new((self.timeout / 3).min(Duration::from_secs(5)))
+    }
+
+    /// Runs an idempotent request, retrying connection loss within the policy.
+    pub(crate) async fn request<T, F, Fut>(&self, op: &str, mut attempt: F) -> Result<T, LockError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, zookeeper_client::Error>>,
+    {
+        let hosts = self.config.hosts_label();
+        retry_request(
+            &self.life,
+            self.policy(),
+            classify,
+            |e| request_error(op, &hosts, e),
+            || self.count(),
+            || attempt(self.client.clone()),
+            op,
+        )
+        .await
+    }
+}
+
+impl Drop for ZkSession {
+    fn drop(&mut self) {
+        // The session closes once the last client handle is dropped (ephemeral nodes go at once).
+        self.watcher.abort();
+    }
+}
+
+/// Follows the client library's session state and probes the server every third of the
+/// timeout, so the lease clock knows when the server was last heard from.
+async fn watch_session(client: Client, life: Arc<SessionLife>, timeout: Duration) {
+    let probe = async {
+        loop {
+            tokio::time::sleep(timeout / 3).await;
+            let sent = Instant::now();
+            match tokio::time::timeout(timeout / 3, client.check_stat("/")).await {
+                Ok(Ok(_)) => life.renewed(sent),
+                Ok(Err(zookeeper_client::Error::SessionExpired)) => {
+                    life.expire();
+                    return;
+                }
+                Ok(Err(_)) | Err(_) => life.suspended(),
+            }
+        }
+    };
+    let states = async {
+        let mut states = client.state_watcher();
+        loop {
+            match states.changed().await {
+                ZkState::Disconnected => life.suspended(),
+                ZkState::SyncConnected | ZkState::ConnectedReadOnly => {}
+                ZkState::Expired | ZkState::Closed | ZkState::AuthFailed => {
+                    tracing::warn!("zookeeper session ended");
+                    life.expire();
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = life.watch_silence() => {}
+        _ = probe => {}
+        _ = states => {}
+    }
+}
