@@ -32,6 +32,9 @@ pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
         "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(&parsed).await?)),
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "etcd" }),
+        #[cfg(feature = "zookeeper")]
+        "zk" => Ok(Box::new(distlock_zk::connect_url(&parsed).await?)),
+        #[cfg(not(feature = "zookeeper"))]
         "zk" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "zookeeper" }),
         other => Err(LockError::InvalidUrl {
             url: parsed.to_string(),
@@ -73,8 +76,12 @@ mod tests {
             let err = connect(url).await.err().expect("no etcd backend");
             assert!(err.to_string().contains("enable the `etcd` feature"), "{url}: {err}");
         }
+        #[cfg(not(feature = "zookeeper"))]
+        {
+            let err = connect("zk://localhost:2181").await.err().expect("no zookeeper backend");
+            assert!(err.to_string().contains("enable the `zookeeper` feature"), "{err}");
+        }
         let cases: &[(&str, &str)] = &[
-            ("zk://localhost:2181", "enable the `zookeeper` feature"),
             ("redis://localhost", "unknown scheme"),
             ("localhost:2379", "no scheme"),
             ("mem://?ttl=0s", "too short"),

@@ -23,3 +23,5 @@ pub use distlock_core::{
 };
 #[cfg(feature = "etcd")]
 pub use distlock_etcd as etcd;
+#[cfg(feature = "zookeeper")]
+pub use distlock_zk as zookeeper;

@@ -2,13 +2,17 @@
 //!
 //! ```text
 //! cargo run --release -p distlock-bench -- etcd-requests [--cycles M] [--waiters 2,100,1000]
+//! cargo run --release -p distlock-bench -- zk-requests   [--cycles M] [--waiters 2,100,1000]
 //! ```
 //!
 //! `etcd-requests` starts its own single-node etcd (through the test harness) and reads etcd's
 //! own `/metrics` counters: requests for one uncontended acquire+release, and requests per
-//! acquisition with N waiters queued on one lock.
+//! acquisition with N waiters queued on one lock. `zk-requests` does the same on a standalone
+//! ZooKeeper from `mntr`'s `zk_packets_received`, less the idle rate of session pings and probes
+//! measured just before.
 
 mod metrics;
+mod zk;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,8 +120,17 @@ async fn main() {
                 per_handoff(&endpoints, n).await;
             }
         }
+        "zk-requests" => {
+            let cycles: usize = arg("--cycles").and_then(|c| c.parse().ok()).unwrap_or(500);
+            let waiters: Vec<usize> = arg("--waiters")
+                .unwrap_or_else(|| "2,100,1000".into())
+                .split(',')
+                .filter_map(|w| w.trim().parse().ok())
+                .collect();
+            zk::requests(cycles, &waiters).await;
+        }
         other => {
-            eprintln!("unknown workload {other:?}; known: etcd-requests");
+            eprintln!("unknown workload {other:?}; known: etcd-requests, zk-requests");
             std::process::exit(64);
         }
     }

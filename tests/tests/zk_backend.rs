@@ -1,0 +1,150 @@
+//! ZooKeeper-specific behaviour on real servers: URL connection, a Curator holder written by
+//! hand, leader loss, the whole ensemble down and back, long queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock_core::conformance::{wait_for_queue, Harness};
+use distlock_tests::{shared, ZkEnsemble, ZkHarness};
+use distlock_zk::zookeeper_client::{Acls, CreateMode};
+use tokio::time::{timeout, Instant};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn harness() -> ZkHarness {
+    ZkHarness::new(shared::zookeeper().await.endpoints.clone()).await
+}
+
+#[tokio::test]
+async fn connect_by_url_and_refuse_unreachable_hosts_quickly() {
+    let h = harness().await;
+    let url = format!("zk://{}{}?session_timeout=2s", shared::zookeeper().await.endpoints.join(","), h.chroot());
+    let locks = distlock::connect(&url).await.expect("connect by URL");
+    let guard = locks.lock("by-url").await.expect("lock");
+    let nodes = h.lock_nodes().await.expect("list");
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].starts_with(&format!("{}/by-url/_c_", h.chroot())), "Curator's layout: {nodes:?}");
+    guard.release().await.expect("release");
+
+    let started = Instant::now();
+    let dead = format!("zk://127.0.0.1:{}?connect_timeout=2s", distlock_tests::ports::free_port());
+    let err = distlock::connect(&dead).await.err().expect("nothing listens there");
+    assert!(err.is_retryable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(6), "bounded by the connect timeout: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_curator_holder_written_by_hand_is_respected() {
+    let h = harness().await;
+    let dir = format!("{}/curator", h.chroot());
+    // What Curator's InterProcessMutex creates: a protected ephemeral sequential znode.
+    let curator = distlock_tests::zk::connect(&shared::zookeeper().await.endpoints.join(","), Duration::from_secs(4))
+        .await
+        .expect("a second session, as the Java service");
+    curator.mkdir(&dir, &CreateMode::Container.with_acls(Acls::anyone_all())).await.expect("mkdir");
+    let prefix = format!("{dir}/_c_{}-lock-", uuid::Uuid::new_v4());
+    let (_, sequence) = curator
+        .create(&prefix, b"", &CreateMode::EphemeralSequential.with_acls(Acls::anyone_all()))
+        .await
+        .expect("the Curator holder's znode");
+    let ours = h.client().await;
+    assert!(ours.try_lock("curator").await.expect("try_lock").is_none(), "distlock sees Curator's hold");
+    let waiter = ours.clone();
+    let waiting = tokio::spawn(async move { waiter.lock("curator").await.expect("lock") });
+    wait_for_queue(ours.as_ref(), "curator", BOUND, "distlock to queue behind Curator", |i| i.waiters.len() == 1).await;
+    assert!(!waiting.is_finished());
+    curator.delete(&format!("{prefix}{sequence}"), None).await.expect("Curator releases");
+    let guard = timeout(BOUND, waiting).await.expect("distlock acquires after Curator").expect("task");
+    guard.release().await.expect("release");
+}
+
+#[tokio::test]
+async fn leader_loss_gives_no_second_holder_and_the_handoff_still_happens() {
+    let mut ensemble = ZkEnsemble::start(3).await.expect("a dedicated ensemble");
+    let h = ZkHarness::new(ensemble.endpoints()).await;
+    let holder = h.client().await;
+    let guard = holder.lock("leader-loss").await.expect("lock");
+    let waiter = h.client().await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.lock("leader-loss").await.expect("lock") });
+    wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let leader = ensemble.leader().await.expect("a leader");
+    ensemble.members[leader].process.kill();
+    let info = wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the queue after the election", |_| true).await;
+    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "still the same holder");
+    assert!(!waiting.is_finished(), "no second holder");
+    guard.release().await.expect("release");
+    let next = timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
+    next.release().await.expect("release");
+}
+
+#[tokio::test]
+async fn whole_ensemble_down_and_back_leaves_exactly_one_holder() {
+    let mut ensemble = ZkEnsemble::start(3).await.expect("a dedicated ensemble");
+    let h = ZkHarness::new(ensemble.endpoints()).await;
+    let holder = h.client().await;
+    let guard = holder.lock("outage").await.expect("lock");
+    let waiter = h.client().await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.lock("outage").await });
+    wait_for_queue(holder.as_ref(), "outage", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let down_at = Instant::now();
+    for member in &mut ensemble.members {
+        member.process.kill();
+    }
+    // With no server, the holder must stop trusting its lock within the session timeout.
+    timeout(h.ttl() + Duration::from_secs(1), guard.lost()).await.expect("lost() fires while the ensemble is down");
+    assert!(down_at.elapsed() <= h.ttl(), "lost() fired {:?} after the outage began", down_at.elapsed());
+    assert!(!waiting.is_finished(), "nobody acquires while the ensemble is down");
+    for member in &mut ensemble.members {
+        member.process.restart().expect("restart");
+    }
+    ensemble.wait_ready().await.expect("the ensemble is back");
+    drop(guard); // what an application does on lost(): give the hold up
+    let outcome = timeout(BOUND, waiting).await.expect("the waiter finishes").expect("task");
+    match outcome {
+        Ok(next) => {
+            let info = next_info(&h).await;
+            assert_eq!(info.0, 1, "exactly one holder after the outage: {info:?}");
+            assert_eq!(info.1, Some(next.fencing_token()));
+            next.release().await.expect("release");
+        }
+        // The waiter's session may have expired during the outage: then it holds nothing.
+        Err(distlock::LockError::SessionExpired { .. }) => {
+            let g = timeout(BOUND, waiter.lock("outage")).await.expect("a new session acquires").expect("lock");
+            g.release().await.expect("release");
+        }
+        Err(other) => panic!("unexpected error after the outage: {other}"),
+    }
+}
+
+async fn next_info(h: &ZkHarness) -> (usize, Option<distlock::FencingToken>) {
+    let client = h.client().await;
+    let info = client.inspect("outage").await.expect("inspect");
+    (usize::from(info.holder.is_some()), info.holder.map(|e| e.token))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_waiters_are_served_in_queue_order() {
+    const WAITERS: usize = 200;
+    let h = harness().await;
+    let holder = h.client().await;
+    let guard = holder.lock("crowd").await.expect("lock");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..WAITERS {
+        let (client, order) = (h.client().await, order.clone());
+        tasks.push(tokio::spawn(async move {
+            let g = client.lock("crowd").await.expect("lock");
+            order.lock().unwrap().push(i);
+            g.release().await.expect("release");
+        }));
+        wait_for_queue(holder.as_ref(), "crowd", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
+    }
+    guard.release().await.expect("release");
+    for t in tasks {
+        timeout(Duration::from_secs(120), t).await.expect("all 200 acquire").expect("task");
+    }
+    assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
+    assert!(h.lock_nodes().await.expect("list").is_empty(), "the lock directory is empty");
+}
