@@ -40,7 +40,7 @@ impl RetryPolicy {
 /// What a failed attempt means.
 ///
 /// ```
-/// let outcome: distlock_core::Attempt<u8> = distlock_core::Attempt::Transient("reset".into());
+/// let outcome: distlock_core::Attempt<&str> = distlock_core::Attempt::Transient("connection reset");
 /// # drop(outcome);
 /// ```
 #[derive(Debug)]
