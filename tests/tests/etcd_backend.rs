@@ -227,3 +227,30 @@ async fn waiter_cut_off_past_its_ttl_gets_session_expired_never_the_lock() {
     }
     assert_eq!(waiter.session_state(), distlock::SessionState::Expired);
 }
+
+#[tokio::test]
+async fn a_waiter_survives_compaction_and_restart() {
+    let mut cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
+    let h = EtcdHarness::new(cluster.endpoints()).await;
+    let holder = h.client().await;
+    let guard = holder.lock("compacted").await.expect("lock");
+    let waiter = h.client().await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.lock("compacted").await.expect("lock") });
+    wait_for_queue(holder.as_ref(), "compacted", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    // Move the revision on and compact the history the waiter's watch started from, then restart
+    // etcd so that the watch must be re-created from that revision: it learns of the compaction
+    // and re-reads the queue instead.
+    let mut admin = cluster.client().await.expect("admin");
+    for i in 0..20 {
+        admin.put(format!("noise/{i}"), "x", None).await.expect("put");
+    }
+    let revision = admin.get("noise/0", None).await.expect("get").header().expect("header").revision();
+    admin.compact(revision, None).await.expect("compact");
+    cluster.members[0].process.restart().expect("restart");
+    cluster.wait_ready().await.expect("etcd back");
+    assert!(!waiting.is_finished());
+    guard.release().await.expect("release");
+    let next = timeout(BOUND, waiting).await.expect("the waiter acquires after compaction").expect("task");
+    next.release().await.expect("release");
+}

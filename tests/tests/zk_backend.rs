@@ -148,3 +148,28 @@ async fn two_hundred_waiters_are_served_in_queue_order() {
     assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
     assert!(h.lock_nodes().await.expect("list").is_empty(), "the lock directory is empty");
 }
+
+#[tokio::test]
+async fn tokens_keep_growing_when_the_lock_directory_is_recreated() {
+    let h = harness().await;
+    let client = h.client().await;
+    let first = client.lock("container").await.expect("lock");
+    let (t1, node1) = (first.fencing_token(), h.lock_nodes().await.expect("list"));
+    first.release().await.expect("release");
+    // The empty container directory is reaped by the server; the next lock recreates it and its
+    // sequence numbers start again from zero.
+    let dir = format!("{}/container", h.chroot());
+    distlock_tests::retry_until(BOUND, || async {
+        match h.admin().check_stat(&dir).await {
+            Ok(None) => Ok(()),
+            _ => Err(()),
+        }
+    })
+    .await
+    .expect("the server removes the empty lock directory");
+    let second = client.lock("container").await.expect("lock");
+    let node2 = h.lock_nodes().await.expect("list");
+    assert!(node1[0].ends_with("lock-0000000000") && node2[0].ends_with("lock-0000000000"), "{node1:?} {node2:?}");
+    assert!(second.fencing_token() > t1, "czxid tokens grow even though the sequence restarted");
+    second.release().await.expect("release");
+}
