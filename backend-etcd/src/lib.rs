@@ -38,11 +38,12 @@ mod session;
 mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, ServerHold, SessionState,
+    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, ServerHold, SessionSlot,
+    SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
 
@@ -75,8 +76,7 @@ pub async fn connect_url(url: &LockUrl) -> Result<EtcdLocks, LockError> {
 pub struct EtcdBackend {
     config: Arc<EtcdConfig>,
     client: Client,
-    session: Mutex<Arc<EtcdSession>>,
-    renewing: tokio::sync::Mutex<()>,
+    session: SessionSlot<EtcdSession>,
     requests: Arc<AtomicU64>,
 }
 
@@ -146,33 +146,16 @@ impl EtcdBackend {
         let (client, session) = tokio::time::timeout(config.connect_timeout + config.request_timeout, connecting)
             .await
             .map_err(|_| unreachable(&format!("connect (no answer within {:?})", config.connect_timeout), None))??;
-        Ok(EtcdBackend {
-            config,
-            client,
-            session: Mutex::new(session),
-            renewing: tokio::sync::Mutex::new(()),
-            requests,
-        })
+        Ok(EtcdBackend { config, client, session: SessionSlot::new(session), requests })
     }
 
     fn current(&self) -> Arc<EtcdSession> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.session.current()
     }
 
     /// The current session, or a new one if it expired: an expired lease is never reused.
     async fn live_session(&self) -> Result<Arc<EtcdSession>, LockError> {
-        let current = self.current();
-        if !current.life.is_ended() {
-            return Ok(current);
-        }
-        let _renewing = self.renewing.lock().await;
-        let current = self.current();
-        if !current.life.is_ended() {
-            return Ok(current);
-        }
-        let fresh = EtcdSession::open(self.client.clone(), self.config.clone(), self.requests.clone()).await?;
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        Ok(fresh)
+        self.session.live(|| EtcdSession::open(self.client.clone(), self.config.clone(), self.requests.clone())).await
     }
 
     /// The settings.

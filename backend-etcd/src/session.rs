@@ -30,6 +30,12 @@ pub(crate) struct EtcdSession {
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl distlock_core::HasLife for EtcdSession {
+    fn life(&self) -> &SessionLife {
+        &self.life
+    }
+}
+
 impl std::fmt::Debug for EtcdSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdSession")

@@ -33,10 +33,12 @@ mod recipe;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use distlock_core::{LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, ServerHold, SessionState};
+use distlock_core::{
+    LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, ServerHold, SessionSlot, SessionState,
+};
 
 pub use config::{ZkBuilder, ZkConfig, DEFAULT_CHROOT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
 use session::ZkSession;
@@ -65,8 +67,7 @@ pub async fn connect_url(url: &LockUrl) -> Result<ZkLocks, LockError> {
 #[derive(Debug)]
 pub struct ZkBackend {
     config: Arc<ZkConfig>,
-    session: Mutex<Arc<ZkSession>>,
-    renewing: tokio::sync::Mutex<()>,
+    session: SessionSlot<ZkSession>,
     requests: Arc<AtomicU64>,
 }
 
@@ -95,27 +96,16 @@ impl ZkBackend {
         let config = Arc::new(config);
         let requests = Arc::new(AtomicU64::new(0));
         let session = ZkSession::open(config.clone(), requests.clone()).await?;
-        Ok(ZkBackend { config, session: Mutex::new(session), renewing: tokio::sync::Mutex::new(()), requests })
+        Ok(ZkBackend { config, session: SessionSlot::new(session), requests })
     }
 
     fn current(&self) -> Arc<ZkSession> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.session.current()
     }
 
     /// The current session, or a new one if it expired: an expired session is never reused.
     async fn live_session(&self) -> Result<Arc<ZkSession>, LockError> {
-        let current = self.current();
-        if !current.life.is_ended() {
-            return Ok(current);
-        }
-        let _renewing = self.renewing.lock().await;
-        let current = self.current();
-        if !current.life.is_ended() {
-            return Ok(current);
-        }
-        let fresh = ZkSession::open(self.config.clone(), self.requests.clone()).await?;
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        Ok(fresh)
+        self.session.live(|| ZkSession::open(self.config.clone(), self.requests.clone())).await
     }
 
     /// The settings.

@@ -25,6 +25,12 @@ pub(crate) struct ZkSession {
     watcher: JoinHandle<()>,
 }
 
+impl distlock_core::HasLife for ZkSession {
+    fn life(&self) -> &SessionLife {
+        &self.life
+    }
+}
+
 impl std::fmt::Debug for ZkSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZkSession")

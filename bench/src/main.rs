@@ -28,6 +28,16 @@ fn arg(name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
+/// `--cycles M` (default 500).
+fn cycles_arg() -> usize {
+    arg("--cycles").and_then(|c| c.parse().ok()).unwrap_or(500)
+}
+
+/// `--waiters 2,100,1000` (the default).
+fn waiters_arg() -> Vec<usize> {
+    arg("--waiters").unwrap_or_else(|| "2,100,1000".into()).split(',').filter_map(|w| w.trim().parse().ok()).collect()
+}
+
 async fn client(endpoints: &[String], prefix: &str) -> EtcdLocks {
     EtcdBackend::builder()
         .endpoints(endpoints.iter().cloned())
@@ -107,12 +117,7 @@ async fn main() {
     let workload = std::env::args().nth(1).unwrap_or_else(|| "etcd-requests".into());
     match workload.as_str() {
         "etcd-requests" => {
-            let cycles: usize = arg("--cycles").and_then(|c| c.parse().ok()).unwrap_or(500);
-            let waiters: Vec<usize> = arg("--waiters")
-                .unwrap_or_else(|| "2,100,1000".into())
-                .split(',')
-                .filter_map(|w| w.trim().parse().ok())
-                .collect();
+            let (cycles, waiters) = (cycles_arg(), waiters_arg());
             let cluster = EtcdCluster::start(1).await.expect("a single-node etcd");
             let endpoints = cluster.endpoints();
             uncontended(&endpoints, cycles).await;
@@ -121,12 +126,7 @@ async fn main() {
             }
         }
         "zk-requests" => {
-            let cycles: usize = arg("--cycles").and_then(|c| c.parse().ok()).unwrap_or(500);
-            let waiters: Vec<usize> = arg("--waiters")
-                .unwrap_or_else(|| "2,100,1000".into())
-                .split(',')
-                .filter_map(|w| w.trim().parse().ok())
-                .collect();
+            let (cycles, waiters) = (cycles_arg(), waiters_arg());
             zk::requests(cycles, &waiters).await;
         }
         other => {

@@ -36,6 +36,7 @@ mod name;
 mod retry;
 mod session;
 mod session_life;
+mod session_slot;
 mod settings;
 mod token;
 
@@ -58,5 +59,6 @@ pub use name::{LockName, MAX_NAME_LEN};
 pub use retry::{retry_request, Attempt, RetryPolicy};
 pub use session::{SessionState, SessionStateCell};
 pub use session_life::SessionLife;
+pub use session_slot::{HasLife, SessionSlot};
 pub use settings::{parse_duration, validate_ttl, MAX_TTL};
 pub use token::FencingToken;

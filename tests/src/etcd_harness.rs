@@ -13,7 +13,7 @@ use distlock_etcd::etcd_client::{EventType, GetOptions, SortOrder, SortTarget, W
 use distlock_etcd::{EtcdBackend, EtcdLocks};
 
 use crate::etcd::connect;
-use crate::{ProxyMode, TcpProxy};
+use crate::{ProxyMode, ProxySet};
 
 /// One test's view of an etcd cluster.
 pub struct EtcdHarness {
@@ -62,7 +62,7 @@ impl EtcdHarness {
 /// Faults of one client whose every connection goes through a proxy.
 struct EtcdFaults {
     locks: Arc<EtcdLocks>,
-    proxies: Arc<Vec<TcpProxy>>,
+    proxies: Arc<ProxySet>,
     admin: distlock_etcd::etcd_client::Client,
     prefix: String,
     dropped: Arc<AtomicU64>,
@@ -71,11 +71,11 @@ struct EtcdFaults {
 #[async_trait]
 impl Faults for EtcdFaults {
     async fn cut(&self) {
-        self.proxies.iter().for_each(|p| p.set_mode(ProxyMode::BlackHole));
+        self.proxies.cut();
     }
 
     async fn heal(&self) {
-        self.proxies.iter().for_each(TcpProxy::heal);
+        self.proxies.heal();
     }
 
     async fn expire_session(&self) {
@@ -92,7 +92,7 @@ impl Faults for EtcdFaults {
             .watch(format!("{}/", self.prefix), Some(WatchOptions::new().with_prefix()))
             .await
             .expect("an admin watch");
-        self.proxies.iter().for_each(|p| p.set_mode(ProxyMode::DropReplies));
+        self.proxies.set_mode(ProxyMode::DropReplies);
         let (proxies, dropped) = (self.proxies.clone(), self.dropped.clone());
         tokio::spawn(async move {
             while let Ok(Some(response)) = stream.message().await {
@@ -101,10 +101,7 @@ impl Faults for EtcdFaults {
                         && e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| k.ends_with(&suffix))
                 });
                 if created {
-                    for proxy in proxies.iter() {
-                        proxy.set_mode(ProxyMode::Pass);
-                        proxy.close_all();
-                    }
+                    proxies.reset_connections();
                     dropped.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
@@ -124,11 +121,8 @@ impl Harness for EtcdHarness {
     }
 
     async fn faulty_client(&self) -> (Arc<dyn DistributedLock>, Box<dyn Faults>) {
-        let mut proxies = Vec::new();
-        for endpoint in &self.endpoints {
-            proxies.push(TcpProxy::start(endpoint.parse().expect("a socket address")).await.expect("a proxy"));
-        }
-        let through: Vec<String> = proxies.iter().map(TcpProxy::endpoint).collect();
+        let proxies = ProxySet::start(&self.endpoints).await.expect("proxies in front of the servers");
+        let through = proxies.endpoints();
         let locks = self.connect_via(&through, self.ttl).await.expect("an etcd lock client behind a proxy");
         let faults = EtcdFaults {
             locks: locks.clone(),

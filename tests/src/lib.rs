@@ -15,6 +15,7 @@ pub mod etcd_harness;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod scenarios;
 pub mod shared;
 pub mod zk;
 pub mod zk_harness;
@@ -22,7 +23,7 @@ pub mod zk_harness;
 pub use etcd::EtcdCluster;
 pub use etcd_harness::EtcdHarness;
 pub use process::ServerProcess;
-pub use proxy::{ProxyMode, TcpProxy};
+pub use proxy::{ProxyMode, ProxySet, TcpProxy};
 pub use zk::ZkEnsemble;
 pub use zk_harness::ZkHarness;
 

@@ -212,3 +212,49 @@ async fn pump(
         }
     }
 }
+
+/// One proxy per server of a cluster, so that a client can be cut off from all of them at once.
+#[derive(Debug)]
+pub struct ProxySet {
+    proxies: Vec<TcpProxy>,
+}
+
+impl ProxySet {
+    /// A proxy in front of each of `endpoints` (`host:port`).
+    pub async fn start(endpoints: &[String]) -> io::Result<Self> {
+        let mut proxies = Vec::new();
+        for endpoint in endpoints {
+            let target = endpoint.parse().map_err(|e| io::Error::other(format!("{endpoint}: {e}")))?;
+            proxies.push(TcpProxy::start(target).await?);
+        }
+        Ok(ProxySet { proxies })
+    }
+
+    /// The proxies' endpoints, to give the client instead of the servers'.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.proxies.iter().map(TcpProxy::endpoint).collect()
+    }
+
+    /// Every proxy in `mode`.
+    pub fn set_mode(&self, mode: ProxyMode) {
+        self.proxies.iter().for_each(|p| p.set_mode(mode));
+    }
+
+    /// Black-holes every connection: the client hears nothing and nothing it sends arrives.
+    pub fn cut(&self) {
+        self.set_mode(ProxyMode::BlackHole);
+    }
+
+    /// Back to passing everything.
+    pub fn heal(&self) {
+        self.proxies.iter().for_each(TcpProxy::heal);
+    }
+
+    /// Passes again and resets every connection: what a client sees after replies were lost.
+    pub fn reset_connections(&self) {
+        for proxy in &self.proxies {
+            proxy.set_mode(ProxyMode::Pass);
+            proxy.close_all();
+        }
+    }
+}

@@ -13,7 +13,7 @@ use distlock_zk::zookeeper_client::{self, AddWatchMode, EventType};
 use distlock_zk::{ZkBackend, ZkLocks};
 
 use crate::zk::connect;
-use crate::{ProxyMode, TcpProxy};
+use crate::{ProxyMode, ProxySet};
 
 /// One test's view of a ZooKeeper ensemble.
 pub struct ZkHarness {
@@ -106,7 +106,7 @@ async fn lock_nodes_under(
 /// Faults of one client whose every connection goes through a proxy.
 struct ZkFaults {
     locks: Arc<ZkLocks>,
-    proxies: Arc<Vec<TcpProxy>>,
+    proxies: Arc<ProxySet>,
     hosts: Vec<String>,
     admin: zookeeper_client::Client,
     chroot: String,
@@ -122,11 +122,11 @@ impl ZkFaults {
 #[async_trait]
 impl Faults for ZkFaults {
     async fn cut(&self) {
-        self.proxies.iter().for_each(|p| p.set_mode(ProxyMode::BlackHole));
+        self.proxies.cut();
     }
 
     async fn heal(&self) {
-        self.proxies.iter().for_each(TcpProxy::heal);
+        self.proxies.heal();
     }
 
     async fn expire_session(&self) {
@@ -177,7 +177,7 @@ impl Faults for ZkFaults {
                 break w;
             }
         };
-        self.proxies.iter().for_each(|p| p.set_mode(ProxyMode::DropReplies));
+        self.proxies.set_mode(ProxyMode::DropReplies);
         let (proxies, dropped, admin) = (self.proxies.clone(), self.dropped.clone(), self.admin.clone());
         tokio::spawn(async move {
             loop {
@@ -187,10 +187,7 @@ impl Faults for ZkFaults {
                 }
                 if let Ok(Some(stat)) = admin.check_stat(&event.path).await {
                     if stat.ephemeral_owner == owner {
-                        for proxy in proxies.iter() {
-                            proxy.set_mode(ProxyMode::Pass);
-                            proxy.close_all();
-                        }
+                        proxies.reset_connections();
                         dropped.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
@@ -211,11 +208,8 @@ impl Harness for ZkHarness {
     }
 
     async fn faulty_client(&self) -> (Arc<dyn DistributedLock>, Box<dyn Faults>) {
-        let mut proxies = Vec::new();
-        for host in &self.hosts {
-            proxies.push(TcpProxy::start(host.parse().expect("a socket address")).await.expect("a proxy"));
-        }
-        let through: Vec<String> = proxies.iter().map(TcpProxy::endpoint).collect();
+        let proxies = ProxySet::start(&self.hosts).await.expect("proxies in front of the servers");
+        let through = proxies.endpoints();
         let locks = self.connect_via(&through, self.session_timeout).await.expect("a ZooKeeper client behind a proxy");
         let faults = ZkFaults {
             locks: locks.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use distlock::DistributedLock;
 use distlock_core::conformance::{wait_for_queue, Harness};
 use distlock_etcd::etcd_client::{Txn, TxnOp};
-use distlock_tests::{shared, EtcdCluster, EtcdHarness};
+use distlock_tests::{scenarios, shared, EtcdCluster, EtcdHarness};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::{timeout, Instant};
 
@@ -162,47 +162,17 @@ async fn waiters_keep_their_order_across_an_etcd_restart() {
 async fn leader_loss_gives_no_second_holder_and_the_handoff_still_happens() {
     let mut cluster = EtcdCluster::start(3).await.expect("a dedicated 3-node etcd");
     let h = EtcdHarness::new(cluster.endpoints()).await;
-    let holder = h.client().await;
-    let guard = holder.lock("leader-loss").await.expect("lock");
-    let waiter = h.client().await;
-    let w = waiter.clone();
-    let waiting = tokio::spawn(async move { w.lock("leader-loss").await.expect("lock") });
-    wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
     let leader = cluster.leader().await.expect("a leader");
-    cluster.members[leader].process.kill();
-    cluster.wait_writable().await.expect("a new leader");
-    let info = wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the queue after the election", |_| true).await;
-    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "still the same holder");
-    assert!(!waiting.is_finished(), "no second holder");
-    assert!(guard.is_held());
-    guard.release().await.expect("release");
-    let next = timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
-    next.release().await.expect("release");
+    let kill = async {
+        cluster.members[leader].process.kill();
+        cluster.wait_writable().await.expect("a new leader");
+    };
+    scenarios::leader_loss_keeps_one_holder(&h, kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_waiters_are_served_in_queue_order() {
-    const WAITERS: usize = 200;
-    let h = harness().await;
-    let holder = h.client().await;
-    let guard = holder.lock("crowd").await.expect("lock");
-    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..WAITERS {
-        let (client, order) = (h.client().await, order.clone());
-        tasks.push(tokio::spawn(async move {
-            let g = client.lock("crowd").await.expect("lock");
-            order.lock().unwrap().push(i);
-            g.release().await.expect("release");
-        }));
-        wait_for_queue(holder.as_ref(), "crowd", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
-    }
-    guard.release().await.expect("release");
-    for t in tasks {
-        timeout(Duration::from_secs(120), t).await.expect("all 200 acquire").expect("task");
-    }
-    assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
-    assert!(h.leftovers().await.is_empty());
+    scenarios::served_in_queue_order(&harness().await, 200).await;
 }
 
 #[tokio::test]

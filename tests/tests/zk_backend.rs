@@ -1,11 +1,10 @@
 //! ZooKeeper-specific behaviour on real servers: URL connection, a Curator holder written by
 //! hand, leader loss, the whole ensemble down and back, long queues.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
-use distlock_tests::{shared, ZkEnsemble, ZkHarness};
+use distlock_tests::{scenarios, shared, ZkEnsemble, ZkHarness};
 use distlock_zk::zookeeper_client::{Acls, CreateMode};
 use tokio::time::{timeout, Instant};
 
@@ -62,20 +61,8 @@ async fn a_curator_holder_written_by_hand_is_respected() {
 async fn leader_loss_gives_no_second_holder_and_the_handoff_still_happens() {
     let mut ensemble = ZkEnsemble::start(3).await.expect("a dedicated ensemble");
     let h = ZkHarness::new(ensemble.endpoints()).await;
-    let holder = h.client().await;
-    let guard = holder.lock("leader-loss").await.expect("lock");
-    let waiter = h.client().await;
-    let w = waiter.clone();
-    let waiting = tokio::spawn(async move { w.lock("leader-loss").await.expect("lock") });
-    wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
     let leader = ensemble.leader().await.expect("a leader");
-    ensemble.members[leader].process.kill();
-    let info = wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the queue after the election", |_| true).await;
-    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "still the same holder");
-    assert!(!waiting.is_finished(), "no second holder");
-    guard.release().await.expect("release");
-    let next = timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
-    next.release().await.expect("release");
+    scenarios::leader_loss_keeps_one_holder(&h, async { ensemble.members[leader].process.kill() }).await;
 }
 
 #[tokio::test]
@@ -126,27 +113,7 @@ async fn next_info(h: &ZkHarness) -> (usize, Option<distlock::FencingToken>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_waiters_are_served_in_queue_order() {
-    const WAITERS: usize = 200;
-    let h = harness().await;
-    let holder = h.client().await;
-    let guard = holder.lock("crowd").await.expect("lock");
-    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..WAITERS {
-        let (client, order) = (h.client().await, order.clone());
-        tasks.push(tokio::spawn(async move {
-            let g = client.lock("crowd").await.expect("lock");
-            order.lock().unwrap().push(i);
-            g.release().await.expect("release");
-        }));
-        wait_for_queue(holder.as_ref(), "crowd", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
-    }
-    guard.release().await.expect("release");
-    for t in tasks {
-        timeout(Duration::from_secs(120), t).await.expect("all 200 acquire").expect("task");
-    }
-    assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
-    assert!(h.lock_nodes().await.expect("list").is_empty(), "the lock directory is empty");
+    scenarios::served_in_queue_order(&harness().await, 200).await;
 }
 
 #[tokio::test]

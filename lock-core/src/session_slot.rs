@@ -1,0 +1,105 @@
+//! `SessionSlot`: a backend's current session, replaced by a new one once it has ended. An
+//! expired session is never reused; only one replacement is opened however many tasks ask.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use crate::{LockError, SessionLife};
+
+/// A session a [`SessionSlot`] can hold.
+pub trait HasLife {
+    /// The session's life.
+    fn life(&self) -> &SessionLife;
+}
+
+/// The current session of a backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use distlock_core::{HasLife, SessionLife, SessionSlot};
+///
+/// struct Session(SessionLife);
+/// impl HasLife for Session {
+///     fn life(&self) -> &SessionLife { &self.0 }
+/// }
+/// let open = || async { Ok(Arc::new(Session(SessionLife::new("example", Duration::from_secs(10))))) };
+/// let slot = SessionSlot::new(open().await?);
+/// let first = slot.current();
+/// first.life().expire();
+/// let second = slot.live(open).await?; // a new session: the expired one is never reused
+/// assert!(!Arc::ptr_eq(&first, &second));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SessionSlot<S> {
+    current: Mutex<Arc<S>>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl<S: HasLife> SessionSlot<S> {
+    /// A slot holding `session`.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # struct S(SessionLife);
+    /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
+    /// let slot = SessionSlot::new(Arc::new(S(SessionLife::new("example", Duration::from_secs(1)))));
+    /// # drop(slot);
+    /// ```
+    pub fn new(session: Arc<S>) -> Self {
+        SessionSlot { current: Mutex::new(session), renewing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The current session, ended or not (for reads and state).
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # struct S(SessionLife);
+    /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
+    /// let slot = SessionSlot::new(Arc::new(S(SessionLife::new("example", Duration::from_secs(1)))));
+    /// assert!(!slot.current().life().is_ended());
+    /// ```
+    pub fn current(&self) -> Arc<S> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current session if it lives; else opens a new one with `open` and keeps it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled open leaves the old session in place for the next call.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # struct S(SessionLife);
+    /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
+    /// let open = || async { Ok(Arc::new(S(SessionLife::new("example", Duration::from_secs(1))))) };
+    /// let slot = SessionSlot::new(open().await?);
+    /// let session = slot.live(open).await?;
+    /// # drop(session); Ok(()) }
+    /// ```
+    pub async fn live<F, Fut>(&self, open: F) -> Result<Arc<S>, LockError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Arc<S>, LockError>>,
+    {
+        let current = self.current();
+        if !current.life().is_ended() {
+            return Ok(current);
+        }
+        let _renewing = self.renewing.lock().await;
+        let current = self.current();
+        if !current.life().is_ended() {
+            return Ok(current); // another task replaced it meanwhile
+        }
+        let fresh = open().await?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        tracing::info!("new session after the previous one ended");
+        Ok(fresh)
+    }
+}

@@ -1,0 +1,52 @@
+//! Scenarios that several backends' integration tests run the same way, on a harness and a
+//! server fault the caller supplies.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distlock_core::conformance::{wait_for_queue, Harness};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// `waiters` clients queue one after another behind a holder; after the release they must get
+/// the lock in exactly their queue order, and nothing may be left on the server.
+pub async fn served_in_queue_order(h: &dyn Harness, waiters: usize) {
+    let holder = h.client().await;
+    let guard = holder.lock("crowd").await.expect("lock");
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..waiters {
+        let (client, order) = (h.client().await, order.clone());
+        tasks.push(tokio::spawn(async move {
+            let g = client.lock("crowd").await.expect("lock");
+            order.lock().unwrap().push(i);
+            g.release().await.expect("release");
+        }));
+        wait_for_queue(holder.as_ref(), "crowd", BOUND, "waiter to queue", |info| info.waiters.len() == i + 1).await;
+    }
+    guard.release().await.expect("release");
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t).await.expect("every waiter acquires").expect("task");
+    }
+    assert_eq!(*order.lock().unwrap(), (0..waiters).collect::<Vec<_>>());
+    assert!(h.leftovers().await.is_empty(), "nothing is left on the server");
+}
+
+/// A lock is held and waited for while `kill_leader` kills the cluster's leader: the holder
+/// keeps the lock (no second holder), and after its release the waiter gets it.
+pub async fn leader_loss_keeps_one_holder(h: &dyn Harness, kill_leader: impl Future<Output = ()>) {
+    let holder = h.client().await;
+    let guard = holder.lock("leader-loss").await.expect("lock");
+    let waiter = h.client().await;
+    let waiting = tokio::spawn(async move { waiter.lock("leader-loss").await.expect("lock") });
+    wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    kill_leader.await;
+    let info = wait_for_queue(holder.as_ref(), "leader-loss", BOUND, "the queue after the election", |_| true).await;
+    assert_eq!(info.holder.map(|e| e.token), Some(guard.fencing_token()), "still the same holder");
+    assert!(!waiting.is_finished(), "no second holder");
+    assert!(guard.is_held());
+    guard.release().await.expect("release");
+    let next = tokio::time::timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
+    next.release().await.expect("release");
+}
