@@ -25,15 +25,46 @@ use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, Lock
 /// # Ok(()) }
 /// ```
 pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
-    let parsed = LockUrl::parse(url)?;
+    connect_url(&LockUrl::parse(url)?).await
+}
+
+/// The name of the session-TTL parameter of a URL scheme: `ttl` for `mem://` and etcd,
+/// `session_timeout` for ZooKeeper.
+///
+/// ```
+/// assert_eq!(distlock::ttl_param("zk"), Some("session_timeout"));
+/// assert_eq!(distlock::ttl_param("etcd"), Some("ttl"));
+/// assert_eq!(distlock::ttl_param("redis"), None);
+/// ```
+pub fn ttl_param(scheme: &str) -> Option<&'static str> {
+    match scheme {
+        "mem" | "etcd" | "etcds" => Some("ttl"),
+        "zk" => Some("session_timeout"),
+        _ => None,
+    }
+}
+
+/// [`connect`] with a URL already parsed (and perhaps adjusted, as the CLI's `--ttl` does).
+///
+/// # Cancel safety
+/// Cancel safe, as [`connect`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock::LockError> {
+/// let mut url = distlock::LockUrl::parse("mem://")?;
+/// url.set_param("ttl", "3s");
+/// let locks = distlock::connect_url(&url).await?;
+/// # drop(locks); Ok(()) }
+/// ```
+pub async fn connect_url(parsed: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
     match parsed.scheme.as_str() {
-        "mem" => connect_mem(&parsed),
+        "mem" => connect_mem(parsed),
         #[cfg(feature = "etcd")]
-        "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(&parsed).await?)),
+        "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(parsed).await?)),
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "etcd" }),
         #[cfg(feature = "zookeeper")]
-        "zk" => Ok(Box::new(distlock_zk::connect_url(&parsed).await?)),
+        "zk" => Ok(Box::new(distlock_zk::connect_url(parsed).await?)),
         #[cfg(not(feature = "zookeeper"))]
         "zk" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "zookeeper" }),
         other => Err(LockError::InvalidUrl {

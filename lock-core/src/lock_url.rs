@@ -129,6 +129,21 @@ impl LockUrl {
         self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// Sets query parameter `key` to `value`, replacing any earlier value.
+    ///
+    /// ```
+    /// let mut url = distlock_core::LockUrl::parse("mem://?ttl=3s")?;
+    /// url.set_param("ttl", "5s");
+    /// assert_eq!(url.param("ttl"), Some("5s"));
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn set_param(&mut self, key: &str, value: &str) {
+        match self.params.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => self.params.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
     /// Fails if a parameter other than `known` is present, naming the accepted ones.
     ///
     /// ```

@@ -1,0 +1,123 @@
+//! `distlock`: run a command while holding a distributed lock, for scripts and cron jobs on many
+//! hosts (like `flock`, `etcdctl lock` or `consul lock`), and show who holds and waits.
+
+mod exit;
+mod run;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use exit::Exit;
+
+const EXIT_CODES: &str = "\
+Exit status of `run`:
+  the command's own   when it ran (128+N if it was killed by signal N)
+  75                  the lock was not acquired (busy with --no-wait, or --timeout passed)
+  70                  the lock was lost while the command ran (it got SIGTERM, then SIGKILL)
+  69                  the lock service is unreachable or failed
+  64                  bad URL, lock name or option";
+
+/// Run a command while holding a distributed lock on etcd, ZooKeeper or mem://.
+#[derive(Debug, Parser)]
+#[command(name = "distlock", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// The lock service, e.g. etcd://h1:2379,h2:2379/myapp or zk://zk1:2181/myapp.
+    #[arg(long, env = "DISTLOCK_URL", global = true)]
+    url: Option<String>,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Wait for the lock (FIFO), run COMMAND while holding it, release when it exits.
+    ///
+    /// The command gets DISTLOCK_NAME and DISTLOCK_FENCING_TOKEN in its environment. If the lock
+    /// is lost, the command gets SIGTERM, then SIGKILL after --grace. If distlock itself dies,
+    /// the command is killed with it: no critical section outlives its lock.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// The lock name, e.g. jobs/nightly-report.
+        name: String,
+        /// Give up after this long (500ms, 10s, 2m) and exit 75.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Exit 75 at once if someone else holds or waits for the lock.
+        #[arg(long, conflicts_with = "timeout")]
+        no_wait: bool,
+        /// The session TTL: how long after this host dies its lock passes on.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Between SIGTERM and SIGKILL when the lock is lost or distlock is stopped.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        grace: Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show the holder and the waiters of a lock, in queue order, with their age and token.
+    Status {
+        /// The lock name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    distlock_core::parse_duration("duration", text).map_err(|e| e.to_string())
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+// One thread: the child is spawned from the main thread, which lives as long as the process, so
+// the child's parent-death signal fires exactly when distlock dies.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(Exit::Usage.code());
+        }
+        Err(e) => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+    };
+    init_logging(cli.verbose);
+    let Some(url) = cli.url else {
+        eprintln!("distlock: no lock service given: pass --url URL or set DISTLOCK_URL (e.g. etcd://127.0.0.1:2379)");
+        return ExitCode::from(Exit::Usage.code());
+    };
+    let outcome = match cli.command {
+        Command::Run { name, timeout, no_wait, ttl, grace, command } => {
+            run::run(run::RunOptions { url, name, timeout, no_wait, ttl, grace, command }).await
+        }
+        Command::Status { name, json } => status::status(&url, &name, json).await,
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(exit) => {
+            eprintln!("distlock: {exit}");
+            ExitCode::from(exit.code())
+        }
+    }
+}
