@@ -36,6 +36,27 @@ cargo test --workspace --all-features || status=$?
 echo "==> quickstart (mem://, no server)"
 cargo run -q --example quickstart >/dev/null || status=$?
 
+# The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_ETCD and
+# DISTLOCK_TEST_ZK. Here they are started natively by the harness's test_servers helper.
+echo "==> against servers named by DISTLOCK_TEST_ETCD / DISTLOCK_TEST_ZK"
+cargo build -q -p distlock-tests --bin test_servers
+coproc SERVERS { exec target/debug/test_servers; }
+read -r -t 90 etcd_line <&"${SERVERS[0]}" || true
+read -r -t 90 zk_line <&"${SERVERS[0]}" || true
+if [[ "$etcd_line" == DISTLOCK_TEST_ETCD=* && "$zk_line" == DISTLOCK_TEST_ZK=* ]]; then
+  export "$etcd_line" "$zk_line"
+  echo "    $etcd_line $zk_line"
+  cargo test -q -p distlock-tests --all-features --test conformance_etcd --test conformance_zk --test smoke_etcd --test smoke_zk || status=$?
+  cargo run -q --example quickstart --features etcd,zookeeper -- "etcd://$DISTLOCK_TEST_ETCD/quickstart" >/dev/null || status=$?
+  cargo run -q --example quickstart --features etcd,zookeeper -- "zk://$DISTLOCK_TEST_ZK/quickstart" >/dev/null || status=$?
+  unset DISTLOCK_TEST_ETCD DISTLOCK_TEST_ZK
+else
+  echo "test_servers did not start the servers"
+  status=1
+fi
+eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
+wait "$SERVERS_PID" 2>/dev/null || true
+
 left=$(leftovers)
 if [ -n "$left" ]; then
   echo "==> server processes were left running by the tests:"

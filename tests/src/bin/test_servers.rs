@@ -1,0 +1,23 @@
+//! Starts a single etcd and a standalone ZooKeeper through the harness, prints
+//! `DISTLOCK_TEST_ETCD=...` and `DISTLOCK_TEST_ZK=...` lines, and keeps them running until its
+//! standard input closes (or it is killed: the servers die with it). The test command uses it to
+//! test the environment-variable path that a docker-compose setup uses.
+
+use std::io::Read;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let (etcd, zk) = match tokio::try_join!(distlock_tests::EtcdCluster::start(1), distlock_tests::ZkEnsemble::start(1)) {
+        Ok(servers) => servers,
+        Err(e) => {
+            eprintln!("test_servers: cannot start the servers: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("DISTLOCK_TEST_ETCD={}", etcd.endpoints().join(","));
+    println!("DISTLOCK_TEST_ZK={}", zk.endpoints().join(","));
+    // Wait for stdin to close; the servers stop when `etcd` and `zk` drop.
+    let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await;
+    drop((etcd, zk));
+    std::process::ExitCode::SUCCESS
+}
