@@ -7,7 +7,8 @@ use std::io::Read;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let (etcd, zk) = match tokio::try_join!(distlock_tests::EtcdCluster::start(1), distlock_tests::ZkEnsemble::start(1)) {
+    let (etcd, zk) = match tokio::try_join!(distlock_tests::EtcdCluster::start(1), distlock_tests::ZkEnsemble::start(1))
+    {
         Ok(servers) => servers,
         Err(e) => {
             eprintln!("test_servers: cannot start the servers: {e}");
