@@ -30,6 +30,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The facade as most users build it: no backend features (mem:// only).
+cargo clippy -q -p distlock -- -D warnings
 echo "==> cargo test"
 status=0
 cargo test --workspace --all-features || status=$?

@@ -57,18 +57,36 @@ pub fn ttl_param(scheme: &str) -> Option<&'static str> {
 /// # drop(locks); Ok(()) }
 /// ```
 pub async fn connect_url(parsed: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
+    check_compiled(parsed, COMPILED)?;
     match parsed.scheme.as_str() {
-        "mem" => connect_mem(parsed),
         #[cfg(feature = "etcd")]
         "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(parsed).await?)),
-        #[cfg(not(feature = "etcd"))]
-        "etcd" | "etcds" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "etcd" }),
         #[cfg(feature = "zookeeper")]
         "zk" => Ok(Box::new(distlock_zk::connect_url(parsed).await?)),
-        #[cfg(not(feature = "zookeeper"))]
-        "zk" => Err(LockError::BackendNotEnabled { scheme: parsed.scheme.clone(), feature: "zookeeper" }),
+        _ => connect_mem(parsed),
+    }
+}
+
+/// Which backends this build includes.
+#[derive(Clone, Copy, Debug)]
+struct Compiled {
+    etcd: bool,
+    zookeeper: bool,
+}
+
+const COMPILED: Compiled = Compiled { etcd: cfg!(feature = "etcd"), zookeeper: cfg!(feature = "zookeeper") };
+
+/// Refuses a scheme that is unknown, or whose backend `compiled` lacks (naming the feature).
+fn check_compiled(url: &LockUrl, compiled: Compiled) -> Result<(), LockError> {
+    let not_enabled = |feature| Err(LockError::BackendNotEnabled { scheme: url.scheme.clone(), feature });
+    match url.scheme.as_str() {
+        "mem" => Ok(()),
+        "etcd" | "etcds" if compiled.etcd => Ok(()),
+        "etcd" | "etcds" => not_enabled("etcd"),
+        "zk" if compiled.zookeeper => Ok(()),
+        "zk" => not_enabled("zookeeper"),
         other => Err(LockError::InvalidUrl {
-            url: parsed.to_string(),
+            url: url.to_string(),
             reason: format!("unknown scheme {other:?}; use mem://, etcd://, etcds:// or zk://"),
         }),
     }
@@ -102,16 +120,6 @@ mod tests {
     async fn schemes_pick_backends_or_say_what_is_missing() {
         assert!(connect("mem://").await.is_ok());
         assert!(connect("mem://named?ttl=2s").await.is_ok());
-        #[cfg(not(feature = "etcd"))]
-        for url in ["etcd://localhost:2379", "etcds://localhost:2379"] {
-            let err = connect(url).await.err().expect("no etcd backend");
-            assert!(err.to_string().contains("enable the `etcd` feature"), "{url}: {err}");
-        }
-        #[cfg(not(feature = "zookeeper"))]
-        {
-            let err = connect("zk://localhost:2181").await.err().expect("no zookeeper backend");
-            assert!(err.to_string().contains("enable the `zookeeper` feature"), "{err}");
-        }
         let cases: &[(&str, &str)] = &[
             ("redis://localhost", "unknown scheme"),
             ("localhost:2379", "no scheme"),
@@ -125,6 +133,22 @@ mod tests {
             let err = connect(url).await.err().unwrap_or_else(|| panic!("{url} connected"));
             assert!(err.to_string().contains(why), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn schemes_of_backends_not_compiled_in_name_their_feature() {
+        let none = Compiled { etcd: false, zookeeper: false };
+        let all = Compiled { etcd: true, zookeeper: true };
+        for (url, feature) in [("etcd://h", "etcd"), ("etcds://h", "etcd"), ("zk://h", "zookeeper")] {
+            let url = LockUrl::parse(url).unwrap();
+            let err = check_compiled(&url, none).unwrap_err();
+            assert!(matches!(err, LockError::BackendNotEnabled { .. }), "{url}");
+            assert!(err.to_string().contains(&format!("enable the `{feature}` feature")), "{url}: {err}");
+            assert!(check_compiled(&url, all).is_ok(), "{url}");
+        }
+        assert!(check_compiled(&LockUrl::parse("mem://").unwrap(), none).is_ok());
+        let unknown = check_compiled(&LockUrl::parse("redis://h").unwrap(), all).unwrap_err();
+        assert!(unknown.to_string().contains("unknown scheme"), "{unknown}");
     }
 
     #[tokio::test]

@@ -202,3 +202,42 @@ async fn zookeeper_a_lost_lock_terminates_the_command_and_exits_70() {
 async fn bad_urls_exit_64_naming_the_problem() {
     a_bad_url_exits_64_naming_the_problem().await;
 }
+
+async fn status_lists_holder_and_waiters_in_order(b: Backend) {
+    let holder = b.harness.client().await;
+    let guard = holder.lock("cli/status").await.expect("lock");
+    let waiter = b.harness.client().await;
+    let waiting = tokio::spawn(async move { waiter.lock("cli/status").await.expect("lock") });
+    distlock_core::conformance::wait_for_queue(holder.as_ref(), "cli/status", BOUND, "the waiter to queue", |i| {
+        i.waiters.len() == 1
+    })
+    .await;
+    let output = distlock(&b.url, &["status", "--json", "cli/status"]).output().await.expect("status");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let queue = doc["queue"].as_array().expect("a queue");
+    assert_eq!(doc["held"], true);
+    assert_eq!(queue.len(), 2);
+    assert_eq!(queue[0]["role"], "holder");
+    assert_eq!(queue[0]["fencing_token"], guard.fencing_token().get());
+    assert_eq!(queue[1]["role"], "waiter");
+    assert!(queue[1]["fencing_token"].as_u64() > queue[0]["fencing_token"].as_u64());
+    let table = distlock(&b.url, &["status", "cli/status"]).output().await.expect("status");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("holder") && text.contains("waiter") && text.contains(&guard.fencing_token().to_string()),
+        "{text}"
+    );
+    guard.release().await.expect("release");
+    timeout(BOUND, waiting).await.expect("waiter").expect("task").release().await.expect("release");
+}
+
+#[tokio::test]
+async fn etcd_status_lists_holder_and_waiters_in_order() {
+    status_lists_holder_and_waiters_in_order(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_status_lists_holder_and_waiters_in_order() {
+    status_lists_holder_and_waiters_in_order(zookeeper().await).await;
+}
