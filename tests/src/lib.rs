@@ -10,8 +10,11 @@
 //! Every server process is stopped when its handle drops (also while a test panics) and, through
 //! `PR_SET_PDEATHSIG`, when the test binary exits, however it exits.
 
+pub mod checker;
 pub mod etcd;
 pub mod etcd_harness;
+pub mod fenced_store;
+pub mod history;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -1,0 +1,118 @@
+//! A fault-suite worker: loops acquire → fenced read → sleep 0–200 ms → fenced write of value+1 →
+//! release, for a given time, logging every step to its history. It deliberately keeps going
+//! when its lock is lost (it only logs it): stopping stale writes is the fenced store's job.
+//!
+//! `fault_worker URL LOCK STORE_ADDR HISTORY WORKER_ID SECONDS`
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distlock_tests::history::{Event, HistoryWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Store {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Store {
+    async fn call(&mut self, request: String) -> Option<String> {
+        self.write.write_all(format!("{request}\n").as_bytes()).await.ok()?;
+        self.lines.next_line().await.ok().flatten()
+    }
+}
+
+/// A small xorshift generator: the sleeps need no cryptographic randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next_millis(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, url, lock, store_addr, history, worker, seconds] = args.as_slice() else {
+        eprintln!("usage: fault_worker URL LOCK STORE_ADDR HISTORY WORKER_ID SECONDS");
+        return std::process::ExitCode::from(64);
+    };
+    let (Ok(worker), Ok(seconds)) = (worker.parse::<u32>(), seconds.parse::<u64>()) else {
+        eprintln!("WORKER_ID and SECONDS are numbers");
+        return std::process::ExitCode::from(64);
+    };
+    let Ok(writer) = HistoryWriter::open(std::path::Path::new(history), worker) else {
+        eprintln!("cannot open {history}");
+        return std::process::ExitCode::from(73);
+    };
+    let log = Arc::new(Mutex::new(writer));
+    let record = |event: Event| log.lock().unwrap_or_else(|p| p.into_inner()).log(event);
+    let Ok(stream) = TcpStream::connect(store_addr.as_str()).await else {
+        eprintln!("cannot reach the store at {store_addr}");
+        return std::process::ExitCode::from(69);
+    };
+    let (read, write) = stream.into_split();
+    let mut store = Store { lines: BufReader::new(read).lines(), write };
+    let locks = match distlock::connect(url).await {
+        Ok(locks) => locks,
+        Err(e) => {
+            eprintln!("connect: {e}");
+            return std::process::ExitCode::from(69);
+        }
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(std::process::id()) << 16 | u64::from(worker)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        record(Event::AcquireInvoke);
+        let guard = match locks.lock_timeout(lock, deadline - tokio::time::Instant::now()).await {
+            Ok(Some(guard)) => guard,
+            Ok(None) => break,
+            Err(e) => {
+                record(Event::AcquireError { message: e.to_string() });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let token = guard.fencing_token().get();
+        record(Event::AcquireOk { token });
+        // Log the loss the moment it fires.
+        let lost = guard.lost_token();
+        let lost_log = {
+            let (lost, log) = (lost.clone(), log.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                log.lock().unwrap_or_else(|p| p.into_inner()).log(Event::Lost { token, reason: "lost() fired".into() });
+            })
+        };
+        let value = match store.call(format!("READ counter {token}")).await {
+            Some(reply) => match reply.strip_prefix("OK ").and_then(|v| v.parse::<u64>().ok()) {
+                Some(value) => {
+                    record(Event::Read { token, value, ok: true });
+                    Some(value)
+                }
+                None => {
+                    record(Event::Read { token, value: 0, ok: false });
+                    None
+                }
+            },
+            None => return std::process::ExitCode::from(69),
+        };
+        tokio::time::sleep(Duration::from_millis(rng.next_millis(200))).await;
+        if let Some(value) = value {
+            let reply = store.call(format!("WRITE counter {token} {}", value + 1)).await.unwrap_or_default();
+            record(Event::Write { token, value: value + 1, ok: reply == "OK" });
+        }
+        lost_log.abort();
+        record(Event::ReleaseInvoke { token });
+        match guard.release().await {
+            Ok(()) => record(Event::ReleaseOk { token }),
+            Err(e) => record(Event::ReleaseError { token, message: e.to_string() }),
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
