@@ -90,7 +90,7 @@ pub fn check(
     verdict.acquisitions = holds.len();
     for (i, a) in holds.iter().enumerate() {
         for b in &holds[i + 1..] {
-            if !a.end.is_some_and(|end| b.start >= end) {
+            if a.end.is_none_or(|end| b.start < end) {
                 verdict.overlaps += 1;
             }
         }
