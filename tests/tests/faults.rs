@@ -21,7 +21,7 @@ use distlock_core::conformance::Harness;
 use distlock_tests::checker::{check, Verdict};
 use distlock_tests::fenced_store::FencedStore;
 use distlock_tests::history::{self, Event};
-use distlock_tests::{EtcdCluster, EtcdHarness, ProxySet, ZkEnsemble, ZkHarness};
+use distlock_tests::{EtcdCluster, EtcdHarness, ProxyMode, ProxySet, ZkEnsemble, ZkHarness};
 use tokio::process::{Child, Command};
 
 const WORKERS: u32 = 3;
@@ -34,12 +34,30 @@ enum Fault {
     HolderSigstop,
     HolderCut,
     Blip,
+    WaiterCut,
+    CancelAtGrant,
+    CreateReplyDropped,
+    ReleaseReplyDropped,
     ServerRestart,
+    LeaderKill,
+    AllDownAndBack,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] =
-        [Fault::None, Fault::HolderSigkill, Fault::HolderSigstop, Fault::HolderCut, Fault::Blip, Fault::ServerRestart];
+    const ALL: [Fault; 12] = [
+        Fault::None,
+        Fault::HolderSigkill,
+        Fault::HolderSigstop,
+        Fault::HolderCut,
+        Fault::Blip,
+        Fault::WaiterCut,
+        Fault::CancelAtGrant,
+        Fault::CreateReplyDropped,
+        Fault::ReleaseReplyDropped,
+        Fault::ServerRestart,
+        Fault::LeaderKill,
+        Fault::AllDownAndBack,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -48,7 +66,21 @@ impl Fault {
             Fault::HolderSigstop => "holder SIGSTOP > TTL, then SIGCONT",
             Fault::HolderCut => "holder cut off > TTL (proxy)",
             Fault::Blip => "holder blip < TTL (proxy)",
+            Fault::WaiterCut => "waiter cut off > TTL: its session expires while it waits",
+            Fault::CancelAtGrant => "waits cancelled around the moment of grant",
+            Fault::CreateReplyDropped => "reply to a waiter's create/Txn dropped",
+            Fault::ReleaseReplyDropped => "reply to the holder's release dropped",
             Fault::ServerRestart => "server restart",
+            Fault::LeaderKill => "leader killed (3 nodes)",
+            Fault::AllDownAndBack => "whole cluster down and back (3 nodes)",
+        }
+    }
+
+    /// How many servers the fault needs.
+    fn cluster_size(self) -> usize {
+        match self {
+            Fault::LeaderKill | Fault::AllDownAndBack => 3,
+            _ => 1,
         }
     }
 }
@@ -60,10 +92,46 @@ enum Servers {
 }
 
 impl Servers {
-    async fn start(backend: &str) -> Servers {
+    async fn start(backend: &str, size: usize) -> Servers {
         match backend {
-            "etcd" => Servers::Etcd(EtcdCluster::start(1).await.expect("etcd")),
-            _ => Servers::Zk(ZkEnsemble::start(1).await.expect("zookeeper")),
+            "etcd" => Servers::Etcd(EtcdCluster::start(size).await.expect("etcd")),
+            _ => Servers::Zk(ZkEnsemble::start(size).await.expect("zookeeper")),
+        }
+    }
+
+    async fn kill_leader(&mut self) {
+        match self {
+            Servers::Etcd(c) => {
+                let leader = c.leader().await.unwrap_or(0);
+                c.members[leader].process.kill();
+                c.wait_writable().await.expect("a new etcd leader");
+            }
+            Servers::Zk(e) => {
+                let leader = e.leader().await.unwrap_or(0);
+                e.members[leader].process.kill();
+            }
+        }
+    }
+
+    /// Every member down for `down`, then all back.
+    async fn all_down_and_back(&mut self, down: Duration) {
+        match self {
+            Servers::Etcd(c) => {
+                c.members.iter_mut().for_each(|m| m.process.kill());
+                tokio::time::sleep(down).await;
+                for m in &mut c.members {
+                    m.process.restart().expect("restart");
+                }
+                c.wait_ready().await.expect("etcd back");
+            }
+            Servers::Zk(e) => {
+                e.members.iter_mut().for_each(|m| m.process.kill());
+                tokio::time::sleep(down).await;
+                for m in &mut e.members {
+                    m.process.restart().expect("restart");
+                }
+                e.wait_ready().await.expect("zookeeper back");
+            }
         }
     }
 
@@ -103,6 +171,22 @@ fn holder(workers: &[Worker]) -> Option<usize> {
     })
 }
 
+/// A worker waiting for the lock now (its last event is an acquire-invoke).
+fn waiter(workers: &[Worker]) -> Option<usize> {
+    workers.iter().position(|w| {
+        let entries = history::read(std::slice::from_ref(&w.history));
+        matches!(entries.last().map(|e| &e.event), Some(Event::AcquireInvoke))
+    })
+}
+
+/// A worker that has just released (its next step is to queue again).
+fn releaser(workers: &[Worker]) -> Option<usize> {
+    workers.iter().position(|w| {
+        let entries = history::read(std::slice::from_ref(&w.history));
+        matches!(entries.last().map(|e| &e.event), Some(Event::ReleaseOk { .. }))
+    })
+}
+
 fn signal(child: &Child, signal: libc::c_int) {
     if let Some(pid) = child.id() {
         // SAFETY: signalling our own child.
@@ -116,8 +200,17 @@ fn signal(child: &Child, signal: libc::c_int) {
 /// (replayed by a watch from revision 1 until the stream goes quiet).
 async fn etcd_owner_tokens(endpoints: &[String], prefix: &str) -> Option<Vec<u64>> {
     use distlock_etcd::etcd_client::{EventType, WatchOptions};
-    let mut client = distlock_tests::etcd::connect(endpoints).await.ok()?;
-    let mut stream = client.watch(prefix, Some(WatchOptions::new().with_prefix().with_start_revision(1))).await.ok()?;
+    let mut stream = None;
+    for endpoint in endpoints {
+        // One member at a time: after a leader kill, one of them is down.
+        let Ok(mut client) = distlock_tests::etcd::connect(std::slice::from_ref(endpoint)).await else { continue };
+        let options = WatchOptions::new().with_prefix().with_start_revision(1);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), client.watch(prefix, Some(options))).await {
+            stream = Some(s);
+            break;
+        }
+    }
+    let mut stream = stream?;
     let mut queue: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
     let mut owners = Vec::new();
     while let Ok(Ok(Some(response))) = tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
@@ -148,7 +241,7 @@ struct Row {
 }
 
 async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> Row {
-    let mut servers = Servers::start(backend).await;
+    let mut servers = Servers::start(backend, fault.cluster_size()).await;
     let endpoints = servers.endpoints();
     let harness: Box<dyn Harness> = match backend {
         "etcd" => Box::new(EtcdHarness::new(endpoints.clone()).await),
@@ -173,7 +266,12 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
         };
         let history = dir.join(format!("{backend}-{fault:?}-{id}.jsonl"));
         let _ = std::fs::remove_file(&history);
-        let child = Command::new(env!("CARGO_BIN_EXE_fault_worker"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fault_worker"));
+        if fault == Fault::CancelAtGrant {
+            // Waits of 0–300 ms: many end right around a hand-off.
+            command.env("DISTLOCK_WORKER_MAX_WAIT_MS", "300");
+        }
+        let child = command
             .args([
                 &url,
                 LOCK,
@@ -192,34 +290,60 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
     tokio::time::sleep(Duration::from_secs(seconds / 3)).await;
     let mut injected = fault == Fault::None;
     let mut deaths = BTreeMap::new();
-    for _ in 0..100 {
-        let Some(h) = holder(&workers) else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2000 {
+        let target = match fault {
+            Fault::WaiterCut => waiter(&workers),
+            Fault::CreateReplyDropped => releaser(&workers),
+            _ => holder(&workers),
+        };
+        let Some(h) = target else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         };
-        let w = &mut workers[h];
         match fault {
-            Fault::None => {}
+            Fault::None | Fault::CancelAtGrant => {}
             Fault::HolderSigkill => {
-                let _ = w.child.start_kill();
+                let _ = workers[h].child.start_kill();
                 deaths.insert(h as u32, distlock_tests::fenced_store::monotonic_ns());
             }
             Fault::HolderSigstop => {
-                signal(&w.child, libc::SIGSTOP);
+                signal(&workers[h].child, libc::SIGSTOP);
                 tokio::time::sleep(ttl + Duration::from_secs(1)).await;
-                signal(&w.child, libc::SIGCONT);
+                signal(&workers[h].child, libc::SIGCONT);
             }
-            Fault::HolderCut => {
-                w.proxies.cut();
+            Fault::HolderCut | Fault::WaiterCut => {
+                workers[h].proxies.cut();
                 tokio::time::sleep(ttl + Duration::from_secs(1)).await;
-                w.proxies.heal();
+                workers[h].proxies.heal();
             }
             Fault::Blip => {
-                w.proxies.cut();
+                workers[h].proxies.cut();
                 tokio::time::sleep(ttl / 4).await;
-                w.proxies.heal();
+                workers[h].proxies.heal();
+            }
+            Fault::CreateReplyDropped | Fault::ReleaseReplyDropped => {
+                // Swallow the worker's replies until its request has visibly been applied (its
+                // queue entry appears, or its hold's entry goes), then reset its connections.
+                let before = leftovers(backend, &endpoints, &namespace).await;
+                workers[h].proxies.set_mode(ProxyMode::DropReplies);
+                let applied = distlock_core::conformance::wait_for("the request to be applied", ttl, || async {
+                    let now = leftovers(backend, &endpoints, &namespace).await;
+                    let changed = if fault == Fault::CreateReplyDropped { now > before } else { now < before };
+                    if changed {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                })
+                .await;
+                workers[h].proxies.reset_connections();
+                if applied.is_err() {
+                    continue; // the worker did something else meanwhile: try again
+                }
             }
             Fault::ServerRestart => servers.restart().await,
+            Fault::LeaderKill => servers.kill_leader().await,
+            Fault::AllDownAndBack => servers.all_down_and_back(ttl + Duration::from_secs(1)).await,
         }
         injected = true;
         break;
@@ -275,7 +399,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
         "# Reliability\n\nWritten by `cargo test -p distlock-tests --test faults` from its own run. Three worker \
          processes loop acquire → fenced read → sleep 0–200 ms → fenced write of value+1 → release on one lock, \
          each behind its own TCP proxy, while the fault is injected into whoever holds the lock. Single-node \
-         servers, TTL / session timeout 2 s.\n\n",
+         servers (3 where it says so), TTL / session timeout 2 s.\n\n",
     );
     out.push_str(&format!("Each run lasted {seconds} s.\n\n"));
     out.push_str(
@@ -312,7 +436,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_suite() {
-    let seconds: u64 = std::env::var("DISTLOCK_FAULT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let seconds: u64 = std::env::var("DISTLOCK_FAULT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
     let report_path = std::env::var("DISTLOCK_FAULT_REPORT")
         .unwrap_or_else(|_| format!("{}/../docs/RELIABILITY.md", env!("CARGO_MANIFEST_DIR")));
     let dir = distlock_tests::temp_dir("fault-histories").expect("a temp dir");

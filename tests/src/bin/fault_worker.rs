@@ -67,10 +67,19 @@ async fn main() -> std::process::ExitCode {
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(std::process::id()) << 16 | u64::from(worker)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    // With DISTLOCK_WORKER_MAX_WAIT_MS, each wait is cut short after a random time up to that:
+    // waits then end (cancelled) around the moment of grant.
+    let max_wait = std::env::var("DISTLOCK_WORKER_MAX_WAIT_MS").ok().and_then(|v| v.parse::<u64>().ok());
     while tokio::time::Instant::now() < deadline {
         record(Event::AcquireInvoke);
-        let guard = match locks.lock_timeout(lock, deadline - tokio::time::Instant::now()).await {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait = match max_wait {
+            Some(max) => remaining.min(Duration::from_millis(1 + rng.next_millis(max))),
+            None => remaining,
+        };
+        let guard = match locks.lock_timeout(lock, wait).await {
             Ok(Some(guard)) => guard,
+            Ok(None) if max_wait.is_some() && !remaining.is_zero() => continue,
             Ok(None) => break,
             Err(e) => {
                 record(Event::AcquireError { message: e.to_string() });
@@ -113,6 +122,8 @@ async fn main() -> std::process::ExitCode {
             Ok(()) => record(Event::ReleaseOk { token }),
             Err(e) => record(Event::ReleaseError { token, message: e.to_string() }),
         }
+        // A short pause before queuing again, as real work between jobs would make.
+        tokio::time::sleep(Duration::from_millis(rng.next_millis(50))).await;
     }
     std::process::ExitCode::SUCCESS
 }
