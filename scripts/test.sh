@@ -66,5 +66,8 @@ if [ -n "$left" ]; then
   pkill -9 -f 'distlock-test-' || true
   status=1
 fi
+# Shared test servers keep their data in temp dirs for the whole test binary; remove them now
+# that every server process is gone.
+rm -rf /tmp/distlock-test-* 2>/dev/null || true
 echo "==> done in $(( $(date +%s) - started ))s, exit $status"
 exit $status

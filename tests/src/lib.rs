@@ -22,6 +22,7 @@ pub mod scenarios;
 pub mod shared;
 pub mod zk;
 pub mod zk_harness;
+pub mod zk_txnlog;
 
 pub use etcd::EtcdCluster;
 pub use etcd_harness::EtcdHarness;

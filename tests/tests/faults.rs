@@ -10,7 +10,8 @@
 //!
 //! It fails if any run breaks check (1) token order, (2) lost updates, (4) owner mismatch or
 //! (6) leftovers, or shows an overlap with no fault injected. It writes `docs/RELIABILITY.md`
-//! (or `DISTLOCK_FAULT_REPORT`).
+//! (or `DISTLOCK_FAULT_REPORT`). `DISTLOCK_FAULT_ONLY=zookeeper` (a substring of
+//! `backend:fault`) runs a subset.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -238,6 +239,8 @@ struct Row {
     injected: bool,
     verdict: Verdict,
     leftovers: usize,
+    /// SIGSTOP only: from SIGCONT to the woken holder's lost event.
+    loss_noticed_ms: Option<u64>,
 }
 
 async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> Row {
@@ -290,6 +293,7 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
     tokio::time::sleep(Duration::from_secs(seconds / 3)).await;
     let mut injected = fault == Fault::None;
     let mut deaths = BTreeMap::new();
+    let mut woken: Option<(u32, u64)> = None;
     for _ in 0..2000 {
         let target = match fault {
             Fault::WaiterCut => waiter(&workers),
@@ -309,6 +313,7 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
             Fault::HolderSigstop => {
                 signal(&workers[h].child, libc::SIGSTOP);
                 tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+                woken = Some((h as u32, distlock_tests::fenced_store::monotonic_ns()));
                 signal(&workers[h].child, libc::SIGCONT);
             }
             Fault::HolderCut | Fault::WaiterCut => {
@@ -366,12 +371,27 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
         .await
         .unwrap_or_else(|left| left);
     let histories: Vec<PathBuf> = workers.iter().map(|w| w.history.clone()).collect();
-    let owners = match backend {
-        "etcd" => etcd_owner_tokens(&endpoints, &format!("{namespace}/{LOCK}/")).await,
-        _ => None,
+    let owners = match &servers {
+        Servers::Etcd(_) => etcd_owner_tokens(&endpoints, &format!("{namespace}/{LOCK}/")).await,
+        // Every member's log holds every committed transaction: read the longest one.
+        Servers::Zk(ensemble) => ensemble
+            .members
+            .iter()
+            .filter_map(|m| {
+                distlock_tests::zk_txnlog::owner_tokens(&ensemble.dir().join(&m.name), &format!("{namespace}/{LOCK}"))
+            })
+            .max_by_key(Vec::len),
     };
-    let verdict = check(&history::read(&histories), &deaths, &store.log(), store.value("counter"), owners.as_deref());
-    Row { backend, fault, injected, verdict, leftovers }
+    let entries = history::read(&histories);
+    let verdict = check(&entries, &deaths, &store.log(), store.value("counter"), owners.as_deref());
+    // How long the paused holder took, once woken, to learn that its lock was lost.
+    let loss_noticed_ms = woken.and_then(|(worker, at)| {
+        entries
+            .iter()
+            .find(|e| e.worker == worker && e.t >= at && matches!(e.event, Event::Lost { .. }))
+            .map(|e| (e.t - at) / 1_000_000)
+    });
+    Row { backend, fault, injected, verdict, leftovers, loss_noticed_ms }
 }
 
 /// Lock entries left in `namespace`.
@@ -407,16 +427,16 @@ fn report(rows: &[Row], seconds: u64) -> String {
                    increments missing from the final value; (3) overlapping [acquire-ok, min(release, lost)] \
                    intervals — must be 0 without faults, counted honestly under pauses and partitions (fencing is \
                    what keeps them harmless); (4) acquisitions whose token never was first in line by the server's \
-                   own history (etcd; not checked on ZooKeeper yet); (5) the worst gap between one hold's end and \
+                   own record (etcd: the revision history of the prefix; ZooKeeper: the transaction log, replayed); (5) the worst gap between one hold's end and \
                    the next hold's start, which must stay within TTL + 1 s (3 s) when the holder is killed or cut off; \
                    (6) lock entries left on the server after the run.\n\n",
     );
-    out.push_str("| backend | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| backend | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | woken holder learns of loss |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let v = &r.verdict;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} |\n",
             r.backend,
             r.fault.label(),
             if r.injected { "yes" } else { "NO" },
@@ -429,6 +449,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
             v.owner_mismatches.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             v.worst_handoff_ms,
             r.leftovers,
+            r.loss_noticed_ms.map(|ms| format!("{ms} ms after SIGCONT")).unwrap_or_else(|| "-".into()),
         ));
     }
     out
@@ -439,10 +460,15 @@ async fn fault_suite() {
     let seconds: u64 = std::env::var("DISTLOCK_FAULT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
     let report_path = std::env::var("DISTLOCK_FAULT_REPORT")
         .unwrap_or_else(|_| format!("{}/../docs/RELIABILITY.md", env!("CARGO_MANIFEST_DIR")));
+    // DISTLOCK_FAULT_ONLY=zookeeper or =etcd:no narrows the run (substring of "backend:fault label").
+    let only = std::env::var("DISTLOCK_FAULT_ONLY").unwrap_or_default();
     let dir = distlock_tests::temp_dir("fault-histories").expect("a temp dir");
     let mut rows = Vec::new();
     for backend in ["etcd", "zookeeper"] {
         for fault in Fault::ALL {
+            if !format!("{backend}:{}", fault.label()).contains(&only) {
+                continue;
+            }
             let row = run(backend, fault, seconds, dir.path()).await;
             let v = &row.verdict;
             println!(
@@ -479,6 +505,8 @@ async fn fault_suite() {
                 || v.acquisitions == 0
                 // (5) liveness: a dead or cut-off holder's lock passes on within TTL + 1 s.
                 || (matches!(r.fault, Fault::HolderSigkill | Fault::HolderCut) && v.worst_handoff_ms > 3_000)
+                // A woken holder learns of its loss at once (its lease clock ran out while frozen).
+                || (r.fault == Fault::HolderSigstop && r.loss_noticed_ms.is_none_or(|ms| ms > 1_000))
         })
         .map(|r| format!("{} / {}", r.backend, r.fault.label()))
         .collect();

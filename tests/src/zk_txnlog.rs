@@ -1,0 +1,108 @@
+//! ZooKeeper's own record of who was first in line: the server's transaction log, dumped with
+//! ZooKeeper's `TxnLogToolkit` and replayed. Creates, deletes and session closes (an expired or
+//! closed session's ephemeral znodes go with it) give the queue of a lock directory at every
+//! zxid, and so the czxids (fencing tokens) that ever held the lock.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::zk::CLASSPATH;
+
+/// One transaction that changes a lock directory's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Txn {
+    Create { session: String, zxid: u64, path: String },
+    Delete { path: String },
+    CloseSession { session: String },
+}
+
+/// Parses one line of `TxnLogToolkit` output (`... session 0x.. cxid 0x.. zxid 0x.. create2 /path,...`).
+fn parse(line: &str) -> Option<Txn> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "session")?;
+    let session = words.next()?.to_owned();
+    words.find(|w| *w == "zxid")?;
+    let zxid = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+    let op = words.next()?;
+    let rest = words.next().unwrap_or_default();
+    let path = rest.trim_start_matches('\'').split(',').next().unwrap_or_default().to_owned();
+    match op {
+        "create" | "create2" => Some(Txn::Create { session, zxid, path }),
+        "delete" => Some(Txn::Delete { path }),
+        "closeSession" => Some(Txn::CloseSession { session }),
+        _ => None,
+    }
+}
+
+/// The sequence number of a lock znode path, for ordering.
+fn sequence(path: &str) -> Option<(usize, String)> {
+    let (_, digits) = path.rsplit_once("lock-")?;
+    (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| (digits.len(), digits.to_owned()))
+}
+
+/// Replays `txns` for the queue under `lock_dir`; returns the czxids that became first, in order.
+fn owners(txns: &[Txn], lock_dir: &str) -> Vec<u64> {
+    let prefix = format!("{lock_dir}/");
+    let mut queue: BTreeMap<(usize, String), (u64, String, String)> = BTreeMap::new();
+    let mut owners = Vec::new();
+    for txn in txns {
+        match txn {
+            Txn::Create { session, zxid, path } if path.starts_with(&prefix) => {
+                if let Some(seq) = sequence(path) {
+                    queue.insert(seq, (*zxid, session.clone(), path.clone()));
+                }
+            }
+            Txn::Delete { path } => queue.retain(|_, (_, _, p)| p != path),
+            Txn::CloseSession { session } => queue.retain(|_, (_, s, _)| s != session),
+            Txn::Create { .. } => {}
+        }
+        if let Some((_, (czxid, _, _))) = queue.first_key_value() {
+            if owners.last() != Some(czxid) {
+                owners.push(*czxid);
+            }
+        }
+    }
+    owners
+}
+
+/// The tokens that were ever first in line in `lock_dir`, from the transaction logs in
+/// `data_dir/version-2` (one server's data directory). `None` if the logs cannot be read.
+pub fn owner_tokens(data_dir: &Path, lock_dir: &str) -> Option<Vec<u64>> {
+    let mut logs: Vec<_> = std::fs::read_dir(data_dir.join("version-2"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("log.")))
+        .collect();
+    logs.sort();
+    let mut txns = Vec::new();
+    for log in logs {
+        let output = std::process::Command::new("java")
+            .args(["-cp", CLASSPATH, "org.apache.zookeeper.server.persistence.TxnLogToolkit"])
+            .arg(&log)
+            .output()
+            .ok()?;
+        txns.extend(String::from_utf8_lossy(&output.stdout).lines().filter_map(parse));
+    }
+    (!txns.is_empty()).then(|| owners(&txns, lock_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_creates_deletes_and_closed_sessions() {
+        let lines = [
+            "t session 0xa cxid 0x1 zxid 0x10 create2 /l/x/_c_1-lock-0000000000,,[31,s{'world,'anyone}",
+            "t session 0xb cxid 0x1 zxid 0x11 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}",
+            "t session 0xc cxid 0x1 zxid 0x12 create2 /l/x/_c_3-lock-0000000002,,[31,s{'world,'anyone}",
+            "t session 0xd cxid 0x1 zxid 0x13 create2 /l/other/_c_4-lock-0000000000,,[31,s{'world,'anyone}",
+            "t session 0xa cxid 0x2 zxid 0x14 delete '/l/x/_c_1-lock-0000000000",
+            "t session 0xb cxid 0x0 zxid 0x15 closeSession v{}",
+            "t session 0xe cxid 0x0 zxid 0x16 createSession 2000",
+        ];
+        let txns: Vec<Txn> = lines.iter().filter_map(|l| parse(l)).collect();
+        assert_eq!(txns.len(), 6);
+        assert_eq!(owners(&txns, "/l/x"), [0x10, 0x11, 0x12]);
+    }
+}
