@@ -97,13 +97,17 @@ impl Drop for KeyCleanup {
     }
 }
 
-/// Queues `session` for `name` and, if `wait`, waits until it is first. `Ok(None)` only when
-/// not waiting and someone else is first (the key is removed again).
-pub(crate) async fn acquire(
-    session: Arc<EtcdSession>,
-    name: &LockName,
-    wait: bool,
-) -> Result<Option<Place>, LockError> {
+/// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
+pub(crate) struct Queued {
+    place: Place,
+    cleanup: KeyCleanup,
+    owner: Option<i64>,
+    predecessor: Option<Predecessor>,
+}
+
+/// Queues `session` for `name`: one Txn creates our key if absent and reads the owner and the
+/// key just below ours.
+pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);
     session.cleanup_done(&key).await;
@@ -134,7 +138,7 @@ pub(crate) async fn acquire(
     let response = session.txn("queue for the lock", enqueue).await?;
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     let ops = response.op_responses();
-    let (revision, owner, mut predecessor) = if response.succeeded() {
+    let (revision, owner, predecessor) = if response.succeeded() {
         let newest = ops.get(2).map(kvs).unwrap_or_default();
         let predecessor =
             newest.get(1).map(|kv| Predecessor { key: kv.key_str().unwrap_or_default().to_owned(), read_at });
@@ -157,32 +161,54 @@ pub(crate) async fn acquire(
     };
     cleanup.revision = Some(revision);
     let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision };
-    if owner != Some(revision) {
-        if !wait {
-            let txn = fenced_delete(&place.key, Some(revision), lease);
-            session.txn("leave the queue", txn).await?;
-            cleanup.armed = false;
-            return Ok(None);
-        }
-        if predecessor.is_none() {
-            predecessor = recheck(&place).await?;
-        }
-        while let Some(p) = predecessor {
-            tracing::debug!(lock = %name, token = revision, predecessor = %p.key, "waiting for the predecessor's key to go");
-            tokio::select! {
-                _ = session.life.ended() => {
-                    return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", name.as_str()) });
-                }
-                outcome = wait_for_delete(&session, &p.key, p.read_at + 1) => {
-                    tracing::debug!(lock = %name, ?outcome, "predecessor changed: checking place");
-                }
-            }
-            predecessor = recheck(&place).await?;
-        }
-        tracing::info!(lock = %name, token = revision, "hand-off: first in the queue");
+    Ok(Queued { place, cleanup, owner, predecessor })
+}
+
+impl Queued {
+    fn is_first(&self) -> bool {
+        self.owner == Some(self.place.revision)
     }
-    cleanup.armed = false;
-    Ok(Some(place))
+
+    /// The place if it is first; else leaves the queue (deleting the key) and returns `None`.
+    pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
+        if self.is_first() {
+            self.cleanup.armed = false;
+            return Ok(Some(self.place));
+        }
+        let place = &self.place;
+        let txn = fenced_delete(&place.key, Some(place.revision), place.session.lease);
+        place.session.txn("leave the queue", txn).await?;
+        self.cleanup.armed = false;
+        Ok(None)
+    }
+
+    /// Waits until first: watches only the key just below ours, then confirms our key and looks
+    /// again, until nobody is below.
+    pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
+        if !self.is_first() {
+            let place = &self.place;
+            let session = &place.session;
+            let mut predecessor = match self.predecessor.take() {
+                Some(p) => Some(p),
+                None => recheck(place).await?,
+            };
+            while let Some(p) = predecessor {
+                tracing::debug!(lock = %place.name, token = place.revision, predecessor = %p.key, "waiting for the predecessor's key to go");
+                tokio::select! {
+                    _ = session.life.ended() => {
+                        return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
+                    }
+                    outcome = wait_for_delete(session, &p.key, p.read_at + 1) => {
+                        tracing::debug!(lock = %place.name, ?outcome, "predecessor changed: checking place");
+                    }
+                }
+                predecessor = recheck(place).await?;
+            }
+            tracing::info!(lock = %place.name, token = place.revision, "hand-off: first in the queue");
+        }
+        self.cleanup.armed = false;
+        Ok(self.place)
+    }
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd

@@ -139,21 +139,13 @@ impl ZkBackend {
 #[async_trait]
 impl LockBackend for ZkBackend {
     async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
-        let session = self.live_session().await?;
-        match recipe::acquire(session, name, true).await? {
-            Some(place) => Ok(recipe::grant(place)),
-            None => Err(LockError::Backend {
-                backend: "zookeeper",
-                op: "lock".into(),
-                retryable: true,
-                source: "a waiting acquire returned without a place".into(),
-            }),
-        }
+        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+        Ok(recipe::grant(queued.wait_until_first().await?))
     }
 
     async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
-        let session = self.live_session().await?;
-        Ok(recipe::acquire(session, name, false).await?.map(recipe::grant))
+        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+        Ok(queued.first_or_leave().await?.map(recipe::grant))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {

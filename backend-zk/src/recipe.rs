@@ -159,9 +159,15 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
     }
 }
 
-/// Queues `session` for `name` and, if `wait`, waits until first. `Ok(None)` only when not
-/// waiting and someone else is first (the znode is removed again).
-pub(crate) async fn acquire(session: Arc<ZkSession>, name: &LockName, wait: bool) -> Result<Option<Place>, LockError> {
+/// A znode in the queue, not yet known to be first. Dropped unconsumed, it is deleted.
+pub(crate) struct Queued {
+    place: Place,
+    dir: String,
+    cleanup: NodeCleanup,
+}
+
+/// Queues `session` for `name`: creates our protected ephemeral sequential znode.
+pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<Queued, LockError> {
     let dir = session.config.lock_dir(name.as_str());
     let prefix = format!("_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
     let mut cleanup = NodeCleanup {
@@ -173,54 +179,82 @@ pub(crate) async fn acquire(session: Arc<ZkSession>, name: &LockName, wait: bool
     };
     let (path, czxid) = create_protected(&session, &dir, &prefix).await?;
     cleanup.path = Some(path.clone());
-    let own = path.rsplit('/').next().unwrap_or_default().to_owned();
-    let during = || format!("waiting for lock {:?}", name.as_str());
-    loop {
-        let queue = queue_order(list(&session, &dir).await?);
-        let Some(position) = queue.iter().position(|c| *c == own) else {
-            if session.life.is_ended() {
-                return Err(LockError::SessionExpired { during: during() });
-            }
-            return Err(LockError::Backend {
-                backend: "zookeeper",
-                op: during(),
-                retryable: true,
-                source: "our znode was deleted while waiting (by an operator or the session's expiry); call lock again"
-                    .into(),
-            });
-        };
-        if position == 0 {
-            break;
-        }
-        if !wait {
-            delete(&session, &path, "leave the queue").await?;
-            cleanup.armed = false;
-            return Ok(None);
-        }
-        let predecessor = format!("{dir}/{}", queue[position - 1]);
-        tracing::debug!(lock = %name, token = czxid, %predecessor, "waiting for the predecessor's znode to go");
-        let watched = session
-            .request("watch the predecessor", |client| {
-                let predecessor = predecessor.clone();
-                async move {
-                    match client.get_and_watch_data(&predecessor).await {
-                        Ok((_, _, watcher)) => Ok(Some(watcher)),
-                        Err(ZkError::NoNode) => Ok(None), // gone between the listing and the watch
-                        Err(e) => Err(e),
-                    }
+    Ok(Queued { place: Place { session, name: name.clone(), path, czxid }, dir, cleanup })
+}
+
+impl Queued {
+    /// Our znode's place in the current listing (0 = first) and the queue itself.
+    async fn position(&self) -> Result<(usize, Vec<String>), LockError> {
+        let place = &self.place;
+        let own = place.path.rsplit('/').next().unwrap_or_default();
+        let queue = queue_order(list(&place.session, &self.dir).await?);
+        match queue.iter().position(|c| c == own) {
+            Some(position) => Ok((position, queue)),
+            None => {
+                let during = format!("waiting for lock {:?}", place.name.as_str());
+                if place.session.life.is_ended() {
+                    return Err(LockError::SessionExpired { during });
                 }
-            })
-            .await?;
-        if let Some(watcher) = watched {
-            tokio::select! {
-                event = watcher.changed() => tracing::debug!(lock = %name, ?event.event_type, "predecessor changed: checking place"),
-                _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
+                Err(LockError::Backend {
+                    backend: "zookeeper",
+                    op: during,
+                    retryable: true,
+                    source:
+                        "our znode was deleted while waiting (by an operator or the session's expiry); call lock again"
+                            .into(),
+                })
             }
         }
     }
-    tracing::info!(lock = %name, token = czxid, "hand-off: first in the queue");
-    cleanup.armed = false;
-    Ok(Some(Place { session, name: name.clone(), path, czxid }))
+
+    /// The place if it is first; else leaves the queue (deleting the znode) and returns `None`.
+    pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
+        let (position, _) = self.position().await?;
+        if position != 0 {
+            delete(&self.place.session, &self.place.path, "leave the queue").await?;
+            self.cleanup.armed = false;
+            return Ok(None);
+        }
+        self.cleanup.armed = false;
+        Ok(Some(self.place))
+    }
+
+    /// Waits until first: watches only the znode just before ours, then lists again.
+    pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
+        loop {
+            let (position, queue) = self.position().await?;
+            if position == 0 {
+                break;
+            }
+            let place = &self.place;
+            let predecessor = format!("{}/{}", self.dir, queue[position - 1]);
+            tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "waiting for the predecessor's znode to go");
+            let watched = place
+                .session
+                .request("watch the predecessor", |client| {
+                    let predecessor = predecessor.clone();
+                    async move {
+                        match client.get_and_watch_data(&predecessor).await {
+                            Ok((_, _, watcher)) => Ok(Some(watcher)),
+                            Err(ZkError::NoNode) => Ok(None), // gone between the listing and the watch
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .await?;
+            if let Some(watcher) = watched {
+                tokio::select! {
+                    event = watcher.changed() => tracing::debug!(lock = %place.name, ?event.event_type, "predecessor changed: checking place"),
+                    _ = place.session.life.ended() => {
+                        return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
+                    }
+                }
+            }
+        }
+        tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
+        self.cleanup.armed = false;
+        Ok(self.place)
+    }
 }
 
 /// Turns the first place into a hold: a loss signal registered with the session, a watch on
