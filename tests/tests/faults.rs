@@ -294,7 +294,9 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
     let mut injected = fault == Fault::None;
     let mut deaths = BTreeMap::new();
     let mut woken: Option<(u32, u64)> = None;
-    for _ in 0..2000 {
+    // Keep trying to inject until the middle third of the run is over.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(seconds / 3);
+    while !injected && tokio::time::Instant::now() < give_up {
         let target = match fault {
             Fault::WaiterCut => waiter(&workers),
             Fault::CreateReplyDropped => releaser(&workers),
