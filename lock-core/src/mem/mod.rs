@@ -320,7 +320,10 @@ impl MemBackend {
             }
             let recheck_at = shared.server.next_expiry_ahead(&entry.name, entry.token);
             tokio::select! {
-                _ = wake.notified() => { counted = true; tracing::debug!(lock = %entry.name, "predecessor gone: checking place"); }
+                _ = wake.notified() => {
+                    counted = true;
+                    tracing::debug!(lock = %entry.name, token = entry.token.get(), "predecessor gone: checking place");
+                }
                 _ = sleep_until_or_forever(recheck_at) => { counted = false; }
                 _ = shared.server_ended.cancelled() => return Err(shared.expired_error(&during())),
                 _ = cuts.wait_for(|cut| *cut) => { counted = false; }
@@ -331,6 +334,7 @@ impl MemBackend {
     fn into_hold(entry: QueuedEntry, deleted: CancellationToken) -> ServerHold {
         let mut entry = entry;
         entry.armed = false;
+        tracing::info!(lock = %entry.name, token = entry.token.get(), "hand-off: first in the queue");
         let shared = entry.session.shared.clone();
         let loss = LossSignal::new(entry.name.clone(), entry.token);
         let registration = shared.life.holds().register(loss.clone());
