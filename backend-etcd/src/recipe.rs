@@ -13,7 +13,7 @@ use etcd_client::{
 use tokio_util::sync::CancellationToken;
 
 use crate::session::EtcdSession;
-use crate::watch::{wait_for_delete, DeleteWait};
+use crate::watch::{wait_for_delete, DeleteWait, DeletionWatch};
 
 /// How long a hold lasts before its own key gets a deletion watch. Short holds (most of them)
 /// then cost two requests; the watch starts from the key's create revision, so a deletion
@@ -30,11 +30,30 @@ pub(crate) struct Place {
     pub(crate) revision: i64,
 }
 
-/// What the server said after queuing or re-reading: the key just below ours, if any.
+/// What the server said after queuing or re-reading: the key just below ours.
 #[derive(Debug)]
 struct Predecessor {
     key: String,
+    /// Its create revision: a session reuses its key name, so names alone can mislead.
+    revision: i64,
+    /// The revision of the read.
     read_at: i64,
+    /// It was the owner at that read: nothing was below it, so once it is gone we are first.
+    was_owner: bool,
+}
+
+impl Predecessor {
+    /// From the keys below ours, newest first, read with a limit of 2: the first is the
+    /// predecessor, and it is the owner if it is alone.
+    fn from_below(below: &[KeyValue], read_at: i64) -> Option<Self> {
+        let kv = below.first()?;
+        Some(Predecessor {
+            key: kv.key_str().unwrap_or_default().to_owned(),
+            revision: kv.create_revision(),
+            read_at,
+            was_owner: below.len() == 1,
+        })
+    }
 }
 
 fn queue_range() -> GetOptions {
@@ -105,8 +124,8 @@ pub(crate) struct Queued {
     predecessor: Option<Predecessor>,
 }
 
-/// Queues `session` for `name`: one Txn creates our key if absent and reads the owner and the
-/// key just below ours.
+/// Queues `session` for `name`: one Txn creates our key if absent and reads the two keys just
+/// below ours (the predecessor, and whether it is the owner).
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);
@@ -119,13 +138,10 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([
             TxnOp::put(key.as_str(), "", Some(PutOptions::new().with_lease(lease))),
+            // Ours and the two below it: the predecessor, and whether it is the owner.
             TxnOp::get(
                 queue_prefix.as_str(),
-                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1)),
-            ),
-            TxnOp::get(
-                queue_prefix.as_str(),
-                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(2)),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(3)),
             ),
         ])
         .or_else([
@@ -139,11 +155,9 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     let ops = response.op_responses();
     let (revision, owner, predecessor) = if response.succeeded() {
-        let newest = ops.get(2).map(kvs).unwrap_or_default();
-        let predecessor =
-            newest.get(1).map(|kv| Predecessor { key: kv.key_str().unwrap_or_default().to_owned(), read_at });
-        let owner = ops.get(1).map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
-        (read_at, owner, predecessor)
+        let below = ops.get(1).map(kvs).unwrap_or_default().get(1..).unwrap_or_default();
+        let owner = if below.is_empty() { Some(read_at) } else { None };
+        (read_at, owner, Predecessor::from_below(below, read_at))
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.
         let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
@@ -182,25 +196,49 @@ impl Queued {
         Ok(None)
     }
 
-    /// Waits until first: watches only the key just below ours, then confirms our key and looks
-    /// again, until nobody is below.
+    /// Waits until first: watches only the key just below ours, with a watch the session kept
+    /// from an earlier wait on the same key, or a new one "from now" (see [`crate::watch`]). If
+    /// the server moved on between our read and a new watch's start, one read covers that gap. Once the predecessor is gone we are first if it
+    /// was the owner when we read (and our lease is surely alive); otherwise one read finds the
+    /// key now below ours.
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         if !self.is_first() {
             let place = &self.place;
             let session = &place.session;
+            let during = || format!("waiting for lock {:?}", place.name.as_str());
             let mut predecessor = match self.predecessor.take() {
                 Some(p) => Some(p),
                 None => recheck(place).await?,
             };
-            while let Some(p) = predecessor {
+            while let Some(mut p) = predecessor {
                 tracing::debug!(lock = %place.name, token = place.revision, predecessor = %p.key, "waiting for the predecessor's key to go");
-                tokio::select! {
-                    _ = session.life.ended() => {
-                        return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
+                let mut watch = match session.watches.take(&p.key) {
+                    Some(kept) => kept,
+                    None => tokio::select! {
+                        _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
+                        watch = DeletionWatch::open(session, &p.key) => watch,
+                    },
+                };
+                if watch.created_at() > p.read_at {
+                    // The predecessor may have gone before the watch started: look once.
+                    match recheck(place).await? {
+                        Some(now) if now.revision == p.revision => p = now,
+                        other => {
+                            session.watches.give_back(watch);
+                            predecessor = other;
+                            continue;
+                        }
                     }
-                    outcome = wait_for_delete(session, &p.key, p.read_at + 1) => {
-                        tracing::debug!(lock = %place.name, ?outcome, "predecessor changed: checking place");
-                    }
+                }
+                let outcome = tokio::select! {
+                    _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
+                    outcome = watch.deleted_after(session, p.revision) => outcome,
+                };
+                session.watches.give_back(watch);
+                tracing::debug!(lock = %place.name, ?outcome, "predecessor changed: checking place");
+                let compacted = outcome == DeleteWait::Compacted;
+                if p.was_owner && !compacted && session.life.clock().deadline() > tokio::time::Instant::now() {
+                    break;
                 }
                 predecessor = recheck(place).await?;
             }
@@ -212,12 +250,12 @@ impl Queued {
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
-/// issue 11456) and reads the key now just below ours, in one Txn.
+/// issue 11456) and reads the two keys now just below ours, in one Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
     let below = queue_range()
         .with_max_create_revision(place.revision - 1)
         .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_limit(1);
+        .with_limit(2);
     let txn = Txn::new()
         .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
         .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
@@ -238,11 +276,7 @@ async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
     }
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     let ops = response.op_responses();
-    Ok(ops
-        .first()
-        .map(kvs)
-        .and_then(|k| k.first())
-        .map(|kv| Predecessor { key: kv.key_str().unwrap_or_default().to_owned(), read_at }))
+    Ok(Predecessor::from_below(ops.first().map(kvs).unwrap_or_default(), read_at))
 }
 
 /// Turns the first place in the queue into a hold: a loss signal registered with the session,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EtcdConfig;
 use crate::errors::{is_lease_not_found, is_transient, request_error};
+use crate::watch::WatchCache;
 
 /// A session: one lease and its keepalive.
 pub(crate) struct EtcdSession {
@@ -27,6 +28,8 @@ pub(crate) struct EtcdSession {
     /// Deletes of cancelled waiters' keys still in flight, by key: a new acquire of the same key
     /// waits for them, so it never mistakes the dying key for its own.
     cleanups: Mutex<HashMap<String, CancellationToken>>,
+    /// Deletion watches kept for the next wait on the same key.
+    pub(crate) watches: WatchCache,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -73,6 +76,7 @@ impl EtcdSession {
             life,
             requests,
             cleanups: Mutex::default(),
+            watches: WatchCache::default(),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(

@@ -1,10 +1,17 @@
-//! Waiting for one key's deletion with a watch that misses nothing: it starts from a given
-//! revision, and after a broken stream (server restart, leader change) it is re-created from the
-//! same revision. A compacted start revision is reported so the caller can re-read the state.
+//! Waiting for one key's deletion with a watch that misses nothing.
+//!
+//! Two ways to start, because etcd serves them very differently. A watch from a past revision
+//! goes into etcd's "unsynced" group, which a background loop catches up only every 100 ms
+//! (`mvcc/watchable_store.go`): fine for rare waits (our own key's deletion), ruinous for a
+//! hand-off. A watch "from now" is synced at once and hears a delete as soon as it is applied;
+//! [`DeletionWatch::open`] makes one and reports the revision it starts after, so the caller
+//! knows which gap (its read → the watch's start) it must check. Either way, a broken stream
+//! (server restart, leader change) is re-created from the first revision not yet covered, and a
+//! compacted start revision is reported so the caller can re-read the state.
 
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchStream};
 
 use crate::session::EtcdSession;
 
@@ -15,6 +22,115 @@ pub(crate) enum DeleteWait {
     Deleted { revision: i64 },
     /// The history since the start revision was compacted: read the current state instead.
     Compacted,
+}
+
+/// A watch on one key's deletions, created "from now". Once used it can be kept (see
+/// [`WatchCache`]): a kept watch is long synced, so the next wait on the same key costs no
+/// request and cannot land in the unsynced group.
+pub(crate) struct DeletionWatch {
+    key: String,
+    stream: Option<WatchStream>,
+    /// The revision the server was at when it confirmed the watch: events after it are heard.
+    created_at: i64,
+}
+
+impl DeletionWatch {
+    /// Creates the watch and waits for the server's confirmation. Retries failures forever; the
+    /// caller bounds the wait (session end, cancellation). Once it returns, every deletion of
+    /// `key` after [`DeletionWatch::created_at`] is heard.
+    ///
+    /// Cancel safe: dropping the future closes the watch.
+    pub(crate) async fn open(session: &EtcdSession, key: &str) -> DeletionWatch {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            session.count();
+            let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+            match session.client.watch_client().watch(key, Some(options)).await {
+                Ok(mut stream) => match stream.message().await {
+                    Ok(Some(created)) if created.created() && !created.canceled() => {
+                        let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
+                        return DeletionWatch { key: key.to_owned(), stream: Some(stream), created_at };
+                    }
+                    other => tracing::debug!(key, ?other, "etcd watch not confirmed; retrying"),
+                },
+                Err(error) => tracing::debug!(key, %error, "etcd watch could not be created; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The revision the watch starts after.
+    pub(crate) fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    /// Whether the stream still works (a broken one is not worth keeping).
+    pub(crate) fn is_open(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Waits for a deletion of the key's entry created at `revision` (older deletions, of
+    /// entries the same session had under the same name before, are skipped). A broken stream
+    /// is replaced by a watch from the first revision not yet covered, so nothing is missed.
+    ///
+    /// Cancel safe: dropping the future loses nothing that matters; the watch stays open.
+    pub(crate) async fn deleted_after(&mut self, session: &EtcdSession, revision: i64) -> DeleteWait {
+        if let Some(stream) = self.stream.as_mut() {
+            while let Ok(Some(response)) = stream.message().await {
+                if response.compact_revision() > 0 {
+                    self.stream = None;
+                    return DeleteWait::Compacted;
+                }
+                if let Some(at) = deletion(&response).filter(|&at| at > revision) {
+                    return DeleteWait::Deleted { revision: at };
+                }
+                if response.canceled() {
+                    break;
+                }
+            }
+            self.stream = None;
+        }
+        tracing::debug!(key = %self.key, "etcd watch broken; re-creating it from where it stood");
+        wait_for_delete(session, &self.key, self.created_at.max(revision) + 1).await
+    }
+}
+
+/// The deletion watches a session keeps after use, by key, so that a waiter whose predecessor
+/// is the same session as last time (the steady state of clients taking turns) reuses a synced
+/// watch. Bounded: the oldest is closed when it is full.
+#[derive(Default)]
+pub(crate) struct WatchCache {
+    watches: std::sync::Mutex<std::collections::VecDeque<DeletionWatch>>,
+}
+
+/// How many watches a session keeps.
+const KEPT_WATCHES: usize = 32;
+
+impl WatchCache {
+    /// Takes the kept watch on `key`, if any (it is the caller's until given back).
+    pub(crate) fn take(&self, key: &str) -> Option<DeletionWatch> {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let at = watches.iter().position(|w| w.key == key)?;
+        watches.remove(at)
+    }
+
+    /// Keeps `watch` for the next wait on its key.
+    pub(crate) fn give_back(&self, watch: DeletionWatch) {
+        if !watch.is_open() {
+            return;
+        }
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if watches.len() >= KEPT_WATCHES {
+            watches.pop_front();
+        }
+        watches.push_back(watch);
+    }
+}
+
+fn deletion(response: &etcd_client::WatchResponse) -> Option<i64> {
+    let event = response.events().iter().find(|e| e.event_type() == EventType::Delete)?;
+    Some(event.kv().map(|kv| kv.mod_revision()).unwrap_or_default())
 }
 
 /// Waits until `key` is deleted at a revision `>= from_revision`. Retries broken watches
@@ -33,9 +149,8 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
                     if response.compact_revision() > 0 {
                         return DeleteWait::Compacted;
                     }
-                    if let Some(event) = response.events().iter().find(|e| e.event_type() == EventType::Delete) {
-                        let revision = event.kv().map(|kv| kv.mod_revision()).unwrap_or(from_revision);
-                        return DeleteWait::Deleted { revision };
+                    if let Some(revision) = deletion(&response) {
+                        return DeleteWait::Deleted { revision: if revision > 0 { revision } else { from_revision } };
                     }
                     if response.canceled() {
                         break;

@@ -1,137 +1,207 @@
-//! distlock benchmarks. Each workload prints one JSON line.
+//! distlock benchmarks: the cost of a lock in server round trips and time. Each workload prints
+//! one JSON line.
 //!
 //! ```text
-//! cargo run --release -p distlock-bench -- etcd-requests [--cycles M] [--waiters 2,100,1000]
-//! cargo run --release -p distlock-bench -- zk-requests   [--cycles M] [--waiters 2,100,1000]
+//! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
+//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--seconds 5]
+//!     [--clients 2,8,32] [--waiters 1,100,1000] [--many 10000] [--tasks 100]
+//!     [--report docs/BENCHMARKS.md]
 //! ```
 //!
-//! `etcd-requests` starts its own single-node etcd (through the test harness) and reads etcd's
-//! own `/metrics` counters: requests for one uncontended acquire+release, and requests per
-//! acquisition with N waiters queued on one lock. `zk-requests` does the same on a standalone
-//! ZooKeeper from `mntr`'s `zk_packets_received`, less the idle rate of session pings and probes
-//! measured just before.
+//! Workloads: `floor`, `w1` (uncontended), `w2` (contended), `w3` (independent), `w4` (scale:
+//! waiters queued on one lock, and one session holding many locks), `w5` (local queue); none
+//! named means all. Servers: a single node of each backend started through the test harness
+//! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. `--report`
+//! also writes the Markdown report and `benchmarks.svg` beside it.
 
 mod metrics;
-mod zk;
+mod report;
+mod stats;
+mod target;
+mod workloads;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::DistributedLock;
-use distlock_etcd::{EtcdBackend, EtcdLocks};
-use distlock_tests::EtcdCluster;
-use metrics::EtcdRequests;
-use tokio::time::Instant;
+use serde_json::Value;
+use target::{Kind, Target};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+/// The command line.
+struct Args {
+    workloads: Vec<String>,
+    backends: Vec<Kind>,
+    etcd: Option<String>,
+    zk: Option<String>,
+    cycles: usize,
+    seconds: f64,
+    clients: Vec<usize>,
+    waiters: Vec<usize>,
+    many: usize,
+    tasks: usize,
+    report: Option<std::path::PathBuf>,
 }
 
-/// `--cycles M` (default 500).
-fn cycles_arg() -> usize {
-    arg("--cycles").and_then(|c| c.parse().ok()).unwrap_or(500)
+const WORKLOADS: [&str; 6] = ["floor", "w1", "w2", "w3", "w4", "w5"];
+
+fn list(value: &str, flag: &str) -> Result<Vec<usize>, String> {
+    value
+        .split(',')
+        .map(|v| v.trim().parse().map_err(|_| format!("{flag} takes numbers separated by commas, not {value:?}")))
+        .collect()
 }
 
-/// `--waiters 2,100,1000` (the default).
-fn waiters_arg() -> Vec<usize> {
-    arg("--waiters").unwrap_or_else(|| "2,100,1000".into()).split(',').filter_map(|w| w.trim().parse().ok()).collect()
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        workloads: Vec::new(),
+        backends: vec![Kind::Etcd, Kind::Zk],
+        etcd: None,
+        zk: None,
+        cycles: 1000,
+        seconds: 5.0,
+        clients: vec![2, 8, 32],
+        waiters: vec![1, 100, 1000],
+        many: 10_000,
+        tasks: 100,
+        report: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|_| format!("{arg} takes a number, not {v:?}"));
+        match arg.as_str() {
+            "--backends" => {
+                a.backends = value()?
+                    .split(',')
+                    .map(|b| match b.trim() {
+                        "etcd" => Ok(Kind::Etcd),
+                        "zookeeper" | "zk" => Ok(Kind::Zk),
+                        other => Err(format!("unknown backend {other:?}; known: etcd, zookeeper")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--etcd" => a.etcd = Some(value()?),
+            "--zk" => a.zk = Some(value()?),
+            "--cycles" => a.cycles = number(value()?)?,
+            "--seconds" => {
+                let v = value()?;
+                a.seconds = v.parse().map_err(|_| format!("--seconds takes a number, not {v:?}"))?
+            }
+            "--clients" => a.clients = list(&value()?, "--clients")?,
+            "--waiters" => a.waiters = list(&value()?, "--waiters")?,
+            "--many" => a.many = number(value()?)?,
+            "--tasks" => a.tasks = number(value()?)?,
+            "--report" => a.report = Some(value()?.into()),
+            w if WORKLOADS.contains(&w) => a.workloads.push(w.to_owned()),
+            other => return Err(format!("unknown argument {other:?}; workloads: {}", WORKLOADS.join(", "))),
+        }
+    }
+    if a.workloads.is_empty() {
+        a.workloads = WORKLOADS.iter().map(|w| w.to_string()).collect();
+    }
+    if a.cycles == 0 || a.tasks == 0 || a.seconds <= 0.0 {
+        return Err("--cycles, --tasks and --seconds must be above zero".into());
+    }
+    Ok(a)
 }
 
-async fn client(endpoints: &[String], prefix: &str) -> EtcdLocks {
-    EtcdBackend::builder()
-        .endpoints(endpoints.iter().cloned())
-        .prefix(prefix)
-        .ttl(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("an etcd client")
+fn emit(lines: &mut Vec<Value>, line: Value) {
+    println!("{line}");
+    lines.push(line);
 }
 
-/// W1 in requests: one client, M acquire+release cycles on one lock.
-async fn uncontended(endpoints: &[String], cycles: usize) {
-    let locks = client(endpoints, "bench-uncontended").await;
-    let before = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
-    let started = Instant::now();
-    for _ in 0..cycles {
-        let guard = locks.lock("w1").await.expect("lock");
-        guard.release().await.expect("release");
+async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result<()> {
+    let given = match kind {
+        Kind::Etcd => args.etcd.clone(),
+        Kind::Zk => args.zk.clone(),
+    };
+    let target = match given {
+        Some(endpoint) => Target::given(kind, endpoint),
+        None => Target::start(kind).await?,
+    };
+    let wants = |w: &str| args.workloads.iter().any(|x| x == w);
+    let duration = Duration::from_secs_f64(args.seconds);
+    let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
+    if wants("floor") || wants("w1") {
+        emit(lines, line);
     }
-    let elapsed = started.elapsed();
-    let after = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
-    println!(
-        "{{\"workload\":\"etcd-uncontended\",\"cycles\":{cycles},\"cycles_per_s\":{:.0},\"server_requests_per_cycle\":{:.2},\"by_method\":{:?}}}",
-        cycles as f64 / elapsed.as_secs_f64(),
-        after.lock_requests_since(&before) / cycles as f64,
-        after.by_method_since(&before),
-    );
-}
-
-/// Requests per acquisition with `waiters` clients queued behind a holder; each releases as soon
-/// as it holds. Counted from before the waiters queue to after the last release.
-async fn per_handoff(endpoints: &[String], waiters: usize) {
-    let prefix = format!("bench-handoff-{waiters}");
-    let holder = client(endpoints, &prefix).await;
-    let mut clients = Vec::new();
-    for _ in 0..waiters {
-        clients.push(Arc::new(client(endpoints, &prefix).await));
+    if wants("w1") {
+        emit(lines, workloads::uncontended(&target, args.cycles, &floor).await?);
     }
-    let before = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
-    let guard = holder.lock("w4").await.expect("holder lock");
-    let mut tasks = Vec::new();
-    for c in &clients {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let g = c.lock("w4").await.expect("waiter lock");
-            g.release().await.expect("waiter release");
-        }));
+    if wants("w2") {
+        for &n in &args.clients {
+            emit(lines, workloads::contended(&target, n, duration).await?);
+        }
     }
-    // Let every waiter queue before the first hand-off.
-    while holder.inspect("w4").await.expect("inspect").waiters.len() < waiters {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if wants("w3") {
+        for &n in &args.clients {
+            emit(lines, workloads::independent(&target, n, duration).await?);
+        }
     }
-    let queued = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
-    let started = Instant::now();
-    guard.release().await.expect("holder release");
-    for t in tasks {
-        t.await.expect("waiter");
+    if wants("w4") {
+        for &n in &args.waiters {
+            emit(lines, workloads::scale(&target, n).await?);
+        }
+        if args.many > 0 {
+            emit(lines, workloads::many_locks(&target, args.many, Duration::from_secs(10)).await?);
+        }
     }
-    let elapsed = started.elapsed();
-    let after = EtcdRequests::read(&endpoints[0]).await.expect("metrics");
-    let n = waiters as f64;
-    // The inspect polls above are the bench's own reads, not the lock's: leave them out.
-    let polls =
-        queued.started.get("Range").copied().unwrap_or(0.0) - before.started.get("Range").copied().unwrap_or(0.0);
-    println!(
-        "{{\"workload\":\"etcd-handoff\",\"waiters\":{waiters},\"server_requests_per_acquisition\":{:.2},\"server_requests_per_handoff_after_queuing\":{:.2},\"handoffs_per_s\":{:.0},\"by_method_after_queuing\":{:?}}}",
-        (after.lock_requests_since(&before) - polls - 2.0) / n,
-        (after.lock_requests_since(&queued) - 1.0) / n,
-        n / elapsed.as_secs_f64(),
-        after.by_method_since(&queued),
-    );
-    drop(clients);
+    if wants("w5") {
+        emit(lines, workloads::local_queue(&target, args.tasks).await?);
+    }
+    Ok(())
 }
 
 #[tokio::main]
-async fn main() {
-    let workload = std::env::args().nth(1).unwrap_or_else(|| "etcd-requests".into());
-    match workload.as_str() {
-        "etcd-requests" => {
-            let (cycles, waiters) = (cycles_arg(), waiters_arg());
-            let cluster = EtcdCluster::start(1).await.expect("a single-node etcd");
-            let endpoints = cluster.endpoints();
-            uncontended(&endpoints, cycles).await;
-            for n in waiters {
-                per_handoff(&endpoints, n).await;
-            }
+async fn main() -> std::process::ExitCode {
+    // Logs only when asked for (RUST_LOG), on stderr: stdout carries the JSON lines.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&raw) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("distlock-bench: {message}");
+            return std::process::ExitCode::from(64);
         }
-        "zk-requests" => {
-            let (cycles, waiters) = (cycles_arg(), waiters_arg());
-            zk::requests(cycles, &waiters).await;
+    };
+    let mut lines = Vec::new();
+    for &kind in &args.backends {
+        if let Err(e) = run(&args, kind, &mut lines).await {
+            eprintln!("distlock-bench: {} failed: {e}", kind.label());
+            return std::process::ExitCode::FAILURE;
         }
-        other => {
-            eprintln!("unknown workload {other:?}; known: etcd-requests, zk-requests");
-            std::process::exit(64);
+    }
+    if let Some(path) = &args.report {
+        if let Err(e) = report::write(path, &lines, &raw) {
+            eprintln!("distlock-bench: cannot write the report {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+        eprintln!("distlock-bench: wrote {}", path.display());
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse_args(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn arguments_are_parsed_and_bad_ones_refused() {
+        let a = args("w2 --backends etcd --clients 8 --seconds 2.5").unwrap();
+        assert_eq!(a.workloads, vec!["w2"]);
+        assert_eq!(a.backends, vec![Kind::Etcd]);
+        assert_eq!(a.clients, vec![8]);
+        assert_eq!(a.seconds, 2.5);
+        assert_eq!(args("").unwrap().workloads.len(), WORKLOADS.len());
+        for bad in ["w9", "--clients 2,x", "--backends redis", "--cycles", "--seconds 0"] {
+            assert!(args(bad).is_err(), "{bad} must be refused");
         }
     }
 }

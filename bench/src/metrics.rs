@@ -12,6 +12,10 @@ pub struct EtcdRequests {
     pub started: BTreeMap<String, f64>,
     /// `grpc_server_msg_received_total` for the Watch stream: one per watch created or cancelled.
     pub watch_messages: f64,
+    /// `grpc_server_msg_received_total` for LeaseKeepAlive: one per keepalive.
+    pub keepalive_messages: f64,
+    /// `etcd_debugging_mvcc_events_total`: watch events the server sent.
+    pub watch_events_sent: f64,
 }
 
 impl EtcdRequests {
@@ -28,6 +32,10 @@ impl EtcdRequests {
     pub fn parse(text: &str) -> Self {
         let mut requests = EtcdRequests::default();
         for line in text.lines() {
+            if let Some(v) = line.strip_prefix("etcd_debugging_mvcc_events_total ") {
+                requests.watch_events_sent = v.trim().parse().unwrap_or(0.0);
+                continue;
+            }
             let (counter, rest) = match line.split_once('{') {
                 Some(split) => split,
                 None => continue,
@@ -42,6 +50,7 @@ impl EtcdRequests {
             match counter {
                 "grpc_server_started_total" => *requests.started.entry(method).or_default() += value,
                 "grpc_server_msg_received_total" if method == "Watch" => requests.watch_messages += value,
+                "grpc_server_msg_received_total" if method == "LeaseKeepAlive" => requests.keepalive_messages += value,
                 _ => {}
             }
         }
@@ -89,10 +98,14 @@ grpc_server_started_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverp
 grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 2
 grpc_server_msg_received_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 5
 grpc_server_msg_received_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 12
+grpc_server_msg_received_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 7
+etcd_debugging_mvcc_events_total 9
 "#;
         let r = EtcdRequests::parse(text);
         assert_eq!(r.started.get("Txn"), Some(&12.0));
         assert_eq!(r.watch_messages, 5.0);
+        assert_eq!(r.keepalive_messages, 7.0);
+        assert_eq!(r.watch_events_sent, 9.0);
         assert_eq!(r.lock_requests_since(&EtcdRequests::default()), 17.0);
     }
 }

@@ -1,0 +1,95 @@
+//! What the bench measures besides requests: latency percentiles, this process's CPU time and
+//! memory, and a server process's CPU time (from `/proc`).
+
+use std::time::Duration;
+
+/// Latencies of one kind of operation.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
+    /// The `p`-th percentile (0..=100) in milliseconds; 0 when empty.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    }
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn own_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// This process's resident memory in bytes (`VmRSS`).
+pub fn own_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn process_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return Duration::ZERO };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14 and stime field 15: indexes 11 and 12 after the state field.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / hz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_ranked_sample() {
+        let mut l = Latencies::default();
+        for ms in 1..=100 {
+            l.push(Duration::from_millis(ms));
+        }
+        assert_eq!(l.percentile_ms(50.0).round(), 51.0);
+        assert_eq!(l.percentile_ms(99.0).round(), 99.0);
+        assert_eq!(l.percentile_ms(100.0).round(), 100.0);
+        assert_eq!(Latencies::default().percentile_ms(99.0), 0.0);
+    }
+
+    #[test]
+    fn own_cpu_and_memory_are_read() {
+        let before = own_cpu();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(own_cpu() > before);
+        assert!(own_rss_bytes() > 0);
+        assert!(process_cpu(std::process::id()) > Duration::ZERO);
+    }
+}

@@ -1,0 +1,281 @@
+//! What a workload runs against: a backend's servers (started through the test harness, or
+//! given by address), clients of it, its server-side counters, and the raw floor (the bare
+//! writes a lock cycle cannot go below).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock_core::DistributedLock;
+use distlock_etcd::EtcdBackend;
+use distlock_tests::zk::four_letter;
+use distlock_tests::{EtcdCluster, ZkEnsemble};
+use distlock_zk::ZkBackend;
+use tokio::time::Instant;
+
+use crate::metrics::EtcdRequests;
+use crate::stats::{process_cpu, Latencies};
+
+/// The backends the bench knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+    Zk,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Etcd => "etcd",
+            Kind::Zk => "zookeeper",
+        }
+    }
+}
+
+/// Servers the bench started (stopped on drop), or ones it was given.
+#[allow(dead_code)] // held for their Drop
+enum Servers {
+    Etcd(EtcdCluster),
+    Zk(ZkEnsemble),
+    Given,
+}
+
+/// One backend's servers.
+pub struct Target {
+    pub kind: Kind,
+    endpoints: Vec<String>,
+    pids: Vec<u32>,
+    _servers: Servers,
+}
+
+/// One lock client (one session) and its own request counter.
+pub struct BenchClient {
+    pub locks: Arc<dyn DistributedLock>,
+    requests: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl BenchClient {
+    /// Requests this client has sent, as it counts them.
+    pub fn requests(&self) -> u64 {
+        (self.requests)()
+    }
+}
+
+/// Server-side counters at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Lock requests: etcd's gRPC requests (not keepalives) plus watches created; ZooKeeper's
+    /// packets received (every request and ping).
+    pub requests: f64,
+    /// etcd only: by gRPC method.
+    pub by_method: BTreeMap<String, f64>,
+    /// Watch notifications the server sent.
+    pub notifications: f64,
+    /// etcd only: keepalive messages received.
+    pub keepalives: f64,
+    /// CPU time of the server processes, when the bench started them.
+    pub server_cpu: Option<Duration>,
+    pub at: Instant,
+}
+
+/// The difference between two snapshots.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub requests: f64,
+    pub by_method: BTreeMap<String, f64>,
+    pub notifications: f64,
+    pub keepalives: f64,
+    pub server_cpu: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Snapshot {
+    pub fn since(&self, before: &Snapshot) -> Delta {
+        let by_method = self
+            .by_method
+            .iter()
+            .map(|(m, v)| (m.clone(), v - before.by_method.get(m).copied().unwrap_or(0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .collect();
+        Delta {
+            requests: self.requests - before.requests,
+            by_method,
+            notifications: self.notifications - before.notifications,
+            keepalives: self.keepalives - before.keepalives,
+            server_cpu: self.server_cpu.zip(before.server_cpu).map(|(a, b)| a.saturating_sub(b)),
+            elapsed: self.at - before.at,
+        }
+    }
+}
+
+/// The raw floor: one bare write of a key and its delete, in a loop.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    pub cycles_per_s: f64,
+    pub cycle_p50_ms: f64,
+}
+
+impl Target {
+    /// Starts a single server of `kind` through the test harness.
+    pub async fn start(kind: Kind) -> io::Result<Self> {
+        match kind {
+            Kind::Etcd => {
+                let cluster = EtcdCluster::start(1).await?;
+                let pids = cluster.members.iter().filter_map(|m| m.process.pid()).collect();
+                Ok(Target { kind, endpoints: cluster.endpoints(), pids, _servers: Servers::Etcd(cluster) })
+            }
+            Kind::Zk => {
+                let ensemble = ZkEnsemble::start(1).await?;
+                let pids = ensemble.members.iter().filter_map(|m| m.process.pid()).collect();
+                Ok(Target { kind, endpoints: ensemble.endpoints(), pids, _servers: Servers::Zk(ensemble) })
+            }
+        }
+    }
+
+    /// Servers already running at `endpoint` (`host:port`); their CPU time is not measured.
+    pub fn given(kind: Kind, endpoint: String) -> Self {
+        Target { kind, endpoints: vec![endpoint], pids: Vec::new(), _servers: Servers::Given }
+    }
+
+    /// A new client (its own session). `space` separates workloads: the etcd key prefix or the
+    /// ZooKeeper chroot.
+    pub async fn client(&self, space: &str) -> io::Result<BenchClient> {
+        let failed = |e: distlock_core::LockError| io::Error::other(e.to_string());
+        match self.kind {
+            Kind::Etcd => {
+                let locks = EtcdBackend::builder()
+                    .endpoints(self.endpoints.iter().cloned())
+                    .prefix(space)
+                    .ttl(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .map_err(failed)?;
+                let locks = Arc::new(locks);
+                let counted = locks.clone();
+                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+            }
+            Kind::Zk => {
+                let locks = ZkBackend::builder()
+                    .hosts(self.endpoints.iter().cloned())
+                    .chroot(format!("/{space}"))
+                    .session_timeout(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .map_err(failed)?;
+                let locks = Arc::new(locks);
+                let counted = locks.clone();
+                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+            }
+        }
+    }
+
+    /// `n` clients, connected a few at a time.
+    pub async fn clients(&self, space: &str, n: usize) -> io::Result<Vec<Arc<BenchClient>>> {
+        let mut out = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+            let connects = chunk.iter().map(|_| self.client(space));
+            for c in futures::future::join_all(connects).await {
+                out.push(Arc::new(c?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The servers' counters now.
+    pub async fn snapshot(&self) -> io::Result<Snapshot> {
+        let server_cpu =
+            (!self.pids.is_empty()).then(|| self.pids.iter().map(|&p| process_cpu(p)).sum::<Duration>());
+        let endpoint = &self.endpoints[0];
+        match self.kind {
+            Kind::Etcd => {
+                let r = EtcdRequests::read(endpoint).await?;
+                Ok(Snapshot {
+                    requests: r.lock_requests_since(&EtcdRequests::default()),
+                    by_method: r.by_method_since(&EtcdRequests::default()),
+                    notifications: r.watch_events_sent,
+                    keepalives: r.keepalive_messages,
+                    server_cpu,
+                    at: Instant::now(),
+                })
+            }
+            Kind::Zk => {
+                let mntr = four_letter(endpoint, "mntr").await?;
+                let value = |name: &str| -> f64 {
+                    mntr.lines()
+                        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('\t')))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0.0)
+                };
+                let notifications = ["created", "deleted", "children", "changed"]
+                    .iter()
+                    .map(|k| value(&format!("zk_sum_node_{k}_watch_count")))
+                    .sum();
+                Ok(Snapshot {
+                    requests: value("zk_packets_received"),
+                    by_method: BTreeMap::new(),
+                    notifications,
+                    keepalives: 0.0,
+                    server_cpu,
+                    at: Instant::now(),
+                })
+            }
+        }
+    }
+
+    /// Requests per second the server receives from idle clients (ZooKeeper pings and the
+    /// backend's lease-clock probes, which `mntr` counts with the rest; etcd's keepalives are
+    /// counted apart, so 0 there). Each `mntr` is itself one packet.
+    pub async fn idle_requests_per_s(&self) -> io::Result<f64> {
+        if self.kind == Kind::Etcd {
+            return Ok(0.0);
+        }
+        let before = self.snapshot().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let d = self.snapshot().await?.since(&before);
+        Ok(((d.requests - 1.0) / d.elapsed.as_secs_f64()).max(0.0))
+    }
+
+    /// Requests the lock used between two snapshots: less the idle rate and the snapshot's own
+    /// packet (ZooKeeper).
+    pub fn lock_requests(&self, d: &Delta, idle_per_s: f64) -> f64 {
+        match self.kind {
+            Kind::Etcd => d.requests,
+            Kind::Zk => (d.requests - 1.0 - idle_per_s * d.elapsed.as_secs_f64()).max(0.0),
+        }
+    }
+
+    /// The raw floor: `cycles` bare put+delete (etcd) or create+delete (ZooKeeper) of one key.
+    pub async fn raw_floor(&self, cycles: usize) -> io::Result<Floor> {
+        let mut latencies = Latencies::default();
+        let started = Instant::now();
+        match self.kind {
+            Kind::Etcd => {
+                let mut client =
+                    distlock_tests::etcd::connect(&self.endpoints).await.map_err(|e| io::Error::other(e.to_string()))?;
+                for _ in 0..cycles {
+                    let t = Instant::now();
+                    client.put("bench-floor/key", "", None).await.map_err(|e| io::Error::other(e.to_string()))?;
+                    client.delete("bench-floor/key", None).await.map_err(|e| io::Error::other(e.to_string()))?;
+                    latencies.push(t.elapsed());
+                }
+            }
+            Kind::Zk => {
+                let client = distlock_tests::zk::connect(&self.endpoints.join(","), Duration::from_secs(30))
+                    .await
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                let options = zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all());
+                for _ in 0..cycles {
+                    let t = Instant::now();
+                    client.create("/bench-floor", b"", &options).await.map_err(|e| io::Error::other(e.to_string()))?;
+                    client.delete("/bench-floor", None).await.map_err(|e| io::Error::other(e.to_string()))?;
+                    latencies.push(t.elapsed());
+                }
+            }
+        }
+        Ok(Floor {
+            cycles_per_s: cycles as f64 / started.elapsed().as_secs_f64(),
+            cycle_p50_ms: latencies.percentile_ms(50.0),
+        })
+    }
+}
