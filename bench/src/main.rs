@@ -14,6 +14,7 @@
 //! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. `--report`
 //! also writes the Markdown report and `benchmarks.svg` beside it.
 
+mod alloc;
 mod metrics;
 mod report;
 mod stats;
@@ -39,6 +40,9 @@ struct Args {
     tasks: usize,
     report: Option<std::path::PathBuf>,
 }
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const WORKLOADS: [&str; 6] = ["floor", "w1", "w2", "w3", "w4", "w5"];
 

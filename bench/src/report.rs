@@ -21,10 +21,17 @@ fn machine() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.lines().next().map(str::to_owned))
         .unwrap_or_else(|| "etcd (version unknown)".into());
-    let zk = std::fs::read_link("/usr/share/java/zookeeper.jar")
+    // Debian names the jar `zookeeper-<version>.jar`.
+    let zk = std::fs::read_dir("/usr/share/java")
         .ok()
-        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "zookeeper (version unknown)".into());
+        .and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let version = name.strip_prefix("zookeeper-")?.strip_suffix(".jar")?.to_owned();
+                version.starts_with(|c: char| c.is_ascii_digit()).then_some(version)
+            })
+        })
+        .unwrap_or_else(|| "(version unknown)".into());
     format!(
         "{cores} cores ({cpu}), Linux {}; {etcd}; ZooKeeper {zk}. One server of each, on loopback, \
          data on disk with fsync on, started by the test harness.",
@@ -36,6 +43,7 @@ fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "–".into(),
         Some(Value::Object(m)) => m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        Some(Value::String(s)) => s.clone(),
         Some(v) => v.to_string(),
     }
 }
@@ -71,7 +79,11 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
     let _ = writeln!(out, "Machine: {}\n", machine());
     let _ = writeln!(out, "![hand-off time and requests per hand-off against waiters](benchmarks.svg)\n");
     let _ = writeln!(out, "## Raw floor and W1: one client, one lock, acquire + release\n");
-    table(&mut out, &of(lines, "floor"), &[("backend", "backend"), ("what", "floor"), ("cycles_per_s", "cycles/s"), ("cycle_p50_ms", "p50 ms")]);
+    table(
+        &mut out,
+        &of(lines, "floor"),
+        &[("backend", "backend"), ("what", "floor"), ("cycles_per_s", "cycles/s"), ("cycle_p50_ms", "p50 ms")],
+    );
     table(
         &mut out,
         &of(lines, "W1-uncontended"),
@@ -144,7 +156,7 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
             ("backend", "backend"),
             ("locks", "locks"),
             ("acquire_s", "acquire all, s"),
-            ("client_rss_bytes_per_lock", "client memory bytes/lock"),
+            ("client_heap_bytes_per_lock", "client heap bytes/lock"),
             ("idle_keepalives_per_s", "keepalives/s"),
             ("idle_server_requests_per_s", "other requests/s idle"),
             ("idle_client_cpu_ms_per_s", "client CPU ms/s idle"),
@@ -207,4 +219,30 @@ fn chart(path: &Path, lines: &[Value]) -> Result<(), Box<dyn std::error::Error>>
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn writes_the_tables_and_the_chart() {
+        let dir = std::env::temp_dir().join(format!("distlock-bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines = vec![
+            json!({"workload": "W2-contended", "backend": "etcd", "clients": 8, "handoffs_per_s": 700.0}),
+            json!({"workload": "W4-scale", "backend": "etcd", "waiters": 1, "handoff_ms": 1.5, "server_requests_per_handoff": 2.0}),
+            json!({"workload": "W4-scale", "backend": "etcd", "waiters": 100, "handoff_ms": 1.7, "server_requests_per_handoff": 2.0}),
+            json!({"workload": "W4-scale", "backend": "zookeeper", "waiters": 100, "handoff_ms": 1.9, "server_requests_per_handoff": 3.0}),
+        ];
+        let path = dir.join("BENCHMARKS.md");
+        write(&path, &lines, &["w2".into(), "w4".into()]).unwrap();
+        let md = std::fs::read_to_string(&path).unwrap();
+        assert!(md.contains("| etcd | 8 | 700.0 |"), "{md}");
+        assert!(md.contains("-- w2 w4"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("benchmarks.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("zookeeper") && svg.contains("ms per hand-off"), "{svg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

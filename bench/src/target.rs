@@ -184,8 +184,7 @@ impl Target {
 
     /// The servers' counters now.
     pub async fn snapshot(&self) -> io::Result<Snapshot> {
-        let server_cpu =
-            (!self.pids.is_empty()).then(|| self.pids.iter().map(|&p| process_cpu(p)).sum::<Duration>());
+        let server_cpu = (!self.pids.is_empty()).then(|| self.pids.iter().map(|&p| process_cpu(p)).sum::<Duration>());
         let endpoint = &self.endpoints[0];
         match self.kind {
             Kind::Etcd => {
@@ -251,8 +250,9 @@ impl Target {
         let started = Instant::now();
         match self.kind {
             Kind::Etcd => {
-                let mut client =
-                    distlock_tests::etcd::connect(&self.endpoints).await.map_err(|e| io::Error::other(e.to_string()))?;
+                let mut client = distlock_tests::etcd::connect(&self.endpoints)
+                    .await
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 for _ in 0..cycles {
                     let t = Instant::now();
                     client.put("bench-floor/key", "", None).await.map_err(|e| io::Error::other(e.to_string()))?;

@@ -213,8 +213,8 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
         }));
     }
     // Every waiter has queued and started its watch: each has sent its queueing requests
-    // (etcd: Txn + watch; ZooKeeper: create + getChildren + exists). A moment more lets the
-    // last watches be confirmed.
+    // (etcd: Txn + watch; ZooKeeper: create + getChildren + exists). Waiting for quiet
+    // lets the last watches be confirmed.
     let per_waiter = if target.kind == Kind::Etcd { 2 } else { 3 };
     let queue_bound = Instant::now() + Duration::from_secs(120);
     while clients.iter().map(|c| c.requests()).sum::<u64>() < counted + per_waiter * n as u64 {
@@ -223,7 +223,16 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Then until nobody has sent anything for 300 ms (gap reads, last watches).
+    let mut last = clients.iter().map(|c| c.requests()).sum::<u64>();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = clients.iter().map(|c| c.requests()).sum::<u64>();
+        if now == last || Instant::now() > queue_bound {
+            break;
+        }
+        last = now;
+    }
     let queued = target.snapshot().await?;
     let counted_queued: u64 = clients.iter().map(|c| c.requests()).sum();
     let cpu = own_cpu();
@@ -256,7 +265,7 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
 /// W4, second part: one session holds `locks` locks; what that costs while idle.
 pub async fn many_locks(target: &Target, locks: usize, idle_for: Duration) -> Result<Value> {
     let client = target.client("bench-w4-many").await?;
-    let rss_before = own_rss_bytes();
+    let (rss_before, live_before) = (own_rss_bytes(), crate::alloc::live_bytes());
     let started = Instant::now();
     let guards: Vec<LockGuard> = futures::stream::iter(0..locks)
         .map(|i| {
@@ -272,7 +281,7 @@ pub async fn many_locks(target: &Target, locks: usize, idle_for: Duration) -> Re
     let acquire_s = started.elapsed().as_secs_f64();
     // Let the holds settle (etcd starts a hold's own-key watch after a short grace).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_held = own_rss_bytes();
+    let (rss_held, live_held) = (own_rss_bytes(), crate::alloc::live_bytes());
     let idle_before = target.snapshot().await?;
     let cpu = own_cpu();
     tokio::time::sleep(idle_for).await;
@@ -281,12 +290,17 @@ pub async fn many_locks(target: &Target, locks: usize, idle_for: Duration) -> Re
     let secs = idle.elapsed.as_secs_f64();
     let held = guards.iter().filter(|g| g.is_held()).count();
     let release_started = Instant::now();
-    futures::stream::iter(guards).map(|g| async move { g.release().await }).buffer_unordered(64).collect::<Vec<_>>().await;
+    futures::stream::iter(guards)
+        .map(|g| async move { g.release().await })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
     let release_s = release_started.elapsed().as_secs_f64();
     Ok(json!({
         "workload": "W4-many-locks", "backend": target.kind.label(), "locks": locks, "held_after_idle": held,
         "acquire_s": round2(acquire_s), "release_s": round2(release_s),
-        "client_rss_bytes_per_lock": ((rss_held.saturating_sub(rss_before)) as f64 / locks as f64).round(),
+        "client_heap_bytes_per_lock": ((live_held - live_before) as f64 / locks as f64).round(),
+        "client_rss_growth_bytes_per_lock": ((rss_held.saturating_sub(rss_before)) as f64 / locks as f64).round(),
         "idle_seconds": round2(secs),
         "idle_server_requests_per_s": round2((idle.requests - 1.0).max(0.0) / secs),
         "idle_keepalives_per_s": round2(idle.keepalives / secs),
