@@ -3,11 +3,13 @@
 //! Two ways to start, because etcd serves them very differently. A watch from a past revision
 //! goes into etcd's "unsynced" group, which a background loop catches up only every 100 ms
 //! (`mvcc/watchable_store.go`): fine for rare waits (our own key's deletion), ruinous for a
-//! hand-off. A watch "from now" is synced at once and hears a delete as soon as it is applied;
-//! [`DeletionWatch::open`] makes one and reports the revision it starts after, so the caller
-//! knows which gap (its read → the watch's start) it must check. Either way, a broken stream
-//! (server restart, leader change) is re-created from the first revision not yet covered, and a
-//! compacted start revision is reported so the caller can re-read the state.
+//! hand-off. A watch "from now" is usually synced at once and hears a delete as soon as it is
+//! applied; [`DeletionWatch::open`] makes one and reports the revision it starts after, so the
+//! caller knows which gap (its read → the watch's start) it must check. Even a watch from now
+//! lands in the unsynced group when a write races its creation, so a session keeps its watches
+//! after use ([`WatchCache`]) and the next wait on the same key reuses a long-synced one. Either
+//! way, a broken stream (server restart, leader change) is re-created from the first revision not
+//! yet covered, and a compacted start revision is reported so the caller can re-read the state.
 
 use std::time::Duration;
 
