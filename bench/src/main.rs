@@ -123,12 +123,12 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     };
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let duration = Duration::from_secs_f64(args.seconds);
-    let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
     if wants("floor") || wants("w1") {
+        let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
         emit(lines, line);
-    }
-    if wants("w1") {
-        emit(lines, workloads::uncontended(&target, args.cycles, &floor).await?);
+        if wants("w1") {
+            emit(lines, workloads::uncontended(&target, args.cycles, &floor).await?);
+        }
     }
     if wants("w2") {
         for &n in &args.clients {
