@@ -1,10 +1,13 @@
-//! Real etcd servers (Debian's `etcd-server`): a single node or a 3-node cluster on loopback.
+//! Real etcd servers (Debian's `etcd-server`): a single node or a 3-node cluster on loopback,
+//! optionally with its peer traffic through a [`PeerNet`] so that a member can be partitioned.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
+use crate::peer_net::PeerNet;
 use crate::ports::free_port;
 use crate::process::ServerProcess;
 use crate::{retry_until, temp_dir};
@@ -36,20 +39,39 @@ pub struct EtcdCluster {
     /// The members, in start order.
     pub members: Vec<EtcdMember>,
     dir: tempfile::TempDir,
+    peer_net: Option<PeerNet>,
 }
 
 impl EtcdCluster {
     /// Starts `size` members with fast elections (50 ms heartbeats) and waits until every member
     /// answers and the cluster serves a write.
     pub async fn start(size: usize) -> io::Result<Self> {
+        Self::start_with(size, false).await
+    }
+
+    /// Like [`EtcdCluster::start`], with the members' peer traffic through proxies, so that
+    /// [`EtcdCluster::isolate`] can partition one member from the others.
+    pub async fn start_partitionable(size: usize) -> io::Result<Self> {
+        Self::start_with(size, true).await
+    }
+
+    async fn start_with(size: usize, partitionable: bool) -> io::Result<Self> {
         let dir = temp_dir("etcd")?;
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
-        let initial_cluster = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("etcd-{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peer_net = match partitionable {
+            true => {
+                let targets: Vec<SocketAddr> = ports.iter().map(|(_, peer)| ([127, 0, 0, 1], *peer).into()).collect();
+                Some(PeerNet::etcd(&targets).await?)
+            }
+            false => None,
+        };
+        // The URL the other members reach member i at: its proxy, if any.
+        let advertised = |i: usize| match &peer_net {
+            Some(net) => net.addr(i, i, 0).map(|a| a.port()).unwrap_or(ports[i].1),
+            None => ports[i].1,
+        };
+        let initial_cluster =
+            (0..size).map(|i| format!("etcd-{i}=http://127.0.0.1:{}", advertised(i))).collect::<Vec<_>>().join(",");
         let token = format!("distlock-{}", uuid::Uuid::new_v4());
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
@@ -60,7 +82,7 @@ impl EtcdCluster {
                 format!("--listen-client-urls=http://127.0.0.1:{client}"),
                 format!("--advertise-client-urls=http://127.0.0.1:{client}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", advertised(i)),
                 format!("--initial-cluster={initial_cluster}"),
                 format!("--initial-cluster-token={token}"),
                 "--initial-cluster-state=new".into(),
@@ -73,9 +95,41 @@ impl EtcdCluster {
             let process = ServerProcess::start(&name, "etcd", args, log)?;
             members.push(EtcdMember { name, client_port: *client, process });
         }
-        let cluster = EtcdCluster { members, dir };
+        let mut cluster = EtcdCluster { members, dir, peer_net };
         cluster.wait_ready().await?;
+        if cluster.peer_net.is_some() {
+            // The proxies tell members apart by the id each puts in its requests.
+            let mut client = cluster.client().await.map_err(io::Error::other)?;
+            let list = client.member_list().await.map_err(io::Error::other)?;
+            let ids = cluster
+                .members
+                .iter()
+                .map(|m| {
+                    list.members()
+                        .iter()
+                        .find(|listed| listed.name() == m.name)
+                        .map(|listed| format!("{:x}", listed.id()))
+                        .ok_or_else(|| io::Error::other(format!("{} is not in the member list", m.name)))
+                })
+                .collect::<io::Result<Vec<String>>>()?;
+            if let Some(net) = &mut cluster.peer_net {
+                net.set_sources(ids);
+            }
+        }
         Ok(cluster)
+    }
+
+    /// Partitions member `member` from the others (its clients still reach it). Only for a
+    /// cluster from [`EtcdCluster::start_partitionable`].
+    pub fn isolate(&self, member: usize) -> io::Result<()> {
+        self.peer_net.as_ref().ok_or_else(|| io::Error::other("not a partitionable cluster"))?.isolate(member)
+    }
+
+    /// Ends a partition.
+    pub fn heal(&self) {
+        if let Some(net) = &self.peer_net {
+            net.heal();
+        }
     }
 
     /// The client endpoints of all members.

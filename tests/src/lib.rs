@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod etcd_harness;
 pub mod fenced_store;
 pub mod history;
+pub mod peer_net;
 pub mod ports;
 pub mod process;
 pub mod proxy;
@@ -26,8 +27,9 @@ pub mod zk_txnlog;
 
 pub use etcd::EtcdCluster;
 pub use etcd_harness::EtcdHarness;
+pub use peer_net::PeerNet;
 pub use process::ServerProcess;
-pub use proxy::{ProxyMode, ProxySet, TcpProxy};
+pub use proxy::{ProxyMode, ProxyOptions, ProxySet, TcpProxy};
 pub use zk::ZkEnsemble;
 pub use zk_harness::ZkHarness;
 

@@ -1,12 +1,15 @@
 //! Real ZooKeeper servers (Debian's `zookeeper`, run with `java` from `/usr/share/java`): a
 //! standalone node or a 3-node ensemble on loopback, with a 200 ms tickTime so that session
-//! timeouts down to 400 ms are allowed.
+//! timeouts down to 400 ms are allowed. An ensemble can have its peer traffic through a
+//! [`PeerNet`], so that a member can be partitioned from the others.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::peer_net::PeerNet;
 use crate::ports::free_port;
 use crate::process::ServerProcess;
 use crate::{retry_until, temp_dir};
@@ -54,13 +57,38 @@ pub struct ZkEnsemble {
     /// The servers, myid order.
     pub members: Vec<ZkMember>,
     dir: tempfile::TempDir,
+    peer_net: Option<PeerNet>,
 }
 
 impl ZkEnsemble {
     /// Starts `size` servers and waits until each serves (standalone, leader or follower).
     pub async fn start(size: usize) -> io::Result<Self> {
+        Self::start_with(size, false).await
+    }
+
+    /// Like [`ZkEnsemble::start`], with the servers' quorum and election traffic through
+    /// proxies, so that [`ZkEnsemble::isolate`] can partition one server from the others.
+    pub async fn start_partitionable(size: usize) -> io::Result<Self> {
+        Self::start_with(size, true).await
+    }
+
+    async fn start_with(size: usize, partitionable: bool) -> io::Result<Self> {
         let dir = temp_dir("zk")?;
         let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
+        let peer_net = match partitionable {
+            true => {
+                let targets: Vec<(SocketAddr, SocketAddr)> =
+                    ports.iter().map(|(_, q, e)| (([127, 0, 0, 1], *q).into(), ([127, 0, 0, 1], *e).into())).collect();
+                Some(PeerNet::zookeeper(&targets).await?)
+            }
+            false => None,
+        };
+        // Server `from`'s address for server `to`'s quorum (0) or election (1) port: its own
+        // ports are real, the others' are the links that carry only its traffic.
+        let peer_port = |from: usize, to: usize, which: usize| {
+            let real = if which == 0 { ports[to].1 } else { ports[to].2 };
+            peer_net.as_ref().and_then(|net| net.addr(from, to, which)).map_or(real, |a| a.port())
+        };
         let mut members = Vec::new();
         for (i, (client, _, _)) in ports.iter().enumerate() {
             let id = i + 1;
@@ -75,7 +103,8 @@ impl ZkEnsemble {
             );
             if size > 1 {
                 std::fs::write(data.join("myid"), format!("{id}\n"))?;
-                for (j, (_, q, e)) in ports.iter().enumerate() {
+                for j in 0..size {
+                    let (q, e) = (peer_port(i, j, 0), peer_port(i, j, 1));
                     config.push_str(&format!("server.{}=127.0.0.1:{q}:{e}\n", j + 1));
                 }
             }
@@ -96,9 +125,22 @@ impl ZkEnsemble {
             let process = ServerProcess::start(&name, "java", args, log)?;
             members.push(ZkMember { name, client_port: *client, process });
         }
-        let ensemble = ZkEnsemble { members, dir };
+        let ensemble = ZkEnsemble { members, dir, peer_net };
         ensemble.wait_ready().await?;
         Ok(ensemble)
+    }
+
+    /// Partitions server `member` (0-based) from the others (its clients still reach it). Only
+    /// for an ensemble from [`ZkEnsemble::start_partitionable`].
+    pub fn isolate(&self, member: usize) -> io::Result<()> {
+        self.peer_net.as_ref().ok_or_else(|| io::Error::other("not a partitionable ensemble"))?.isolate(member)
+    }
+
+    /// Ends a partition.
+    pub fn heal(&self) {
+        if let Some(net) = &self.peer_net {
+            net.heal();
+        }
     }
 
     /// The client endpoints of all servers.

@@ -42,10 +42,11 @@ enum Fault {
     ServerRestart,
     LeaderKill,
     AllDownAndBack,
+    LeaderPartitioned,
 }
 
 impl Fault {
-    const ALL: [Fault; 12] = [
+    const ALL: [Fault; 13] = [
         Fault::None,
         Fault::HolderSigkill,
         Fault::HolderSigstop,
@@ -58,6 +59,7 @@ impl Fault {
         Fault::ServerRestart,
         Fault::LeaderKill,
         Fault::AllDownAndBack,
+        Fault::LeaderPartitioned,
     ];
 
     fn label(self) -> &'static str {
@@ -74,13 +76,14 @@ impl Fault {
             Fault::ServerRestart => "server restart",
             Fault::LeaderKill => "leader killed (3 nodes)",
             Fault::AllDownAndBack => "whole cluster down and back (3 nodes)",
+            Fault::LeaderPartitioned => "leader partitioned from the other members for 2×TTL (3 nodes)",
         }
     }
 
     /// How many servers the fault needs.
     fn cluster_size(self) -> usize {
         match self {
-            Fault::LeaderKill | Fault::AllDownAndBack => 3,
+            Fault::LeaderKill | Fault::AllDownAndBack | Fault::LeaderPartitioned => 3,
             _ => 1,
         }
     }
@@ -93,10 +96,33 @@ enum Servers {
 }
 
 impl Servers {
-    async fn start(backend: &str, size: usize) -> Servers {
-        match backend {
-            "etcd" => Servers::Etcd(EtcdCluster::start(size).await.expect("etcd")),
-            _ => Servers::Zk(ZkEnsemble::start(size).await.expect("zookeeper")),
+    async fn start(backend: &str, fault: Fault) -> Servers {
+        let size = fault.cluster_size();
+        match (backend, fault == Fault::LeaderPartitioned) {
+            ("etcd", false) => Servers::Etcd(EtcdCluster::start(size).await.expect("etcd")),
+            ("etcd", true) => Servers::Etcd(EtcdCluster::start_partitionable(size).await.expect("etcd")),
+            (_, false) => Servers::Zk(ZkEnsemble::start(size).await.expect("zookeeper")),
+            (_, true) => Servers::Zk(ZkEnsemble::start_partitionable(size).await.expect("zookeeper")),
+        }
+    }
+
+    /// The leader cut off from the other members (not from clients) for `cut`, then healed.
+    async fn partition_leader(&mut self, cut: Duration) {
+        match self {
+            Servers::Etcd(c) => {
+                let leader = c.leader().await.unwrap_or(0);
+                c.isolate(leader).expect("isolate the etcd leader");
+                tokio::time::sleep(cut).await;
+                c.heal();
+                c.wait_ready().await.expect("etcd healed");
+            }
+            Servers::Zk(e) => {
+                let leader = e.leader().await.unwrap_or(0);
+                e.isolate(leader).expect("isolate the zookeeper leader");
+                tokio::time::sleep(cut).await;
+                e.heal();
+                e.wait_ready().await.expect("zookeeper healed");
+            }
         }
     }
 
@@ -244,7 +270,7 @@ struct Row {
 }
 
 async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> Row {
-    let mut servers = Servers::start(backend, fault.cluster_size()).await;
+    let mut servers = Servers::start(backend, fault).await;
     let endpoints = servers.endpoints();
     let harness: Box<dyn Harness> = match backend {
         "etcd" => Box::new(EtcdHarness::new(endpoints.clone()).await),
@@ -351,6 +377,7 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
             Fault::ServerRestart => servers.restart().await,
             Fault::LeaderKill => servers.kill_leader().await,
             Fault::AllDownAndBack => servers.all_down_and_back(ttl + Duration::from_secs(1)).await,
+            Fault::LeaderPartitioned => servers.partition_leader(ttl * 2).await,
         }
         injected = true;
         break;
