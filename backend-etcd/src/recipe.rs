@@ -236,11 +236,12 @@ impl Queued {
                 };
                 session.watches.give_back(watch);
                 tracing::debug!(lock = %place.name, ?outcome, "predecessor changed: checking place");
-                let compacted = outcome == DeleteWait::Compacted;
-                if p.was_owner && !compacted && session.life.clock().deadline() > tokio::time::Instant::now() {
-                    break;
-                }
-                predecessor = recheck(place).await?;
+                let lease_surely_alive = session.life.clock().deadline() > tokio::time::Instant::now();
+                predecessor = match outcome {
+                    DeleteWait::Deleted { .. } if p.was_owner && lease_surely_alive => break,
+                    DeleteWait::Deleted { revision } if lease_surely_alive => recheck_local(place, revision).await?,
+                    _ => recheck(place).await?,
+                };
             }
             tracing::info!(lock = %place.name, token = place.revision, "hand-off: first in the queue");
         }
@@ -250,16 +251,9 @@ impl Queued {
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
-/// issue 11456) and reads the two keys now just below ours, in one Txn.
+/// issue 11456) and reads the two keys now just below ours, in one linearizable Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let below = queue_range()
-        .with_max_create_revision(place.revision - 1)
-        .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_limit(2);
-    let txn = Txn::new()
-        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
-        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
-    let response = place.session.txn("check place in the queue", txn).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, false)).await?;
     if !response.succeeded() {
         let during = format!("waiting for lock {:?}", place.name.as_str());
         if place.session.life.is_ended() || !place.session.lease_alive().await {
@@ -274,9 +268,41 @@ async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
                 .into(),
         });
     }
+    Ok(predecessor_of(&response))
+}
+
+/// [`recheck`] as a serializable read, answered by the member without a round through raft
+/// (which waits behind other writes' fsyncs). Only after seeing our predecessor deleted at
+/// `deleted_at`, with the lease clock saying our lease is alive (so expiry has not taken our
+/// key). Safe because being first is monotonic: no key can appear below ours later, so a read
+/// at any revision at or after our key's creation that finds none below is final. A read older
+/// than the deletion we saw (a lagging member) falls back to [`recheck`].
+async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Option<Predecessor>, LockError> {
+    let response = place.session.txn("check place in the queue", place_read(place, true)).await?;
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
-    let ops = response.op_responses();
-    Ok(Predecessor::from_below(ops.first().map(kvs).unwrap_or_default(), read_at))
+    if !response.succeeded() || read_at < deleted_at {
+        return recheck(place).await;
+    }
+    Ok(predecessor_of(&response))
+}
+
+/// If our key still has our revision, read the two keys just below it, newest first.
+fn place_read(place: &Place, serializable: bool) -> Txn {
+    let mut below = queue_range()
+        .with_max_create_revision(place.revision - 1)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(2);
+    if serializable {
+        below = below.with_serializable();
+    }
+    Txn::new()
+        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
+        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))])
+}
+
+fn predecessor_of(response: &etcd_client::TxnResponse) -> Option<Predecessor> {
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    Predecessor::from_below(response.op_responses().first().map(kvs).unwrap_or_default(), read_at)
 }
 
 /// Turns the first place in the queue into a hold: a loss signal registered with the session,
