@@ -9,9 +9,11 @@
 //!   ours. Uncontended, a lock costs two requests: that Txn and the release's delete.
 //! - **Wait**: each waiter watches only its predecessor's key, from the revision it read, so no
 //!   deletion is missed; broken watches are re-created from the same revision after a restart
-//!   or leader change; a compaction makes the waiter re-read. After every wait one Txn confirms
+//!   or leader change; a compaction makes the waiter re-read. After a wait one Txn confirms
 //!   that our key still exists (so the lease lives: etcd issue 11456) and finds the next
-//!   predecessor.
+//!   predecessor. It is a serializable read (no round through raft) while the lease clock says
+//!   the lease is alive, because being first is monotonic: no key can appear below ours later.
+//!   If the predecessor was the owner when we read, no read is needed at all.
 //! - **Fencing token**: our key's create revision. [`EtcdBackend::fence`] turns a guard into a
 //!   `Compare` for your own Txn.
 //! - **Lost**: fires when the keepalive says the lease is gone, when our key is deleted by

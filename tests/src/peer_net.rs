@@ -306,6 +306,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_opened_by_an_isolated_member_delivers_nothing_not_even_its_first_request() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Member 0's peer port counts the bytes it receives.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        counter.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let mut net = PeerNet::etcd(&[target, target]).await.unwrap();
+        net.set_sources(vec!["m0".into(), "m1".into()]);
+        net.isolate(1).unwrap();
+        let mut from_isolated = tokio::net::TcpStream::connect(net.addr(1, 0, 0).unwrap()).await.unwrap();
+        from_isolated.write_all(b"POST /raft HTTP/1.1\r\nX-Server-From: m1\r\n\r\nraft message").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(received.load(Ordering::SeqCst), 0, "the isolated member's request reached its peer");
+    }
+
+    #[tokio::test]
     async fn isolating_a_member_cuts_its_connections_by_their_source() {
         let targets = echo_servers(3).await;
         let mut net = PeerNet::etcd(&targets).await.unwrap();

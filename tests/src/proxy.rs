@@ -262,22 +262,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(inbound);
             continue;
         }
-        match shared.first_message.clone() {
-            None => forward(inbound, Vec::new(), None, &shared).await,
-            // Reading the first message may take a while: do not hold up other connections.
-            Some(first_message) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let mut inbound = inbound;
-                    let Some((message, rest)) = read_first_message(&mut inbound, &*first_message).await else {
+        if shared.first_message.is_none() && shared.connect_patience.is_zero() {
+            forward(inbound, Vec::new(), None, &shared).await;
+            continue;
+        }
+        // Reading the first message or waiting for the target may take a while: do not hold
+        // up other connections meanwhile.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut inbound = inbound;
+            let (source, first) = match &shared.first_message {
+                None => (None, Vec::new()),
+                Some(first_message) => {
+                    let Some((message, rest)) = read_first_message(&mut inbound, &**first_message).await else {
                         return; // closed, too long or too slow: drop it, as a server would
                     };
                     let (source, mut first) = first_message.read(&message);
                     first.extend_from_slice(&rest); // bytes past the message go on untouched
-                    forward(inbound, first, source, &shared).await;
-                });
-            }
-        }
+                    (source, first)
+                }
+            };
+            forward(inbound, first, source, &shared).await;
+        });
     }
 }
 
@@ -308,20 +314,17 @@ async fn read_first_message(inbound: &mut TcpStream, first_message: &dyn FirstMe
     .flatten()
 }
 
-/// Connects to the target, sends `first` (bytes already read from `inbound`), and pumps both
-/// ways from then on.
+/// Connects to the target and pumps both ways, starting with `first` (bytes already read from
+/// `inbound`), which obey the connection's mode like the rest.
 async fn forward(inbound: TcpStream, first: Vec<u8>, source: Option<String>, shared: &Shared) {
     let deadline = tokio::time::Instant::now() + shared.connect_patience;
-    let mut outbound = loop {
+    let outbound = loop {
         match TcpStream::connect(shared.target).await {
             Ok(outbound) => break outbound,
             Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(_) => return,
         }
     };
-    if !first.is_empty() && outbound.write_all(&first).await.is_err() {
-        return;
-    }
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
     // Under the connections lock, so that an isolation starting now cannot miss this one.
@@ -335,8 +338,8 @@ async fn forward(inbound: TcpStream, first: Vec<u8>, source: Option<String>, sha
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
     let pumps = [
-        tokio::spawn(pump(in_read, out_write, mode_rx.clone(), Direction::ToServer)),
-        tokio::spawn(pump(out_read, in_write, mode_rx, Direction::ToClient)),
+        tokio::spawn(pump(first, in_read, out_write, mode_rx.clone(), Direction::ToServer)),
+        tokio::spawn(pump(Vec::new(), out_read, in_write, mode_rx, Direction::ToClient)),
     ];
     let id = {
         let mut next = shared.next_id.lock().unwrap();
@@ -346,13 +349,20 @@ async fn forward(inbound: TcpStream, first: Vec<u8>, source: Option<String>, sha
     connections.insert(id, Connection { source, mode: mode_tx, pumps });
 }
 
-/// Copies bytes one way, obeying the connection's mode.
+/// Copies bytes one way, `pending` (already read) first, obeying the connection's mode.
 async fn pump(
+    pending: Vec<u8>,
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<ProxyMode>,
     direction: Direction,
 ) {
+    if !pending.is_empty() {
+        // Held back like any bytes, until the mode lets them through (or the connection ends).
+        if mode.wait_for(|m| !m.holds(direction)).await.is_err() || to.write_all(&pending).await.is_err() {
+            return;
+        }
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // While held back, read nothing: the bytes wait in the kernel, undelivered.

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo test -p distlock-tests --test faults                      # the short run (8 s per fault)
-//! DISTLOCK_FAULT_SECONDS=150 cargo test --release -p distlock-tests --test faults -- --nocapture
-//!                                                                 # a long run: ~30 min in all
+//! DISTLOCK_FAULT_SECONDS=72 cargo test --release -p distlock-tests --test faults -- --nocapture
+//!                                                                 # a long run: ~35 min in all
 //! ```
 //!
 //! It fails if any run breaks check (1) token order, (2) lost updates, (4) owner mismatch or
@@ -448,7 +448,10 @@ fn report(rows: &[Row], seconds: u64) -> String {
         "# Reliability\n\nWritten by `cargo test -p distlock-tests --test faults` from its own run. Three worker \
          processes loop acquire → fenced read → sleep 0–200 ms → fenced write of value+1 → release on one lock, \
          each behind its own TCP proxy, while the fault is injected into whoever holds the lock. Single-node \
-         servers (3 where it says so), TTL / session timeout 2 s.\n\n",
+         servers (3 where it says so), TTL / session timeout 2 s. For the partition, the members' peer traffic \
+         goes through proxies (etcd: one per member, telling members apart by the `X-Server-From` header of their \
+         requests; ZooKeeper: one link per pair of servers and port), and the leader's is black-holed both ways \
+         while clients still reach it.\n\n",
     );
     out.push_str(&format!("Each run lasted {seconds} s.\n\n"));
     out.push_str(
