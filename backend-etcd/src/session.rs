@@ -97,7 +97,8 @@ impl EtcdSession {
 
     /// Runs `attempt` (one request) with the request timeout, retrying transient failures (the
     /// request may have been applied: callers make their requests idempotent) for up to three
-    /// request timeouts, and never after the session ended.
+    /// request timeouts, and never after the session ended. A "lease not found" answer ends the
+    /// session and is reported as [`LockError::SessionExpired`].
     pub(crate) async fn request<T, F, Fut>(&self, op: &str, mut attempt: F) -> Result<T, LockError>
     where
         F: FnMut(Client) -> Fut,
@@ -110,6 +111,12 @@ impl EtcdSession {
             RetryPolicy::new(timeout),
             |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
             |e| match e {
+                // A request that names our lease (a put in the queue Txn, a keepalive) fails
+                // this way once the server expired it: the session is over, whatever the op.
+                Some(e) if is_lease_not_found(&e) => {
+                    self.life.expire();
+                    LockError::SessionExpired { during: op.to_owned() }
+                }
                 Some(e) => request_error(op, &endpoints, e),
                 None => LockError::Unreachable {
                     endpoints: endpoints.clone(),

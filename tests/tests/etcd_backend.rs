@@ -199,6 +199,23 @@ async fn waiter_cut_off_past_its_ttl_gets_session_expired_never_the_lock() {
 }
 
 #[tokio::test]
+async fn a_lock_call_on_a_lease_the_server_already_expired_gets_session_expired() {
+    // The race behind a rare failure of the test above: the queue Txn's reply was lost, the
+    // lease expired meanwhile, and the retried Txn (a put with our lease) hears "lease not
+    // found" before the keepalive task notices. Revoking the lease and queuing at once makes
+    // that order the likely one; either way the answer must be SessionExpired.
+    let h = harness().await;
+    let (locks, faults) = h.faulty_client().await;
+    faults.expire_session().await;
+    match locks.lock("revoked-lease").await {
+        Err(distlock::LockError::SessionExpired { .. }) => {}
+        Err(other) => panic!("expected SessionExpired, got {other}"),
+        Ok(g) => panic!("a client whose lease is gone got the lock (token {})", g.fencing_token()),
+    }
+    assert_eq!(locks.session_state(), distlock::SessionState::Expired);
+}
+
+#[tokio::test]
 async fn a_waiter_survives_compaction_and_restart() {
     let mut cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
     let h = EtcdHarness::new(cluster.endpoints()).await;
