@@ -6,6 +6,17 @@ use std::collections::BTreeMap;
 use crate::fenced_store::StoreEvent;
 use crate::history::{Entry, Event};
 
+/// What the server's own record (etcd's revision history, ZooKeeper's transaction log) says of
+/// one lock's queue over a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueReplay {
+    /// The tokens that were ever first in line, in order (check (4)).
+    pub owners: Vec<u64>,
+    /// The most entries one session had in the queue at once: 1 means every waiter had exactly
+    /// one, even when the reply to its create/Txn was lost.
+    pub most_entries_of_one_session: usize,
+}
+
 /// The outcome of one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {

@@ -1,11 +1,13 @@
 //! ZooKeeper's own record of who was first in line: the server's transaction log, dumped with
 //! ZooKeeper's `TxnLogToolkit` and replayed. Creates, deletes and session closes (an expired or
 //! closed session's ephemeral znodes go with it) give the queue of a lock directory at every
-//! zxid, and so the czxids (fencing tokens) that ever held the lock.
+//! zxid, and so the czxids (fencing tokens) that ever held the lock, and the most entries one
+//! session had in the queue at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::checker::QueueReplay;
 use crate::zk::CLASSPATH;
 
 /// One transaction that changes a lock directory's queue.
@@ -41,15 +43,17 @@ fn sequence(path: &str) -> Option<(usize, String)> {
 }
 
 /// Replays `txns` for the queue under `lock_dir`; returns the czxids that became first, in order.
-fn owners(txns: &[Txn], lock_dir: &str) -> Vec<u64> {
+fn replay(txns: &[Txn], lock_dir: &str) -> QueueReplay {
     let prefix = format!("{lock_dir}/");
     let mut queue: BTreeMap<(usize, String), (u64, String, String)> = BTreeMap::new();
     let mut owners = Vec::new();
+    let mut most = 0;
     for txn in txns {
         match txn {
             Txn::Create { session, zxid, path } if path.starts_with(&prefix) => {
                 if let Some(seq) = sequence(path) {
                     queue.insert(seq, (*zxid, session.clone(), path.clone()));
+                    most = most.max(queue.values().filter(|(_, s, _)| s == session).count());
                 }
             }
             Txn::Delete { path } => queue.retain(|_, (_, _, p)| p != path),
@@ -62,12 +66,12 @@ fn owners(txns: &[Txn], lock_dir: &str) -> Vec<u64> {
             }
         }
     }
-    owners
+    QueueReplay { owners, most_entries_of_one_session: most }
 }
 
 /// The tokens that were ever first in line in `lock_dir`, from the transaction logs in
 /// `data_dir/version-2` (one server's data directory). `None` if the logs cannot be read.
-pub fn owner_tokens(data_dir: &Path, lock_dir: &str) -> Option<Vec<u64>> {
+pub fn replay_queue(data_dir: &Path, lock_dir: &str) -> Option<QueueReplay> {
     let mut logs: Vec<_> = std::fs::read_dir(data_dir.join("version-2"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -83,7 +87,7 @@ pub fn owner_tokens(data_dir: &Path, lock_dir: &str) -> Option<Vec<u64>> {
             .ok()?;
         txns.extend(String::from_utf8_lossy(&output.stdout).lines().filter_map(parse));
     }
-    (!txns.is_empty()).then(|| owners(&txns, lock_dir))
+    (!txns.is_empty()).then(|| replay(&txns, lock_dir))
 }
 
 #[cfg(test)]
@@ -103,6 +107,12 @@ mod tests {
         ];
         let txns: Vec<Txn> = lines.iter().filter_map(|l| parse(l)).collect();
         assert_eq!(txns.len(), 6);
-        assert_eq!(owners(&txns, "/l/x"), [0x10, 0x11, 0x12]);
+        let replayed = replay(&txns, "/l/x");
+        assert_eq!(replayed.owners, [0x10, 0x11, 0x12]);
+        assert_eq!(replayed.most_entries_of_one_session, 1);
+        // A create whose reply was lost, retried without finding the first: two entries of 0xc.
+        let twice = "t session 0xc cxid 0x3 zxid 0x17 create2 /l/x/_c_5-lock-0000000003,,[31,s{'world,'anyone}";
+        let txns: Vec<Txn> = lines.iter().chain([&twice]).filter_map(|l| parse(l)).collect();
+        assert_eq!(replay(&txns, "/l/x").most_entries_of_one_session, 2);
     }
 }

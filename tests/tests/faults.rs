@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use distlock_core::conformance::Harness;
-use distlock_tests::checker::{check, Verdict};
+use distlock_tests::checker::{check, QueueReplay, Verdict};
 use distlock_tests::fenced_store::FencedStore;
 use distlock_tests::history::{self, Event};
 use distlock_tests::{EtcdCluster, EtcdHarness, ProxyMode, ProxySet, ZkEnsemble, ZkHarness};
@@ -232,9 +232,10 @@ fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-/// The tokens that were ever first in line, from etcd's own revision history of the prefix
-/// (replayed by a watch from revision 1 until the stream goes quiet).
-async fn etcd_owner_tokens(endpoints: &[String], prefix: &str) -> Option<Vec<u64>> {
+/// The tokens that were ever first in line, and the most keys one lease had in the queue at
+/// once, from etcd's own revision history of the prefix (replayed by a watch from revision 1
+/// until the stream goes quiet).
+async fn etcd_queue_replay(endpoints: &[String], prefix: &str) -> Option<QueueReplay> {
     use distlock_etcd::etcd_client::{EventType, WatchOptions};
     let mut stream = None;
     for endpoint in endpoints {
@@ -247,25 +248,28 @@ async fn etcd_owner_tokens(endpoints: &[String], prefix: &str) -> Option<Vec<u64
         }
     }
     let mut stream = stream?;
-    let mut queue: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-    let mut owners = Vec::new();
+    // create revision -> (key, lease)
+    let mut queue: BTreeMap<i64, (Vec<u8>, i64)> = BTreeMap::new();
+    let mut replay = QueueReplay::default();
     while let Ok(Ok(Some(response))) = tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             match event.event_type() {
                 EventType::Put => {
-                    queue.insert(kv.create_revision(), kv.key().to_vec());
+                    queue.insert(kv.create_revision(), (kv.key().to_vec(), kv.lease()));
+                    let of_lease = queue.values().filter(|(_, lease)| *lease == kv.lease()).count();
+                    replay.most_entries_of_one_session = replay.most_entries_of_one_session.max(of_lease);
                 }
-                EventType::Delete => queue.retain(|_, key| key.as_slice() != kv.key()),
+                EventType::Delete => queue.retain(|_, (key, _)| key.as_slice() != kv.key()),
             }
             if let Some((&head, _)) = queue.first_key_value() {
-                if owners.last() != Some(&(head as u64)) {
-                    owners.push(head as u64);
+                if replay.owners.last() != Some(&(head as u64)) {
+                    replay.owners.push(head as u64);
                 }
             }
         }
     }
-    (!owners.is_empty()).then_some(owners)
+    (!replay.owners.is_empty()).then_some(replay)
 }
 
 struct Row {
@@ -276,6 +280,8 @@ struct Row {
     leftovers: usize,
     /// SIGSTOP only: from SIGCONT to the woken holder's lost event.
     loss_noticed_ms: Option<u64>,
+    /// The most queue entries one session had at once, by the server's record (`None`: not read).
+    most_entries_of_one_session: Option<usize>,
 }
 
 async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> Row {
@@ -411,19 +417,21 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
         .await
         .unwrap_or_else(|left| left);
     let histories: Vec<PathBuf> = workers.iter().map(|w| w.history.clone()).collect();
-    let owners = match &servers {
-        Servers::Etcd(_) => etcd_owner_tokens(&endpoints, &format!("{namespace}/{LOCK}/")).await,
+    let replay = match &servers {
+        Servers::Etcd(_) => etcd_queue_replay(&endpoints, &format!("{namespace}/{LOCK}/")).await,
         // Every member's log holds every committed transaction: read the longest one.
         Servers::Zk(ensemble) => ensemble
             .members
             .iter()
             .filter_map(|m| {
-                distlock_tests::zk_txnlog::owner_tokens(&ensemble.dir().join(&m.name), &format!("{namespace}/{LOCK}"))
+                distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &format!("{namespace}/{LOCK}"))
             })
-            .max_by_key(Vec::len),
+            .max_by_key(|r| r.owners.len()),
     };
     let entries = history::read(&histories);
-    let verdict = check(&entries, &deaths, &store.log(), store.value("counter"), owners.as_deref());
+    let owners = replay.as_ref().map(|r| r.owners.as_slice());
+    let verdict = check(&entries, &deaths, &store.log(), store.value("counter"), owners);
+    let most_entries_of_one_session = replay.as_ref().map(|r| r.most_entries_of_one_session);
     // How long the paused holder took, once woken, to learn that its lock was lost.
     let loss_noticed_ms = woken.and_then(|(worker, at)| {
         entries
@@ -431,7 +439,7 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
             .find(|e| e.worker == worker && e.t >= at && matches!(e.event, Event::Lost { .. }))
             .map(|e| (e.t - at) / 1_000_000)
     });
-    Row { backend, fault, injected, verdict, leftovers, loss_noticed_ms }
+    Row { backend, fault, injected, verdict, leftovers, loss_noticed_ms, most_entries_of_one_session }
 }
 
 /// Lock entries left in `namespace`.
@@ -475,14 +483,16 @@ fn report(rows: &[Row], seconds: u64) -> String {
                    what keeps them harmless); (4) acquisitions whose token never was first in line by the server's \
                    own record (etcd: the revision history of the prefix; ZooKeeper: the transaction log, replayed); (5) the worst gap between one hold's end and \
                    the next hold's start, which must stay within TTL + 1 s (3 s) when the holder is killed or cut off; \
-                   (6) lock entries left on the server after the run.\n\n",
+                   (6) lock entries left on the server after the run, and the most entries one session had in the \
+                   queue at once by the server's record (1: one per waiter, also when the reply to its create/Txn \
+                   was lost).\n\n",
     );
-    out.push_str("| backend | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | woken holder learns of loss |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| backend | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | (6) most entries of one session | woken holder learns of loss |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let v = &r.verdict;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} |\n",
             r.backend,
             r.fault.label(),
             if r.injected { "yes" } else { "NO" },
@@ -495,6 +505,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
             v.owner_mismatches.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             v.worst_handoff_ms,
             r.leftovers,
+            r.most_entries_of_one_session.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             r.loss_noticed_ms.map(|ms| format!("{ms} ms after SIGCONT")).unwrap_or_else(|| "-".into()),
         ));
     }
@@ -518,7 +529,7 @@ async fn fault_suite() {
             let row = run(backend, fault, seconds, dir.path()).await;
             let v = &row.verdict;
             println!(
-                "{backend:<9} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms (6) {}",
+                "{backend:<9} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms (6) {} / {:?}",
                 fault.label(),
                 v.acquisitions,
                 v.operations,
@@ -528,7 +539,8 @@ async fn fault_suite() {
                 v.overlaps,
                 v.owner_mismatches,
                 v.worst_handoff_ms,
-                row.leftovers
+                row.leftovers,
+                row.most_entries_of_one_session
             );
             rows.push(row);
         }
@@ -547,6 +559,7 @@ async fn fault_suite() {
                 || v.lost_updates > 0
                 || v.owner_mismatches.unwrap_or(0) > 0
                 || r.leftovers > 0
+                || r.most_entries_of_one_session.unwrap_or(0) > 1
                 || (r.fault == Fault::None && v.overlaps > 0)
                 || v.acquisitions == 0
                 // (5) liveness: a dead or cut-off holder's lock passes on within TTL + 1 s.
