@@ -92,11 +92,8 @@ impl Drop for KeyCleanup {
             return;
         }
         let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
-        let done = session.start_cleanup(&key);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            session.finish_cleanup(&key, &done);
-            return;
-        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let cleanup = session.cleanups.start(&key);
         runtime.spawn(async move {
             // Retry until it is confirmed or the session is gone (then the key is gone too).
             loop {
@@ -111,7 +108,7 @@ impl Drop for KeyCleanup {
                 }
             }
             tracing::debug!(%key, "cancelled waiter's key deleted");
-            session.finish_cleanup(&key, &done);
+            cleanup.finish();
         });
     }
 }
@@ -129,7 +126,7 @@ pub(crate) struct Queued {
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);
-    session.cleanup_done(&key).await;
+    session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
 
     // One Txn: create our key if absent, and read the owner and the key just below ours.

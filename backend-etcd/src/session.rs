@@ -2,17 +2,16 @@
 //! holds, the lease clock that says when the server could have expired it, and the request
 //! counter that benchmarks and the conformance suite read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distlock_core::{retry_request, Attempt, LockError, RetryPolicy, SessionLife};
+use distlock_core::{retry_request, Attempt, LockError, PendingCleanups, RetryPolicy, SessionLife};
 use etcd_client::Client;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::EtcdConfig;
 use crate::errors::{is_lease_not_found, is_transient, request_error};
@@ -27,7 +26,7 @@ pub(crate) struct EtcdSession {
     requests: Arc<AtomicU64>,
     /// Deletes of cancelled waiters' keys still in flight, by key: a new acquire of the same key
     /// waits for them, so it never mistakes the dying key for its own.
-    cleanups: Mutex<HashMap<String, CancellationToken>>,
+    pub(crate) cleanups: PendingCleanups,
     /// Deletion watches kept for the next wait on the same key.
     pub(crate) watches: WatchCache,
     keepalive: Mutex<Option<JoinHandle<()>>>,
@@ -75,7 +74,7 @@ impl EtcdSession {
             lease: grant.id(),
             life,
             requests,
-            cleanups: Mutex::default(),
+            cleanups: PendingCleanups::default(),
             watches: WatchCache::default(),
             keepalive: Mutex::new(None),
         });
@@ -148,33 +147,6 @@ impl EtcdSession {
             Ok(response) => response.ttl() > 0,
             Err(LockError::SessionExpired { .. }) => false,
             Err(_) => true,
-        }
-    }
-
-    /// Marks a background delete of `key` as in flight; returns the token to cancel when done.
-    pub(crate) fn start_cleanup(&self, key: &str) -> CancellationToken {
-        let done = CancellationToken::new();
-        self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), done.clone());
-        done
-    }
-
-    /// Forgets a finished background delete.
-    pub(crate) fn finish_cleanup(&self, key: &str, done: &CancellationToken) {
-        done.cancel();
-        let mut cleanups = self.cleanups.lock().unwrap_or_else(|p| p.into_inner());
-        if cleanups.get(key).is_some_and(|t| t.is_cancelled()) {
-            cleanups.remove(key);
-        }
-    }
-
-    /// Waits until no background delete of `key` is in flight.
-    pub(crate) async fn cleanup_done(&self, key: &str) {
-        let pending = self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
-        if let Some(done) = pending {
-            tokio::select! {
-                _ = done.cancelled() => {}
-                _ = self.life.ended() => {}
-            }
         }
     }
 }

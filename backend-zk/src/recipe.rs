@@ -45,7 +45,8 @@ pub(crate) struct Place {
 }
 
 /// Removes a waiter's znode when its acquire is cancelled or fails, in the background. With no
-/// path known (a create whose reply was lost), finds it by the uuid.
+/// path known (a create whose reply was lost), finds it by the uuid. Until it is done, the same
+/// session does not queue under that lock again.
 struct NodeCleanup {
     session: Arc<ZkSession>,
     dir: String,
@@ -62,6 +63,7 @@ impl Drop for NodeCleanup {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (session, dir, prefix, path) =
             (self.session.clone(), self.dir.clone(), self.protected_prefix.clone(), self.path.clone());
+        let cleanup = session.cleanups.start(&dir);
         runtime.spawn(async move {
             let path = match path {
                 Some(path) => Some(path),
@@ -71,6 +73,7 @@ impl Drop for NodeCleanup {
                 let _ = delete(&session, &path, "delete a cancelled waiter's znode").await;
                 tracing::debug!(%path, "cancelled waiter's znode deleted");
             }
+            cleanup.finish();
         });
     }
 }
@@ -177,6 +180,7 @@ pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<
         path: None,
         armed: true,
     };
+    session.cleanups.wait(&dir, &session.life).await;
     let (path, czxid) = create_protected(&session, &dir, &prefix).await?;
     cleanup.path = Some(path.clone());
     Ok(Queued { place: Place { session, name: name.clone(), path, czxid }, dir, cleanup })

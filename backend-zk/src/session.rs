@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::{retry_request, LockError, RetryPolicy, SessionLife};
+use distlock_core::{retry_request, LockError, PendingCleanups, RetryPolicy, SessionLife};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use zookeeper_client::{Client, SessionState as ZkState};
@@ -23,6 +23,9 @@ pub(crate) struct ZkSession {
     pub(crate) timeout: Duration,
     requests: Arc<AtomicU64>,
     watcher: JoinHandle<()>,
+    /// Deletes of cancelled waiters' znodes still in flight, by lock directory: the session
+    /// queues again under that lock only once they are done (one znode per waiter).
+    pub(crate) cleanups: PendingCleanups,
 }
 
 impl distlock_core::HasLife for ZkSession {
@@ -66,7 +69,15 @@ impl ZkSession {
         life.renewed(sent);
         let watcher = tokio::spawn(watch_session(client.clone(), life.clone(), timeout));
         tracing::info!(session = ?client.session_id(), timeout_ms = timeout.as_millis() as u64, "zookeeper session opened");
-        Ok(Arc::new(ZkSession { client, config, life, timeout, requests, watcher }))
+        Ok(Arc::new(ZkSession {
+            client,
+            config,
+            life,
+            timeout,
+            requests,
+            watcher,
+            cleanups: PendingCleanups::default(),
+        }))
     }
 
     /// Counts one request to the server.
