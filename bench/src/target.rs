@@ -60,6 +60,11 @@ impl BenchClient {
     pub fn requests(&self) -> u64 {
         (self.requests)()
     }
+
+    /// Requests all of `clients` have sent, as they count them.
+    pub fn requests_of(clients: &[Arc<BenchClient>]) -> u64 {
+        clients.iter().map(|c| c.requests()).sum()
+    }
 }
 
 /// Server-side counters at one moment.

@@ -135,7 +135,7 @@ pub async fn contended(target: &Target, n: usize, duration: Duration) -> Result<
     let clients = target.clients(&space, n).await?;
     clients[0].locks.lock("w2").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
     let idle = target.idle_requests_per_s().await?;
-    let counted: u64 = clients.iter().map(|c| c.requests()).sum();
+    let counted = BenchClient::requests_of(&clients);
     let before = target.snapshot().await?;
     let cpu = own_cpu();
     let (loops, elapsed) = run_loops(&clients, |_| "w2".to_owned(), duration).await?;
@@ -159,7 +159,7 @@ pub async fn contended(target: &Target, n: usize, duration: Duration) -> Result<
         "acquisitions_per_client_max": max, "acquisitions_per_client_min": min,
         "fairness_max_over_min": if min > 0 { round2(max as f64 / min as f64) } else { f64::INFINITY },
         "server_requests_per_handoff": round2(target.lock_requests(&d, idle) / t),
-        "client_requests_per_handoff": round2((clients.iter().map(|c| c.requests()).sum::<u64>() - counted) as f64 / t),
+        "client_requests_per_handoff": round2((BenchClient::requests_of(&clients) - counted) as f64 / t),
         "by_method_per_handoff": per(&d.by_method, t),
         "watch_notifications_per_handoff": round2(d.notifications / t),
         "client_cpu_us_per_op": micros(cpu, t),
@@ -201,7 +201,7 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
     holder.locks.lock("w4").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
     let clients = target.clients(&space, n).await?;
     let idle = target.idle_requests_per_s().await?;
-    let counted: u64 = clients.iter().map(|c| c.requests()).sum();
+    let counted = BenchClient::requests_of(&clients);
     let before = target.snapshot().await?;
     let guard = holder.locks.lock("w4").await.map_err(lock_error)?;
     let mut tasks = Vec::new();
@@ -217,24 +217,24 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
     // lets the last watches be confirmed.
     let per_waiter = if target.kind == Kind::Etcd { 2 } else { 3 };
     let queue_bound = Instant::now() + Duration::from_secs(120);
-    while clients.iter().map(|c| c.requests()).sum::<u64>() < counted + per_waiter * n as u64 {
+    while BenchClient::requests_of(&clients) < counted + per_waiter * n as u64 {
         if Instant::now() > queue_bound {
             return Err(std::io::Error::other(format!("{n} waiters did not queue within 120 s")));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Then until nobody has sent anything for 300 ms (gap reads, last watches).
-    let mut last = clients.iter().map(|c| c.requests()).sum::<u64>();
+    let mut last = BenchClient::requests_of(&clients);
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = clients.iter().map(|c| c.requests()).sum::<u64>();
+        let now = BenchClient::requests_of(&clients);
         if now == last || Instant::now() > queue_bound {
             break;
         }
         last = now;
     }
     let queued = target.snapshot().await?;
-    let counted_queued: u64 = clients.iter().map(|c| c.requests()).sum();
+    let counted_queued = BenchClient::requests_of(&clients);
     let cpu = own_cpu();
     guard.release().await.map_err(lock_error)?;
     for t in tasks {
@@ -247,14 +247,15 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
     let k = n as f64;
     // The holder's own acquire and release are in `whole`; its release is in `handoffs`.
     let holder_requests = if target.kind == Kind::Etcd { 2.0 } else { 3.0 };
+    let counted_after = BenchClient::requests_of(&clients);
     Ok(json!({
         "workload": "W4-scale", "backend": target.kind.label(), "waiters": n,
         "handoff_ms": round2(handoffs.elapsed.as_secs_f64() * 1000.0 / k),
         "handoffs_per_s": (k / handoffs.elapsed.as_secs_f64()).round(),
         "server_requests_per_acquisition": round2((target.lock_requests(&whole, idle) - holder_requests) / k),
         "server_requests_per_handoff": round2((target.lock_requests(&handoffs, idle) - 1.0) / k),
-        "client_requests_per_acquisition": round2((clients.iter().map(|c| c.requests()).sum::<u64>() - counted) as f64 / k),
-        "client_requests_per_handoff": round2((clients.iter().map(|c| c.requests()).sum::<u64>() - counted_queued) as f64 / k),
+        "client_requests_per_acquisition": round2((counted_after - counted) as f64 / k),
+        "client_requests_per_handoff": round2((counted_after - counted_queued) as f64 / k),
         "by_method_per_handoff": per(&handoffs.by_method, k),
         "watch_notifications_per_handoff": round2(handoffs.notifications / k),
         "server_cpu_us_per_handoff": handoffs.server_cpu.map(|c| micros(c, k)),
