@@ -84,7 +84,7 @@ impl DeletionWatch {
                     self.stream = None;
                     return DeleteWait::Compacted;
                 }
-                if let Some(at) = deletion(&response).filter(|&at| at > revision) {
+                if let Some(at) = deletion_after(&response, revision) {
                     return DeleteWait::Deleted { revision: at };
                 }
                 if response.canceled() {
@@ -130,9 +130,24 @@ impl WatchCache {
     }
 }
 
-fn deletion(response: &etcd_client::WatchResponse) -> Option<i64> {
-    let event = response.events().iter().find(|e| e.event_type() == EventType::Delete)?;
-    Some(event.kv().map(|kv| kv.mod_revision()).unwrap_or_default())
+/// The revision of the first deletion in `response` that is later than `after`. One response
+/// can carry several events (a watcher catching up from etcd's unsynced group gets them in one
+/// batch), so every event is looked at, not just the first.
+fn deletion_after(response: &etcd_client::WatchResponse, after: i64) -> Option<i64> {
+    first_deletion_after(
+        response.events().iter().map(|e| (e.event_type(), e.kv().map(|kv| kv.mod_revision()).unwrap_or_default())),
+        after,
+    )
+}
+
+/// [`deletion_after`] over (event type, revision) pairs. A deletion whose revision the server
+/// left out (0) counts as later than `after`: it can only be one the watch was asked for.
+fn first_deletion_after(events: impl IntoIterator<Item = (EventType, i64)>, after: i64) -> Option<i64> {
+    events
+        .into_iter()
+        .filter(|&(kind, _)| kind == EventType::Delete)
+        .map(|(_, revision)| if revision > 0 { revision } else { after + 1 })
+        .find(|&revision| revision > after)
 }
 
 /// Waits until `key` is deleted at a revision `>= from_revision`. Retries broken watches
@@ -151,8 +166,8 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
                     if response.compact_revision() > 0 {
                         return DeleteWait::Compacted;
                     }
-                    if let Some(revision) = deletion(&response) {
-                        return DeleteWait::Deleted { revision: if revision > 0 { revision } else { from_revision } };
+                    if let Some(revision) = deletion_after(&response, from_revision - 1) {
+                        return DeleteWait::Deleted { revision };
                     }
                     if response.canceled() {
                         break;
@@ -165,5 +180,32 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
         tracing::debug!(key, from_revision, "etcd watch broken; re-creating it from the same revision");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_with_an_older_deletion_first_still_yields_the_awaited_one() {
+        // A kept watch catching up in one batch: the deletion of the entry the same session had
+        // under this key before (13), a put, then the deletion being waited for (29). Taking only
+        // the first deletion and finding it too old used to drop the whole batch: a hang.
+        let batch = [(EventType::Delete, 13), (EventType::Put, 14), (EventType::Delete, 29)];
+        assert_eq!(first_deletion_after(batch, 14), Some(29));
+    }
+
+    #[test]
+    fn only_deletions_after_the_revision_count() {
+        assert_eq!(first_deletion_after([(EventType::Delete, 13)], 14), None);
+        assert_eq!(first_deletion_after([(EventType::Put, 20)], 14), None);
+        assert_eq!(first_deletion_after([(EventType::Delete, 15), (EventType::Delete, 16)], 14), Some(15));
+        assert_eq!(first_deletion_after(std::iter::empty(), 14), None);
+    }
+
+    #[test]
+    fn a_deletion_without_a_revision_counts_as_the_awaited_one() {
+        assert_eq!(first_deletion_after([(EventType::Delete, 0)], 14), Some(15));
     }
 }
