@@ -208,7 +208,7 @@ impl Queued {
                 None => recheck(place).await?,
             };
             while let Some(mut p) = predecessor {
-                tracing::debug!(lock = %place.name, token = place.revision, predecessor = %p.key, "waiting for the predecessor's key to go");
+                tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner, "waiting for the predecessor's key to go");
                 let mut watch = match session.watches.take(&p.key) {
                     Some(kept) => kept,
                     None => tokio::select! {
@@ -227,12 +227,13 @@ impl Queued {
                         }
                     }
                 }
+                let watch_created_at = watch.created_at();
                 let outcome = tokio::select! {
                     _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
                     outcome = watch.deleted_after(session, p.revision) => outcome,
                 };
                 session.watches.give_back(watch);
-                tracing::debug!(lock = %place.name, ?outcome, "predecessor changed: checking place");
+                tracing::debug!(lock = %place.name, token = place.revision, ?outcome, watch_created_at = watch_created_at, "predecessor changed: checking place");
                 let lease_surely_alive = session.life.clock().deadline() > tokio::time::Instant::now();
                 predecessor = match outcome {
                     DeleteWait::Deleted { .. } if p.was_owner && lease_surely_alive => break,
