@@ -223,7 +223,11 @@ impl Queued {
         Ok(Some(self.place))
     }
 
-    /// Waits until first: watches only the znode just before ours, then lists again.
+    /// Waits until first: watches only the znode just before ours, then lists again. If that
+    /// znode was the owner at the listing (first in the queue), its deletion makes us first and
+    /// no listing is needed: a znode created later has a higher sequence number, so nothing can
+    /// appear before ours. That shortcut also needs the session's lease clock to say the session
+    /// surely lives (so its expiry has not taken our znode).
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         loop {
             let (position, queue) = self.position().await?;
@@ -232,7 +236,8 @@ impl Queued {
             }
             let place = &self.place;
             let predecessor = format!("{}/{}", self.dir, queue[position - 1]);
-            tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "waiting for the predecessor's znode to go");
+            let predecessor_was_owner = position == 1;
+            tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_was_owner, "waiting for the predecessor's znode to go");
             let watched = place
                 .session
                 .request("watch the predecessor", |client| {
@@ -246,13 +251,21 @@ impl Queued {
                     }
                 })
                 .await?;
-            if let Some(watcher) = watched {
-                tokio::select! {
-                    event = watcher.changed() => tracing::debug!(lock = %place.name, ?event.event_type, "predecessor changed: checking place"),
+            let deleted = match watched {
+                None => true,
+                Some(watcher) => tokio::select! {
+                    event = watcher.changed() => {
+                        tracing::debug!(lock = %place.name, token = place.czxid, ?event.event_type, "predecessor changed: checking place");
+                        event.event_type == EventType::NodeDeleted
+                    }
                     _ = place.session.life.ended() => {
                         return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
                     }
-                }
+                },
+            };
+            let session_surely_alive = place.session.life.clock().deadline() > tokio::time::Instant::now();
+            if deleted && predecessor_was_owner && session_surely_alive && !place.session.life.is_ended() {
+                break;
             }
         }
         tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
