@@ -234,7 +234,7 @@ impl Queued {
                 };
                 session.watches.give_back(watch);
                 tracing::debug!(lock = %place.name, token = place.revision, ?outcome, watch_created_at = watch_created_at, "predecessor changed: checking place");
-                let lease_surely_alive = session.life.clock().deadline() > tokio::time::Instant::now();
+                let lease_surely_alive = session.life.surely_alive();
                 predecessor = match outcome {
                     DeleteWait::Deleted { .. } if p.was_owner && lease_surely_alive => break,
                     DeleteWait::Deleted { revision } if lease_surely_alive => recheck_local(place, revision).await?,

@@ -263,8 +263,7 @@ impl Queued {
                     }
                 },
             };
-            let session_surely_alive = place.session.life.clock().deadline() > tokio::time::Instant::now();
-            if deleted && predecessor_was_owner && session_surely_alive && !place.session.life.is_ended() {
+            if deleted && predecessor_was_owner && place.session.life.surely_alive() {
                 break;
             }
         }

@@ -139,6 +139,20 @@ impl SessionLife {
         self.ended.is_cancelled()
     }
 
+    /// Whether the server surely still has the session: it has not ended, and the lease clock's
+    /// deadline (last acknowledged renewal's send time + TTL − margin) is still ahead. Recipes
+    /// use it before granting without a read that would otherwise prove the session alive.
+    ///
+    /// ```
+    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(10));
+    /// assert!(life.surely_alive());
+    /// life.expire();
+    /// assert!(!life.surely_alive());
+    /// ```
+    pub fn surely_alive(&self) -> bool {
+        !self.is_ended() && self.clock.deadline() > Instant::now()
+    }
+
     /// Resolves when the session is over.
     ///
     /// # Cancel safety
