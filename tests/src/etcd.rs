@@ -151,7 +151,12 @@ impl EtcdCluster {
             })
             .await
             .map_err(|e| {
-                io::Error::other(format!("{} did not answer: {e}\n{}", member.name, member.process.log_tail(20)))
+                io::Error::other(format!(
+                    "{} did not answer ({}): {e}\n{}",
+                    member.name,
+                    member.process.liveness(),
+                    member.process.log_tail(20)
+                ))
             })?;
         }
         self.wait_writable().await

@@ -128,6 +128,20 @@ impl ServerProcess {
         self.spawn()
     }
 
+    /// A few words on whether the process still runs, for failure messages: a server that
+    /// could not bind its port exits, and a wait for it to serve then times out.
+    pub fn liveness(&self) -> &'static str {
+        let Some(pid) = self.pid() else { return "not started" };
+        // The state field follows the parenthesised command name; `Z`: exited, not yet reaped.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) => {
+                "the process has exited"
+            }
+            Ok(_) => "the process still runs",
+            Err(_) => "the process is gone",
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

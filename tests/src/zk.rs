@@ -16,8 +16,10 @@ use crate::{retry_until, temp_dir};
 
 const START_BOUND: Duration = Duration::from_secs(60);
 
-/// The classpath of Debian's ZooKeeper (the jar's manifest names its dependencies).
-pub const CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
+/// The classpath of Debian's ZooKeeper (the jar's manifest names its dependencies), with
+/// slf4j's simple binding (from `libslf4j-java`, a dependency of the package) so that the
+/// server's log, which a failed start prints the tail of, says what the server was doing.
+pub const CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar";
 
 /// One ZooKeeper server.
 #[derive(Debug)]
@@ -116,6 +118,11 @@ impl ZkEnsemble {
                 "-XX:TieredStopAtLevel=1".into(),
                 // Reap empty container nodes (lock directories) every second instead of every minute.
                 "-Dznode.container.checkIntervalMs=1000".into(),
+                // A server that found no peer doubles the pause before its next election round up
+                // to 60 s: on a loaded machine a late peer then waits that long to join. 1 s.
+                "-Dzookeeper.fastleader.maxNotificationInterval=1000".into(),
+                "-Dorg.slf4j.simpleLogger.showDateTime=true".into(),
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS".into(),
                 "-cp".into(),
                 CLASSPATH.into(),
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
@@ -169,7 +176,12 @@ impl ZkEnsemble {
             })
             .await
             .map_err(|e| {
-                io::Error::other(format!("{} does not serve: {e}\n{}", member.name, member.process.log_tail(20)))
+                io::Error::other(format!(
+                    "{} does not serve ({}): {e}\n{}",
+                    member.name,
+                    member.process.liveness(),
+                    member.process.log_tail(40)
+                ))
             })?;
         }
         Ok(())
