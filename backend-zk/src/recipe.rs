@@ -128,9 +128,21 @@ async fn list(session: &ZkSession, dir: &str) -> Result<Vec<String>, LockError> 
         .await
 }
 
+/// Our znode, just created, and the lock directory's children as listed right after.
+struct Created {
+    path: String,
+    czxid: i64,
+    /// `None` if the listing failed or could not be pipelined (then the waiter lists again).
+    listing: Option<Vec<String>>,
+}
+
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
 /// lost connection it looks for its own znode by uuid before creating again: never two.
-async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<(String, i64), LockError> {
+///
+/// The listing is pipelined: the getChildren is sent right behind the create, without waiting
+/// for its reply. ZooKeeper answers one session's requests in the order sent, so the listing
+/// already holds our znode, and an acquire costs one round trip where it took two.
+async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<Created, LockError> {
     let base = format!("{dir}/{prefix}");
     let hosts = session.config.hosts_label();
     let mut parents_made = 0;
@@ -140,8 +152,16 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
         }
         session.count();
         let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-        match session.client.create(&base, b"", &options).await {
-            Ok((stat, sequence)) => return Ok((format!("{base}{sequence}"), stat.czxid)),
+        // Both requests are on the wire once their futures exist (the client orders requests
+        // when they are made, not when they are polled).
+        let created = session.client.create(&base, b"", &options);
+        session.count();
+        let listing = session.client.get_children(dir);
+        match created.await {
+            Ok((stat, sequence)) => {
+                let listing = listing.await.ok().map(|(children, _)| children);
+                return Ok(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing });
+            }
             Err(ZkError::NoNode) if parents_made < 5 => {
                 parents_made += 1;
                 session.count();
@@ -153,8 +173,8 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
             }
             Err(e) if crate::errors::is_ambiguous(&e) => {
                 tracing::debug!(%base, error = %e, "create's reply lost: looking for our znode by its uuid");
-                if let Some(found) = find_own(session, dir, prefix).await? {
-                    return Ok(found);
+                if let Some((path, czxid)) = find_own(session, dir, prefix).await? {
+                    return Ok(Created { path, czxid, listing: None });
                 }
             }
             Err(e) => return Err(crate::errors::request_error("create the lock znode", &hosts, Some(e))),
@@ -167,6 +187,8 @@ pub(crate) struct Queued {
     place: Place,
     dir: String,
     cleanup: NodeCleanup,
+    /// The listing pipelined with the create, used once instead of listing again.
+    first_listing: Option<Vec<String>>,
 }
 
 /// Queues `session` for `name`: creates our protected ephemeral sequential znode.
@@ -181,17 +203,22 @@ pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<
         armed: true,
     };
     session.cleanups.wait(&dir, &session.life).await;
-    let (path, czxid) = create_protected(&session, &dir, &prefix).await?;
+    let Created { path, czxid, listing } = create_protected(&session, &dir, &prefix).await?;
     cleanup.path = Some(path.clone());
-    Ok(Queued { place: Place { session, name: name.clone(), path, czxid }, dir, cleanup })
+    Ok(Queued { place: Place { session, name: name.clone(), path, czxid }, dir, cleanup, first_listing: listing })
 }
 
 impl Queued {
-    /// Our znode's place in the current listing (0 = first) and the queue itself.
-    async fn position(&self) -> Result<(usize, Vec<String>), LockError> {
+    /// Our znode's place in the current listing (0 = first) and the queue itself. The first
+    /// call uses the listing pipelined with the create.
+    async fn position(&mut self) -> Result<(usize, Vec<String>), LockError> {
+        let listing = match self.first_listing.take() {
+            Some(listing) => listing,
+            None => list(&self.place.session, &self.dir).await?,
+        };
         let place = &self.place;
         let own = place.path.rsplit('/').next().unwrap_or_default();
-        let queue = queue_order(list(&place.session, &self.dir).await?);
+        let queue = queue_order(listing);
         match queue.iter().position(|c| c == own) {
             Some(position) => Ok((position, queue)),
             None => {
