@@ -5,8 +5,10 @@
 //! ephemeral sequential znodes `_c_<uuid>-lock-<seq>`. A Java service using Curator on the same
 //! path and a distlock service exclude each other.
 //!
-//! - **Acquire**: create our znode, list the directory; first by sequence number holds. An
-//!   uncontended lock costs three requests: create, getChildren, delete.
+//! - **Acquire**: create our znode, list the directory; first by sequence number holds. The
+//!   listing is sent right behind the create, without waiting for its reply, so queuing is one
+//!   round trip. An uncontended lock costs three requests in two round trips: create with
+//!   getChildren, then delete.
 //! - **Wait**: each waiter watches only the znode just before its own (getData with a watch,
 //!   which also handles a predecessor that vanished between the listing and the watch).
 //! - **Protected create**: after a lost connection, the client finds its own znode by its uuid
