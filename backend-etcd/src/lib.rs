@@ -14,6 +14,8 @@
 //!   predecessor. It is a serializable read (no round through raft) while the lease clock says
 //!   the lease is alive, because being first is monotonic: no key can appear below ours later.
 //!   If the predecessor was the owner when we read, no read is needed at all.
+//! - **One stream**: all watches of a client (waiters' and held locks') share one watch stream,
+//!   as in etcd's Go client; a client holding 10,000 locks has one lease and one watch stream.
 //! - **Fencing token**: our key's create revision. [`EtcdBackend::fence`] turns a guard into a
 //!   `Compare` for your own Txn.
 //! - **Lost**: fires when the keepalive says the lease is gone, when our key is deleted by
@@ -38,6 +40,7 @@ mod errors;
 mod recipe;
 mod session;
 mod watch;
+mod watch_hub;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -353,7 +353,9 @@ async fn watch_own_key(
                         let key = key.clone();
                         async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                     });
-                    match read.await {
+                    // Boxed, as below: a rare path, whose large future would otherwise be part of
+                    // every held lock's task (10,000 held locks, 10,000 tasks).
+                    match Box::pin(read).await {
                         Ok(r) if r.kvs().first().map(KeyValue::create_revision) == Some(revision) => {
                             from = r.header().map(|h| h.revision() + 1).unwrap_or(from);
                         }
@@ -373,7 +375,7 @@ async fn watch_own_key(
                 return;
             }
             // Deleted by the lease's expiry, or by someone else?
-            if session.lease_alive().await {
+            if Box::pin(session.lease_alive()).await {
                 loss.fire(LossReason::EntryDeleted);
             } else {
                 session.life.expire();

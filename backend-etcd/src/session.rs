@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::config::EtcdConfig;
 use crate::errors::{is_lease_not_found, is_transient, request_error};
 use crate::watch::WatchCache;
+use crate::watch_hub::WatchHub;
 
 /// A session: one lease and its keepalive.
 pub(crate) struct EtcdSession {
@@ -29,6 +30,8 @@ pub(crate) struct EtcdSession {
     pub(crate) cleanups: PendingCleanups,
     /// Deletion watches kept for the next wait on the same key.
     pub(crate) watches: WatchCache,
+    /// The one watch stream all of the session's watches share.
+    pub(crate) hub: WatchHub,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,6 +72,7 @@ impl EtcdSession {
         let life = Arc::new(SessionLife::new("etcd", ttl));
         life.renewed(sent);
         let session = Arc::new(EtcdSession {
+            hub: WatchHub::new(client.clone()),
             client,
             config,
             lease: grant.id(),

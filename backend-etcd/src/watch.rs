@@ -13,9 +13,10 @@
 
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchStream};
+use etcd_client::{EventType, WatchFilterType, WatchOptions};
 
 use crate::session::EtcdSession;
+use crate::watch_hub::HubWatch;
 
 /// How a wait for a deletion ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub(crate) enum DeleteWait {
 /// request and cannot land in the unsynced group.
 pub(crate) struct DeletionWatch {
     key: String,
-    stream: Option<WatchStream>,
+    stream: Option<HubWatch>,
     /// The revision the server was at when it confirmed the watch: events after it are heard.
     created_at: i64,
 }
@@ -47,9 +48,9 @@ impl DeletionWatch {
         loop {
             session.count();
             let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
-            match session.client.watch_client().watch(key, Some(options)).await {
+            match session.hub.watch(key, options).await {
                 Ok(mut stream) => match stream.message().await {
-                    Ok(Some(created)) if created.created() && !created.canceled() => {
+                    Some(created) if created.created() && !created.canceled() => {
                         let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
                         return DeletionWatch { key: key.to_owned(), stream: Some(stream), created_at };
                     }
@@ -79,7 +80,7 @@ impl DeletionWatch {
     /// Cancel safe: dropping the future loses nothing that matters; the watch stays open.
     pub(crate) async fn deleted_after(&mut self, session: &EtcdSession, revision: i64) -> DeleteWait {
         if let Some(stream) = self.stream.as_mut() {
-            while let Ok(Some(response)) = stream.message().await {
+            while let Some(response) = stream.message().await {
                 if response.compact_revision() > 0 {
                     self.stream = None;
                     return DeleteWait::Compacted;
@@ -159,10 +160,9 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
     loop {
         session.count();
         let options = WatchOptions::new().with_start_revision(from_revision).with_filters([WatchFilterType::NoPut]);
-        let mut watches = session.client.watch_client();
-        match watches.watch(key, Some(options)).await {
+        match session.hub.watch(key, options).await {
             Ok(mut stream) => {
-                while let Ok(Some(response)) = stream.message().await {
+                while let Some(response) = stream.message().await {
                     if response.compact_revision() > 0 {
                         return DeleteWait::Compacted;
                     }

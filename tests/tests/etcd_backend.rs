@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock::DistributedLock;
-use distlock_core::conformance::{wait_for_queue, Harness};
+use distlock_core::conformance::{wait_for, wait_for_queue, Harness};
 use distlock_etcd::etcd_client::{Txn, TxnOp};
 use distlock_tests::{scenarios, shared, EtcdCluster, EtcdHarness};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -240,4 +240,55 @@ async fn a_waiter_survives_compaction_and_restart() {
     guard.release().await.expect("release");
     let next = timeout(BOUND, waiting).await.expect("the waiter acquires after compaction").expect("task");
     next.release().await.expect("release");
+}
+
+/// Waits until the member has exactly one watch stream carrying `watchers` watches.
+async fn watches_on_one_stream(member: &distlock_tests::etcd::EtcdMember, watchers: f64) -> Result<(), String> {
+    wait_for(&format!("{watchers} watches on one stream"), BOUND, || async {
+        let streams = member.metric("etcd_debugging_mvcc_watch_stream_total").await;
+        let count = member.metric("etcd_debugging_mvcc_watcher_total").await;
+        match (streams, count) {
+            (Some(s), Some(w)) if s == 1.0 && w == watchers => Ok(()),
+            other => Err(format!("(streams, watchers) = {other:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_locks_share_one_watch_stream_and_a_deleted_key_ends_only_its_own_hold() {
+    let mut cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
+    let h = EtcdHarness::new(cluster.endpoints()).await;
+    let client = h.client().await;
+    let mut guards = Vec::new();
+    for i in 0..20 {
+        guards.push(client.lock(&format!("many/{i}")).await.expect("lock"));
+    }
+    // After its grace period every hold watches its own key: 20 watches, all on one stream.
+    watches_on_one_stream(&cluster.members[0], 20.0).await.expect("one stream for all holds");
+
+    // An operator deletes one held key: that hold, and only that one, is lost.
+    let mut admin = cluster.client().await.expect("an admin client");
+    let key_of = |i: usize, keys: &[String]| {
+        keys.iter().find(|k| k.contains(&format!("/many/{i}/"))).cloned().expect("the held key")
+    };
+    admin.delete(key_of(7, &h.leftovers().await), None).await.expect("delete a held key");
+    let reason = timeout(BOUND, guards[7].lost()).await.expect("the loss is noticed");
+    assert_eq!(reason, distlock::LossReason::EntryDeleted);
+    let still_held: Vec<usize> = (0..20).filter(|&i| guards[i].is_held()).collect();
+    assert_eq!(still_held.len(), 19, "only hold 7 is lost: {still_held:?}");
+
+    // The shared stream breaks with a restart; every watch comes back on one new stream.
+    cluster.members[0].process.restart().expect("restart etcd");
+    cluster.wait_ready().await.expect("etcd back");
+    watches_on_one_stream(&cluster.members[0], 19.0).await.expect("the watches re-created on one stream");
+    admin = cluster.client().await.expect("an admin client after the restart");
+    admin.delete(key_of(3, &h.leftovers().await), None).await.expect("delete another held key");
+    let reason = timeout(BOUND, guards[3].lost()).await.expect("the loss is noticed after the restart");
+    assert_eq!(reason, distlock::LossReason::EntryDeleted);
+    for (i, guard) in guards.into_iter().enumerate() {
+        let released = guard.release().await;
+        assert_eq!(released.is_ok(), i != 3 && i != 7, "release of hold {i}: {released:?}");
+    }
+    assert!(h.leftovers().await.is_empty(), "{:?}", h.leftovers().await);
 }
