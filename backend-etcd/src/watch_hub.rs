@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use etcd_client::{Client, WatchOptions, WatchResponse, WatchStream};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{channel, unbounded_channel, Receiver, Sender, UnboundedReceiver, UnboundedSender};
 
 /// What the reader task is asked to send on the stream.
 enum Command {
@@ -30,12 +31,18 @@ struct StreamLink {
     commands: UnboundedSender<Command>,
 }
 
+/// How many responses a watch may have waiting before it is dropped as broken. A watch being
+/// awaited takes each at once; a watch kept for later (`WatchCache`) would otherwise collect
+/// every deletion of its key for as long as it is kept. Dropped, it re-creates itself from the
+/// revision it had covered when it is next used, like after a broken stream.
+const QUEUED_RESPONSES: usize = 16;
+
 /// A watch's route: the stream generation it was created on and its channel. Responses are
 /// boxed: a channel allocates room for 32 of its items up front, and a held lock's watch sees
 /// about two responses in its life.
 struct Route {
     generation: u64,
-    events: UnboundedSender<Box<WatchResponse>>,
+    events: Sender<Box<WatchResponse>>,
 }
 
 #[derive(Default)]
@@ -53,7 +60,7 @@ impl Shared {
         self.stream.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn route(&self, id: i64, generation: u64, events: UnboundedSender<Box<WatchResponse>>) {
+    fn route(&self, id: i64, generation: u64, events: Sender<Box<WatchResponse>>) {
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Route { generation, events });
     }
 
@@ -94,7 +101,7 @@ impl WatchHub {
     pub(crate) async fn watch(&self, key: &str, options: WatchOptions) -> Result<HubWatch, etcd_client::Error> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let options = options.with_watch_id(id);
-        let (sender, events) = unbounded_channel();
+        let (sender, events) = channel(QUEUED_RESPONSES);
         loop {
             if let Some(link) = self.shared.link() {
                 self.shared.route(id, link.generation, sender.clone());
@@ -136,9 +143,23 @@ async fn read_stream(
             message = stream.message() => match message {
                 Ok(Some(response)) => {
                     let Some(shared) = shared.upgrade() else { return };
-                    let routes = shared.routes.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(route) = routes.get(&response.watch_id()) {
-                        let _ = route.events.send(Box::new(response));
+                    let id = response.watch_id();
+                    let overflowed = {
+                        let mut routes = shared.routes.lock().unwrap_or_else(|p| p.into_inner());
+                        let full = routes
+                            .get(&id)
+                            .is_some_and(|r| matches!(r.events.try_send(Box::new(response)), Err(TrySendError::Full(_))));
+                        if full {
+                            // Nobody takes its responses: drop it (its channel closes once drained).
+                            routes.remove(&id);
+                        }
+                        full
+                    };
+                    if overflowed {
+                        tracing::debug!(id, "etcd watch dropped: {QUEUED_RESPONSES} responses not taken");
+                        if stream.cancel(id).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Ok(None) | Err(_) => break,
@@ -165,12 +186,13 @@ async fn read_stream(
 pub(crate) struct HubWatch {
     id: i64,
     generation: u64,
-    events: UnboundedReceiver<Box<WatchResponse>>,
+    events: Receiver<Box<WatchResponse>>,
     shared: Arc<Shared>,
 }
 
 impl HubWatch {
-    /// The next response for this watch; `None` once the stream it was on broke.
+    /// The next response for this watch; `None` once the stream it was on broke (or the watch
+    /// was dropped for not taking its responses).
     ///
     /// Cancel safe: a response not yet taken stays queued.
     pub(crate) async fn message(&mut self) -> Option<WatchResponse> {

@@ -242,17 +242,21 @@ async fn a_waiter_survives_compaction_and_restart() {
     next.release().await.expect("release");
 }
 
-/// Waits until the member has exactly one watch stream carrying `watchers` watches.
-async fn watches_on_one_stream(member: &distlock_tests::etcd::EtcdMember, watchers: f64) -> Result<(), String> {
-    wait_for(&format!("{watchers} watches on one stream"), BOUND, || async {
-        let streams = member.metric("etcd_debugging_mvcc_watch_stream_total").await;
-        let count = member.metric("etcd_debugging_mvcc_watcher_total").await;
-        match (streams, count) {
-            (Some(s), Some(w)) if s == 1.0 && w == watchers => Ok(()),
-            other => Err(format!("(streams, watchers) = {other:?}")),
+/// Waits until the member's metric `name` (a gauge) reads `value`.
+async fn metric_reaches(member: &distlock_tests::etcd::EtcdMember, name: &str, value: f64) -> Result<(), String> {
+    wait_for(&format!("{name} = {value}"), BOUND, || async {
+        match member.metric(name).await {
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("{name} = {other:?}, waiting for {value}")),
         }
     })
     .await
+}
+
+/// Waits until the member has exactly one watch stream carrying `watchers` watches.
+async fn watches_on_one_stream(member: &distlock_tests::etcd::EtcdMember, watchers: f64) -> Result<(), String> {
+    metric_reaches(member, "etcd_debugging_mvcc_watcher_total", watchers).await?;
+    metric_reaches(member, "etcd_debugging_mvcc_watch_stream_total", 1.0).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,4 +295,34 @@ async fn held_locks_share_one_watch_stream_and_a_deleted_key_ends_only_its_own_h
         assert_eq!(released.is_ok(), i != 3 && i != 7, "release of hold {i}: {released:?}");
     }
     assert!(h.leftovers().await.is_empty(), "{:?}", h.leftovers().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_watch_nobody_reads_is_dropped_and_the_next_wait_still_ends() {
+    let cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
+    let member = &cluster.members[0];
+    let h = EtcdHarness::new(cluster.endpoints()).await;
+    let (a, b) = (h.client().await, h.client().await);
+    let a_waits_behind_b = || async {
+        let held = b.lock("kept").await.expect("b locks");
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.lock("kept").await }
+        });
+        wait_for_queue(b.as_ref(), "kept", BOUND, "a to queue behind b", |i| i.waiters.len() == 1).await;
+        held.release().await.expect("b releases");
+        let guard = timeout(BOUND, waiting).await.expect("a acquires").expect("a's task").expect("a's lock");
+        guard.release().await.expect("a releases");
+    };
+    // A waited behind B: its session keeps that watch on B's key for the next time.
+    a_waits_behind_b().await;
+    metric_reaches(member, "etcd_debugging_mvcc_watcher_total", 1.0).await.expect("a keeps one watch");
+    // B takes and gives back the lock 20 times; every deletion of its key goes to A's kept
+    // watch, which nobody reads. After 16 the watch is dropped and cancelled on the server.
+    for _ in 0..20 {
+        b.lock("kept").await.expect("b locks").release().await.expect("b releases");
+    }
+    metric_reaches(member, "etcd_debugging_mvcc_watcher_total", 0.0).await.expect("the unread watch is cancelled");
+    // Waiting behind B again, A finds its kept watch dropped, re-creates it, and is served.
+    a_waits_behind_b().await;
 }
