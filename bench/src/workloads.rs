@@ -263,10 +263,27 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
     }))
 }
 
+/// The client heap once the previous workloads' clients have finished closing (their sessions
+/// and tasks end in the background): read every 100 ms until it moves by less than 64 KiB, for
+/// at most 5 s. Without it the baseline can include memory freed during the measurement.
+async fn settled_live_bytes() -> i64 {
+    let mut last = crate::alloc::live_bytes();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = crate::alloc::live_bytes();
+        if (now - last).abs() < 64 * 1024 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// W4, second part: one session holds `locks` locks; what that costs while idle.
 pub async fn many_locks(target: &Target, locks: usize, idle_for: Duration) -> Result<Value> {
     let client = target.client("bench-w4-many").await?;
-    let (rss_before, live_before) = (own_rss_bytes(), crate::alloc::live_bytes());
+    let live_before = settled_live_bytes().await;
+    let rss_before = own_rss_bytes();
     let started = Instant::now();
     let guards: Vec<LockGuard> = futures::stream::iter(0..locks)
         .map(|i| {
