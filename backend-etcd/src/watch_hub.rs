@@ -177,6 +177,10 @@ async fn read_stream(
         }
     }
     tracing::debug!(generation, "etcd watch stream broken; its watches re-create themselves");
+    // Refuse new requests first: a watch that got its request in before this was routed before
+    // it sent, so `broken` closes its channel; one that comes later finds the inbox closed and
+    // opens the next stream. Either way no watch waits on a stream nobody reads.
+    inbox.close();
     if let Some(shared) = shared.upgrade() {
         shared.broken(generation);
     }
