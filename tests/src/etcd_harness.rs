@@ -101,8 +101,9 @@ impl Faults for EtcdFaults {
                         && e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| k.ends_with(&suffix))
                 });
                 if created {
-                    proxies.reset_connections();
+                    // Counted first: the client may hear of the reset and finish before this task runs on.
                     dropped.fetch_add(1, Ordering::SeqCst);
+                    proxies.reset_connections();
                     return;
                 }
             }

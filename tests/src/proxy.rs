@@ -426,11 +426,13 @@ impl ProxySet {
         self.proxies.iter().for_each(TcpProxy::heal);
     }
 
-    /// Passes again and resets every connection: what a client sees after replies were lost.
+    /// Resets every connection, then passes again: what a client sees after replies were lost.
+    /// In that order: a reply held back in the kernel would otherwise slip through to the
+    /// client in the moment between passing and closing.
     pub fn reset_connections(&self) {
         for proxy in &self.proxies {
-            proxy.set_mode(ProxyMode::Pass);
             proxy.close_all();
+            proxy.set_mode(ProxyMode::Pass);
         }
     }
 }

@@ -187,8 +187,9 @@ impl Faults for ZkFaults {
                 }
                 if let Ok(Some(stat)) = admin.check_stat(&event.path).await {
                     if stat.ephemeral_owner == owner {
-                        proxies.reset_connections();
+                        // Counted first: the client may hear of the reset and finish before this task runs on.
                         dropped.fetch_add(1, Ordering::SeqCst);
+                        proxies.reset_connections();
                         return;
                     }
                 }
