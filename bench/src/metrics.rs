@@ -79,7 +79,7 @@ impl EtcdRequests {
             .collect();
         let watches = self.watch_messages - before.watch_messages;
         if watches > 0.0 {
-            out.insert("Watch(create)".into(), watches);
+            out.insert("Watch(create/cancel)".into(), watches);
         }
         out
     }
