@@ -376,7 +376,11 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
                 // queue entry appears, or its hold's entry goes), then reset its connections.
                 let before = leftovers(backend, &endpoints, &namespace).await;
                 workers[h].proxies.set_mode(ProxyMode::DropReplies);
-                let applied = distlock_core::conformance::wait_for("the request to be applied", ttl, || async {
+                // Bounded well below the injection window, so that a wrong guess (the worker
+                // picked as holder had just released and queued again) leaves time to retry: a
+                // right one is applied within the hold's 0–200 ms.
+                let bound = Duration::from_millis(600);
+                let applied = distlock_core::conformance::wait_for("the request to be applied", bound, || async {
                     let now = leftovers(backend, &endpoints, &namespace).await;
                     let changed = if fault == Fault::CreateReplyDropped { now > before } else { now < before };
                     if changed {
