@@ -21,11 +21,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 leftovers() {
-  # Servers the harness started run with data in a distlock-test-* temp dir.
-  pgrep -af 'distlock-test-' | grep -E 'etcd|java' || true
+  # Servers the harness started run with data in a distlock-test-* dir under this run's TMPDIR.
+  pgrep -af "$TMPDIR/distlock-test-" | grep -E 'etcd|java' || true
 }
 
 started=$(date +%s)
+# Every temp dir of this run (servers' data and logs, fault-suite histories) under one directory
+# of its own, removed at the end: a second run on the same machine keeps its own.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/distlock-run-XXXXXX")
+export TMPDIR
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
@@ -63,11 +67,11 @@ left=$(leftovers)
 if [ -n "$left" ]; then
   echo "==> server processes were left running by the tests:"
   echo "$left"
-  pkill -9 -f 'distlock-test-' || true
+  pkill -9 -f "$TMPDIR/distlock-test-" || true
   status=1
 fi
-# Shared test servers keep their data in temp dirs for the whole test binary; remove them now
-# that every server process is gone.
-rm -rf /tmp/distlock-test-* 2>/dev/null || true
+# Shared test servers keep their data in temp dirs for the whole test binary; remove this run's
+# now that every server process is gone.
+rm -rf "$TMPDIR" 2>/dev/null || true
 echo "==> done in $(( $(date +%s) - started ))s, exit $status"
 exit $status
