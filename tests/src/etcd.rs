@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::peer_net::PeerNet;
 use crate::ports::free_port;
@@ -36,15 +35,8 @@ impl EtcdMember {
     /// The value of an unlabelled metric from the member's `/metrics` (for example the gauge
     /// `etcd_debugging_mvcc_watch_stream_total`), if it answers and has it.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(self.endpoint()).await?;
-            let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.endpoint());
-            stream.write_all(request.as_bytes()).await?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await?;
-            Ok::<_, io::Error>(answer)
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(2), exchange).await.ok()?.ok()?;
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.endpoint());
+        let answer = crate::ask(&self.endpoint(), &request).await.ok()?;
         answer.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }

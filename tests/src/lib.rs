@@ -52,6 +52,23 @@ where
     }
 }
 
+/// Sends `request` to `endpoint` and reads the answer until the server closes the connection,
+/// within 2 s: ZooKeeper's four-letter words, a plain HTTP/1.0 GET of etcd's `/metrics`.
+pub async fn ask(endpoint: &str, request: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange).await.map_err(|_| {
+        let what = request.lines().next().unwrap_or_default();
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} to {endpoint} timed out"))
+    })?
+}
+
 /// A directory for one server's files, under the system temp dir, named so that stray
 /// processes of ours can be recognised (`distlock-test-*`).
 pub fn temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {

@@ -21,10 +21,10 @@ const LOWEST: u16 = 10_000;
 pub fn free_port() -> u16 {
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let given = GIVEN.get_or_init(Default::default);
-    let range = candidates(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default());
+    let range = below_ephemeral();
     let mut random = std::collections::hash_map::RandomState::new().build_hasher();
     for attempt in 0u32..10_000 {
-        let port = match &range {
+        let port = match range {
             Some(range) => {
                 random.write_u32(attempt);
                 range.start + (random.finish() % u64::from(range.end - range.start)) as u16
@@ -39,6 +39,14 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port found in 10000 attempts");
+}
+
+/// This machine's [`candidates`], read once.
+fn below_ephemeral() -> &'static Option<Range<u16>> {
+    static RANGE: OnceLock<Option<Range<u16>>> = OnceLock::new();
+    RANGE.get_or_init(|| {
+        candidates(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default())
+    })
 }
 
 /// The ports below the ephemeral range named by `ip_local_port_range` ("32768\t60999"), or
@@ -62,7 +70,7 @@ mod tests {
 
     #[test]
     fn ports_are_distinct_and_outside_the_ephemeral_range() {
-        let range = candidates(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default());
+        let range = below_ephemeral();
         let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
         let distinct: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len());

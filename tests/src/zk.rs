@@ -7,8 +7,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::peer_net::PeerNet;
 use crate::ports::free_port;
 use crate::process::ServerProcess;
@@ -217,14 +215,5 @@ pub async fn connect(
 
 /// Sends a four-letter command to `endpoint` and reads the answer until the server closes.
 pub async fn four_letter(endpoint: &str, command: &str) -> io::Result<String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
-        stream.write_all(command.as_bytes()).await?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await?;
-        Ok::<_, io::Error>(answer)
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{command} to {endpoint} timed out")))?
+    crate::ask(endpoint, command).await
 }
