@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 /// Requests by gRPC method, as etcd counts them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EtcdRequests {
@@ -21,10 +19,7 @@ pub struct EtcdRequests {
 impl EtcdRequests {
     /// Reads the counters from `endpoint`'s `/metrics`.
     pub async fn read(endpoint: &str) -> io::Result<Self> {
-        let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
-        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes()).await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
+        let body = distlock_tests::ask(endpoint, &format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")).await?;
         Ok(Self::parse(&body))
     }
 

@@ -82,7 +82,13 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
     table(
         &mut out,
         &of(lines, "floor"),
-        &[("backend", "backend"), ("what", "floor"), ("cycles_per_s", "cycles/s"), ("cycle_p50_ms", "p50 ms")],
+        &[
+            ("backend", "backend"),
+            ("what", "floor"),
+            ("cycles_per_s", "cycles/s"),
+            ("cycle_p50_ms", "p50 ms"),
+            ("client_cpu_us_per_cycle", "client CPU µs/cycle"),
+        ],
     );
     table(
         &mut out,

@@ -15,7 +15,7 @@ use distlock_zk::ZkBackend;
 use tokio::time::Instant;
 
 use crate::metrics::EtcdRequests;
-use crate::stats::{process_cpu, Latencies};
+use crate::stats::{own_cpu, process_cpu, Latencies};
 
 /// The backends the bench knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +119,8 @@ impl Snapshot {
 pub struct Floor {
     pub cycles_per_s: f64,
     pub cycle_p50_ms: f64,
+    /// The client's CPU time per cycle: what the bare client library costs.
+    pub client_cpu_us_per_cycle: f64,
 }
 
 impl Target {
@@ -252,12 +254,14 @@ impl Target {
     /// The raw floor: `cycles` bare put+delete (etcd) or create+delete (ZooKeeper) of one key.
     pub async fn raw_floor(&self, cycles: usize) -> io::Result<Floor> {
         let mut latencies = Latencies::default();
-        let started = Instant::now();
+        // Timed from after the connect.
+        let (started, cpu): (Instant, Duration);
         match self.kind {
             Kind::Etcd => {
                 let mut client = distlock_tests::etcd::connect(&self.endpoints)
                     .await
                     .map_err(|e| io::Error::other(e.to_string()))?;
+                (started, cpu) = (Instant::now(), own_cpu());
                 for _ in 0..cycles {
                     let t = Instant::now();
                     client.put("bench-floor/key", "", None).await.map_err(|e| io::Error::other(e.to_string()))?;
@@ -270,6 +274,7 @@ impl Target {
                     .await
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 let options = zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all());
+                (started, cpu) = (Instant::now(), own_cpu());
                 for _ in 0..cycles {
                     let t = Instant::now();
                     client.create("/bench-floor", b"", &options).await.map_err(|e| io::Error::other(e.to_string()))?;
@@ -278,9 +283,11 @@ impl Target {
                 }
             }
         }
+        let (elapsed, cpu) = (started.elapsed(), own_cpu() - cpu);
         Ok(Floor {
-            cycles_per_s: cycles as f64 / started.elapsed().as_secs_f64(),
+            cycles_per_s: cycles as f64 / elapsed.as_secs_f64(),
             cycle_p50_ms: latencies.percentile_ms(50.0),
+            client_cpu_us_per_cycle: cpu.as_secs_f64() * 1e6 / cycles as f64,
         })
     }
 }

@@ -46,7 +46,7 @@ pub async fn floor(target: &Target, cycles: usize) -> Result<(Floor, Value)> {
     let line = json!({
         "workload": "floor", "backend": target.kind.label(), "what": what, "cycles": cycles,
         "cycles_per_s": floor.cycles_per_s.round(), "cycle_p50_ms": round2(floor.cycle_p50_ms),
-        "server_requests_per_cycle": 2,
+        "server_requests_per_cycle": 2, "client_cpu_us_per_cycle": round2(floor.client_cpu_us_per_cycle),
     });
     Ok((floor, line))
 }
