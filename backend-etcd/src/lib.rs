@@ -115,11 +115,6 @@ impl EtcdBackend {
     /// ```
     pub async fn connect(config: EtcdConfig) -> Result<Self, LockError> {
         let config = Arc::new(config);
-        let unreachable = |what: &str, source: Option<etcd_client::Error>| LockError::Unreachable {
-            endpoints: config.endpoints_label(),
-            what: what.to_owned(),
-            source: source.map(|e| Box::new(e) as _),
-        };
         let scheme = if config.tls { "https" } else { "http" };
         let endpoints: Vec<String> = config.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
         let mut options = ConnectOptions::new()
@@ -143,14 +138,19 @@ impl EtcdBackend {
         }
         let requests = Arc::new(AtomicU64::new(0));
         let connecting = async {
-            let client =
-                Client::connect(&endpoints, Some(options)).await.map_err(|e| unreachable("connect", Some(e)))?;
+            let client = Client::connect(&endpoints, Some(options))
+                .await
+                .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e))?;
             let session = EtcdSession::open(client.clone(), config.clone(), requests.clone()).await?;
             Ok::<_, LockError>((client, session))
         };
         let (client, session) = tokio::time::timeout(config.connect_timeout + config.request_timeout, connecting)
             .await
-            .map_err(|_| unreachable(&format!("connect (no answer within {:?})", config.connect_timeout), None))??;
+            .map_err(|_| LockError::Unreachable {
+                endpoints: config.endpoints_label(),
+                what: format!("connect (no answer within {:?})", config.connect_timeout),
+                source: None,
+            })??;
         Ok(EtcdBackend { config, client, session: SessionSlot::new(session), requests })
     }
 

@@ -32,6 +32,15 @@ pub(crate) fn request_error(op: &str, hosts: &str, error: Option<Error>) -> Lock
         Some(e) if is_ambiguous(&e) || matches!(e, Error::NoHosts) => {
             LockError::Unreachable { endpoints: hosts.to_owned(), what: op.to_owned(), source: Some(Box::new(e)) }
         }
+        Some(e @ (Error::NoAuth | Error::AuthFailed)) => LockError::Unauthorized {
+            backend: "zookeeper",
+            op: op.to_owned(),
+            reason: match e {
+                Error::AuthFailed => "authentication failed".to_owned(),
+                _ => "permission denied by the znodes' ACL (NoAuth)".to_owned(),
+            },
+            source: Box::new(e),
+        },
         Some(e @ Error::Throttled) => {
             LockError::Backend { backend: "zookeeper", op: op.to_owned(), retryable: true, source: Box::new(e) }
         }

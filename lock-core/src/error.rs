@@ -121,6 +121,20 @@ pub enum LockError {
         source: BoxError,
     },
 
+    /// The server refused our credentials or our rights: retrying will not help.
+    #[error("{backend} refused to {op}: {reason}; check the user and password in the URL (user:pass@host) and that the user may read and write the lock prefix")]
+    Unauthorized {
+        /// `etcd` or `zookeeper`.
+        backend: &'static str,
+        /// The request that was refused.
+        op: String,
+        /// What the server said.
+        reason: String,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The client was shut down; make a new one.
     #[error("the lock client is closed; create a new client")]
     Closed,
@@ -147,6 +161,7 @@ impl LockError {
             | LockError::BackendNotEnabled { .. }
             | LockError::Lost { .. }
             | LockError::ReleaseUnconfirmed { .. }
+            | LockError::Unauthorized { .. }
             | LockError::Closed => false,
         }
     }

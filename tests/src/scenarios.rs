@@ -50,3 +50,18 @@ pub async fn leader_loss_keeps_one_holder(h: &dyn Harness, kill_leader: impl Fut
     let next = tokio::time::timeout(BOUND, waiting).await.expect("the hand-off happens").expect("task");
     next.release().await.expect("release");
 }
+
+/// Connects by `url` and takes lock `name`, expecting the server to refuse our credentials or
+/// rights at one of the two steps (etcd checks a password at connect, a permission at the first
+/// request; ZooKeeper checks both at the first request). The refusal must be final and name
+/// `says`, what the user has to fix.
+pub async fn refused(url: &str, name: &str, says: &str) {
+    let outcome = match distlock::connect(url).await {
+        Err(e) => Err(e),
+        Ok(locks) => locks.lock(name).await.map(drop),
+    };
+    let Err(err) = outcome else { panic!("{url}: the server should refuse") };
+    assert!(matches!(err, distlock::LockError::Unauthorized { .. }), "{url}: {err:?}");
+    assert!(!err.is_retryable(), "{url}: a refusal is final: {err}");
+    assert!(err.to_string().contains(says), "{url}: the error says what to fix ({says}): {err}");
+}

@@ -326,3 +326,40 @@ async fn a_kept_watch_nobody_reads_is_dropped_and_the_next_wait_still_ends() {
     // Waiting behind B again, A finds its kept watch dropped, re-creates it, and is served.
     a_waits_behind_b().await;
 }
+
+/// etcd with authentication on (a user per service, a role per lock prefix): the URL's user
+/// locks as usual; a wrong password, a prefix the role may not touch and a missing user each
+/// get a final (not retryable) error that says what to fix, and leave nothing behind.
+#[tokio::test]
+async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_finally() {
+    use distlock_etcd::etcd_client::{ConnectOptions, Permission};
+    let cluster = EtcdCluster::start(1).await.expect("a dedicated etcd");
+    let endpoint = cluster.endpoints().join(",");
+    let mut admin = cluster.client().await.expect("a client");
+    admin.user_add("root", "rootpw", None).await.expect("add root");
+    admin.user_grant_role("root", "root").await.expect("root role");
+    admin.role_add("orders").await.expect("add role");
+    admin.role_grant_permission("orders", Permission::read_write("orders/").with_prefix()).await.expect("grant");
+    admin.user_add("app", "secret", None).await.expect("add app");
+    admin.user_grant_role("app", "orders").await.expect("grant role");
+    admin.auth_enable().await.expect("auth on");
+    let root = ConnectOptions::new().with_user("root", "rootpw");
+    let mut root = distlock_etcd::etcd_client::Client::connect(cluster.endpoints(), Some(root)).await.expect("root");
+
+    let granted = format!("etcd://app:secret@{endpoint}/orders?ttl=2s");
+    let a = distlock::connect(&granted).await.expect("the granted user connects");
+    let b = distlock::connect(&granted).await.expect("a second instance connects");
+    let guard = a.lock("42/pay").await.expect("the granted user locks");
+    assert!(b.try_lock("42/pay").await.expect("try_lock").is_none(), "the lock excludes the second instance");
+    guard.release().await.expect("release");
+    let guard = b.lock("42/pay").await.expect("then the second instance locks");
+    guard.release().await.expect("release");
+
+    scenarios::refused(&format!("etcd://app:wrong@{endpoint}/orders?ttl=2s"), "42/pay", "password").await;
+    scenarios::refused(&format!("etcd://app:secret@{endpoint}/billing?ttl=2s"), "42/pay", "permission").await;
+    scenarios::refused(&format!("etcd://{endpoint}/orders?ttl=2s"), "42/pay", "user").await;
+    for prefix in ["orders/", "billing/"] {
+        let keys = root.get(prefix, Some(distlock_etcd::etcd_client::GetOptions::new().with_prefix())).await;
+        assert_eq!(keys.expect("read").kvs().len(), 0, "nothing left behind under {prefix}");
+    }
+}

@@ -140,3 +140,31 @@ async fn tokens_keep_growing_when_the_lock_directory_is_recreated() {
     assert!(second.fencing_token() > t1, "czxid tokens grow even though the sequence restarted");
     second.release().await.expect("release");
 }
+
+/// A ZooKeeper tree guarded by a digest ACL: the URL's user locks as usual; a wrong password
+/// and a missing user get a final (not retryable) error that names the ACL, and create nothing.
+#[tokio::test]
+async fn under_a_digest_acl_the_user_locks_and_others_are_refused_clearly_and_finally() {
+    let hosts = shared::zookeeper().await.endpoints.join(",");
+    let root = format!("/digest-{}", uuid::Uuid::new_v4().simple());
+    let admin = distlock_zk::zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .with_auth("digest", b"app:secret")
+        .connect(&hosts)
+        .await
+        .expect("admin");
+    admin.create(&root, b"", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.expect("the guarded root");
+
+    let granted = format!("zk://app:secret@{hosts}{root}?session_timeout=2s");
+    let a = distlock::connect(&granted).await.expect("the user connects");
+    let b = distlock::connect(&granted).await.expect("a second instance connects");
+    let guard = a.lock("42/pay").await.expect("the user locks");
+    assert!(b.try_lock("42/pay").await.expect("try_lock").is_none(), "the lock excludes the second instance");
+    guard.release().await.expect("release");
+    b.lock("42/pay").await.expect("then the second instance locks").release().await.expect("release");
+
+    scenarios::refused(&format!("zk://app:wrong@{hosts}{root}?session_timeout=2s"), "43/pay", "ACL").await;
+    scenarios::refused(&format!("zk://{hosts}{root}?session_timeout=2s"), "43/pay", "ACL").await;
+    let (children, _) = admin.get_children(&root).await.expect("list");
+    assert_eq!(children, vec!["42".to_owned()], "the refused clients created nothing");
+}
