@@ -22,6 +22,8 @@ pub struct EtcdMember {
     pub name: String,
     /// The client port on 127.0.0.1.
     pub client_port: u16,
+    /// The TLS client port on 127.0.0.1, if the member serves TLS too.
+    pub tls_port: Option<u16>,
     /// The process.
     pub process: ServerProcess,
 }
@@ -54,16 +56,27 @@ impl EtcdCluster {
     /// Starts `size` members with fast elections (50 ms heartbeats) and waits until every member
     /// answers and the cluster serves a write.
     pub async fn start(size: usize) -> io::Result<Self> {
-        Self::start_with(size, false).await
+        Self::start_with(size, false, None).await
+    }
+
+    /// Like [`EtcdCluster::start`], each member also serving clients over TLS with `cert`
+    /// (see [`crate::tls::TestCertificates`]) on a second port ([`EtcdCluster::tls_endpoints`]).
+    /// The plain port stays, for the harness's own checks.
+    pub async fn start_tls(size: usize, cert: &crate::tls::TestCertificates) -> io::Result<Self> {
+        Self::start_with(size, false, Some(cert)).await
     }
 
     /// Like [`EtcdCluster::start`], with the members' peer traffic through proxies, so that
     /// [`EtcdCluster::isolate`] can partition one member from the others.
     pub async fn start_partitionable(size: usize) -> io::Result<Self> {
-        Self::start_with(size, true).await
+        Self::start_with(size, true, None).await
     }
 
-    async fn start_with(size: usize, partitionable: bool) -> io::Result<Self> {
+    async fn start_with(
+        size: usize,
+        partitionable: bool,
+        tls: Option<&crate::tls::TestCertificates>,
+    ) -> io::Result<Self> {
         let dir = temp_dir("etcd")?;
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let peer_net = match partitionable {
@@ -83,12 +96,22 @@ impl EtcdCluster {
         let token = format!("distlock-{}", uuid::Uuid::new_v4());
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
+            let mut extra = Vec::new();
             let name = format!("etcd-{i}");
-            let args = vec![
+            let tls_port = tls.map(|_| free_port());
+            let (mut listen, mut advertise) =
+                (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{client}"));
+            if let (Some(port), Some(cert)) = (tls_port, tls) {
+                listen.push_str(&format!(",https://127.0.0.1:{port}"));
+                advertise.push_str(&format!(",https://127.0.0.1:{port}"));
+                let (cert, key) = (cert.server_cert.display(), cert.server_key.display());
+                extra.extend([format!("--cert-file={cert}"), format!("--key-file={key}")]);
+            }
+            let mut args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", dir.path().join(&name).display()),
-                format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                format!("--listen-client-urls={listen}"),
+                format!("--advertise-client-urls={advertise}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", advertised(i)),
                 format!("--initial-cluster={initial_cluster}"),
@@ -99,9 +122,10 @@ impl EtcdCluster {
                 "--logger=zap".into(),
                 "--log-level=warn".into(),
             ];
+            args.append(&mut extra);
             let log = dir.path().join(format!("{name}.log"));
             let process = ServerProcess::start(&name, "etcd", args, log)?;
-            members.push(EtcdMember { name, client_port: *client, process });
+            members.push(EtcdMember { name, client_port: *client, tls_port, process });
         }
         let mut cluster = EtcdCluster { members, dir, peer_net };
         cluster.wait_ready().await?;
@@ -143,6 +167,12 @@ impl EtcdCluster {
     /// The client endpoints of all members.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(EtcdMember::endpoint).collect()
+    }
+
+    /// The members' TLS client endpoints (`127.0.0.1:<port>`), if started with
+    /// [`EtcdCluster::start_tls`].
+    pub fn tls_endpoints(&self) -> Vec<String> {
+        self.members.iter().filter_map(|m| m.tls_port.map(|port| format!("127.0.0.1:{port}"))).collect()
     }
 
     /// The temporary directory holding data and logs.

@@ -21,6 +21,7 @@ pub mod process;
 pub mod proxy;
 pub mod scenarios;
 pub mod shared;
+pub mod tls;
 pub mod zk;
 pub mod zk_harness;
 pub mod zk_txnlog;

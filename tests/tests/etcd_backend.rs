@@ -363,3 +363,31 @@ async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_
         assert_eq!(keys.expect("read").kvs().len(), 0, "nothing left behind under {prefix}");
     }
 }
+
+/// etcd over TLS: `etcds://` with the server's CA in `ca=` locks as over plain TCP. Without the
+/// CA the server's certificate is not trusted, and an unreadable CA file is a setting error:
+/// each fails within the connect timeout, and says so.
+#[tokio::test]
+async fn over_tls_with_the_servers_ca_locks_and_an_untrusted_certificate_fails_clearly() {
+    let certs = distlock_tests::tls::TestCertificates::new().expect("test certificates");
+    let cluster = EtcdCluster::start_tls(1, &certs).await.expect("an etcd serving TLS");
+    let endpoint = cluster.tls_endpoints().join(",");
+    let url = format!("etcds://{endpoint}/tls?ttl=2s&ca={}", certs.ca_cert.display());
+    let a = distlock::connect(&url).await.expect("connect over TLS");
+    let b = distlock::connect(&url).await.expect("a second instance connects");
+    let guard = a.lock("report").await.expect("lock over TLS");
+    assert!(b.try_lock("report").await.expect("try_lock").is_none(), "the lock excludes the second instance");
+    guard.release().await.expect("release");
+
+    let missing = format!("etcds://{endpoint}/tls?ca=/nonexistent/ca.pem");
+    let err = distlock::connect(&missing).await.err().expect("no such CA file");
+    assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+
+    let started = Instant::now();
+    let untrusted = format!("etcds://{endpoint}/tls?connect_timeout=2s");
+    let err = distlock::connect(&untrusted).await.err().expect("the system roots do not trust the test CA");
+    assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "a setting to fix, final: {err:?}");
+    assert!(err.to_string().contains("not trusted") && err.to_string().contains("ca="), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
+}
