@@ -51,6 +51,18 @@ pub async fn leader_loss_keeps_one_holder(h: &dyn Harness, kill_leader: impl Fut
     next.release().await.expect("release");
 }
 
+/// Two clients connected by `url` (two instances of one service): while the first holds `name`
+/// the second cannot take it, and once it is released the second can.
+pub async fn two_instances_exclude_each_other(url: &str, name: &str) {
+    let a = distlock::connect(url).await.unwrap_or_else(|e| panic!("{url}: connect: {e}"));
+    let b = distlock::connect(url).await.unwrap_or_else(|e| panic!("{url}: a second instance connects: {e}"));
+    let guard = a.lock(name).await.unwrap_or_else(|e| panic!("{url}: lock: {e}"));
+    assert!(b.try_lock(name).await.expect("try_lock").is_none(), "{url}: the lock excludes the second instance");
+    guard.release().await.expect("release");
+    let guard = b.lock(name).await.unwrap_or_else(|e| panic!("{url}: then the second instance locks: {e}"));
+    guard.release().await.expect("release");
+}
+
 /// Connects by `url` and takes lock `name`, expecting the server to refuse our credentials or
 /// rights at one of the two steps (etcd checks a password at connect, a permission at the first
 /// request; ZooKeeper checks both at the first request). The refusal must be final and name

@@ -346,14 +346,7 @@ async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_
     let root = ConnectOptions::new().with_user("root", "rootpw");
     let mut root = distlock_etcd::etcd_client::Client::connect(cluster.endpoints(), Some(root)).await.expect("root");
 
-    let granted = format!("etcd://app:secret@{endpoint}/orders?ttl=2s");
-    let a = distlock::connect(&granted).await.expect("the granted user connects");
-    let b = distlock::connect(&granted).await.expect("a second instance connects");
-    let guard = a.lock("42/pay").await.expect("the granted user locks");
-    assert!(b.try_lock("42/pay").await.expect("try_lock").is_none(), "the lock excludes the second instance");
-    guard.release().await.expect("release");
-    let guard = b.lock("42/pay").await.expect("then the second instance locks");
-    guard.release().await.expect("release");
+    scenarios::two_instances_exclude_each_other(&format!("etcd://app:secret@{endpoint}/orders?ttl=2s"), "42/pay").await;
 
     scenarios::refused(&format!("etcd://app:wrong@{endpoint}/orders?ttl=2s"), "42/pay", "password").await;
     scenarios::refused(&format!("etcd://app:secret@{endpoint}/billing?ttl=2s"), "42/pay", "permission").await;
@@ -373,11 +366,7 @@ async fn over_tls_with_the_servers_ca_locks_and_an_untrusted_certificate_fails_c
     let cluster = EtcdCluster::start_tls(1, &certs).await.expect("an etcd serving TLS");
     let endpoint = cluster.tls_endpoints().join(",");
     let url = format!("etcds://{endpoint}/tls?ttl=2s&ca={}", certs.ca_cert.display());
-    let a = distlock::connect(&url).await.expect("connect over TLS");
-    let b = distlock::connect(&url).await.expect("a second instance connects");
-    let guard = a.lock("report").await.expect("lock over TLS");
-    assert!(b.try_lock("report").await.expect("try_lock").is_none(), "the lock excludes the second instance");
-    guard.release().await.expect("release");
+    scenarios::two_instances_exclude_each_other(&url, "report").await;
 
     let missing = format!("etcds://{endpoint}/tls?ca=/nonexistent/ca.pem");
     let err = distlock::connect(&missing).await.err().expect("no such CA file");

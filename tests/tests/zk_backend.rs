@@ -155,13 +155,8 @@ async fn under_a_digest_acl_the_user_locks_and_others_are_refused_clearly_and_fi
         .expect("admin");
     admin.create(&root, b"", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.expect("the guarded root");
 
-    let granted = format!("zk://app:secret@{hosts}{root}?session_timeout=2s");
-    let a = distlock::connect(&granted).await.expect("the user connects");
-    let b = distlock::connect(&granted).await.expect("a second instance connects");
-    let guard = a.lock("42/pay").await.expect("the user locks");
-    assert!(b.try_lock("42/pay").await.expect("try_lock").is_none(), "the lock excludes the second instance");
-    guard.release().await.expect("release");
-    b.lock("42/pay").await.expect("then the second instance locks").release().await.expect("release");
+    scenarios::two_instances_exclude_each_other(&format!("zk://app:secret@{hosts}{root}?session_timeout=2s"), "42/pay")
+        .await;
 
     scenarios::refused(&format!("zk://app:wrong@{hosts}{root}?session_timeout=2s"), "43/pay", "ACL").await;
     scenarios::refused(&format!("zk://{hosts}{root}?session_timeout=2s"), "43/pay", "ACL").await;
