@@ -88,6 +88,7 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
             ("cycles_per_s", "cycles/s"),
             ("cycle_p50_ms", "p50 ms"),
             ("client_cpu_us_per_cycle", "client CPU µs/cycle"),
+            ("server_cpu_us_per_cycle", "server CPU µs/cycle"),
         ],
     );
     table(

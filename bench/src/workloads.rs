@@ -38,7 +38,9 @@ fn per(by_method: &std::collections::BTreeMap<String, f64>, n: f64) -> Value {
 
 /// The raw floor as its own line.
 pub async fn floor(target: &Target, cycles: usize) -> Result<(Floor, Value)> {
+    let before = target.snapshot().await?;
     let floor = target.raw_floor(cycles).await?;
+    let server_cpu = target.snapshot().await?.since(&before).server_cpu;
     let what = match target.kind {
         Kind::Etcd => "bare put + delete of one key",
         Kind::Zk => "bare create + delete of one znode",
@@ -47,6 +49,7 @@ pub async fn floor(target: &Target, cycles: usize) -> Result<(Floor, Value)> {
         "workload": "floor", "backend": target.kind.label(), "what": what, "cycles": cycles,
         "cycles_per_s": floor.cycles_per_s.round(), "cycle_p50_ms": round2(floor.cycle_p50_ms),
         "server_requests_per_cycle": 2, "client_cpu_us_per_cycle": round2(floor.client_cpu_us_per_cycle),
+        "server_cpu_us_per_cycle": server_cpu.map(|c| micros(c, cycles as f64)),
     });
     Ok((floor, line))
 }
