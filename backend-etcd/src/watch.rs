@@ -204,6 +204,41 @@ mod tests {
         assert_eq!(first_deletion_after(std::iter::empty(), 14), None);
     }
 
+    /// On a real etcd: a watch catching up from a past revision gets the key's two deletions,
+    /// the one before the awaited entry's creation and the awaited one, in one response. The
+    /// wait must end with the second (it hung when only the first deletion was looked at).
+    #[tokio::test]
+    async fn a_real_catch_up_batch_with_an_older_deletion_first_ends_the_wait() {
+        let shared = distlock_tests::shared::etcd().await;
+        let config = crate::EtcdBackend::builder().endpoints(shared.endpoints.iter()).config().expect("config");
+        let client = etcd_client::Client::connect(
+            shared.endpoints.iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(),
+            None,
+        )
+        .await
+        .expect("connect");
+        let session =
+            EtcdSession::open(client.clone(), std::sync::Arc::new(config), Default::default()).await.expect("session");
+        let mut kv = client.kv_client();
+        let key = format!("watch-batch-{}", session.lease);
+        let first =
+            kv.put(key.as_str(), "", None).await.expect("put").header().map(|h| h.revision()).unwrap_or_default();
+        kv.delete(key.as_str(), None).await.expect("delete the older entry");
+        let created =
+            kv.put(key.as_str(), "", None).await.expect("put").header().map(|h| h.revision()).unwrap_or_default();
+        let deleted =
+            kv.delete(key.as_str(), None).await.expect("delete").header().map(|h| h.revision()).unwrap_or_default();
+
+        let mut watch = DeletionWatch { key: key.clone(), stream: None, created_at: first };
+        let options = WatchOptions::new().with_start_revision(first).with_filters([WatchFilterType::NoPut]);
+        let mut stream = session.hub.watch(&key, options).await.expect("watch");
+        let confirmed = stream.message().await.expect("the watch's creation");
+        assert!(confirmed.created(), "{confirmed:?}");
+        watch.stream = Some(stream);
+        let ended = tokio::time::timeout(Duration::from_secs(10), watch.deleted_after(&session, created)).await;
+        assert_eq!(ended.ok(), Some(DeleteWait::Deleted { revision: deleted }), "the awaited deletion ends the wait");
+    }
+
     #[test]
     fn a_deletion_without_a_revision_counts_as_the_awaited_one() {
         assert_eq!(first_deletion_after([(EventType::Delete, 0)], 14), Some(15));
