@@ -14,11 +14,13 @@ GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/peers bench/peers/ma
 cargo build -q --release -p distlock-bench
 cargo build -q -p distlock-tests --bin test_servers
 
-coproc SERVERS { exec target/debug/test_servers; }
+# ZooKeeper's JVM as deployed (full compilation), warmed up under load before the first round.
+coproc SERVERS { exec target/debug/test_servers --as-deployed; }
 read -r -t 90 etcd_line <&"${SERVERS[0]}"
 read -r -t 90 zk_line <&"${SERVERS[0]}"
 etcd=${etcd_line#DISTLOCK_TEST_ETCD=}
 zk=${zk_line#DISTLOCK_TEST_ZK=}
+target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients 8 --seconds 1 --warmup 10 >/dev/null 2>&1
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 

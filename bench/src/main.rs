@@ -5,14 +5,16 @@
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
 //!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--seconds 5]
 //!     [--clients 2,8,32] [--waiters 1,100,1000] [--many 10000] [--tasks 100]
-//!     [--report docs/BENCHMARKS.md]
+//!     [--warmup SECONDS] [--report docs/BENCHMARKS.md]
 //! ```
 //!
 //! Workloads: `floor`, `w1` (uncontended), `w2` (contended), `w3` (independent), `w4` (scale:
 //! waiters queued on one lock, and one session holding many locks), `w5` (local queue); none
 //! named means all. Servers: a single node of each backend started through the test harness
-//! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. `--report`
-//! also writes the Markdown report and `benchmarks.svg` beside it.
+//! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. Servers the
+//! bench started get `--warmup` seconds (default 10) of 8 clients contending before anything is
+//! measured: ZooKeeper's JVM compiles its hot paths only under load. Given servers get none
+//! unless asked. `--report` also writes the Markdown report and `benchmarks.svg` beside it.
 
 mod alloc;
 mod metrics;
@@ -38,6 +40,8 @@ struct Args {
     waiters: Vec<usize>,
     many: usize,
     tasks: usize,
+    /// Seconds of unmeasured load first; `None`: 10 for servers the bench starts, 0 for given ones.
+    warmup: Option<f64>,
     report: Option<std::path::PathBuf>,
 }
 
@@ -65,6 +69,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         waiters: vec![1, 100, 1000],
         many: 10_000,
         tasks: 100,
+        warmup: None,
         report: None,
     };
     let mut it = args.iter();
@@ -93,6 +98,15 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--waiters" => a.waiters = list(&value()?, "--waiters")?,
             "--many" => a.many = number(value()?)?,
             "--tasks" => a.tasks = number(value()?)?,
+            "--warmup" => {
+                let v = value()?;
+                a.warmup = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|s: &f64| *s >= 0.0)
+                        .ok_or_else(|| format!("--warmup takes seconds (0 or more), not {v:?}"))?,
+                )
+            }
             "--report" => a.report = Some(value()?.into()),
             w if WORKLOADS.contains(&w) => a.workloads.push(w.to_owned()),
             other => return Err(format!("unknown argument {other:?}; workloads: {}", WORKLOADS.join(", "))),
@@ -117,10 +131,14 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
         Kind::Etcd => args.etcd.clone(),
         Kind::Zk => args.zk.clone(),
     };
-    let target = match given {
-        Some(endpoint) => Target::given(kind, endpoint),
-        None => Target::start(kind).await?,
+    let (target, warmup) = match given {
+        Some(endpoint) => (Target::given(kind, endpoint), args.warmup.unwrap_or(0.0)),
+        None => (Target::start(kind).await?, args.warmup.unwrap_or(10.0)),
     };
+    if warmup > 0.0 {
+        eprintln!("distlock-bench: warming {} up for {warmup} s (not measured)", kind.label());
+        workloads::contended(&target, 8, Duration::from_secs_f64(warmup)).await?;
+    }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let duration = Duration::from_secs_f64(args.seconds);
     if wants("floor") || wants("w1") {
@@ -204,7 +222,9 @@ mod tests {
         assert_eq!(a.clients, vec![8]);
         assert_eq!(a.seconds, 2.5);
         assert_eq!(args("").unwrap().workloads.len(), WORKLOADS.len());
-        for bad in ["w9", "--clients 2,x", "--backends redis", "--cycles", "--seconds 0"] {
+        assert_eq!(args("--warmup 0").unwrap().warmup, Some(0.0));
+        assert_eq!(args("w1").unwrap().warmup, None);
+        for bad in ["w9", "--clients 2,x", "--backends redis", "--cycles", "--seconds 0", "--warmup -1", "--warmup x"] {
             assert!(args(bad).is_err(), "{bad} must be refused");
         }
     }

@@ -133,7 +133,8 @@ impl Target {
                 Ok(Target { kind, endpoints: cluster.endpoints(), pids, _servers: Servers::Etcd(cluster) })
             }
             Kind::Zk => {
-                let ensemble = ZkEnsemble::start(1).await?;
+                // The JVM as deployed, not the tests' quick-starting one (see `warm_up`).
+                let ensemble = ZkEnsemble::start_as_deployed(1).await?;
                 let pids = ensemble.members.iter().filter_map(|m| m.process.pid()).collect();
                 Ok(Target { kind, endpoints: ensemble.endpoints(), pids, _servers: Servers::Zk(ensemble) })
             }
