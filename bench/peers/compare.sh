@@ -65,7 +65,8 @@ def fmt(v, digits):
 rounds, seconds, machine, versions = sys.argv[2:6]
 print("# distlock beside the peers, measured in one run\n")
 print(f"Written by `bench/peers/compare.sh {rounds} {seconds}` on {datetime.date.today()}: {machine}; {versions}.")
-print("One single-node etcd and one standalone ZooKeeper (fsync on) serve every run. Each round runs")
+print("One single-node etcd and one standalone ZooKeeper (fsync on, its JVM as deployed: full")
+print("compilation) serve every run, after 10 s of unmeasured contention. Each round runs")
 print("W1 (one client, 2,000 acquire+release cycles) and W2 (2, 8 and 32 clients looping on one lock,")
 print(f"{seconds} s each) for the peers' own recipes (`bench/peers/main.go`: etcd's Go `concurrency.Mutex`,")
 print("go-zookeeper's `zk.Lock`) and then for distlock (`distlock-bench`), so that a slow minute of the")

@@ -17,6 +17,8 @@ pub enum Exit {
     Lost(String),
     /// 75: the lock was not acquired (busy, or timed out).
     NotAcquired(String),
+    /// 77: the service refused the credentials or the rights (retrying will not help).
+    NoPermission(String),
 }
 
 impl Exit {
@@ -27,6 +29,7 @@ impl Exit {
             Exit::Unavailable(_) => 69,
             Exit::Lost(_) => 70,
             Exit::NotAcquired(_) => 75,
+            Exit::NoPermission(_) => 77,
         }
     }
 }
@@ -35,7 +38,9 @@ impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Exit::Usage => f.write_str("bad usage; see distlock --help"),
-            Exit::BadInput(m) | Exit::Unavailable(m) | Exit::Lost(m) | Exit::NotAcquired(m) => f.write_str(m),
+            Exit::BadInput(m) | Exit::Unavailable(m) | Exit::Lost(m) | Exit::NotAcquired(m) | Exit::NoPermission(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -49,7 +54,28 @@ impl From<LockError> for Exit {
             | LockError::InvalidUrl { .. }
             | LockError::BackendNotEnabled { .. } => Exit::BadInput(message),
             LockError::Lost { .. } => Exit::Lost(message),
+            LockError::Unauthorized { .. } => Exit::NoPermission(message),
             _ => Exit::Unavailable(format!("{message}; check the service and retry")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_exits_77_without_advice_to_retry() {
+        let refused = LockError::Unauthorized {
+            backend: "etcd",
+            op: "connect".into(),
+            reason: "authentication failed, invalid user ID or password".into(),
+            source: "InvalidArgument".into(),
+        };
+        let exit = Exit::from(refused);
+        assert_eq!(exit.code(), 77);
+        assert!(!exit.to_string().contains("retry"), "{exit}");
+        let unreachable = LockError::Unreachable { endpoints: "h:2379".into(), what: "connect".into(), source: None };
+        assert_eq!(Exit::from(unreachable).code(), 69);
     }
 }

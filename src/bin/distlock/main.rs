@@ -15,6 +15,7 @@ use exit::Exit;
 const EXIT_CODES: &str = "\
 Exit status of `run`:
   the command's own   when it ran (128+N if it was killed by signal N)
+  77                  the lock service refused the credentials or the rights
   75                  the lock was not acquired (busy with --no-wait, or --timeout passed)
   70                  the lock was lost while the command ran (it got SIGTERM, then SIGKILL)
   69                  the lock service is unreachable or failed
