@@ -13,8 +13,8 @@
 //! named means all. Servers: a single node of each backend started through the test harness
 //! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. Servers the
 //! bench started get `--warmup` seconds (default 10) of 8 clients contending before anything is
-//! measured: ZooKeeper's JVM compiles its hot paths only under load. Given servers get none
-//! unless asked. `--report` also writes the Markdown report and `benchmarks.svg` beside it.
+//! measured: ZooKeeper's JVM compiles its hot paths under load, and the first writes grow the
+//! servers' files. Given servers get none unless asked. `--report` also writes the Markdown report and `benchmarks.svg` beside it.
 
 mod alloc;
 mod metrics;

@@ -133,8 +133,10 @@ impl Target {
                 Ok(Target { kind, endpoints: cluster.endpoints(), pids, _servers: Servers::Etcd(cluster) })
             }
             Kind::Zk => {
-                // The JVM as deployed, not the tests' quick-starting one (see `warm_up`).
-                let ensemble = ZkEnsemble::start_as_deployed(1).await?;
+                // The tests' C1-only JVM: a fresh JVM with full compilation (as deployed) spends
+                // its first minutes compiling, at about twice the server CPU per operation in a
+                // run of this length (measured); `compare.sh` uses a long-lived one instead.
+                let ensemble = ZkEnsemble::start(1).await?;
                 let pids = ensemble.members.iter().filter_map(|m| m.process.pid()).collect();
                 Ok(Target { kind, endpoints: ensemble.endpoints(), pids, _servers: Servers::Zk(ensemble) })
             }

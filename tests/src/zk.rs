@@ -67,8 +67,9 @@ impl ZkEnsemble {
     }
 
     /// Like [`ZkEnsemble::start`], with the JVM compiling as ZooKeeper's own start script leaves
-    /// it (full tiered compilation) instead of the tests' quick-starting C1 only: slower to start
-    /// and to warm up, about 10% more hand-offs per second once warm. For benchmarks.
+    /// it (full tiered compilation) instead of the tests' quick-starting C1 only: slower to start,
+    /// about twice the server CPU per operation while it compiles (its first minutes under load),
+    /// about 10% more hand-offs per second once warm. For long-lived benchmark servers.
     pub async fn start_as_deployed(size: usize) -> io::Result<Self> {
         Self::start_with(size, false, true).await
     }
