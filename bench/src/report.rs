@@ -64,8 +64,11 @@ fn of<'a>(lines: &'a [Value], workload: &str) -> Vec<&'a Value> {
 
 /// Writes the report to `path` and the chart to `benchmarks.svg` beside it.
 pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let svg = path.with_file_name("benchmarks.svg");
-    chart(&svg, lines).map_err(|e| std::io::Error::other(e.to_string()))?;
+    chart(&svg, lines).map_err(|e| std::io::Error::other(format!("the chart {}: {e}", svg.display())))?;
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
