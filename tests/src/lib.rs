@@ -3,9 +3,9 @@
 //! The harness that runs real etcd and ZooKeeper servers for distlock's tests, never mocks:
 //! single nodes and 3-node clusters on free loopback ports in temporary directories
 //! ([`EtcdCluster`], [`ZkEnsemble`]); member control (SIGKILL, SIGSTOP/SIGCONT, restart); a
-//! [`TcpProxy`] that cuts, black-holes or delays connections; and servers shared by all tests of
-//! one test binary ([`shared`]), which `DISTLOCK_TEST_ETCD` / `DISTLOCK_TEST_ZK` can replace
-//! with servers already running.
+//! [`TcpProxy`] that cuts, black-holes or delays connections; test certificates for TLS servers
+//! ([`tls`]); and servers shared by all tests of one test binary ([`shared`]), which
+//! `DISTLOCK_TEST_ETCD` / `DISTLOCK_TEST_ZK` can replace with servers already running.
 //!
 //! Every server process is stopped when its handle drops (also while a test panics) and, through
 //! `PR_SET_PDEATHSIG`, when the test binary exits, however it exits.

@@ -3,8 +3,9 @@
 //! standard input closes (or it is killed: the servers die with it). The test command uses it to
 //! test the environment-variable path that a docker-compose setup uses.
 //!
-//! `--as-deployed` starts ZooKeeper's JVM with full compilation, as for benchmarks
-//! ([`distlock_tests::ZkEnsemble::start_as_deployed`]).
+//! `--as-deployed` starts ZooKeeper's JVM with full compilation
+//! ([`distlock_tests::ZkEnsemble::start_as_deployed`]), for long-lived benchmark servers
+//! (`bench/peers/compare.sh`).
 
 use std::io::Read;
 
