@@ -14,7 +14,8 @@
 //! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. Servers the
 //! bench started get `--warmup` seconds (default 10) of 8 clients contending before anything is
 //! measured: ZooKeeper's JVM compiles its hot paths under load, and the first writes grow the
-//! servers' files. Given servers get none unless asked. `--report` also writes the Markdown report and `benchmarks.svg` beside it.
+//! servers' files. Given servers get none unless asked. `--report` also writes the Markdown
+//! report and `benchmarks.svg` beside it.
 
 mod alloc;
 mod metrics;

@@ -19,7 +19,7 @@ pub struct EtcdRequests {
 impl EtcdRequests {
     /// Reads the counters from `endpoint`'s `/metrics`.
     pub async fn read(endpoint: &str) -> io::Result<Self> {
-        let body = distlock_tests::ask(endpoint, &format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")).await?;
+        let body = distlock_tests::etcd::metrics_text(endpoint).await?;
         Ok(Self::parse(&body))
     }
 

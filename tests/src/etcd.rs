@@ -37,10 +37,14 @@ impl EtcdMember {
     /// The value of an unlabelled metric from the member's `/metrics` (for example the gauge
     /// `etcd_debugging_mvcc_watch_stream_total`), if it answers and has it.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.endpoint());
-        let answer = crate::ask(&self.endpoint(), &request).await.ok()?;
+        let answer = metrics_text(&self.endpoint()).await.ok()?;
         answer.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
+}
+
+/// The Prometheus text of `endpoint`'s (`host:port`) `/metrics`, within [`crate::ask`]'s bound.
+pub async fn metrics_text(endpoint: &str) -> io::Result<String> {
+    crate::ask(endpoint, &format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")).await
 }
 
 /// An etcd cluster of 1 or 3 members started by the harness, stopped on drop.
@@ -96,22 +100,18 @@ impl EtcdCluster {
         let token = format!("distlock-{}", uuid::Uuid::new_v4());
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
-            let mut extra = Vec::new();
             let name = format!("etcd-{i}");
             let tls_port = tls.map(|_| free_port());
-            let (mut listen, mut advertise) =
-                (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{client}"));
-            if let (Some(port), Some(cert)) = (tls_port, tls) {
-                listen.push_str(&format!(",https://127.0.0.1:{port}"));
-                advertise.push_str(&format!(",https://127.0.0.1:{port}"));
-                let (cert, key) = (cert.server_cert.display(), cert.server_key.display());
-                extra.extend([format!("--cert-file={cert}"), format!("--key-file={key}")]);
+            // Listened on and advertised alike: the plain port, and the TLS one if any.
+            let mut client_urls = format!("http://127.0.0.1:{client}");
+            if let Some(port) = tls_port {
+                client_urls.push_str(&format!(",https://127.0.0.1:{port}"));
             }
             let mut args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", dir.path().join(&name).display()),
-                format!("--listen-client-urls={listen}"),
-                format!("--advertise-client-urls={advertise}"),
+                format!("--listen-client-urls={client_urls}"),
+                format!("--advertise-client-urls={client_urls}"),
                 format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", advertised(i)),
                 format!("--initial-cluster={initial_cluster}"),
@@ -122,7 +122,10 @@ impl EtcdCluster {
                 "--logger=zap".into(),
                 "--log-level=warn".into(),
             ];
-            args.append(&mut extra);
+            if let Some(cert) = tls {
+                args.push(format!("--cert-file={}", cert.server_cert.display()));
+                args.push(format!("--key-file={}", cert.server_key.display()));
+            }
             let log = dir.path().join(format!("{name}.log"));
             let process = ServerProcess::start(&name, "etcd", args, log)?;
             members.push(EtcdMember { name, client_port: *client, tls_port, process });
