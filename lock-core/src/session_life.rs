@@ -125,9 +125,11 @@ impl SessionLife {
     /// assert!(life.is_ended());
     /// ```
     pub fn expire(&self) {
+        // Ended first: whoever learns of the expiry (from the state or a hold's loss) and locks
+        // again must find this session ended, or the new lock would be sent on the dead session.
+        self.ended.cancel();
         self.state.set(SessionState::Expired);
         self.holds.fire_all(LossReason::SessionExpired);
-        self.ended.cancel();
     }
 
     /// Whether the session is over.
@@ -197,5 +199,50 @@ impl SessionLife {
                 _ = self.clock.renewed_past(self.clock.deadline()) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    use super::*;
+    use crate::{FencingToken, LockName, LossSignal};
+
+    /// At each event of the loss module (a hold announcing its loss) and the session module (a
+    /// state change), records whether the session already says it has ended.
+    struct EndedAtEachAnnouncement {
+        life: Arc<SessionLife>,
+        seen: Arc<Mutex<Vec<(&'static str, bool)>>>,
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for EndedAtEachAnnouncement {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let target = event.metadata().target();
+            if target.ends_with("::loss") || target.ends_with("::session") {
+                self.seen.lock().unwrap().push((target, self.life.is_ended()));
+            }
+        }
+    }
+
+    /// Whoever reacts to an expiry by locking again must get a new session: by the time the state
+    /// says expired or a hold is lost, `is_ended` (what the session slot checks) is already true.
+    #[test]
+    fn an_expiry_is_announced_only_once_the_session_counts_as_ended() {
+        let life = Arc::new(SessionLife::new("test", Duration::from_secs(10)));
+        life.holds().register(LossSignal::new(LockName::new("a").unwrap(), FencingToken::new(1)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let layer = EndedAtEachAnnouncement { life: life.clone(), seen: seen.clone() };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || life.expire());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [("distlock_core::session", true), ("distlock_core::loss", true)],
+            "(announcement, session ended at that moment)"
+        );
     }
 }

@@ -27,6 +27,7 @@ pub struct EtcdHarness {
 impl EtcdHarness {
     /// A harness on `endpoints` with a fresh prefix and a 2 s TTL.
     pub async fn new(endpoints: Vec<String>) -> Self {
+        crate::trace_from_env();
         let admin = connect(&endpoints).await.expect("an admin client of the test etcd");
         EtcdHarness {
             endpoints,

@@ -37,6 +37,18 @@ pub use zk_harness::ZkHarness;
 use std::future::Future;
 use std::time::Duration;
 
+/// With `RUST_LOG` set, prints the library's traces in each test's captured output (shown when
+/// the test fails): `RUST_LOG=distlock_zk=debug,zookeeper_client=debug cargo test ...`. The
+/// harnesses call it; a no-op without `RUST_LOG` or once a subscriber is installed.
+pub fn trace_from_env() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+}
+
 /// Retries `attempt` until it succeeds or `bound` passes; returns the last error on time-out.
 pub async fn retry_until<T, E, F, Fut>(bound: Duration, mut attempt: F) -> Result<T, E>
 where

@@ -36,6 +36,7 @@ pub fn lock_znodes(mut children: Vec<String>) -> Vec<String> {
 impl ZkHarness {
     /// A harness on `hosts` with a fresh chroot and a 2 s session timeout.
     pub async fn new(hosts: Vec<String>) -> Self {
+        crate::trace_from_env();
         let admin =
             connect(&hosts.join(","), Duration::from_secs(10)).await.expect("an admin client of the test ZooKeeper");
         ZkHarness {
