@@ -5,7 +5,7 @@
 //! ```text
 //! cargo test -p distlock-tests --test faults                      # the short run (4 s per fault)
 //! DISTLOCK_FAULT_SECONDS=72 cargo test --release -p distlock-tests --test faults -- --nocapture
-//!                                                                 # a long run: ~18 min in all
+//!                                                                 # a long run (72 s per fault)
 //! ```
 //!
 //! It fails if any run breaks check (1) token order, (2) lost updates, (4) owner mismatch or
