@@ -1,7 +1,7 @@
 //! Settings of an etcd client: the typed builder, and the same settings read from an
 //! `etcd://user:pass@h1:2379,h2:2379/prefix?ttl=10s` URL.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distlock_core::{parse_duration, validate_ttl, LockClient, LockError, LockUrl};
@@ -42,6 +42,8 @@ pub struct EtcdConfig {
     pub(crate) user: Option<(String, String)>,
     pub(crate) tls: bool,
     pub(crate) ca_file: Option<PathBuf>,
+    /// The client certificate and its key (PEM files), for servers that require one.
+    pub(crate) client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -55,6 +57,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("user", &self.user.as_ref().map(|(name, _)| format!("{name}:***")))
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
+            .field("client_identity", &self.client_identity)
             .finish()
     }
 }
@@ -83,6 +86,7 @@ impl Default for EtcdBuilder {
                 user: None,
                 tls: false,
                 ca_file: None,
+                client_identity: None,
             },
         }
     }
@@ -174,6 +178,20 @@ impl EtcdBuilder {
         self
     }
 
+    /// Shows the client certificate in `cert_file` (PEM, with its private key in `key_file`)
+    /// to servers that require one (etcd's `--client-cert-auth`). Needs [`EtcdBuilder::tls`].
+    ///
+    /// ```
+    /// let b = distlock_etcd::EtcdBackend::builder()
+    ///     .tls(Some("/etc/etcd/ca.pem".into()))
+    ///     .client_certificate("/etc/etcd/client.pem", "/etc/etcd/client.key");
+    /// # drop(b);
+    /// ```
+    pub fn client_certificate(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.config.client_identity = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
     /// Validates the settings without connecting.
     ///
     /// ```
@@ -190,6 +208,12 @@ impl EtcdBuilder {
         validate_ttl("request_timeout", c.request_timeout, Duration::from_millis(100))?;
         if c.endpoints.is_empty() || c.endpoints.iter().any(|e| e.trim().is_empty()) {
             return Err(LockError::invalid_config("endpoints", "give at least one host:port, none empty"));
+        }
+        if c.client_identity.is_some() && !c.tls {
+            return Err(LockError::invalid_config(
+                "cert",
+                "a client certificate is for TLS: call tls() too (etcds://)",
+            ));
         }
         let prefix = c.prefix.trim_matches('/');
         if prefix.contains(|ch: char| ch.is_control()) || prefix.contains("//") {
@@ -218,8 +242,9 @@ impl EtcdBuilder {
 
 impl EtcdConfig {
     /// Reads the settings from an `etcd://` or `etcds://` URL:
-    /// `etcd://[user:pass@]host[:port][,host[:port]...][/prefix][?ttl=10s&connect_timeout=5s&request_timeout=5s&ca=/path/ca.pem]`.
-    /// Ports default to 2379; `etcds` means TLS.
+    /// `etcd://[user:pass@]host[:port][,host[:port]...][/prefix][?ttl=10s&connect_timeout=5s&request_timeout=5s]`.
+    /// Ports default to 2379; `etcds` means TLS, with `ca=/path/ca.pem` (else the system roots)
+    /// and, for servers that require a client certificate, `cert=/path/client.pem&key=/path/client.key`.
     ///
     /// ```
     /// use distlock_core::LockUrl;
@@ -236,7 +261,7 @@ impl EtcdConfig {
             "etcds" => true,
             _ => return Err(bad("the scheme must be etcd:// or etcds://")),
         };
-        url.reject_unknown_params(&["ttl", "connect_timeout", "request_timeout", "ca"])?;
+        url.reject_unknown_params(&["ttl", "connect_timeout", "request_timeout", "ca", "cert", "key"])?;
         if url.hosts.is_empty() {
             return Err(bad("it names no host; write etcd://host:2379"));
         }
@@ -259,10 +284,16 @@ impl EtcdConfig {
             (Some(_), None) => return Err(bad("etcd needs a password with the user: etcd://user:pass@host")),
             _ => {}
         }
+        if !tls && ["ca", "cert", "key"].iter().any(|p| url.param(p).is_some()) {
+            return Err(bad("ca=, cert= and key= are for TLS: use etcds://"));
+        }
         if tls {
             builder = builder.tls(url.param("ca").map(PathBuf::from));
-        } else if url.param("ca").is_some() {
-            return Err(bad("ca= is for TLS: use etcds://"));
+        }
+        match (url.param("cert"), url.param("key")) {
+            (Some(cert), Some(key)) => builder = builder.client_certificate(cert, key),
+            (None, None) => {}
+            _ => return Err(bad("a client certificate needs both cert=/path/client.pem and key=/path/client.key")),
         }
         builder.config()
     }
@@ -309,6 +340,13 @@ impl EtcdConfig {
     }
 }
 
+/// The contents of the PEM file `path` named by setting `setting` (the `what` it holds, for the
+/// error).
+pub(crate) fn read_pem(setting: &str, what: &str, path: &Path) -> Result<Vec<u8>, LockError> {
+    std::fs::read(path)
+        .map_err(|e| LockError::invalid_config(setting, format!("cannot read the {what} file {}: {e}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,8 +363,20 @@ mod tests {
         let c = EtcdConfig::from_url(&LockUrl::parse("etcds://u:p@h?ca=/ca.pem").unwrap()).unwrap();
         assert!(c.tls);
         assert_eq!(c.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.client_identity, None);
         assert_eq!(c.user, Some(("u".into(), "p".into())));
         assert_eq!(c.prefix, DEFAULT_PREFIX);
+        let c = EtcdConfig::from_url(&LockUrl::parse("etcds://h?cert=/c.pem&key=/c.key").unwrap()).unwrap();
+        assert_eq!(c.ca_file, None);
+        assert_eq!(c.client_identity, Some((PathBuf::from("/c.pem"), PathBuf::from("/c.key"))));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_tls() {
+        let err = EtcdBuilder::default().client_certificate("c.pem", "c.key").config().unwrap_err();
+        assert!(matches!(&err, LockError::InvalidConfig { setting, .. } if setting == "cert"), "{err:?}");
+        assert!(err.to_string().contains("tls()"), "{err}");
+        assert!(EtcdBuilder::default().tls(None).client_certificate("c.pem", "c.key").config().is_ok());
     }
 
     #[test]
@@ -346,6 +396,9 @@ mod tests {
             ("etcd://h?bogus=1", "unknown parameter"),
             ("etcd://u@h", "password"),
             ("etcd://h?ca=/x", "TLS"),
+            ("etcd://h?cert=/c.pem&key=/c.key", "TLS"),
+            ("etcds://h?cert=/c.pem", "both"),
+            ("etcds://h?key=/c.key", "both"),
             ("zk://h", "etcd://"),
         ];
         for (url, why) in cases {

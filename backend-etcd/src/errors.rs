@@ -4,10 +4,12 @@ use distlock_core::LockError;
 use etcd_client::Error;
 use tonic::Code;
 
+use crate::EtcdConfig;
+
 /// Whether an etcd error is a transport-level failure after which the request may or may not
 /// have been applied (an ambiguous reply) and a retry can succeed.
 pub(crate) fn is_transient(error: &Error) -> bool {
-    if untrusted_certificate(error).is_some() {
+    if untrusted_certificate(error).is_some() || refused_client_certificate(error).is_some() {
         return false;
     }
     match error {
@@ -45,20 +47,39 @@ fn refusal(error: &Error) -> Option<String> {
 /// UnknownIssuer"). tonic reports it as `Unavailable`, like a server that is down, but trying
 /// again cannot help: the client needs the CA that signed the certificate.
 fn untrusted_certificate(error: &Error) -> Option<String> {
-    // A status's own message, then every source below it, each by its Display.
-    let (first, mut cause): (String, Option<&dyn std::error::Error>) = match error {
-        Error::GRpcStatus(status) => (status.message().to_owned(), std::error::Error::source(status)),
-        other => (other.to_string(), std::error::Error::source(other)),
-    };
-    let mut text = first;
-    loop {
-        if let Some(at) = text.find("invalid peer certificate") {
-            return Some(text[at..].to_owned());
-        }
-        let e = cause?;
-        text = e.to_string();
-        cause = e.source();
-    }
+    cause_saying(error, &["invalid peer certificate"])
+}
+
+/// What TLS said if the server refused our client certificate, or its absence, with an alert
+/// (rustls: "received fatal alert: BadCertificate"). Trying again cannot help either.
+fn refused_client_certificate(error: &Error) -> Option<String> {
+    let alerts = ["BadCertificate", "CertificateRequired", "UnknownCA", "UnsupportedCertificate", "CertificateUnknown"];
+    let alerts = alerts.map(|alert| format!("received fatal alert: {alert}"));
+    cause_saying(error, &alerts.each_ref().map(String::as_str))
+}
+
+/// The text from the first of `markers` on, in the first of `error`'s causes that says one (a
+/// status by its message).
+fn cause_saying(error: &Error, markers: &[&str]) -> Option<String> {
+    causes(error).find_map(|e| {
+        let text = match (e.downcast_ref::<tonic::Status>(), e.downcast_ref::<Error>()) {
+            (Some(status), _) => status.message().to_owned(),
+            (None, Some(Error::GRpcStatus(_))) => return None, // its status comes next
+            _ => e.to_string(),
+        };
+        markers.iter().find_map(|m| text.find(m)).map(|at| text[at..].to_owned())
+    })
+}
+
+/// `error` and every error below it. etcd-client's `GRpcStatus` does not give its status as its
+/// source, so the walk steps into the status itself.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| match e.downcast_ref::<Error>() {
+        Some(Error::GRpcStatus(status)) => Some(status as &(dyn std::error::Error + 'static)),
+        _ => e.source(),
+    })
 }
 
 /// The error for a failed request `op` to `endpoints`.
@@ -68,11 +89,76 @@ pub(crate) fn request_error(op: &str, endpoints: &str, error: Error) -> LockErro
             "ca",
             format!("{op}: the server's TLS certificate is not trusted ({reason}); give the CA that signed it with ca=/path/ca.pem"),
         )
+    } else if let Some(reason) = refused_client_certificate(&error) {
+        LockError::invalid_config(
+            "cert",
+            format!("{op}: the server refused our TLS client certificate or its absence ({reason}); give one signed by a CA it trusts with cert=/path/client.pem&key=/path/client.key"),
+        )
     } else if let Some(reason) = refusal(&error) {
         LockError::Unauthorized { backend: "etcd", op: op.to_owned(), reason, source: Box::new(error) }
     } else if is_transient(&error) {
         LockError::Unreachable { endpoints: endpoints.to_owned(), what: op.to_owned(), source: Some(Box::new(error)) }
     } else {
         LockError::Backend { backend: "etcd", op: op.to_owned(), retryable: false, source: Box::new(error) }
+    }
+}
+
+/// A TLS connection without a client certificate that the server closed under the first request: what an etcd with `--client-cert-auth` does, after a handshake
+/// that looked fine to the client and with no alert it gets to read. Other causes are possible,
+/// so the error stays `Unreachable` and only gains the hint.
+pub(crate) fn client_certificate_hint(error: LockError, config: &EtcdConfig) -> LockError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    let LockError::Unreachable { endpoints, what, source: Some(source) } = error else { return error };
+    // hyper says "connection closed" when the close comes between requests, the socket says
+    // broken pipe or reset when it comes during one.
+    let closed = causes(source.as_ref()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), BrokenPipe | ConnectionReset | UnexpectedEof))
+            || e.to_string() == "connection closed"
+    });
+    let what = if closed && config.tls && config.client_identity.is_none() {
+        format!("{what}: the server closed the TLS connection; if it requires a client certificate (etcd --client-cert-auth), give cert=/path/client.pem&key=/path/client.key")
+    } else {
+        what
+    };
+    LockError::Unreachable { endpoints, what, source: Some(source) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::EtcdBackend;
+
+    /// What etcd-client returns when the connection under a request failed with `io`.
+    fn failed_under_a_request(io: io::Error) -> Error {
+        Error::GRpcStatus(tonic::Status::from_error(Box::new(io)))
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_a_final_setting_error_on_cert() {
+        let alert = io::Error::new(io::ErrorKind::InvalidData, "received fatal alert: BadCertificate");
+        let error = failed_under_a_request(alert);
+        assert!(!is_transient(&error));
+        let err = request_error("grant a lease", "h:2379", error);
+        assert!(matches!(&err, LockError::InvalidConfig { setting, .. } if setting == "cert"), "{err:?}");
+        assert!(err.to_string().contains("BadCertificate") && err.to_string().contains("key="), "{err}");
+    }
+
+    #[test]
+    fn a_tls_connection_closed_under_a_request_hints_at_a_client_certificate_only_when_none_is_given() {
+        let closed =
+            || request_error("grant a lease", "h:2379", failed_under_a_request(io::ErrorKind::BrokenPipe.into()));
+        assert!(matches!(closed(), LockError::Unreachable { .. }));
+        let tls = EtcdBackend::builder().tls(None).config().unwrap();
+        let hinted = client_certificate_hint(closed(), &tls).to_string();
+        assert!(hinted.contains("client certificate") && hinted.contains("cert="), "{hinted}");
+        let with_identity = EtcdBackend::builder().tls(None).client_certificate("c.pem", "c.key").config().unwrap();
+        let plain = EtcdBackend::builder().config().unwrap();
+        for config in [with_identity, plain] {
+            let shown = client_certificate_hint(closed(), &config).to_string();
+            assert!(!shown.contains("certificate"), "{shown}");
+        }
     }
 }

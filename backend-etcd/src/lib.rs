@@ -127,12 +127,16 @@ impl EtcdBackend {
         if config.tls {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &config.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    LockError::invalid_config("ca", format!("cannot read the CA file {}: {e}", ca.display()))
-                })?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(config::read_pem("ca", "CA", ca)?));
             } else {
                 tls = tls.with_enabled_roots();
+            }
+            if let Some((cert, key)) = &config.client_identity {
+                let (cert, key) = (
+                    config::read_pem("cert", "client certificate", cert)?,
+                    config::read_pem("key", "client key", key)?,
+                );
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
             }
             options = options.with_tls(tls);
         }
@@ -141,7 +145,9 @@ impl EtcdBackend {
             let client = Client::connect(&endpoints, Some(options))
                 .await
                 .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e))?;
-            let session = EtcdSession::open(client.clone(), config.clone(), requests.clone()).await?;
+            let session = EtcdSession::open(client.clone(), config.clone(), requests.clone())
+                .await
+                .map_err(|e| crate::errors::client_certificate_hint(e, &config))?;
             Ok::<_, LockError>((client, session))
         };
         let (client, session) = tokio::time::timeout(config.connect_timeout + config.request_timeout, connecting)

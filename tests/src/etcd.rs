@@ -64,8 +64,9 @@ impl EtcdCluster {
     }
 
     /// Like [`EtcdCluster::start`], each member also serving clients over TLS with `cert`
-    /// (see [`crate::tls::TestCertificates`]) on a second port ([`EtcdCluster::tls_endpoints`]).
-    /// The plain port stays, for the harness's own checks.
+    /// (see [`crate::tls::TestCertificates`]) on a second port ([`EtcdCluster::tls_endpoints`]),
+    /// where clients must show a certificate signed by the test CA (`--client-cert-auth`). The
+    /// plain port stays, for the harness's own checks.
     pub async fn start_tls(size: usize, cert: &crate::tls::TestCertificates) -> io::Result<Self> {
         Self::start_with(size, false, Some(cert)).await
     }
@@ -125,6 +126,8 @@ impl EtcdCluster {
             if let Some(cert) = tls {
                 args.push(format!("--cert-file={}", cert.server_cert.display()));
                 args.push(format!("--key-file={}", cert.server_key.display()));
+                args.push("--client-cert-auth".into());
+                args.push(format!("--trusted-ca-file={}", cert.ca_cert.display()));
             }
             let log = dir.path().join(format!("{name}.log"));
             let process = ServerProcess::start(&name, "etcd", args, log)?;

@@ -361,22 +361,39 @@ async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_
 /// CA the server's certificate is not trusted, and an unreadable CA file is a setting error:
 /// each fails within the connect timeout, and says so.
 #[tokio::test]
-async fn over_tls_with_the_servers_ca_locks_and_an_untrusted_certificate_fails_clearly() {
+async fn over_tls_with_the_servers_ca_and_a_client_certificate_locks_and_each_missing_piece_fails_clearly() {
     let certs = distlock_tests::tls::TestCertificates::new().expect("test certificates");
-    let cluster = EtcdCluster::start_tls(1, &certs).await.expect("an etcd serving TLS");
+    let cluster = EtcdCluster::start_tls(1, &certs).await.expect("an etcd serving TLS, client certificates required");
     let endpoint = cluster.tls_endpoints().join(",");
-    let url = format!("etcds://{endpoint}/tls?ttl=2s&ca={}", certs.ca_cert.display());
+    let (ca, cert, key) = (certs.ca_cert.display(), certs.client_cert.display(), certs.client_key.display());
+    let url = format!("etcds://{endpoint}/tls?ttl=2s&ca={ca}&cert={cert}&key={key}");
     scenarios::two_instances_exclude_each_other(&url, "report").await;
 
-    let missing = format!("etcds://{endpoint}/tls?ca=/nonexistent/ca.pem");
-    let err = distlock::connect(&missing).await.err().expect("no such CA file");
-    assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    for (missing, setting) in [
+        (format!("etcds://{endpoint}/tls?ca=/nonexistent/ca.pem&cert={cert}&key={key}"), "/nonexistent/ca.pem"),
+        (format!("etcds://{endpoint}/tls?ca={ca}&cert={cert}&key=/nonexistent/client.key"), "/nonexistent/client.key"),
+    ] {
+        let err = distlock::connect(&missing).await.err().expect("no such file");
+        assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "{err:?}");
+        assert!(err.to_string().contains(setting), "{err}");
+    }
 
     let started = Instant::now();
-    let untrusted = format!("etcds://{endpoint}/tls?connect_timeout=2s");
+    let untrusted = format!("etcds://{endpoint}/tls?connect_timeout=2s&cert={cert}&key={key}");
     let err = distlock::connect(&untrusted).await.err().expect("the system roots do not trust the test CA");
     assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "a setting to fix, final: {err:?}");
     assert!(err.to_string().contains("not trusted") && err.to_string().contains("ca="), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
+
+    let started = Instant::now();
+    let anonymous = format!("etcds://{endpoint}/tls?connect_timeout=2s&ca={ca}");
+    let err = distlock::connect(&anonymous).await.err().expect("the server requires a client certificate");
+    // Either the client reads the server's TLS alert (a setting to fix, final), or it sees only
+    // the connection closed, and the error names the likely fix.
+    assert!(
+        matches!(err, distlock::LockError::InvalidConfig { .. } | distlock::LockError::Unreachable { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("client certificate") && err.to_string().contains("cert="), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
 }
