@@ -103,9 +103,10 @@ pub(crate) fn request_error(op: &str, endpoints: &str, error: Error) -> LockErro
     }
 }
 
-/// A TLS connection without a client certificate that the server closed under the first request: what an etcd with `--client-cert-auth` does, after a handshake
-/// that looked fine to the client and with no alert it gets to read. Other causes are possible,
-/// so the error stays `Unreachable` and only gains the hint.
+/// Adds a hint to a connect error: a TLS connection without a client certificate that the server
+/// closed under the first request is what an etcd with `--client-cert-auth` does when the client
+/// does not get to read its alert (the handshake looked fine to the client). Other causes are
+/// possible, so the error stays `Unreachable` and only gains the hint.
 pub(crate) fn client_certificate_hint(error: LockError, config: &EtcdConfig) -> LockError {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
     let LockError::Unreachable { endpoints, what, source: Some(source) } = error else { return error };

@@ -369,13 +369,13 @@ async fn over_tls_with_the_servers_ca_and_a_client_certificate_locks_and_each_mi
     let url = format!("etcds://{endpoint}/tls?ttl=2s&ca={ca}&cert={cert}&key={key}");
     scenarios::two_instances_exclude_each_other(&url, "report").await;
 
-    for (missing, setting) in [
+    for (missing, path) in [
         (format!("etcds://{endpoint}/tls?ca=/nonexistent/ca.pem&cert={cert}&key={key}"), "/nonexistent/ca.pem"),
         (format!("etcds://{endpoint}/tls?ca={ca}&cert={cert}&key=/nonexistent/client.key"), "/nonexistent/client.key"),
     ] {
         let err = distlock::connect(&missing).await.err().expect("no such file");
         assert!(matches!(err, distlock::LockError::InvalidConfig { .. }), "{err:?}");
-        assert!(err.to_string().contains(setting), "{err}");
+        assert!(err.to_string().contains(path), "{err}");
     }
 
     let started = Instant::now();
