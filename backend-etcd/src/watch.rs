@@ -211,12 +211,7 @@ mod tests {
     async fn a_real_catch_up_batch_with_an_older_deletion_first_ends_the_wait() {
         let shared = distlock_tests::shared::etcd().await;
         let config = crate::EtcdBackend::builder().endpoints(shared.endpoints.iter()).config().expect("config");
-        let client = etcd_client::Client::connect(
-            shared.endpoints.iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(),
-            None,
-        )
-        .await
-        .expect("connect");
+        let client = distlock_tests::etcd::connect(&shared.endpoints).await.expect("connect");
         let session =
             EtcdSession::open(client.clone(), std::sync::Arc::new(config), Default::default()).await.expect("session");
         let mut kv = client.kv_client();

@@ -209,7 +209,7 @@ async fn a_lock_call_on_a_lease_the_server_already_expired_gets_session_expired(
     let endpoints = shared::etcd().await.endpoints.clone();
     let locks = h.builder(&endpoints).connect().await.expect("a client");
     let lease = locks.backend().lease_id();
-    let mut admin = distlock_etcd::etcd_client::Client::connect(&endpoints, None).await.expect("an admin client");
+    let mut admin = distlock_tests::etcd::connect(&endpoints).await.expect("an admin client");
     admin.lease_revoke(lease).await.expect("revoke the client's lease");
     match locks.lock("revoked-lease").await {
         Err(distlock::LockError::SessionExpired { .. }) => {
