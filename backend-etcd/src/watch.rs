@@ -99,9 +99,12 @@ impl DeletionWatch {
     }
 }
 
-/// The deletion watches a session keeps after use, by key, so that a waiter whose predecessor
-/// is the same session as last time (the steady state of clients taking turns) reuses a synced
-/// watch. Bounded: the oldest is closed when it is full.
+/// The deletion watches a session keeps after use, at most one per lock queue: a waiter whose
+/// predecessor is the same session as last time (the steady state of clients taking turns)
+/// reuses a synced watch. Only one per queue, because a kept watch hears every deletion of its
+/// key: a session keeping one for each predecessor it ever had would, once the queue's order
+/// shuffles, be told of nearly every release (a herd of notifications). Bounded across queues:
+/// the oldest is closed when it is full.
 #[derive(Default)]
 pub(crate) struct WatchCache {
     watches: std::sync::Mutex<std::collections::VecDeque<DeletionWatch>>,
@@ -110,24 +113,50 @@ pub(crate) struct WatchCache {
 /// How many watches a session keeps.
 const KEPT_WATCHES: usize = 32;
 
+/// The lock queue a queue key belongs to: `<prefix>/<name>/` of `<prefix>/<name>/<lease hex>`.
+fn queue_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |slash| &key[..=slash])
+}
+
 impl WatchCache {
-    /// Takes the kept watch on `key`, if any (it is the caller's until given back).
+    /// Takes the kept watch on `key`, if any (it is the caller's until given back). A watch
+    /// kept for another key of the same queue is closed: the caller is about to watch a new
+    /// predecessor there.
     pub(crate) fn take(&self, key: &str) -> Option<DeletionWatch> {
-        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-        let at = watches.iter().position(|w| w.key == key)?;
-        watches.remove(at)
+        let kept = {
+            let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+            let at = watches.iter().position(|w| queue_of(&w.key) == queue_of(key))?;
+            watches.remove(at)?
+        };
+        // Not the key: dropped here, outside the lock, which closes the watch.
+        (kept.key == key).then_some(kept)
     }
 
-    /// Keeps `watch` for the next wait on its key.
+    /// Keeps `watch` for the next wait on its key, in place of any other kept in its queue.
     pub(crate) fn give_back(&self, watch: DeletionWatch) {
         if !watch.is_open() {
             return;
         }
-        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-        if watches.len() >= KEPT_WATCHES {
-            watches.pop_front();
+        let mut closed = Vec::new();
+        {
+            let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+            // At most one per queue is ever kept, so at most one is replaced.
+            if let Some(at) = watches.iter().position(|w| queue_of(&w.key) == queue_of(&watch.key)) {
+                closed.extend(watches.remove(at));
+            }
+            if watches.len() >= KEPT_WATCHES {
+                closed.extend(watches.pop_front());
+            }
+            watches.push_back(watch);
         }
-        watches.push_back(watch);
+        // Dropped outside the lock: that closes them.
+        drop(closed);
+    }
+
+    /// The keys of the kept watches, oldest first.
+    #[cfg(test)]
+    fn keys(&self) -> Vec<String> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| w.key.clone()).collect()
     }
 }
 
@@ -232,6 +261,47 @@ mod tests {
         watch.stream = Some(stream);
         let ended = tokio::time::timeout(Duration::from_secs(10), watch.deleted_after(&session, created)).await;
         assert_eq!(ended.ok(), Some(DeleteWait::Deleted { revision: deleted }), "the awaited deletion ends the wait");
+    }
+
+    #[test]
+    fn a_queue_key_belongs_to_the_queue_of_its_lock() {
+        assert_eq!(queue_of("app/locks/job/694d7a1b2c3d"), "app/locks/job/");
+        assert_eq!(queue_of("job/694d"), "job/");
+        assert_eq!(queue_of("694d"), "");
+    }
+
+    /// On a real etcd: a session keeps at most one watch per lock queue. Waiting behind a new
+    /// predecessor closes the watch kept on the old one, which would otherwise go on hearing
+    /// that key's releases; queues of other locks keep theirs.
+    #[tokio::test]
+    async fn a_session_keeps_one_watch_per_queue() {
+        let shared = distlock_tests::shared::etcd().await;
+        let config = crate::EtcdBackend::builder().endpoints(shared.endpoints.iter()).config().expect("config");
+        let client = distlock_tests::etcd::connect(&shared.endpoints).await.expect("connect");
+        let session =
+            EtcdSession::open(client.clone(), std::sync::Arc::new(config), Default::default()).await.expect("session");
+        let queue = format!("kept-{}/job/", session.lease);
+        let other_queue = format!("kept-{}/report/", session.lease);
+        let open = |key: String| {
+            let session = &session;
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), DeletionWatch::open(session, &key)).await.expect("watch")
+            }
+        };
+        let cache = WatchCache::default();
+        cache.give_back(open(format!("{queue}a")).await);
+        cache.give_back(open(format!("{other_queue}a")).await);
+        assert_eq!(cache.keys(), [format!("{queue}a"), format!("{other_queue}a")]);
+
+        // The same predecessor again: the kept watch is reused.
+        let reused = cache.take(&format!("{queue}a")).expect("the kept watch on the same key");
+        cache.give_back(reused);
+        // A new predecessor in the same queue: the old watch is closed, not kept beside it.
+        assert!(cache.take(&format!("{queue}b")).is_none());
+        assert_eq!(cache.keys(), [format!("{other_queue}a")]);
+        cache.give_back(open(format!("{queue}b")).await);
+        cache.give_back(open(format!("{queue}c")).await);
+        assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}c")]);
     }
 
     #[test]
