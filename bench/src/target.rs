@@ -15,7 +15,7 @@ use distlock_zk::ZkBackend;
 use tokio::time::Instant;
 
 use crate::metrics::EtcdRequests;
-use crate::stats::{own_cpu, process_cpu, Latencies};
+use crate::stats::{own_cpu, Latencies, ProcessCpu};
 
 /// The backends the bench knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +79,10 @@ pub struct Snapshot {
     pub notifications: f64,
     /// etcd only: keepalive messages received.
     pub keepalives: f64,
-    /// CPU time of the server processes, when the bench started them.
-    pub server_cpu: Option<Duration>,
+    /// CPU time of the server processes (when the bench started them), read before the
+    /// counters were, and after: what the server spent answering the read itself is left out
+    /// of every difference.
+    pub server_cpu: Option<(ProcessCpu, ProcessCpu)>,
     pub at: Instant,
 }
 
@@ -108,7 +110,7 @@ impl Snapshot {
             by_method,
             notifications: self.notifications - before.notifications,
             keepalives: self.keepalives - before.keepalives,
-            server_cpu: self.server_cpu.zip(before.server_cpu).map(|(a, b)| a.saturating_sub(b)),
+            server_cpu: self.server_cpu.zip(before.server_cpu).map(|((now, _), (_, then))| now.since(&then)),
             elapsed: self.at - before.at,
         }
     }
@@ -194,7 +196,8 @@ impl Target {
 
     /// The servers' counters now.
     pub async fn snapshot(&self) -> io::Result<Snapshot> {
-        let server_cpu = (!self.pids.is_empty()).then(|| self.pids.iter().map(|&p| process_cpu(p)).sum::<Duration>());
+        let cpu_before_read = (!self.pids.is_empty()).then(|| ProcessCpu::read(&self.pids));
+        let cpu_after_read = || cpu_before_read.map(|before| (before, ProcessCpu::read(&self.pids)));
         let endpoint = &self.endpoints[0];
         match self.kind {
             Kind::Etcd => {
@@ -204,7 +207,7 @@ impl Target {
                     by_method: r.by_method_since(&EtcdRequests::default()),
                     notifications: r.watch_events_sent,
                     keepalives: r.keepalive_messages,
-                    server_cpu,
+                    server_cpu: cpu_after_read(),
                     at: Instant::now(),
                 })
             }
@@ -225,7 +228,7 @@ impl Target {
                     by_method: BTreeMap::new(),
                     notifications,
                     keepalives: 0.0,
-                    server_cpu,
+                    server_cpu: cpu_after_read(),
                     at: Instant::now(),
                 })
             }

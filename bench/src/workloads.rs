@@ -196,74 +196,148 @@ pub async fn independent(target: &Target, n: usize, duration: Duration) -> Resul
     }))
 }
 
+/// W4 measures at least this many hand-offs: with fewer waiters than this, it repeats the
+/// queue-then-release round. One hand-off alone is a few milliseconds, below the resolution of
+/// a server's CPU counter and swamped by one slow request.
+const W4_MIN_HANDOFFS: usize = 100;
+
+/// What one or more W4 rounds measured, summed.
+#[derive(Default)]
+struct ScaleTotals {
+    /// From the holder's release until the last waiter held.
+    handoff_time: Duration,
+    /// Server lock requests from the holder's release until the last waiter held: each
+    /// hand-off's release and the next holder's remaining requests.
+    handoff_requests: f64,
+    /// Server lock requests of the whole round (queueing too), less the holder's acquire.
+    acquisition_requests: f64,
+    /// As `handoff_requests` and `acquisition_requests`, counted by the clients.
+    handoff_client_requests: u64,
+    client_requests: u64,
+    by_method: std::collections::BTreeMap<String, f64>,
+    notifications: f64,
+    server_cpu: Option<Duration>,
+    client_cpu: Duration,
+}
+
 /// W4: `n` waiters, each its own session, queued behind a holder; then the holder releases and
-/// each waiter releases as soon as it holds.
+/// each waiter releases as soon as it holds. Repeated until `W4_MIN_HANDOFFS` hand-offs.
+/// Per hand-off: a release and the next acquisition, so the figures read the same for 1 waiter
+/// as for 1,000.
 pub async fn scale(target: &Target, n: usize) -> Result<Value> {
     let space = format!("bench-w4-{n}");
-    let holder = target.client(&space).await?;
+    let holder = Arc::new(target.client(&space).await?);
     holder.locks.lock("w4").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
     let clients = target.clients(&space, n).await?;
     let idle = target.idle_requests_per_s().await?;
-    let counted = BenchClient::requests_of(&clients);
+    let rounds = W4_MIN_HANDOFFS.div_ceil(n);
+    let mut totals = ScaleTotals { server_cpu: Some(Duration::ZERO), ..ScaleTotals::default() };
+    for _ in 0..rounds {
+        scale_round(target, &holder, &clients, idle, &mut totals).await?;
+    }
+    let k = (n * rounds) as f64;
+    Ok(json!({
+        "workload": "W4-scale", "backend": target.kind.label(), "waiters": n, "rounds": rounds,
+        "handoff_ms": round2(totals.handoff_time.as_secs_f64() * 1000.0 / k),
+        "handoffs_per_s": (k / totals.handoff_time.as_secs_f64()).round(),
+        "server_requests_per_acquisition": round2(totals.acquisition_requests / k),
+        "server_requests_per_handoff": round2(totals.handoff_requests / k),
+        "client_requests_per_acquisition": round2(totals.client_requests as f64 / k),
+        "client_requests_per_handoff": round2(totals.handoff_client_requests as f64 / k),
+        "by_method_per_handoff": per(&totals.by_method, k),
+        "watch_notifications_per_handoff": round2(totals.notifications / k),
+        "server_cpu_us_per_handoff": totals.server_cpu.map(|c| micros(c, k)),
+        "client_cpu_us_per_handoff": micros(totals.client_cpu, k),
+    }))
+}
+
+/// One W4 round: the holder locks, every client queues behind it, then the holder releases
+/// and each waiter releases once it holds, but the last: its release comes after the
+/// measurement, which so covers `n` hand-offs, each a release and the next acquisition.
+async fn scale_round(
+    target: &Target,
+    holder: &Arc<BenchClient>,
+    clients: &[Arc<BenchClient>],
+    idle: f64,
+    totals: &mut ScaleTotals,
+) -> Result<()> {
+    let n = clients.len();
+    let everyone: Vec<Arc<BenchClient>> = clients.iter().chain([holder]).cloned().collect();
+    let counted = BenchClient::requests_of(&everyone);
     let before = target.snapshot().await?;
     let guard = holder.locks.lock("w4").await.map_err(lock_error)?;
+    let holder_acquire = (BenchClient::requests_of(&everyone) - counted) as f64;
+    let acquired_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (all_acquired, last_may_release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
     let mut tasks = Vec::new();
-    for c in &clients {
-        let c = c.clone();
+    for c in clients {
+        let (c, acquired_count) = (c.clone(), acquired_count.clone());
+        let (all_acquired, last_may_release) = (all_acquired.clone(), last_may_release.clone());
         tasks.push(tokio::spawn(async move {
             let g = c.locks.lock("w4").await.map_err(lock_error)?;
-            g.release().await.map_err(lock_error)
+            let acquired = Instant::now();
+            if acquired_count.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                all_acquired.notify_one();
+                last_may_release.notified().await;
+            }
+            g.release().await.map_err(lock_error)?;
+            Ok::<_, std::io::Error>(acquired)
         }));
     }
-    // Every waiter has queued and started its watch: each has sent its queueing requests
-    // (etcd: Txn + watch; ZooKeeper: create + getChildren + exists). Waiting for quiet
-    // lets the last watches be confirmed.
-    let per_waiter = if target.kind == Kind::Etcd { 2 } else { 3 };
+    // Every waiter has sent its first queueing request (etcd: a Txn, then a watch unless its
+    // client already has one on the lock; ZooKeeper: create + getChildren, then a watch).
     let queue_bound = Instant::now() + Duration::from_secs(120);
-    while BenchClient::requests_of(&clients) < counted + per_waiter * n as u64 {
+    let queued_from = counted + holder_acquire as u64 + n as u64;
+    while BenchClient::requests_of(&everyone) < queued_from {
         if Instant::now() > queue_bound {
             return Err(std::io::Error::other(format!("{n} waiters did not queue within 120 s")));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Then until nobody has sent anything for 300 ms (gap reads, last watches).
-    let mut last = BenchClient::requests_of(&clients);
+    // Then until nobody has sent anything for a while (gap reads, last watches; their replies
+    // take about a millisecond here): 300 ms for a long queue, whose requests the server works
+    // through for longer, 100 ms for the short ones that repeat the round.
+    let quiet = Duration::from_millis(if n >= W4_MIN_HANDOFFS { 300 } else { 100 });
+    let mut last = BenchClient::requests_of(&everyone);
     loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = BenchClient::requests_of(&clients);
+        tokio::time::sleep(quiet).await;
+        let now = BenchClient::requests_of(&everyone);
         if now == last || Instant::now() > queue_bound {
             break;
         }
         last = now;
     }
     let queued = target.snapshot().await?;
-    let counted_queued = BenchClient::requests_of(&clients);
+    let counted_queued = BenchClient::requests_of(&everyone);
     let cpu = own_cpu();
+    let released = Instant::now();
     guard.release().await.map_err(lock_error)?;
-    for t in tasks {
-        t.await.map_err(std::io::Error::other)??;
+    let handoff_bound = Duration::from_secs(120);
+    if tokio::time::timeout(handoff_bound, all_acquired.notified()).await.is_err() {
+        return Err(std::io::Error::other(format!("{n} waiters were not all served within {handoff_bound:?}")));
     }
-    let cpu = own_cpu() - cpu;
+    totals.client_cpu += own_cpu() - cpu;
     let after = target.snapshot().await?;
+    let counted_after = BenchClient::requests_of(&everyone);
+    last_may_release.notify_one();
+    let mut last_acquired = released;
+    for t in tasks {
+        last_acquired = last_acquired.max(t.await.map_err(std::io::Error::other)??);
+    }
     let handoffs = after.since(&queued);
     let whole = after.since(&before);
-    let k = n as f64;
-    // The holder's own acquire and release are in `whole`; its release is in `handoffs`.
-    let holder_requests = if target.kind == Kind::Etcd { 2.0 } else { 3.0 };
-    let counted_after = BenchClient::requests_of(&clients);
-    Ok(json!({
-        "workload": "W4-scale", "backend": target.kind.label(), "waiters": n,
-        "handoff_ms": round2(handoffs.elapsed.as_secs_f64() * 1000.0 / k),
-        "handoffs_per_s": (k / handoffs.elapsed.as_secs_f64()).round(),
-        "server_requests_per_acquisition": round2((target.lock_requests(&whole, idle) - holder_requests) / k),
-        "server_requests_per_handoff": round2((target.lock_requests(&handoffs, idle) - 1.0) / k),
-        "client_requests_per_acquisition": round2((counted_after - counted) as f64 / k),
-        "client_requests_per_handoff": round2((counted_after - counted_queued) as f64 / k),
-        "by_method_per_handoff": per(&handoffs.by_method, k),
-        "watch_notifications_per_handoff": round2(handoffs.notifications / k),
-        "server_cpu_us_per_handoff": handoffs.server_cpu.map(|c| micros(c, k)),
-        "client_cpu_us_per_handoff": micros(cpu, k),
-    }))
+    totals.handoff_time += last_acquired - released;
+    totals.handoff_requests += target.lock_requests(&handoffs, idle);
+    // The holder's release stands in for the last waiter's, which comes after `after`.
+    totals.acquisition_requests += target.lock_requests(&whole, idle) - holder_acquire;
+    totals.client_requests += counted_after - counted - holder_acquire as u64;
+    totals.handoff_client_requests += counted_after - counted_queued;
+    for (method, count) in handoffs.by_method {
+        *totals.by_method.entry(method).or_default() += count;
+    }
+    totals.notifications += handoffs.notifications;
+    totals.server_cpu = totals.server_cpu.zip(handoffs.server_cpu).map(|(sum, c)| sum + c);
+    Ok(())
 }
 
 /// The client heap once the previous workloads' clients have finished closing (their sessions
