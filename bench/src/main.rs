@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
 //!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--seconds 5]
-//!     [--clients 2,8,32] [--waiters 1,100,1000] [--many 10000] [--tasks 100]
+//!     [--clients 2,8,32] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--report docs/BENCHMARKS.md]
 //! ```
 //!
@@ -67,7 +67,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         cycles: 1000,
         seconds: 5.0,
         clients: vec![2, 8, 32],
-        waiters: vec![1, 100, 1000],
+        waiters: vec![1, 10, 100, 1000],
         many: 10_000,
         tasks: 100,
         warmup: None,
