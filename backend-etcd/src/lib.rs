@@ -275,6 +275,7 @@ impl LockBackend for EtcdBackend {
         let queue = response
             .kvs()
             .iter()
+            .filter(|kv| recipe::is_queue_key(&prefix, kv.key()))
             .map(|kv| QueueEntry {
                 owner: kv.key_str().unwrap_or_default().to_owned(),
                 token: distlock_core::FencingToken::new(kv.create_revision() as u64),

@@ -1,6 +1,8 @@
 //! The lock recipe, in etcd's Go `concurrency.Mutex` key layout: the queue of lock `name` is the
 //! keys under `<prefix>/<name>/`, one per session (`<lease-id hex>`), ordered by create revision.
-//! The holder is the lowest; each waiter watches only the key just below its own.
+//! The holder is the lowest; each waiter watches only the key just below its own. The keys of
+//! locks named below this one (`<name>/nightly`) lie under the same prefix: they are not in the
+//! queue, and reads skip them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +47,7 @@ struct Predecessor {
 impl Predecessor {
     /// From the keys below ours, newest first, read with a limit of 2: the first is the
     /// predecessor, and it is the owner if it is alone.
-    fn from_below(below: &[KeyValue], read_at: i64) -> Option<Self> {
+    fn from_below(below: &[&KeyValue], read_at: i64) -> Option<Self> {
         let kv = below.first()?;
         Some(Predecessor {
             key: kv.key_str().unwrap_or_default().to_owned(),
@@ -65,6 +67,21 @@ fn kvs(response: &TxnOpResponse) -> &[KeyValue] {
         TxnOpResponse::Get(get) => get.kvs(),
         _ => &[],
     }
+}
+
+/// Whether `key` is in the queue under `queue_prefix`: `<queue_prefix><lease-id hex>`, not a key
+/// of a lock named below this one (`<queue_prefix>nightly/<lease-id hex>`).
+pub(crate) fn is_queue_key(queue_prefix: &str, key: &[u8]) -> bool {
+    key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
+}
+
+/// The queue's keys in a read of the queue prefix, in the read's order; `None` if keys of locks
+/// named below this one took some of the read's limit and the server has more: then only a read
+/// without a limit tells the queue.
+fn queue_keys<'r>(queue_prefix: &str, response: Option<&'r TxnOpResponse>) -> Option<Vec<&'r KeyValue>> {
+    let Some(TxnOpResponse::Get(get)) = response else { return Some(Vec::new()) };
+    let queue: Vec<&KeyValue> = get.kvs().iter().filter(|kv| is_queue_key(queue_prefix, kv.key())).collect();
+    (queue.len() == get.kvs().len() || !get.more()).then_some(queue)
 }
 
 /// Deletes `key` if it still has `revision` (or, with no revision known, if it still belongs
@@ -152,9 +169,15 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     let ops = response.op_responses();
     let (revision, owner, predecessor) = if response.succeeded() {
-        let below = ops.get(1).map(kvs).unwrap_or_default().get(1..).unwrap_or_default();
-        let owner = if below.is_empty() { Some(read_at) } else { None };
-        (read_at, owner, Predecessor::from_below(below, read_at))
+        match queue_keys(&queue_prefix, ops.get(1)) {
+            Some(queue) => {
+                let below = queue.get(1..).unwrap_or_default();
+                let owner = if below.is_empty() { Some(read_at) } else { None };
+                (read_at, owner, Predecessor::from_below(below, read_at))
+            }
+            // Keys of locks named below this one filled the read: read the queue itself.
+            None => (read_at, None, None),
+        }
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.
         let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
@@ -167,12 +190,21 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
             });
         };
         tracing::debug!(%key, revision, "queue request was applied before: found our own key");
-        let owner = ops.get(1).map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+        let owner = queue_keys(&queue_prefix, ops.get(1)).and_then(|q| q.first().map(|kv| kv.create_revision()));
         (revision, owner, None)
     };
     cleanup.revision = Some(revision);
     let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision };
-    Ok(Queued { place, cleanup, owner, predecessor })
+    let mut queued = Queued { place, cleanup, owner, predecessor };
+    if queued.owner.is_none() && queued.predecessor.is_none() {
+        // Neither known: keys of locks named below this one filled the read. One read of the
+        // queue tells both.
+        queued.predecessor = recheck(&queued.place).await?;
+        if queued.predecessor.is_none() {
+            queued.owner = Some(revision);
+        }
+    }
+    Ok(queued)
 }
 
 impl Queued {
@@ -251,22 +283,39 @@ impl Queued {
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
 /// issue 11456) and reads the two keys now just below ours, in one linearizable Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, false)).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, false, Some(2))).await?;
     if !response.succeeded() {
-        let during = format!("waiting for lock {:?}", place.name.as_str());
-        if place.session.life.is_ended() || !place.session.lease_alive().await {
-            place.session.life.expire();
-            return Err(LockError::SessionExpired { during });
-        }
-        return Err(LockError::Backend {
-            backend: "etcd",
-            op: during,
-            retryable: true,
-            source: "our queue key was deleted while waiting (by an operator or the lease's expiry); call lock again"
-                .into(),
-        });
+        return Err(place_gone(place).await);
     }
-    Ok(predecessor_of(&response))
+    match predecessor_of(place, &response) {
+        Some(predecessor) => Ok(predecessor),
+        None => read_all_below(place).await,
+    }
+}
+
+/// [`recheck`] without a limit, for when keys of locks named below this one filled the limit.
+async fn read_all_below(place: &Place) -> Result<Option<Predecessor>, LockError> {
+    let response = place.session.txn("read the lock queue", place_read(place, false, None)).await?;
+    if !response.succeeded() {
+        return Err(place_gone(place).await);
+    }
+    Ok(predecessor_of(place, &response).flatten())
+}
+
+/// The error for our key gone while waiting: the session expired, or someone deleted the key.
+async fn place_gone(place: &Place) -> LockError {
+    let during = format!("waiting for lock {:?}", place.name.as_str());
+    if place.session.life.is_ended() || !place.session.lease_alive().await {
+        place.session.life.expire();
+        return LockError::SessionExpired { during };
+    }
+    LockError::Backend {
+        backend: "etcd",
+        op: during,
+        retryable: true,
+        source: "our queue key was deleted while waiting (by an operator or the lease's expiry); call lock again"
+            .into(),
+    }
 }
 
 /// [`recheck`] as a serializable read, answered by the member without a round through raft
@@ -276,20 +325,25 @@ async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
 /// at any revision at or after our key's creation that finds none below is final. A read older
 /// than the deletion we saw (a lagging member) falls back to [`recheck`].
 async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, true)).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, true, Some(2))).await?;
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     if !response.succeeded() || read_at < deleted_at {
         return recheck(place).await;
     }
-    Ok(predecessor_of(&response))
+    match predecessor_of(place, &response) {
+        Some(predecessor) => Ok(predecessor),
+        None => read_all_below(place).await,
+    }
 }
 
-/// If our key still has our revision, read the two keys just below it, newest first.
-fn place_read(place: &Place, serializable: bool) -> Txn {
-    let mut below = queue_range()
-        .with_max_create_revision(place.revision - 1)
-        .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_limit(2);
+/// If our key still has our revision, read the keys just below it, newest first: `limit` of
+/// them, or all.
+fn place_read(place: &Place, serializable: bool, limit: Option<i64>) -> Txn {
+    let mut below =
+        queue_range().with_max_create_revision(place.revision - 1).with_sort(SortTarget::Create, SortOrder::Descend);
+    if let Some(limit) = limit {
+        below = below.with_limit(limit);
+    }
     if serializable {
         below = below.with_serializable();
     }
@@ -298,9 +352,13 @@ fn place_read(place: &Place, serializable: bool) -> Txn {
         .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))])
 }
 
-fn predecessor_of(response: &etcd_client::TxnResponse) -> Option<Predecessor> {
+/// The predecessor a [`place_read`] found (`Some(None)`: none, we are first); `None` if keys of
+/// locks named below this one filled its limit.
+fn predecessor_of(place: &Place, response: &etcd_client::TxnResponse) -> Option<Option<Predecessor>> {
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
-    Predecessor::from_below(response.op_responses().first().map(kvs).unwrap_or_default(), read_at)
+    let ops = response.op_responses();
+    let below = queue_keys(&place.queue_prefix, ops.first())?;
+    Some(Predecessor::from_below(&below, read_at))
 }
 
 /// Turns the first place in the queue into a hold: a loss signal registered with the session,
@@ -410,5 +468,23 @@ impl ServerRelease for EtcdRelease {
                 source: Some(Box::new(error)),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_the_lease_keys_right_under_the_prefix() {
+        let prefix = "distlock/jobs/";
+        assert!(is_queue_key(prefix, b"distlock/jobs/694d7a1b2c3d"));
+        // A lock named below this one, and its own queue.
+        assert!(!is_queue_key(prefix, b"distlock/jobs/nightly/694d7a1b2c3d"));
+        assert!(!is_queue_key(prefix, b"distlock/jobs/694d/694d7a1b2c3d"));
+        // The prefix itself, and keys outside it.
+        assert!(!is_queue_key(prefix, b"distlock/jobs/"));
+        assert!(!is_queue_key(prefix, b"distlock/jobsx/694d"));
+        assert!(!is_queue_key(prefix, b"distlock/other/694d"));
     }
 }

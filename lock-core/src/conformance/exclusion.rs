@@ -45,6 +45,47 @@ pub async fn mutual_exclusion_under_contention(h: &dyn Harness) {
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens must strictly increase from holder to holder: {tokens:?}");
 }
 
+/// Semantic 1: Names are separate locks, also where one is a path below the other: holds on
+/// `<name>/nightly` and `<name>/nightly/eu` neither block `<name>` nor show in its queue, a
+/// waiter on `<name>` gets it when its holder releases, and the names below are free again
+/// once released, whoever holds `<name>`.
+pub async fn nested_names_are_separate_locks(h: &dyn Harness) {
+    let parent = unique_name("nested");
+    let (child, grandchild) = (format!("{parent}/nightly"), format!("{parent}/nightly/eu"));
+    let (a, b, c) = (h.client().await, h.client().await, h.client().await);
+    let child_guard = within(PROMPTLY, "a locks the child", a.lock(&child)).await.expect("lock the child");
+    let grandchild_guard =
+        within(PROMPTLY, "a locks the grandchild", a.lock(&grandchild)).await.expect("lock the grandchild");
+
+    let parent_guard = b
+        .try_lock(&parent)
+        .await
+        .expect("try_lock the parent")
+        .expect("the parent is free while only names below it are held");
+    let info = b.inspect(&parent).await.expect("inspect the parent");
+    assert_eq!(info.holder.as_ref().map(|e| e.token), Some(parent_guard.fencing_token()), "{info:?}");
+    assert!(info.waiters.is_empty(), "holds below the name are not in its queue: {info:?}");
+    let info = b.inspect(&child).await.expect("inspect the child");
+    assert_eq!(info.holder.as_ref().map(|e| e.token), Some(child_guard.fencing_token()), "{info:?}");
+    assert!(info.waiters.is_empty(), "holds below the name are not in its queue: {info:?}");
+
+    // A waiter on the parent is handed it while the names below stay held.
+    let name = parent.clone();
+    let waiter = tokio::spawn(async move { c.lock(&name).await.expect("c waits for the parent") });
+    wait_for_queue(b.as_ref(), &parent, PROMPTLY, "c to queue for the parent", |info| info.waiters.len() == 1).await;
+    parent_guard.release().await.expect("release the parent");
+    let handed = within(PROMPTLY, "c gets the parent", waiter).await.expect("waiter task");
+
+    // The names below are free again once released, while the parent is held.
+    child_guard.release().await.expect("release the child");
+    grandchild_guard.release().await.expect("release the grandchild");
+    for name in [&child, &grandchild] {
+        let guard = b.try_lock(name).await.expect("try_lock").expect("free again while the parent is held");
+        guard.release().await.expect("release");
+    }
+    handed.release().await.expect("release the parent");
+}
+
 /// Queues `count` waiters on `name` one after another (each visible in `inspect` before the
 /// next starts); each records its index in `order` when it acquires, then releases.
 async fn queue_waiters(

@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             mutual_exclusion_under_contention,
+            nested_names_are_separate_locks,
             fifo_order_of_waiters,
             release_wakes_only_the_next_waiter,
             requests_per_handoff_do_not_grow_with_waiters,
