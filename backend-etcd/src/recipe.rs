@@ -12,6 +12,7 @@ use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, S
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::EtcdSession;
@@ -239,13 +240,13 @@ impl Queued {
                 Some(p) => Some(p),
                 None => recheck(place).await?,
             };
-            while let Some(mut p) = predecessor {
+            'wait: while let Some(mut p) = predecessor {
                 tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner, "waiting for the predecessor's key to go");
-                let mut watch = match session.watches.take(&p.key) {
-                    Some(kept) => kept,
+                let (mut watch, opened_at) = match session.watches.take(&p.key) {
+                    Some(kept) => (kept, None),
                     None => tokio::select! {
                         _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                        watch = DeletionWatch::open(session, &p.key) => watch,
+                        watch = DeletionWatch::open(session, &p.key) => (watch, Some(Instant::now())),
                     },
                 };
                 if watch.created_at() > p.read_at {
@@ -260,9 +261,30 @@ impl Queued {
                     }
                 }
                 let watch_created_at = watch.created_at();
-                let outcome = tokio::select! {
-                    _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                    outcome = watch.deleted_after(session, p.revision) => outcome,
+                let mut polls = unsynced_polls(opened_at);
+                let outcome = loop {
+                    let poll = async {
+                        match polls.peek() {
+                            Some(&at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
+                        outcome = watch.deleted_after(session, p.revision) => break outcome,
+                        () = poll => {
+                            polls.next();
+                            match recheck(place).await? {
+                                Some(now) if now.revision == p.revision => p = now,
+                                other => {
+                                    tracing::debug!(lock = %place.name, token = place.revision, "predecessor gone unheard by a new watch: etcd had not synced it yet");
+                                    session.watches.give_back(watch);
+                                    predecessor = other;
+                                    continue 'wait;
+                                }
+                            }
+                        }
+                    }
                 };
                 session.watches.give_back(watch);
                 tracing::debug!(lock = %place.name, token = place.revision, ?outcome, watch_created_at = watch_created_at, "predecessor changed: checking place");
@@ -278,6 +300,23 @@ impl Queued {
         self.cleanup.armed = false;
         Ok(self.place)
     }
+}
+
+/// How long etcd may leave a new watch unsynced: its loop that catches up watchers in the
+/// "unsynced" group runs every 100 ms (`mvcc/watchable_store.go`, `syncWatchersLoop`).
+const UNSYNCED_FOR: Duration = Duration::from_millis(100);
+
+/// How often a waiter with a new watch looks at the queue itself until etcd has surely synced
+/// that watch.
+const UNSYNCED_POLL: Duration = Duration::from_millis(20);
+
+/// When a waiter whose watch was opened at `opened_at` looks at the queue instead of trusting
+/// the watch: a watch created "from now" while a write races its creation lands in etcd's
+/// unsynced group and hears nothing for up to 100 ms, which a read cuts to 20 ms. A kept watch
+/// (`None`) is long synced: never.
+fn unsynced_polls(opened_at: Option<Instant>) -> std::iter::Peekable<impl Iterator<Item = Instant>> {
+    let polls = UNSYNCED_FOR.as_millis() / UNSYNCED_POLL.as_millis();
+    opened_at.into_iter().flat_map(move |at| (1..=polls as u32).map(move |i| at + UNSYNCED_POLL * i)).peekable()
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
@@ -474,6 +513,15 @@ impl ServerRelease for EtcdRelease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_watch_is_backed_by_reads_until_etcd_has_surely_synced_it() {
+        let opened = Instant::now();
+        let polls: Vec<Duration> = unsynced_polls(Some(opened)).map(|at| at - opened).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(polls, [ms(20), ms(40), ms(60), ms(80), ms(100)]);
+        assert_eq!(unsynced_polls(None).count(), 0, "a kept watch is trusted");
+    }
 
     #[test]
     fn the_queue_is_the_lease_keys_right_under_the_prefix() {
