@@ -4,11 +4,12 @@
 //! ```text
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
 //!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--seconds 5]
-//!     [--clients 2,8,32] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
+//!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--report docs/BENCHMARKS.md]
 //! ```
 //!
-//! Workloads: `floor`, `w1` (uncontended), `w2` (contended), `w3` (independent), `w4` (scale:
+//! Workloads: `floor`, `w1` (uncontended), `w2` (contended; with `--pause-ms` above 0, also 8
+//! clients pausing at random after each release), `w3` (independent), `w4` (scale:
 //! waiters queued on one lock, and one session holding many locks), `w5` (local queue); none
 //! named means all. Servers: a single node of each backend started through the test harness
 //! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. Servers the
@@ -41,6 +42,9 @@ struct Args {
     waiters: Vec<usize>,
     many: usize,
     tasks: usize,
+    /// W2 also runs 8 clients pausing at random up to this many milliseconds after each
+    /// release (0: not).
+    pause_ms: usize,
     /// Seconds of unmeasured load first; `None`: 10 for servers the bench starts, 0 for given ones.
     warmup: Option<f64>,
     report: Option<std::path::PathBuf>,
@@ -70,6 +74,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         waiters: vec![1, 10, 100, 1000],
         many: 10_000,
         tasks: 100,
+        pause_ms: 3,
         warmup: None,
         report: None,
     };
@@ -99,6 +104,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--waiters" => a.waiters = list(&value()?, "--waiters")?,
             "--many" => a.many = number(value()?)?,
             "--tasks" => a.tasks = number(value()?)?,
+            "--pause-ms" => a.pause_ms = number(value()?)?,
             "--warmup" => {
                 let v = value()?;
                 a.warmup = Some(
@@ -138,7 +144,7 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     };
     if warmup > 0.0 {
         eprintln!("distlock-bench: warming {} up for {warmup} s (not measured)", kind.label());
-        workloads::contended(&target, 8, Duration::from_secs_f64(warmup)).await?;
+        workloads::contended(&target, 8, Duration::from_secs_f64(warmup), Duration::ZERO).await?;
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let duration = Duration::from_secs_f64(args.seconds);
@@ -151,7 +157,11 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     }
     if wants("w2") {
         for &n in &args.clients {
-            emit(lines, workloads::contended(&target, n, duration).await?);
+            emit(lines, workloads::contended(&target, n, duration, Duration::ZERO).await?);
+        }
+        if args.pause_ms > 0 {
+            let pause = Duration::from_millis(args.pause_ms as u64);
+            emit(lines, workloads::contended(&target, 8, duration, pause).await?);
         }
     }
     if wants("w3") {

@@ -100,16 +100,50 @@ struct Loop {
     waits: Latencies,
 }
 
+/// Random pauses between a client's release and its next lock, from 0 up to a bound: the
+/// clients then queue in a new order each round, as services that contend now and then do.
+/// A xorshift generator, seeded per client: reproducible, and no dependency for it.
+struct Pauses {
+    state: u64,
+    max_micros: u64,
+}
+
+impl Pauses {
+    fn new(client: u64, max: Duration) -> Self {
+        Pauses {
+            state: 0x9E37_79B9_7F4A_7C15 ^ (client + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            max_micros: max.as_micros() as u64,
+        }
+    }
+}
+
+impl Iterator for Pauses {
+    type Item = Duration;
+
+    /// The next pause; none when the bound is 0.
+    fn next(&mut self) -> Option<Duration> {
+        if self.max_micros == 0 {
+            return None;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        Some(Duration::from_micros(self.state % (self.max_micros + 1)))
+    }
+}
+
 /// Each client loops acquire → release on `name_of(i)` until `stop`.
 async fn run_loops(
     clients: &[Arc<BenchClient>],
     name_of: impl Fn(usize) -> String,
     duration: Duration,
+    pause_max: Duration,
 ) -> Result<(Vec<Loop>, Duration)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let (c, stop, name) = (c.clone(), stop.clone(), name_of(i));
+        let mut pauses = Pauses::new(i as u64, pause_max);
         tasks.push(tokio::spawn(async move {
             let mut out = Loop::default();
             while !stop.load(Ordering::Relaxed) {
@@ -118,6 +152,9 @@ async fn run_loops(
                 out.waits.push(t.elapsed());
                 out.acquisitions += 1;
                 guard.release().await.map_err(lock_error)?;
+                if let Some(pause) = pauses.next() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             Ok::<_, std::io::Error>(out)
         }));
@@ -132,16 +169,18 @@ async fn run_loops(
     Ok((loops, started.elapsed()))
 }
 
-/// W2: `n` clients, each its own session, loop acquire → release on one lock.
-pub async fn contended(target: &Target, n: usize, duration: Duration) -> Result<Value> {
-    let space = format!("bench-w2-{n}");
+/// W2: `n` clients, each its own session, loop acquire → release on one lock, each pausing at
+/// random up to `pause_max` after a release (0: never; the clients then take turns in a fixed
+/// order).
+pub async fn contended(target: &Target, n: usize, duration: Duration, pause_max: Duration) -> Result<Value> {
+    let space = format!("bench-w2-{n}-{}", pause_max.as_millis());
     let clients = target.clients(&space, n).await?;
     clients[0].locks.lock("w2").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
     let idle = target.idle_requests_per_s().await?;
     let counted = BenchClient::requests_of(&clients);
     let before = target.snapshot().await?;
     let cpu = own_cpu();
-    let (loops, elapsed) = run_loops(&clients, |_| "w2".to_owned(), duration).await?;
+    let (loops, elapsed) = run_loops(&clients, |_| "w2".to_owned(), duration, pause_max).await?;
     let cpu = own_cpu() - cpu;
     let d = target.snapshot().await?.since(&before);
     let total: u64 = loops.iter().map(|l| l.acquisitions).sum();
@@ -156,6 +195,7 @@ pub async fn contended(target: &Target, n: usize, duration: Duration) -> Result<
     let t = total as f64;
     Ok(json!({
         "workload": "W2-contended", "backend": target.kind.label(), "clients": n,
+        "pause_max_ms": pause_max.as_millis() as u64,
         "seconds": round2(elapsed.as_secs_f64()), "acquisitions": total,
         "handoffs_per_s": (t / elapsed.as_secs_f64()).round(),
         "wait_p50_ms": round2(waits.percentile_ms(50.0)), "wait_p99_ms": round2(waits.percentile_ms(99.0)),
@@ -178,7 +218,7 @@ pub async fn independent(target: &Target, n: usize, duration: Duration) -> Resul
     }
     let cpu = own_cpu();
     let before = target.snapshot().await?;
-    let (loops, elapsed) = run_loops(&clients, |i| format!("w3-{i}"), duration).await?;
+    let (loops, elapsed) = run_loops(&clients, |i| format!("w3-{i}"), duration, Duration::ZERO).await?;
     let cpu = own_cpu() - cpu;
     let d = target.snapshot().await?.since(&before);
     let total: u64 = loops.iter().map(|l| l.acquisitions).sum();
@@ -440,4 +480,20 @@ pub async fn local_queue(target: &Target, tasks: usize) -> Result<Value> {
         "seconds_for_all": round2(elapsed.as_secs_f64()),
         "client_requests_per_acquisition": round2((client.requests() - counted) as f64 / tasks as f64),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_spread_over_the_bound_and_differ_between_clients() {
+        assert_eq!(Pauses::new(0, Duration::ZERO).next(), None, "no bound, no pause");
+        let bound = Duration::from_millis(3);
+        let a: Vec<Duration> = Pauses::new(0, bound).take(1000).collect();
+        let b: Vec<Duration> = Pauses::new(1, bound).take(1000).collect();
+        assert!(a.iter().all(|p| *p <= bound));
+        assert!(a.iter().any(|p| *p < bound / 4) && a.iter().any(|p| *p > bound * 3 / 4), "spread: {:?}", &a[..10]);
+        assert_ne!(a, b, "each client pauses differently");
+    }
 }
