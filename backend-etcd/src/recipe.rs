@@ -43,11 +43,18 @@ struct Predecessor {
     read_at: i64,
     /// It was the owner at that read: nothing was below it, so once it is gone we are first.
     was_owner: bool,
+    /// How many queue keys were below ours at that read; [`AHEAD_READ`] means that many or more.
+    ahead: usize,
 }
 
+/// How many of the keys below ours a queue read returns: the predecessor, whether it is the
+/// owner, and whether the queue ahead is short. etcd reads every key of the queue to sort them
+/// by create revision whatever the limit, so a few more cost only their bytes.
+const AHEAD_READ: i64 = 8;
+
 impl Predecessor {
-    /// From the keys below ours, newest first, read with a limit of 2: the first is the
-    /// predecessor, and it is the owner if it is alone.
+    /// From the keys below ours, newest first, read with a limit of [`AHEAD_READ`] or none: the
+    /// first is the predecessor, and it is the owner if it is alone.
     fn from_below(below: &[&KeyValue], read_at: i64) -> Option<Self> {
         let kv = below.first()?;
         Some(Predecessor {
@@ -55,7 +62,15 @@ impl Predecessor {
             revision: kv.create_revision(),
             read_at,
             was_owner: below.len() == 1,
+            ahead: below.len(),
         })
+    }
+
+    /// Whether so few were ahead that the predecessor's deletion may come while a new watch is
+    /// still unsynced. A long queue does not read while its watches sync: a thousand waiters
+    /// queuing at once would otherwise send five thousand reads in 100 ms.
+    fn may_go_soon(&self) -> bool {
+        (self.ahead as i64) < AHEAD_READ
     }
 }
 
@@ -139,8 +154,8 @@ pub(crate) struct Queued {
     predecessor: Option<Predecessor>,
 }
 
-/// Queues `session` for `name`: one Txn creates our key if absent and reads the two keys just
-/// below ours (the predecessor, and whether it is the owner).
+/// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
+/// ours (the predecessor, whether it is the owner, how many are ahead).
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);
@@ -153,10 +168,10 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([
             TxnOp::put(key.as_str(), "", Some(PutOptions::new().with_lease(lease))),
-            // Ours and the two below it: the predecessor, and whether it is the owner.
+            // Ours and the ones just below it.
             TxnOp::get(
                 queue_prefix.as_str(),
-                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(3)),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(AHEAD_READ + 1)),
             ),
         ])
         .or_else([
@@ -261,7 +276,7 @@ impl Queued {
                     }
                 }
                 let watch_created_at = watch.created_at();
-                let mut polls = unsynced_polls(opened_at);
+                let mut polls = unsynced_polls(opened_at.filter(|_| p.may_go_soon()));
                 let outcome = loop {
                     let poll = async {
                         match polls.peek() {
@@ -320,9 +335,9 @@ fn unsynced_polls(opened_at: Option<Instant>) -> std::iter::Peekable<impl Iterat
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
-/// issue 11456) and reads the two keys now just below ours, in one linearizable Txn.
+/// issue 11456) and reads the keys now just below ours, in one linearizable Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, false, Some(2))).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, false, Some(AHEAD_READ))).await?;
     if !response.succeeded() {
         return Err(place_gone(place).await);
     }
@@ -364,7 +379,7 @@ async fn place_gone(place: &Place) -> LockError {
 /// at any revision at or after our key's creation that finds none below is final. A read older
 /// than the deletion we saw (a lagging member) falls back to [`recheck`].
 async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, true, Some(2))).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, true, Some(AHEAD_READ))).await?;
     let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
     if !response.succeeded() || read_at < deleted_at {
         return recheck(place).await;
