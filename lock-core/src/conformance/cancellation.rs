@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
+use super::{hand_over, unique_name, wait_for_queue, within, Harness, PROMPTLY};
 
 /// Semantic 7a: A `lock()` future dropped while waiting removes its entry; later waiters are not blocked.
 pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
@@ -18,12 +18,7 @@ pub async fn dropped_lock_future_leaves_nothing(h: &dyn Harness) {
     let _ = quitting.await;
     wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the dropped waiter's entry to go", |i| i.waiters.is_empty())
         .await;
-    let later = h.client().await;
-    let name_owned = name.clone();
-    let waiting = tokio::spawn(async move { later.lock(&name_owned).await.expect("later lock") });
-    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the later waiter to queue", |i| i.waiters.len() == 1).await;
-    guard.release().await.expect("release");
-    let next = within(PROMPTLY, "the later waiter acquires", waiting).await.expect("later waiter");
+    let next = hand_over(holder.as_ref(), &name, guard, h.client().await).await;
     next.release().await.expect("release");
 }
 

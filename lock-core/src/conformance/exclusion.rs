@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
+use super::{hand_over, unique_name, wait_for_queue, within, Harness, PROMPTLY};
 use crate::{DistributedLock, FencingToken};
 
 /// Semantic 1: Many clients loop on one lock; a shared counter detects any overlap, and the tokens of
@@ -70,11 +70,7 @@ pub async fn nested_names_are_separate_locks(h: &dyn Harness) {
     assert!(info.waiters.is_empty(), "holds below the name are not in its queue: {info:?}");
 
     // A waiter on the parent is handed it while the names below stay held.
-    let name = parent.clone();
-    let waiter = tokio::spawn(async move { c.lock(&name).await.expect("c waits for the parent") });
-    wait_for_queue(b.as_ref(), &parent, PROMPTLY, "c to queue for the parent", |info| info.waiters.len() == 1).await;
-    parent_guard.release().await.expect("release the parent");
-    let handed = within(PROMPTLY, "c gets the parent", waiter).await.expect("waiter task");
+    let handed = hand_over(b.as_ref(), &parent, parent_guard, c).await;
 
     // The names below are free again once released, while the parent is held.
     child_guard.release().await.expect("release the child");

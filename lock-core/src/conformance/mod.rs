@@ -33,7 +33,7 @@ pub use liveness::*;
 pub use mem_harness::MemHarness;
 pub use ownership::*;
 
-use crate::{DistributedLock, LockError, LockInfo};
+use crate::{DistributedLock, LockError, LockGuard, LockInfo};
 
 /// What the suite needs from a backend's test setup. Each test gets its own harness, whose
 /// clients share one namespace (etcd prefix, ZooKeeper chroot, `mem://` server) no other test uses.
@@ -202,4 +202,19 @@ pub(crate) async fn within<T>(bound: Duration, what: &str, fut: impl Future<Outp
         Ok(value) => value,
         Err(_) => panic!("timed out after {bound:?}: {what}"),
     }
+}
+
+/// Queues `waiter` for `name` behind `guard` (until `observer` sees it as the one waiter), then
+/// releases `guard` and returns the waiter's guard, which must come promptly.
+pub(crate) async fn hand_over(
+    observer: &dyn DistributedLock,
+    name: &str,
+    guard: LockGuard,
+    waiter: Arc<dyn DistributedLock>,
+) -> LockGuard {
+    let name_owned = name.to_owned();
+    let waiting = tokio::spawn(async move { waiter.lock(&name_owned).await.expect("the waiter's lock") });
+    wait_for_queue(observer, name, PROMPTLY, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    guard.release().await.expect("release");
+    within(PROMPTLY, "the waiter acquires", waiting).await.expect("waiter task")
 }
