@@ -125,6 +125,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if a.cycles == 0 || a.tasks == 0 || a.seconds <= 0.0 {
         return Err("--cycles, --tasks and --seconds must be above zero".into());
     }
+    if a.clients.contains(&0) || a.waiters.contains(&0) {
+        return Err("--clients and --waiters take counts of 1 or more".into());
+    }
     Ok(a)
 }
 
@@ -235,7 +238,17 @@ mod tests {
         assert_eq!(args("").unwrap().workloads.len(), WORKLOADS.len());
         assert_eq!(args("--warmup 0").unwrap().warmup, Some(0.0));
         assert_eq!(args("w1").unwrap().warmup, None);
-        for bad in ["w9", "--clients 2,x", "--backends redis", "--cycles", "--seconds 0", "--warmup -1", "--warmup x"] {
+        for bad in [
+            "w9",
+            "--clients 2,x",
+            "--clients 0,8",
+            "--waiters 1,0",
+            "--backends redis",
+            "--cycles",
+            "--seconds 0",
+            "--warmup -1",
+            "--warmup x",
+        ] {
             assert!(args(bad).is_err(), "{bad} must be refused");
         }
     }
