@@ -41,8 +41,6 @@ struct Predecessor {
     revision: i64,
     /// The revision of the read.
     read_at: i64,
-    /// It was the owner at that read: nothing was below it, so once it is gone we are first.
-    was_owner: bool,
     /// How many queue keys were below ours at that read; [`AHEAD_READ`] means that many or more.
     ahead: usize,
 }
@@ -61,9 +59,13 @@ impl Predecessor {
             key: kv.key_str().unwrap_or_default().to_owned(),
             revision: kv.create_revision(),
             read_at,
-            was_owner: below.len() == 1,
             ahead: below.len(),
         })
+    }
+
+    /// It was the owner at that read: nothing was below it, so once it is gone we are first.
+    fn was_owner(&self) -> bool {
+        self.ahead == 1
     }
 
     /// Whether so few were ahead that the predecessor's deletion may come while a new watch is
@@ -256,7 +258,7 @@ impl Queued {
                 None => recheck(place).await?,
             };
             'wait: while let Some(mut p) = predecessor {
-                tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner, "waiting for the predecessor's key to go");
+                tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner(), "waiting for the predecessor's key to go");
                 let (mut watch, opened_at) = match session.watches.take(&p.key) {
                     Some(kept) => (kept, None),
                     None => tokio::select! {
@@ -305,7 +307,7 @@ impl Queued {
                 tracing::debug!(lock = %place.name, token = place.revision, ?outcome, watch_created_at = watch_created_at, "predecessor changed: checking place");
                 let lease_surely_alive = session.life.surely_alive();
                 predecessor = match outcome {
-                    DeleteWait::Deleted { .. } if p.was_owner && lease_surely_alive => break,
+                    DeleteWait::Deleted { .. } if p.was_owner() && lease_surely_alive => break,
                     DeleteWait::Deleted { revision } if lease_surely_alive => recheck_local(place, revision).await?,
                     _ => recheck(place).await?,
                 };
@@ -341,10 +343,7 @@ async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
     if !response.succeeded() {
         return Err(place_gone(place).await);
     }
-    match predecessor_of(place, &response) {
-        Some(predecessor) => Ok(predecessor),
-        None => read_all_below(place).await,
-    }
+    predecessor_in(place, &response).await
 }
 
 /// [`recheck`] without a limit, for when keys of locks named below this one filled the limit.
@@ -384,7 +383,13 @@ async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Option<Predeces
     if !response.succeeded() || read_at < deleted_at {
         return recheck(place).await;
     }
-    match predecessor_of(place, &response) {
+    predecessor_in(place, &response).await
+}
+
+/// The predecessor a limited [`place_read`] found, read again without the limit if keys of
+/// locks named below this one filled it.
+async fn predecessor_in(place: &Place, response: &etcd_client::TxnResponse) -> Result<Option<Predecessor>, LockError> {
+    match predecessor_of(place, response) {
         Some(predecessor) => Ok(predecessor),
         None => read_all_below(place).await,
     }
