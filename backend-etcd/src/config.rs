@@ -335,6 +335,30 @@ impl EtcdConfig {
         }
     }
 
+    /// Where the release markers live: `<prefix>//released/`. A holder's release writes lock
+    /// `name`'s marker, `<prefix>//released/<name>`, in the Txn that deletes its key, so the
+    /// waiter behind it learns from one key, not from the whole queue, that the holder itself
+    /// released (see the recipe). The empty segment keeps markers out of every lock's queue: no
+    /// lock name starts with `/`. Markers carry the releasing session's lease and go with it.
+    ///
+    /// ```
+    /// let c = distlock_etcd::EtcdBackend::builder().prefix("p").config()?;
+    /// assert_eq!(c.release_marker_prefix(), "p//released/");
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn release_marker_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            "/released/".to_owned()
+        } else {
+            format!("{}//released/", self.prefix)
+        }
+    }
+
+    /// The release marker of lock `name`: `<prefix>//released/<name>`.
+    pub(crate) fn release_marker(&self, name: &str) -> String {
+        format!("{}{name}", self.release_marker_prefix())
+    }
+
     pub(crate) fn endpoints_label(&self) -> String {
         self.endpoints.join(",")
     }
@@ -350,6 +374,24 @@ pub(crate) fn read_pem(setting: &str, what: &str, path: &Path) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_markers_lie_in_no_lock_queue() {
+        for prefix in ["", "p", "app/locks"] {
+            let c = EtcdBackend::builder().prefix(prefix).config().unwrap();
+            for name in ["released", "a", "released/a", "a/released"] {
+                let marker = c.release_marker(name);
+                for other in ["released", "a", "released/a", "a/released", "x"] {
+                    let queue = c.lock_prefix(other);
+                    assert!(!marker.starts_with(&queue), "{marker:?} lies in the queue {queue:?}");
+                }
+            }
+        }
+        let c = EtcdBackend::builder().prefix("p").config().unwrap();
+        assert_eq!(c.release_marker("jobs/a"), "p//released/jobs/a");
+        let c = EtcdBackend::builder().prefix("").config().unwrap();
+        assert_eq!(c.release_marker("jobs/a"), "/released/jobs/a");
+    }
 
     #[test]
     fn urls_map_to_settings() {

@@ -3,6 +3,13 @@
 //! The holder is the lowest; each waiter watches only the key just below its own. The keys of
 //! locks named below this one (`<name>/nightly`) lie under the same prefix: they are not in the
 //! queue, and reads skip them.
+//!
+//! The holder's release also writes the lock's release marker (`<prefix>//released/<name>`) in
+//! the Txn that deletes its key. The waiter behind it, seeing that deletion at revision `D`, asks
+//! whether the marker was written at `D`: if so, the deletion was the holder's own release, so
+//! nothing older is left and the waiter is first. That question reads one key; the answer
+//! without it reads the whole queue, since etcd sorts every key by create revision before it
+//! applies a limit. A hand-off then costs the server the same at 1,000 waiters as at one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +38,8 @@ pub(crate) struct Place {
     pub(crate) queue_prefix: String,
     pub(crate) key: String,
     pub(crate) revision: i64,
+    /// The lock's release marker (see the module's comment).
+    pub(crate) marker: String,
 }
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -212,7 +221,8 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         (revision, owner, None)
     };
     cleanup.revision = Some(revision);
-    let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision };
+    let marker = session.config.release_marker(name.as_str());
+    let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker };
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
         // Neither known: keys of locks named below this one filled the read. One read of the
@@ -308,7 +318,12 @@ impl Queued {
                 let lease_surely_alive = session.life.surely_alive();
                 predecessor = match outcome {
                     DeleteWait::Deleted { .. } if p.was_owner() && lease_surely_alive => break,
-                    DeleteWait::Deleted { revision } if lease_surely_alive => recheck_local(place, revision).await?,
+                    DeleteWait::Deleted { revision } if lease_surely_alive => {
+                        match recheck_local(place, revision).await? {
+                            Recheck::HolderReleased => break,
+                            Recheck::Read(predecessor) => predecessor,
+                        }
+                    }
                     _ => recheck(place).await?,
                 };
             }
@@ -339,20 +354,22 @@ fn unsynced_polls(opened_at: Option<Instant>) -> std::iter::Peekable<impl Iterat
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
 /// issue 11456) and reads the keys now just below ours, in one linearizable Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, false, Some(AHEAD_READ))).await?;
+    let response = place.session.txn("check place in the queue", place_read(place, Some(AHEAD_READ))).await?;
     if !response.succeeded() {
         return Err(place_gone(place).await);
     }
-    predecessor_in(place, &response).await
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    predecessor_in(place, read_at, response.op_responses().first()).await
 }
 
 /// [`recheck`] without a limit, for when keys of locks named below this one filled the limit.
 async fn read_all_below(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("read the lock queue", place_read(place, false, None)).await?;
+    let response = place.session.txn("read the lock queue", place_read(place, None)).await?;
     if !response.succeeded() {
         return Err(place_gone(place).await);
     }
-    Ok(predecessor_of(place, &response).flatten())
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    Ok(predecessor_of(place, read_at, response.op_responses().first()).flatten())
 }
 
 /// The error for our key gone while waiting: the session expired, or someone deleted the key.
@@ -371,52 +388,83 @@ async fn place_gone(place: &Place) -> LockError {
     }
 }
 
-/// [`recheck`] as a serializable read, answered by the member without a round through raft
-/// (which waits behind other writes' fsyncs). Only after seeing our predecessor deleted at
-/// `deleted_at`, with the lease clock saying our lease is alive (so expiry has not taken our
-/// key). Safe because being first is monotonic: no key can appear below ours later, so a read
-/// at any revision at or after our key's creation that finds none below is final. A read older
-/// than the deletion we saw (a lagging member) falls back to [`recheck`].
-async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, true, Some(AHEAD_READ))).await?;
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
-    if !response.succeeded() || read_at < deleted_at {
-        return recheck(place).await;
-    }
-    predecessor_in(place, &response).await
+/// What [`recheck_local`] found.
+#[derive(Debug)]
+enum Recheck {
+    /// The predecessor's deletion was the holder's own release: we are first.
+    HolderReleased,
+    /// The predecessor went otherwise (a waiter that left, an expired lease, an operator): the
+    /// key now below ours, if any.
+    Read(Option<Predecessor>),
 }
 
-/// The predecessor a limited [`place_read`] found, read again without the limit if keys of
-/// locks named below this one filled it.
-async fn predecessor_in(place: &Place, response: &etcd_client::TxnResponse) -> Result<Option<Predecessor>, LockError> {
-    match predecessor_of(place, response) {
+/// After seeing our predecessor deleted at `deleted_at`, with the lease clock saying our lease
+/// is alive (so expiry has not taken our key): one serializable Txn, answered by the member
+/// without a round through raft (which waits behind other writes' fsyncs). If our key still has
+/// our revision and the release marker was written at `deleted_at`, the deletion was the
+/// holder's release: nothing older than the predecessor was left then, and nothing older can
+/// appear, so we are first, and the queue is not read. Otherwise the Txn reads the keys below
+/// ours, as [`recheck`] does: being first is monotonic, so a read at any revision at or after
+/// our key's creation that finds none below is final. A member that has not yet applied the
+/// deletion we saw (a lagging one) sends us to [`recheck`].
+async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockError> {
+    let own_key = GetOptions::new().with_keys_only().with_serializable();
+    let below = queue_below(place, Some(AHEAD_READ)).with_serializable();
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision),
+            Compare::mod_revision(place.marker.as_str(), CompareOp::Equal, deleted_at),
+        ])
+        .and_then(Vec::new())
+        .or_else([TxnOp::get(place.key.as_str(), Some(own_key)), TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
+    let response = place.session.txn("check place in the queue", txn).await?;
+    if response.succeeded() {
+        tracing::debug!(lock = %place.name, token = place.revision, deleted_at, "the predecessor's deletion was the holder's release: first, without reading the queue");
+        return Ok(Recheck::HolderReleased);
+    }
+    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let ops = response.op_responses();
+    let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+    if own != Some(place.revision) || read_at < deleted_at {
+        return recheck(place).await.map(Recheck::Read);
+    }
+    predecessor_in(place, read_at, ops.get(1)).await.map(Recheck::Read)
+}
+
+/// The predecessor a limited read of [`queue_below`] at revision `read_at` found, read again
+/// without the limit if keys of locks named below this one filled it.
+async fn predecessor_in(
+    place: &Place,
+    read_at: i64,
+    below: Option<&TxnOpResponse>,
+) -> Result<Option<Predecessor>, LockError> {
+    match predecessor_of(place, read_at, below) {
         Some(predecessor) => Ok(predecessor),
         None => read_all_below(place).await,
     }
 }
 
-/// If our key still has our revision, read the keys just below it, newest first: `limit` of
-/// them, or all.
-fn place_read(place: &Place, serializable: bool, limit: Option<i64>) -> Txn {
-    let mut below =
+/// The keys just below ours, newest first: `limit` of them, or all.
+fn queue_below(place: &Place, limit: Option<i64>) -> GetOptions {
+    let below =
         queue_range().with_max_create_revision(place.revision - 1).with_sort(SortTarget::Create, SortOrder::Descend);
-    if let Some(limit) = limit {
-        below = below.with_limit(limit);
+    match limit {
+        Some(limit) => below.with_limit(limit),
+        None => below,
     }
-    if serializable {
-        below = below.with_serializable();
-    }
-    Txn::new()
-        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
-        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))])
 }
 
-/// The predecessor a [`place_read`] found (`Some(None)`: none, we are first); `None` if keys of
-/// locks named below this one filled its limit.
-fn predecessor_of(place: &Place, response: &etcd_client::TxnResponse) -> Option<Option<Predecessor>> {
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
-    let ops = response.op_responses();
-    let below = queue_keys(&place.queue_prefix, ops.first())?;
+/// If our key still has our revision, read [`queue_below`] it.
+fn place_read(place: &Place, limit: Option<i64>) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
+        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(queue_below(place, limit)))])
+}
+
+/// The predecessor a read of [`queue_below`] at revision `read_at` found (`Some(None)`: none,
+/// we are first); `None` if keys of locks named below this one filled its limit.
+fn predecessor_of(place: &Place, read_at: i64, below: Option<&TxnOpResponse>) -> Option<Option<Predecessor>> {
+    let below = queue_keys(&place.queue_prefix, below)?;
     Some(Predecessor::from_below(&below, read_at))
 }
 
@@ -444,6 +492,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
             session: place.session,
             key: place.key,
             revision: place.revision,
+            marker: place.marker,
             registration,
             released,
         }),
@@ -501,13 +550,24 @@ async fn watch_own_key(
     }
 }
 
-/// Deletes the holder's key, fenced by its create revision.
+/// Deletes the holder's key, fenced by its create revision, and writes the release marker in
+/// the same Txn.
 struct EtcdRelease {
     session: Arc<EtcdSession>,
     key: String,
     revision: i64,
+    marker: String,
     registration: u64,
     released: CancellationToken,
+}
+
+/// The holder's release: if our key still has our revision, delete it and write the release
+/// marker (naming the key, on our lease) at the same revision. Only a holder's release writes
+/// the marker: a waiter that leaves, or an expired lease, deletes the key alone.
+fn release_txn(key: &str, revision: i64, marker: &str, lease: i64) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, revision)])
+        .and_then([TxnOp::delete(key, None), TxnOp::put(marker, key, Some(PutOptions::new().with_lease(lease)))])
 }
 
 #[async_trait]
@@ -515,7 +575,7 @@ impl ServerRelease for EtcdRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         self.released.cancel();
         self.session.life.holds().remove(self.registration);
-        let txn = fenced_delete(&self.key, Some(self.revision), self.session.lease);
+        let txn = release_txn(&self.key, self.revision, &self.marker, self.session.lease);
         match self.session.txn("release the lock", txn).await {
             Ok(_) => Ok(()),
             // The session is gone, and with it the key.
@@ -533,6 +593,89 @@ impl ServerRelease for EtcdRelease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A place in a fresh queue on the tests' shared etcd, behind `ahead` keys written by a
+    /// plain client, each with its create revision.
+    async fn place_behind(ahead: &[&str]) -> (Place, etcd_client::Client, Vec<(String, i64)>) {
+        let (session, client) = crate::session::shared_test_session().await;
+        let name = LockName::new(&format!("marker-{:x}/job", session.lease)).expect("name");
+        let queue_prefix = session.config.lock_prefix(name.as_str());
+        let mut kv = client.kv_client();
+        let put = |key: String| {
+            let mut kv = kv.clone();
+            async move {
+                let revision = kv.put(key.as_str(), "", None).await.expect("put").header().expect("header").revision();
+                (key, revision)
+            }
+        };
+        let mut keys = Vec::new();
+        for key in ahead {
+            keys.push(put(format!("{queue_prefix}{key}")).await);
+        }
+        let (key, revision) = put(format!("{queue_prefix}{:x}", session.lease)).await;
+        kv.put(key.as_str(), "", Some(PutOptions::new().with_lease(session.lease)))
+            .await
+            .expect("own key on our lease");
+        let marker = session.config.release_marker(name.as_str());
+        (Place { session, name, queue_prefix, key, revision, marker }, client, keys)
+    }
+
+    /// On a real etcd: a waiter that saw its predecessor deleted takes itself for first without
+    /// reading the queue only if the deletion was a holder's release, which writes the marker at
+    /// the deletion's revision. A plain deletion (a waiter leaving the queue) next to a marker
+    /// from an earlier release sends it to read the queue, where the holder still is.
+    #[tokio::test]
+    async fn only_a_holders_release_makes_the_next_waiter_first_without_a_read() {
+        let (place, client, ahead) = place_behind(&["1", "2"]).await;
+        let (holder, middle) = (&ahead[0], &ahead[1]);
+        let mut kv = client.kv_client();
+        kv.put(place.marker.as_str(), "an earlier release", None).await.expect("an earlier marker");
+
+        let left_at = kv.delete(middle.0.as_str(), None).await.expect("delete").header().expect("header").revision();
+        match recheck_local(&place, left_at).await.expect("recheck") {
+            Recheck::Read(Some(p)) => {
+                assert_eq!((p.key.as_str(), p.revision), (holder.0.as_str(), holder.1), "the holder is read");
+                assert!(p.was_owner(), "{p:?}");
+            }
+            other => panic!("a waiter leaving the queue handed the lock on: {other:?}"),
+        }
+
+        let release = release_txn(&holder.0, holder.1, &place.marker, place.session.lease);
+        let released_at = kv.txn(release).await.expect("release").header().expect("header").revision();
+        let outcome = recheck_local(&place, released_at).await.expect("recheck");
+        assert!(matches!(outcome, Recheck::HolderReleased), "{outcome:?}");
+        let marker = kv.get(place.marker.as_str(), None).await.expect("read the marker");
+        let marker = marker.kvs().first().expect("the marker");
+        assert_eq!(
+            (marker.mod_revision(), marker.value(), marker.lease()),
+            (released_at, holder.0.as_bytes(), place.session.lease),
+            "written with the deletion, naming the released key, on the releaser's lease"
+        );
+    }
+
+    /// On a real etcd: a release whose key is gone already (taken by an operator or by expiry)
+    /// writes no marker, and a marker goes with the lease of the session that wrote it.
+    #[tokio::test]
+    async fn release_markers_go_with_the_session() {
+        let (place, client, _) = place_behind(&[]).await;
+        let mut kv = client.kv_client();
+        let marker_exists = |kv: &mut etcd_client::KvClient| {
+            let mut kv = kv.clone();
+            let marker = place.marker.clone();
+            async move { kv.get(marker, None).await.expect("read the marker").count() == 1 }
+        };
+        kv.delete(place.key.as_str(), None).await.expect("an operator deletes the holder's key");
+        kv.txn(release_txn(&place.key, place.revision, &place.marker, place.session.lease)).await.expect("release");
+        assert!(!marker_exists(&mut kv).await, "a release of a key already gone writes no marker");
+
+        let (key, lease) = (place.key.as_str(), place.session.lease);
+        let revision = kv.put(key, "", Some(PutOptions::new().with_lease(lease))).await.expect("queue again");
+        let revision = revision.header().expect("header").revision();
+        kv.txn(release_txn(key, revision, &place.marker, lease)).await.expect("release");
+        assert!(marker_exists(&mut kv).await, "the release wrote the marker");
+        client.lease_client().revoke(lease).await.expect("end the session's lease");
+        assert!(!marker_exists(&mut kv).await, "the marker went with the lease");
+    }
 
     #[test]
     fn a_new_watch_is_backed_by_reads_until_etcd_has_surely_synced_it() {

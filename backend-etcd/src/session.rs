@@ -235,3 +235,14 @@ async fn keep_alive(
         _ = renew => {}
     }
 }
+
+/// A session on the tests' shared etcd, and a plain client beside it, for the tests that need
+/// a real server.
+#[cfg(test)]
+pub(crate) async fn shared_test_session() -> (Arc<EtcdSession>, Client) {
+    let shared = distlock_tests::shared::etcd().await;
+    let config = crate::EtcdBackend::builder().endpoints(shared.endpoints.iter()).config().expect("config");
+    let client = distlock_tests::etcd::connect(&shared.endpoints).await.expect("connect");
+    let session = EtcdSession::open(client.clone(), Arc::new(config), Default::default()).await.expect("session");
+    (session, client)
+}

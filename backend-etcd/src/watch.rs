@@ -233,22 +233,12 @@ mod tests {
         assert_eq!(first_deletion_after(std::iter::empty(), 14), None);
     }
 
-    /// A session on the tests' shared etcd, and a plain client beside it.
-    async fn shared_session() -> (std::sync::Arc<EtcdSession>, etcd_client::Client) {
-        let shared = distlock_tests::shared::etcd().await;
-        let config = crate::EtcdBackend::builder().endpoints(shared.endpoints.iter()).config().expect("config");
-        let client = distlock_tests::etcd::connect(&shared.endpoints).await.expect("connect");
-        let session =
-            EtcdSession::open(client.clone(), std::sync::Arc::new(config), Default::default()).await.expect("session");
-        (session, client)
-    }
-
     /// On a real etcd: a watch catching up from a past revision gets the key's two deletions,
     /// the one before the awaited entry's creation and the awaited one, in one response. The
     /// wait must end with the second (it hung when only the first deletion was looked at).
     #[tokio::test]
     async fn a_real_catch_up_batch_with_an_older_deletion_first_ends_the_wait() {
-        let (session, client) = shared_session().await;
+        let (session, client) = crate::session::shared_test_session().await;
         let mut kv = client.kv_client();
         let key = format!("watch-batch-{}", session.lease);
         let first =
@@ -281,7 +271,7 @@ mod tests {
     /// that key's releases; queues of other locks keep theirs.
     #[tokio::test]
     async fn a_session_keeps_one_watch_per_queue() {
-        let (session, _client) = shared_session().await;
+        let (session, _client) = crate::session::shared_test_session().await;
         let queue = format!("kept-{}/job/", session.lease);
         let other_queue = format!("kept-{}/report/", session.lease);
         let open = |key: String| {
