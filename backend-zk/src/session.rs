@@ -154,3 +154,11 @@ async fn watch_session(client: Client, life: Arc<SessionLife>, timeout: Duration
         _ = states => {}
     }
 }
+
+/// A session on the tests' shared ZooKeeper, for the tests that need a real server.
+#[cfg(test)]
+pub(crate) async fn shared_test_session() -> Arc<ZkSession> {
+    let shared = distlock_tests::shared::zookeeper().await;
+    let config = crate::ZkBackend::builder().hosts(shared.endpoints.iter()).config().expect("config");
+    ZkSession::open(Arc::new(config), Arc::default()).await.expect("session")
+}
