@@ -6,14 +6,20 @@
 //! other with distlock on the same name.
 //!
 //! - **Acquire**: one Txn creates our key if absent and reads the owner and the key just below
-//!   ours. Uncontended, a lock costs two requests: that Txn and the release's delete.
+//!   ours. Uncontended, a lock costs two requests: that Txn and the release's.
+//! - **Release**: one Txn deletes our key if it still has our create revision and, at the same
+//!   revision, writes the lock's release marker `<prefix>//released/<name>` (on our lease; the
+//!   empty path segment keeps it out of every lock's queue, so Go's Mutex never sees it).
 //! - **Wait**: each waiter watches only its predecessor's key, from the revision it read, so no
 //!   deletion is missed; broken watches are re-created from the same revision after a restart
 //!   or leader change; a compaction makes the waiter re-read. After a wait one Txn confirms
-//!   that our key still exists (so the lease lives: etcd issue 11456) and finds the next
-//!   predecessor. It is a serializable read (no round through raft) while the lease clock says
-//!   the lease is alive, because being first is monotonic: no key can appear below ours later.
-//!   If the predecessor was the owner when we read, no read is needed at all.
+//!   that our key still exists (so the lease lives: etcd issue 11456) and asks whether the
+//!   release marker was written at the deletion's revision: then the deletion was the holder's
+//!   release and we are first, from one key, whatever the length of the queue. Only otherwise
+//!   does it read the keys below ours, which costs the server every key of the queue. It is
+//!   serializable (no round through raft) while the lease clock says the lease is alive, because
+//!   being first is monotonic: no key can appear below ours later. If the predecessor was the
+//!   owner when we read, no request is needed at all.
 //! - **One stream**: all watches of a client (waiters' and held locks') share one watch stream,
 //!   as in etcd's Go client; a client holding 10,000 locks has one lease and one watch stream.
 //! - **Fencing token**: our key's create revision. [`EtcdBackend::fence`] turns a guard into a

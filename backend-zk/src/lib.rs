@@ -8,9 +8,13 @@
 //! - **Acquire**: create our znode, list the directory; first by sequence number holds. The
 //!   listing is sent right behind the create, without waiting for its reply, so queuing is one
 //!   round trip. An uncontended lock costs three requests in two round trips: create with
-//!   getChildren, then delete.
+//!   getChildren, then the release.
+//! - **Release**: one multi deletes our znode and writes its name as the directory's data.
 //! - **Wait**: each waiter watches only the znode just before its own (getData with a watch,
-//!   which also handles a predecessor that vanished between the listing and the watch).
+//!   which also handles a predecessor that vanished between the listing and the watch). Once it
+//!   is deleted, the waiter reads the directory's data: if it names that znode, the deletion was
+//!   the holder's release and the waiter is first, from one znode whatever the length of the
+//!   queue. Otherwise it lists the directory again.
 //! - **Protected create**: after a lost connection, the client finds its own znode by its uuid
 //!   instead of creating a second one.
 //! - **Fencing token**: the czxid of our znode (globally increasing; the sequence suffix restarts

@@ -19,7 +19,7 @@ use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWrite
 use crate::session::ZkSession;
 
 /// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
-/// exactly create, getChildren, delete).
+/// exactly create, getChildren, the release).
 const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
 
 /// The marker Curator puts before the sequence number.
@@ -256,11 +256,13 @@ impl Queued {
         Ok(Some(self.place))
     }
 
-    /// Waits until first: watches only the znode just before ours, then lists again. If that
-    /// znode was the owner at the listing (first in the queue), its deletion makes us first and
-    /// no listing is needed: a znode created later has a higher sequence number, so nothing can
-    /// appear before ours. That shortcut also needs the session's lease clock to say the session
-    /// surely lives (so its expiry has not taken our znode).
+    /// Waits until first: watches only the znode just before ours. If that znode was the owner
+    /// at the listing (first in the queue), its deletion makes us first and nothing is read: a
+    /// znode created later has a higher sequence number, so nothing can appear before ours. If
+    /// not, the directory's data tells whether the deletion was its holder's release
+    /// ([`released_by_holder`]), which makes us first too; only otherwise is the queue listed
+    /// again. Both shortcuts also need the session's lease clock to say the session surely lives
+    /// (so its expiry has not taken our znode).
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         loop {
             let (position, queue) = self.position().await?;
