@@ -11,6 +11,7 @@
 //! without it reads the whole queue, since etcd sorts every key by create revision before it
 //! applies a limit. A hand-off then costs the server the same at 1,000 waiters as at one.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -408,6 +409,10 @@ enum Recheck {
 /// our key's creation that finds none below is final. A member that has not yet applied the
 /// deletion we saw (a lagging one) sends us to [`recheck`].
 async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockError> {
+    let session = &place.session;
+    if session.markers_refused.load(Ordering::Relaxed) {
+        return recheck(place).await.map(Recheck::Read);
+    }
     let own_key = GetOptions::new().with_keys_only().with_serializable();
     let below = queue_below(place, Some(AHEAD_READ)).with_serializable();
     let txn = Txn::new()
@@ -417,7 +422,14 @@ async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockEr
         ])
         .and_then(Vec::new())
         .or_else([TxnOp::get(place.key.as_str(), Some(own_key)), TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
-    let response = place.session.txn("check place in the queue", txn).await?;
+    let response = match session.txn("check place in the queue", txn).await {
+        Ok(response) => response,
+        Err(LockError::Unauthorized { reason, .. }) => {
+            markers_refused(session, &reason);
+            return recheck(place).await.map(Recheck::Read);
+        }
+        Err(error) => return Err(error),
+    };
     if response.succeeded() {
         tracing::debug!(lock = %place.name, token = place.revision, deleted_at, "the predecessor's deletion was the holder's release: first, without reading the queue");
         return Ok(Recheck::HolderReleased);
@@ -561,6 +573,13 @@ struct EtcdRelease {
     released: CancellationToken,
 }
 
+/// Notes that the server refused us the release markers: from now on the session does without.
+fn markers_refused(session: &EtcdSession, reason: &str) {
+    if !session.markers_refused.swap(true, Ordering::Relaxed) {
+        tracing::warn!(markers = %session.config.release_marker_prefix(), reason, "etcd refused the release markers: releases and wake-ups go without them (a wake-up then reads the queue); grant read and write on the marker prefix to restore them");
+    }
+}
+
 /// The holder's release: if our key still has our revision, delete it and write the release
 /// marker (naming the key, on our lease) at the same revision. Only a holder's release writes
 /// the marker: a waiter that leaves, or an expired lease, deletes the key alone.
@@ -575,8 +594,23 @@ impl ServerRelease for EtcdRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         self.released.cancel();
         self.session.life.holds().remove(self.registration);
-        let txn = release_txn(&self.key, self.revision, &self.marker, self.session.lease);
-        match self.session.txn("release the lock", txn).await {
+        let session = &self.session;
+        let fenced_delete = || fenced_delete(&self.key, Some(self.revision), session.lease);
+        let released = if session.markers_refused.load(Ordering::Relaxed) {
+            session.txn("release the lock", fenced_delete()).await
+        } else {
+            match session
+                .txn("release the lock", release_txn(&self.key, self.revision, &self.marker, session.lease))
+                .await
+            {
+                Err(LockError::Unauthorized { reason, .. }) => {
+                    markers_refused(session, &reason);
+                    session.txn("release the lock", fenced_delete()).await
+                }
+                other => other,
+            }
+        };
+        match released {
             Ok(_) => Ok(()),
             // The session is gone, and with it the key.
             Err(LockError::SessionExpired { .. }) => Ok(()),

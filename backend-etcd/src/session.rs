@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub(crate) struct EtcdSession {
     pub(crate) watches: WatchCache,
     /// The one watch stream all of the session's watches share.
     pub(crate) hub: WatchHub,
+    /// Set once the server refused us the release markers (a role granted only the locks' own
+    /// keys): releases and wake-ups then go without them, and the queue is read instead.
+    pub(crate) markers_refused: AtomicBool,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -80,6 +83,7 @@ impl EtcdSession {
             requests,
             cleanups: PendingCleanups::default(),
             watches: WatchCache::default(),
+            markers_refused: AtomicBool::new(false),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(

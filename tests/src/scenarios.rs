@@ -63,6 +63,32 @@ pub async fn two_instances_exclude_each_other(url: &str, name: &str) {
     guard.release().await.expect("release");
 }
 
+/// Three instances connected by `url` queue for lock `name` one after another and get it in that
+/// order: a release with a waiter behind it, and a wake-up behind a waiter that was not the
+/// holder when it queued.
+pub async fn three_instances_take_turns(url: &str, name: &str) {
+    let connect = || async { distlock::connect(url).await.unwrap_or_else(|e| panic!("{url}: connect: {e}")) };
+    let (a, b, c) = (connect().await, connect().await, connect().await);
+    let guard = a.lock(name).await.unwrap_or_else(|e| panic!("{url}: lock: {e}"));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for (i, client) in [b, c].into_iter().enumerate() {
+        let (lock_name, order) = (name.to_owned(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = client.lock(&lock_name).await.map_err(|e| e.to_string())?;
+            order.lock().unwrap().push(i);
+            guard.release().await.map_err(|e| e.to_string())
+        }));
+        wait_for_queue(a.as_ref(), name, BOUND, "the waiter to queue", |q| q.waiters.len() == i + 1).await;
+    }
+    guard.release().await.unwrap_or_else(|e| panic!("{url}: release: {e}"));
+    for waiter in waiters {
+        let served = tokio::time::timeout(BOUND, waiter).await.expect("every waiter is served").expect("task");
+        served.unwrap_or_else(|e| panic!("{url}: a waiter: {e}"));
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1], "{url}: the waiters are served in queue order");
+}
+
 /// Connects by `url` and takes lock `name`, expecting the server to refuse our credentials or
 /// rights at one of the two steps (etcd checks a password at connect, a permission at the first
 /// request; ZooKeeper checks both at the first request). The refusal must be final and name
