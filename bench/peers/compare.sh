@@ -30,7 +30,7 @@ for round in $(seq 1 "$rounds"); do
   target/release/distlock-bench floor w1 --etcd "$etcd" --zk "$zk" --cycles 2000 2>/dev/null >>"$results"
   for clients in 2 8 32; do
     target/peers -etcd "$etcd" -zk "$zk" -workload w2 -clients "$clients" -seconds "$seconds" >>"$results"
-    target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients "$clients" --seconds "$seconds" \
+    target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients "$clients" --pause-ms 0 --seconds "$seconds" \
       2>/dev/null >>"$results"
   done
 done

@@ -446,13 +446,15 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
     Row { backend, fault, injected, verdict, leftovers, loss_noticed_ms, most_entries_of_one_session }
 }
 
-/// Lock entries left in `namespace`.
+/// Lock entries left in `namespace`: keys or znodes in the lock's queue (not the release record
+/// beside it, which goes with the session that last released).
 async fn leftovers(backend: &str, endpoints: &[String], namespace: &str) -> usize {
     match backend {
         "etcd" => {
             let Ok(mut client) = distlock_tests::etcd::connect(endpoints).await else { return usize::MAX };
             let options = distlock_etcd::etcd_client::GetOptions::new().with_prefix().with_count_only();
-            client.get(format!("{namespace}/"), Some(options)).await.map(|r| r.count() as usize).unwrap_or(usize::MAX)
+            let queue = format!("{namespace}/{LOCK}/");
+            client.get(queue, Some(options)).await.map(|r| r.count() as usize).unwrap_or(usize::MAX)
         }
         _ => {
             let Ok(client) = distlock_tests::zk::connect(&endpoints.join(","), Duration::from_secs(4)).await else {
