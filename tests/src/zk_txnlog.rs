@@ -1,8 +1,8 @@
 //! ZooKeeper's own record of who was first in line: the server's transaction log, dumped with
-//! ZooKeeper's `TxnLogToolkit` and replayed. Creates, deletes and session closes (an expired or
-//! closed session's ephemeral znodes go with it) give the queue of a lock directory at every
-//! zxid, and so the czxids (fencing tokens) that ever held the lock, and the most entries one
-//! session had in the queue at once.
+//! ZooKeeper's `TxnLogToolkit` and replayed. Creates, deletes (also those inside a multi: a
+//! holder's release) and session closes (an expired or closed session's ephemeral znodes go with
+//! it) give the queue of a lock directory at every zxid, and so the czxids (fencing tokens) that
+//! ever held the lock, and the most entries one session had in the queue at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,8 +18,37 @@ enum Txn {
     CloseSession { session: String },
 }
 
-/// Parses one line of `TxnLogToolkit` output (`... session 0x.. cxid 0x.. zxid 0x.. create2 /path,...`).
-fn parse(line: &str) -> Option<Txn> {
+/// Parses one line of `TxnLogToolkit` output (`... session 0x.. cxid 0x.. zxid 0x.. create2 /path,...`)
+/// into the transactions it holds: one, or each delete of a multi.
+fn parse(line: &[u8]) -> Vec<Txn> {
+    let text = String::from_utf8_lossy(line);
+    match parse_one(&text) {
+        Some(txn) => vec![txn],
+        None if text.contains(" multi ") => multi_deletes(line),
+        None => Vec::new(),
+    }
+}
+
+/// The deletes inside a multi's line. `TxnLogToolkit` prints a multi's parts as
+/// `multi delete:<record>;setData:<record>`, each record in ZooKeeper's binary form: a delete's
+/// is the path's length (4 bytes, big-endian) and the path.
+fn multi_deletes(line: &[u8]) -> Vec<Txn> {
+    const DELETE: &[u8] = b"delete:";
+    let mut deletes = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.windows(DELETE.len()).position(|w| w == DELETE) {
+        rest = &rest[at + DELETE.len()..];
+        let Some((length, after)) = rest.split_first_chunk::<4>() else { break };
+        let length = u32::from_be_bytes(*length) as usize;
+        let Some(path) = after.get(..length) else { break };
+        deletes.push(Txn::Delete { path: String::from_utf8_lossy(path).into_owned() });
+        rest = &after[length..];
+    }
+    deletes
+}
+
+/// One plain (not multi) transaction.
+fn parse_one(line: &str) -> Option<Txn> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == "session")?;
     let session = words.next()?.to_owned();
@@ -85,7 +114,9 @@ pub fn replay_queue(data_dir: &Path, lock_dir: &str) -> Option<QueueReplay> {
             .arg(&log)
             .output()
             .ok()?;
-        txns.extend(String::from_utf8_lossy(&output.stdout).lines().filter_map(parse));
+        // Split on bytes: a multi's binary records need not be UTF-8 (a record split by a
+        // newline byte in it loses only what follows, after its delete).
+        txns.extend(output.stdout.split(|&b| b == b'\n').flat_map(parse));
     }
     (!txns.is_empty()).then(|| replay(&txns, lock_dir))
 }
@@ -105,14 +136,29 @@ mod tests {
             "t session 0xb cxid 0x0 zxid 0x15 closeSession v{}",
             "t session 0xe cxid 0x0 zxid 0x16 createSession 2000",
         ];
-        let txns: Vec<Txn> = lines.iter().filter_map(|l| parse(l)).collect();
+        let txns: Vec<Txn> = lines.iter().flat_map(|l| parse(l.as_bytes())).collect();
         assert_eq!(txns.len(), 6);
         let replayed = replay(&txns, "/l/x");
         assert_eq!(replayed.owners, [0x10, 0x11, 0x12]);
         assert_eq!(replayed.most_entries_of_one_session, 1);
         // A create whose reply was lost, retried without finding the first: two entries of 0xc.
         let twice = "t session 0xc cxid 0x3 zxid 0x17 create2 /l/x/_c_5-lock-0000000003,,[31,s{'world,'anyone}";
-        let txns: Vec<Txn> = lines.iter().chain([&twice]).filter_map(|l| parse(l)).collect();
+        let txns: Vec<Txn> = lines.iter().chain([&twice]).flat_map(|l| parse(l.as_bytes())).collect();
         assert_eq!(replay(&txns, "/l/x").most_entries_of_one_session, 2);
+    }
+
+    #[test]
+    fn a_holders_release_in_a_multi_deletes_its_znode() {
+        // As TxnLogToolkit prints it: the delete's and the setData's binary records.
+        let path = "/l/x/_c_1-lock-0000000000";
+        let mut line = b"t session 0xa cxid 0x2 zxid 0x14 multi delete:".to_vec();
+        line.extend((path.len() as u32).to_be_bytes());
+        line.extend(path.as_bytes());
+        line.extend(b";setData:\0\0\0\x04/l/x\0\0\0\x19_c_1-lock-0000000000\0\0\0\x01");
+        assert_eq!(parse(&line), [Txn::Delete { path: path.to_owned() }]);
+        let create = "t session 0xb cxid 0x1 zxid 0x11 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
+        let first = "t session 0xa cxid 0x1 zxid 0x10 create2 /l/x/_c_1-lock-0000000000,,[31,s{'world,'anyone}";
+        let txns: Vec<Txn> = [first.as_bytes(), create.as_bytes(), &line].into_iter().flat_map(parse).collect();
+        assert_eq!(replay(&txns, "/l/x").owners, [0x10, 0x11], "the release hands the lock to the next");
     }
 }
