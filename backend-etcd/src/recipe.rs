@@ -194,7 +194,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
             ),
         ]);
     let response = session.txn("queue for the lock", enqueue).await?;
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let read_at = revision_of(&response);
     let ops = response.op_responses();
     let (revision, owner, predecessor) = if response.succeeded() {
         match queue_keys(&queue_prefix, ops.get(1)) {
@@ -355,22 +355,29 @@ fn unsynced_polls(opened_at: Option<Instant>) -> std::iter::Peekable<impl Iterat
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
 /// issue 11456) and reads the keys now just below ours, in one linearizable Txn.
 async fn recheck(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("check place in the queue", place_read(place, Some(AHEAD_READ))).await?;
-    if !response.succeeded() {
-        return Err(place_gone(place).await);
-    }
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let (read_at, response) = read_place(place, "check place in the queue", Some(AHEAD_READ)).await?;
     predecessor_in(place, read_at, response.op_responses().first()).await
 }
 
 /// [`recheck`] without a limit, for when keys of locks named below this one filled the limit.
 async fn read_all_below(place: &Place) -> Result<Option<Predecessor>, LockError> {
-    let response = place.session.txn("read the lock queue", place_read(place, None)).await?;
+    let (read_at, response) = read_place(place, "read the lock queue", None).await?;
+    Ok(predecessor_of(place, read_at, response.op_responses().first()).flatten())
+}
+
+/// Sends [`place_read`] as `op`: the read's revision and its response, or the error for our key
+/// gone.
+async fn read_place(place: &Place, op: &str, limit: Option<i64>) -> Result<(i64, etcd_client::TxnResponse), LockError> {
+    let response = place.session.txn(op, place_read(place, limit)).await?;
     if !response.succeeded() {
         return Err(place_gone(place).await);
     }
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
-    Ok(predecessor_of(place, read_at, response.op_responses().first()).flatten())
+    Ok((revision_of(&response), response))
+}
+
+/// The revision a Txn was answered at (0 if the server left the header out).
+fn revision_of(response: &etcd_client::TxnResponse) -> i64 {
+    response.header().map(|h| h.revision()).unwrap_or_default()
 }
 
 /// The error for our key gone while waiting: the session expired, or someone deleted the key.
@@ -434,7 +441,7 @@ async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockEr
         tracing::debug!(lock = %place.name, token = place.revision, deleted_at, "the predecessor's deletion was the holder's release: first, without reading the queue");
         return Ok(Recheck::HolderReleased);
     }
-    let read_at = response.header().map(|h| h.revision()).unwrap_or_default();
+    let read_at = revision_of(&response);
     let ops = response.op_responses();
     let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
     if own != Some(place.revision) || read_at < deleted_at {
@@ -634,22 +641,21 @@ mod tests {
         let (session, client) = crate::session::shared_test_session().await;
         let name = LockName::new(&format!("marker-{:x}/job", session.lease)).expect("name");
         let queue_prefix = session.config.lock_prefix(name.as_str());
-        let mut kv = client.kv_client();
-        let put = |key: String| {
+        let kv = client.kv_client();
+        let put = |key: String, options: Option<PutOptions>| {
             let mut kv = kv.clone();
             async move {
-                let revision = kv.put(key.as_str(), "", None).await.expect("put").header().expect("header").revision();
+                let revision =
+                    kv.put(key.as_str(), "", options).await.expect("put").header().expect("header").revision();
                 (key, revision)
             }
         };
         let mut keys = Vec::new();
         for key in ahead {
-            keys.push(put(format!("{queue_prefix}{key}")).await);
+            keys.push(put(format!("{queue_prefix}{key}"), None).await);
         }
-        let (key, revision) = put(format!("{queue_prefix}{:x}", session.lease)).await;
-        kv.put(key.as_str(), "", Some(PutOptions::new().with_lease(session.lease)))
-            .await
-            .expect("own key on our lease");
+        let own_key = format!("{queue_prefix}{:x}", session.lease);
+        let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
         let marker = session.config.release_marker(name.as_str());
         (Place { session, name, queue_prefix, key, revision, marker }, client, keys)
     }
