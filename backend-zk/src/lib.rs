@@ -5,10 +5,13 @@
 //! ephemeral sequential znodes `_c_<uuid>-lock-<seq>`. A Java service using Curator on the same
 //! path and a distlock service exclude each other.
 //!
-//! - **Acquire**: create our znode, list the directory; first by sequence number holds. The
-//!   listing is sent right behind the create, without waiting for its reply, so queuing is one
-//!   round trip. An uncontended lock costs three requests in two round trips: create with
-//!   getChildren, then the release.
+//! - **Acquire**: create our znode, list the directory; first by sequence number holds. Where
+//!   the session last found itself alone, the create is one multi that also writes the
+//!   directory's data, and the directory's stat in its reply counts the children: one is ours
+//!   alone, and we hold without a listing. An uncontended lock then costs two requests, the
+//!   multi and the release, as the bare create + delete does. Where the session met others, the
+//!   listing is sent right behind the create, without waiting for its reply: queuing is one
+//!   round trip either way.
 //! - **Release**: one multi deletes our znode and writes its name as the directory's data.
 //! - **Wait**: each waiter watches only the znode just before its own (getData with a watch,
 //!   which also handles a predecessor that vanished between the listing and the watch). Once it
@@ -34,6 +37,7 @@
 //! ```
 
 mod config;
+mod contention;
 mod errors;
 mod recipe;
 mod session;

@@ -14,12 +14,12 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, QueueEntry, ServerHold, ServerRelease};
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError};
+use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError, MultiWriteResult};
 
 use crate::session::ZkSession;
 
 /// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
-/// exactly create, getChildren, the release).
+/// exactly the queuing and the release).
 const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
 
 /// The marker Curator puts before the sequence number.
@@ -142,12 +142,22 @@ struct Created {
     listing: Option<Vec<String>>,
 }
 
+/// How one create attempt went.
+enum Attempt {
+    Created(Created),
+    /// The directory's ACL refused us its data: create again without asking whether alone.
+    DataRefused,
+}
+
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
 /// lost connection it looks for its own znode by uuid before creating again: never two.
 ///
-/// The listing is pipelined: the getChildren is sent right behind the create, without waiting
-/// for its reply. ZooKeeper answers one session's requests in the order sent, so the listing
-/// already holds our znode, and an acquire costs one round trip where it took two.
+/// Where the session last found itself alone, the create asks whether it still is: one multi
+/// creates our znode and writes the directory's data (empty, which names no znode), and the
+/// directory's stat in the reply counts its children. One child is ours alone: we are first,
+/// with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind
+/// the create, without waiting for its reply. ZooKeeper answers one session's requests in the
+/// order sent, so the listing already holds our znode, and queuing is one round trip.
 async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<Created, LockError> {
     let base = format!("{dir}/{prefix}");
     let hosts = session.config.hosts_label();
@@ -156,18 +166,12 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
         if session.life.is_ended() {
             return Err(LockError::SessionExpired { during: format!("queuing in {dir}") });
         }
-        session.count();
-        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-        // Both requests are on the wire once their futures exist (the client orders requests
-        // when they are made, not when they are polled).
-        let created = session.client.create(&base, b"", &options);
-        session.count();
-        let listing = session.client.get_children(dir);
-        match created.await {
-            Ok((stat, sequence)) => {
-                let listing = listing.await.ok().map(|(children, _)| children);
-                return Ok(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing });
-            }
+        let ask_alone = !session.directory_data_refused() && !session.contention.met_others(dir);
+        let attempt =
+            if ask_alone { create_asking_alone(session, dir, &base).await } else { create_and_list(session, dir, &base).await };
+        match attempt {
+            Ok(Attempt::Created(created)) => return Ok(created),
+            Ok(Attempt::DataRefused) => session.refuse_directory_data(dir),
             Err(ZkError::NoNode) if parents_made < 5 => {
                 parents_made += 1;
                 session.count();
@@ -186,6 +190,54 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
             Err(e) => return Err(crate::errors::request_error("create the lock znode", &hosts, Some(e))),
         }
     }
+}
+
+/// The options of a lock znode.
+fn lock_znode_options() -> zookeeper_client::CreateOptions<'static> {
+    CreateMode::EphemeralSequential.with_acls(Acls::anyone_all())
+}
+
+/// One create with the listing pipelined behind it (see [`create_protected`]).
+async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<Attempt, ZkError> {
+    session.count();
+    // Both requests are on the wire once their futures exist (the client orders requests when
+    // they are made, not when they are polled).
+    let created = session.client.create(base, b"", &lock_znode_options());
+    session.count();
+    let listing = session.client.get_children(dir);
+    let (stat, sequence) = created.await?;
+    let listing = listing.await.ok().map(|(children, _)| children);
+    if let Some(children) = &listing {
+        session.contention.record(dir, children.len() == 1);
+    }
+    Ok(Attempt::Created(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing }))
+}
+
+/// One multi that creates our znode and writes the directory's data, whose reply says whether
+/// our znode is the directory's only child (see [`create_protected`]).
+async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Result<Attempt, ZkError> {
+    session.count();
+    let mut multi = session.client.new_multi_writer();
+    multi.add_create(base, b"", &lock_znode_options())?;
+    multi.add_set_data(dir, b"", None)?;
+    let results = match multi.commit().await {
+        Ok(results) => results,
+        Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoAuth }) => return Ok(Attempt::DataRefused),
+        Err(e) => return Err(ZkError::from(e)),
+    };
+    let mut results = results.into_iter();
+    let (Some(MultiWriteResult::Create { path, .. }), Some(MultiWriteResult::SetData { stat })) =
+        (results.next(), results.next())
+    else {
+        return Err(ZkError::UnexpectedError("a create-and-setData multi answered with other results".to_owned()));
+    };
+    // The multi is one transaction: the directory's mzxid is our znode's czxid (the create's own
+    // stat can be invalid in a multi, ZOOKEEPER-4026).
+    let own = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let alone = stat.num_children == 1;
+    session.contention.record(dir, alone);
+    let listing = alone.then(|| vec![own]);
+    Ok(Attempt::Created(Created { path, czxid: stat.mzxid, listing }))
 }
 
 /// A znode in the queue, not yet known to be first. Dropped unconsumed, it is deleted.
@@ -338,9 +390,10 @@ async fn released_by_holder(session: &ZkSession, dir: &str, child: &str) -> Resu
 /// The holder's release: one multi deletes its znode and writes the znode's name as the lock
 /// directory's data (see [`released_by_holder`]). A znode already gone (or gone with the
 /// session) counts as released. If the directory's data is not ours to write (a directory that
-/// another client made with its own ACL), the znode is deleted alone.
+/// another client made with its own ACL), the znode is deleted alone, and so are the session's
+/// later releases.
 async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockError> {
-    let Some((dir, child)) = path.rsplit_once('/') else {
+    let Some((dir, child)) = path.rsplit_once('/').filter(|_| !session.directory_data_refused()) else {
         return delete(session, path, "release the lock").await;
     };
     let released = session
@@ -351,16 +404,22 @@ async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockEr
                 multi.add_delete(&path, None)?;
                 multi.add_set_data(&dir, child.as_bytes(), None)?;
                 match multi.commit().await {
-                    Ok(_) | Err(MultiWriteError::OperationFailed { index: 0, source: ZkError::NoNode }) => Ok(true),
-                    Err(MultiWriteError::OperationFailed { index: 1, .. }) => Ok(false),
+                    Ok(_) | Err(MultiWriteError::OperationFailed { index: 0, source: ZkError::NoNode }) => Ok(None),
+                    // The directory's data could not be written: the znode is still there.
+                    Err(MultiWriteError::OperationFailed { index: 1, source }) => Ok(Some(source)),
                     Err(e) => Err(ZkError::from(e)),
                 }
             }
         })
         .await;
     match released {
-        Ok(true) | Err(LockError::SessionExpired { .. }) => Ok(()),
-        Ok(false) => delete(session, path, "release the lock").await,
+        Ok(None) | Err(LockError::SessionExpired { .. }) => Ok(()),
+        Ok(Some(refused)) => {
+            if refused == ZkError::NoAuth {
+                session.refuse_directory_data(dir);
+            }
+            delete(session, path, "release the lock").await
+        }
         Err(error) => Err(error),
     }
 }
@@ -525,6 +584,49 @@ mod tests {
         release_as_holder(&session, &holder).await.expect("release");
         assert_eq!(session.client.check_stat(&holder).await.expect("stat"), None, "the holder's znode is gone");
         assert!(!released_by_holder(&session, &dir, &holder_name).await.expect("read"));
+        assert!(session.directory_data_refused(), "later releases go straight to the plain delete");
+    }
+
+    /// On a real ZooKeeper: queuing where the session last was alone is one request (the
+    /// create-and-setData multi), knows from the directory's stat whether it is alone, and takes
+    /// its fencing token from the same transaction. A session that met others lists at once.
+    #[tokio::test]
+    async fn queuing_alone_is_one_request_that_knows_it_is_first() {
+        let (first, dir) = lock_dir(Acls::anyone_all()).await;
+        let before = first.requests();
+        let created = create_protected(&first, &dir, "_c_first-lock-").await.expect("queue alone");
+        assert_eq!(first.requests() - before, 1, "one multi, no listing");
+        let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
+        assert_eq!(created.listing, Some(vec![own]), "alone, known without a listing");
+        let stat = first.client.check_stat(&created.path).await.expect("stat").expect("our znode");
+        assert_eq!(created.czxid, stat.czxid, "the token is our znode's czxid");
+        assert!(!first.contention.met_others(&dir));
+
+        let second = crate::session::shared_test_session().await;
+        let created = create_protected(&second, &dir, "_c_second-lock-").await.expect("queue behind");
+        assert_eq!(created.listing, None, "not alone: the waiter lists the queue");
+        assert!(second.contention.met_others(&dir), "the session met others here");
+        let stat = second.client.check_stat(&created.path).await.expect("stat").expect("our znode");
+        assert_eq!(created.czxid, stat.czxid);
+
+        let before = second.requests();
+        let again = create_protected(&second, &dir, "_c_again-lock-").await.expect("queue again");
+        assert_eq!(second.requests() - before, 2, "a create with its listing pipelined");
+        assert_eq!(again.listing.map(|l| l.len()), Some(3), "the listing holds all three znodes");
+    }
+
+    /// On a real ZooKeeper: where the directory's data is not ours to write, queuing alone still
+    /// creates exactly one znode (with the listing), and the session stops asking.
+    #[tokio::test]
+    async fn queuing_where_the_directory_is_not_ours_to_write_creates_one_znode() {
+        let no_write = [Acl::new(Permission::READ | Permission::CREATE | Permission::DELETE, AuthId::anyone())];
+        let (session, dir) = lock_dir(Acls::new(&no_write)).await;
+        let created = create_protected(&session, &dir, "_c_refused-lock-").await.expect("queue");
+        let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
+        assert_eq!(created.listing, Some(vec![own]), "listed after the refused multi");
+        assert!(session.directory_data_refused(), "the session stops writing the directory's data");
+        let (children, _) = session.client.get_children(&dir).await.expect("list");
+        assert_eq!(children.len(), 1, "exactly one znode");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! One ZooKeeper session: the client connection, a probe that keeps the lease clock (the client
-//! library's own pings are not visible), the session-state watcher, and the request counter.
+//! library's own pings are not visible), the session-state watcher, the request counter, and
+//! what the session learned about the lock directories it queues in.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use zookeeper_client::{Client, SessionState as ZkState};
 
 use crate::config::ZkConfig;
+use crate::contention::RecentContention;
 use crate::errors::{classify, request_error};
 
 /// A session: one `zookeeper-client` connection and what the client knows about it.
@@ -26,6 +28,11 @@ pub(crate) struct ZkSession {
     /// Deletes of cancelled waiters' znodes still in flight, by lock directory: the session
     /// queues again under that lock only once they are done (one znode per waiter).
     pub(crate) cleanups: PendingCleanups,
+    /// Where the session last met other znodes (those queue without asking whether alone).
+    pub(crate) contention: RecentContention,
+    /// Set once a lock directory's ACL refused us its data: releases are then plain deletes and
+    /// queuing does not ask whether it is alone (both write the directory's data).
+    directory_data_refused: AtomicBool,
 }
 
 impl distlock_core::HasLife for ZkSession {
@@ -77,12 +84,37 @@ impl ZkSession {
             requests,
             watcher,
             cleanups: PendingCleanups::default(),
+            contention: RecentContention::default(),
+            directory_data_refused: AtomicBool::new(false),
         }))
     }
 
     /// Counts one request to the server.
     pub(crate) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The requests counted so far (by all sessions sharing the counter).
+    #[cfg(test)]
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether a lock directory's ACL has refused us its data (see [`Self::refuse_directory_data`]).
+    pub(crate) fn directory_data_refused(&self) -> bool {
+        self.directory_data_refused.load(Ordering::Relaxed)
+    }
+
+    /// Records that `dir`'s ACL refused us its data: from now on the session's releases are plain
+    /// deletes (the waiter behind lists the queue) and its queuing lists at once. Warns once.
+    pub(crate) fn refuse_directory_data(&self, dir: &str) {
+        if !self.directory_data_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %dir,
+                "the lock directory's ACL refuses this session WRITE on its data: releases fall back to plain deletes \
+                 and wake-ups list the queue (slower with many waiters); grant WRITE on lock directories to avoid it"
+            );
+        }
     }
 
     /// The bound on one request: a third of the session timeout, at most 5 s.

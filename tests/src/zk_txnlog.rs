@@ -1,6 +1,6 @@
 //! ZooKeeper's own record of who was first in line: the server's transaction log, dumped with
-//! ZooKeeper's `TxnLogToolkit` and replayed. Creates, deletes (also those inside a multi: a
-//! holder's release) and session closes (an expired or closed session's ephemeral znodes go with
+//! ZooKeeper's `TxnLogToolkit` and replayed. Creates and deletes (also those inside a multi: a
+//! lock taken alone, a holder's release) and session closes (an expired or closed session's ephemeral znodes go with
 //! it) give the queue of a lock directory at every zxid, and so the czxids (fencing tokens) that
 //! ever held the lock, and the most entries one session had in the queue at once.
 
@@ -19,50 +19,59 @@ enum Txn {
 }
 
 /// Parses one line of `TxnLogToolkit` output (`... session 0x.. cxid 0x.. zxid 0x.. create2 /path,...`)
-/// into the transactions it holds: one, or each delete of a multi.
+/// into the transactions it holds: one, or each create and delete of a multi.
 fn parse(line: &[u8]) -> Vec<Txn> {
     let text = String::from_utf8_lossy(line);
-    match parse_one(&text) {
-        Some(txn) => vec![txn],
-        None if text.contains(" multi ") => multi_deletes(line),
-        None => Vec::new(),
+    let Some((session, zxid, op, rest)) = header(&text) else { return Vec::new() };
+    let path = || rest.trim_start_matches('\'').split(',').next().unwrap_or_default().to_owned();
+    match op {
+        "create" | "create2" => vec![Txn::Create { session, zxid, path: path() }],
+        "delete" => vec![Txn::Delete { path: path() }],
+        "closeSession" => vec![Txn::CloseSession { session }],
+        "multi" => multi_parts(line, &session, zxid),
+        _ => Vec::new(),
     }
 }
 
-/// The deletes inside a multi's line. `TxnLogToolkit` prints a multi's parts as
-/// `multi delete:<record>;setData:<record>`, each record in ZooKeeper's binary form: a delete's
-/// is the path's length (4 bytes, big-endian) and the path.
-fn multi_deletes(line: &[u8]) -> Vec<Txn> {
-    const DELETE: &[u8] = b"delete:";
-    let mut deletes = Vec::new();
-    let mut rest = line;
-    while let Some(at) = rest.windows(DELETE.len()).position(|w| w == DELETE) {
-        rest = &rest[at + DELETE.len()..];
-        let Some((length, after)) = rest.split_first_chunk::<4>() else { break };
-        let length = u32::from_be_bytes(*length) as usize;
-        let Some(path) = after.get(..length) else { break };
-        deletes.push(Txn::Delete { path: String::from_utf8_lossy(path).into_owned() });
-        rest = &after[length..];
-    }
-    deletes
-}
-
-/// One plain (not multi) transaction.
-fn parse_one(line: &str) -> Option<Txn> {
+/// A line's session, zxid, operation and what follows it.
+fn header(line: &str) -> Option<(String, u64, &str, &str)> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == "session")?;
     let session = words.next()?.to_owned();
     words.find(|w| *w == "zxid")?;
     let zxid = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
     let op = words.next()?;
-    let rest = words.next().unwrap_or_default();
-    let path = rest.trim_start_matches('\'').split(',').next().unwrap_or_default().to_owned();
-    match op {
-        "create" | "create2" => Some(Txn::Create { session, zxid, path }),
-        "delete" => Some(Txn::Delete { path }),
-        "closeSession" => Some(Txn::CloseSession { session }),
-        _ => None,
+    Some((session, zxid, op, words.next().unwrap_or_default()))
+}
+
+/// The creates and deletes inside a multi's line. `TxnLogToolkit` prints a multi's parts as
+/// `multi create:<record>;setData:<record>` (a lock taken alone) or `multi delete:<record>;
+/// setData:<record>` (a holder's release), each record in ZooKeeper's binary form, which for
+/// both starts with the path's length (4 bytes, big-endian) and the path. A failed multi prints
+/// only `error:` parts and changed nothing.
+fn multi_parts(line: &[u8], session: &str, zxid: u64) -> Vec<Txn> {
+    const PARTS: [&[u8]; 2] = [b"create:", b"delete:"];
+    let find = |rest: &[u8]| {
+        PARTS
+            .iter()
+            .filter_map(|part| Some((rest.windows(part.len()).position(|w| w == *part)?, *part)))
+            .min_by_key(|(at, _)| *at)
+    };
+    let mut txns = Vec::new();
+    let mut rest = line;
+    while let Some((at, part)) = find(rest) {
+        rest = &rest[at + part.len()..];
+        let Some((length, after)) = rest.split_first_chunk::<4>() else { break };
+        let length = u32::from_be_bytes(*length) as usize;
+        let Some(path) = after.get(..length) else { break };
+        let path = String::from_utf8_lossy(path).into_owned();
+        txns.push(match part {
+            b"create:" => Txn::Create { session: session.to_owned(), zxid, path },
+            _ => Txn::Delete { path },
+        });
+        rest = &after[length..];
     }
+    txns
 }
 
 /// The sequence number of a lock znode path, for ordering.
@@ -160,5 +169,30 @@ mod tests {
         let first = "t session 0xa cxid 0x1 zxid 0x10 create2 /l/x/_c_1-lock-0000000000,,[31,s{'world,'anyone}";
         let txns: Vec<Txn> = [first.as_bytes(), create.as_bytes(), &line].into_iter().flat_map(parse).collect();
         assert_eq!(replay(&txns, "/l/x").owners, [0x10, 0x11], "the release hands the lock to the next");
+    }
+
+    #[test]
+    fn a_lock_taken_alone_in_a_multi_creates_its_znode() {
+        // As TxnLogToolkit printed it for a real ZooKeeper 3.8: the create's and the setData's
+        // binary records, then a failed multi (the directory was missing), which changed nothing.
+        let path = "/l/x/_c_1-lock-0000000000";
+        let mut line = b"t session 0xa cxid 0x5 zxid 0x11 multi create:".to_vec();
+        line.extend((path.len() as u32).to_be_bytes());
+        line.extend(path.as_bytes());
+        line.extend(b"\0\0\0\0\0\0\0\x01\0\0\0\x1f\0\0\0\x05world\0\0\0\x06anyone\x01\0\0\0\x01;setData:\0\0\0\x04/l/x\0\0\0\0\0\0\0\x01");
+        let created = Txn::Create { session: "0xa".to_owned(), zxid: 0x11, path: path.to_owned() };
+        assert_eq!(parse(&line), [created]);
+        let failed = b"t session 0xb cxid 0x1 zxid 0x10 multi error:\xef\xbf\xbd;error:\xef\xbf\xbd";
+        assert_eq!(parse(failed), []);
+
+        let mut release = b"t session 0xa cxid 0x6 zxid 0x13 multi delete:".to_vec();
+        release.extend((path.len() as u32).to_be_bytes());
+        release.extend(path.as_bytes());
+        release.extend(b";setData:\0\0\0\x04/l/x\0\0\0\x19_c_1-lock-0000000000\0\0\0\x02");
+        let next = "t session 0xb cxid 0x2 zxid 0x12 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
+        let txns: Vec<Txn> = [&line[..], next.as_bytes(), &release].into_iter().flat_map(parse).collect();
+        let replayed = replay(&txns, "/l/x");
+        assert_eq!(replayed.owners, [0x11, 0x12], "the multi's znode held first, then the next");
+        assert_eq!(replayed.most_entries_of_one_session, 1);
     }
 }

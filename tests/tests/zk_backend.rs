@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
+use distlock_core::DistributedLock;
 use distlock_tests::{scenarios, shared, ZkEnsemble, ZkHarness};
 use distlock_zk::zookeeper_client::{Acls, CreateMode};
 use tokio::time::{timeout, Instant};
@@ -162,4 +163,40 @@ async fn under_a_digest_acl_the_user_locks_and_others_are_refused_clearly_and_fi
     scenarios::refused(&format!("zk://{hosts}{root}?session_timeout=2s"), "43/pay", "ACL").await;
     let (children, _) = admin.get_children(&root).await.expect("list");
     assert_eq!(children, vec!["42".to_owned()], "the refused clients created nothing");
+}
+
+/// Requests the session of `locks` sends to take "cheap" and to release it.
+async fn take_and_release(locks: &distlock_zk::ZkLocks) -> (u64, u64) {
+    let before = locks.backend().requests();
+    let guard = locks.lock("cheap").await.expect("lock");
+    let taken = locks.backend().requests() - before;
+    guard.release().await.expect("release");
+    (taken, locks.backend().requests() - before - taken)
+}
+
+/// An uncontended lock costs ZooKeeper one request to take (a multi that creates our znode and
+/// whose reply says it is alone) and one to release. After meeting another holder, the session
+/// queues with the listing pipelined instead (two requests, still one round trip), and goes
+/// back to one request once it finds itself alone again.
+#[tokio::test]
+async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
+    let h = harness().await;
+    let hosts = shared::zookeeper().await.endpoints.clone();
+    let ours = h.builder(&hosts).connect().await.expect("connect");
+    let other = h.builder(&hosts).connect().await.expect("connect");
+    // A persistent directory: a container one may be reaped between cycles, and then the next
+    // lock costs two requests more (the refused create and the directory's).
+    let dir = format!("{}/cheap", h.chroot());
+    h.admin().mkdir(&dir, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await.expect("the lock directory");
+    assert_eq!(take_and_release(&ours).await, (1, 1), "take and release, alone");
+    assert_eq!(take_and_release(&ours).await, (1, 1), "again");
+
+    let held = other.lock("cheap").await.expect("the other session holds");
+    let before = ours.backend().requests();
+    assert!(ours.try_lock("cheap").await.expect("try_lock").is_none());
+    assert_eq!(ours.backend().requests() - before, 3, "the multi, then a listing, then leaving the queue");
+    held.release().await.expect("release");
+
+    assert_eq!(take_and_release(&ours).await, (2, 1), "met others last time: a create with a pipelined listing");
+    assert_eq!(take_and_release(&ours).await, (1, 1), "alone last time: one request again");
 }
