@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
-//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--seconds 5]
+//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--rounds 3] [--seconds 5]
 //!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--report docs/BENCHMARKS.md]
 //! ```
 //!
-//! Workloads: `floor`, `w1` (uncontended), `w2` (contended; with `--pause-ms` above 0, also 8
+//! Workloads: `floor`, `w1` (uncontended; run in `--rounds` alternating rounds with the floor,
+//! and the round with the median floor ratio is printed, with every round's ratio), `w2` (contended; with `--pause-ms` above 0, also 8
 //! clients pausing at random after each release), `w3` (independent), `w4` (scale:
 //! waiters queued on one lock, and one session holding many locks), `w5` (local queue); none
 //! named means all. Servers: a single node of each backend started through the test harness
@@ -37,6 +38,8 @@ struct Args {
     etcd: Option<String>,
     zk: Option<String>,
     cycles: usize,
+    /// Alternating rounds of the floor and W1 (the machine's speed drifts between minutes).
+    rounds: usize,
     seconds: f64,
     clients: Vec<usize>,
     waiters: Vec<usize>,
@@ -69,6 +72,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         etcd: None,
         zk: None,
         cycles: 1000,
+        rounds: 3,
         seconds: 5.0,
         clients: vec![2, 8, 32],
         waiters: vec![1, 10, 100, 1000],
@@ -96,6 +100,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--etcd" => a.etcd = Some(value()?),
             "--zk" => a.zk = Some(value()?),
             "--cycles" => a.cycles = number(value()?)?,
+            "--rounds" => a.rounds = number(value()?)?,
             "--seconds" => {
                 let v = value()?;
                 a.seconds = v.parse().map_err(|_| format!("--seconds takes a number, not {v:?}"))?
@@ -122,8 +127,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if a.workloads.is_empty() {
         a.workloads = WORKLOADS.iter().map(|w| w.to_string()).collect();
     }
-    if a.cycles == 0 || a.tasks == 0 || a.seconds <= 0.0 {
-        return Err("--cycles, --tasks and --seconds must be above zero".into());
+    if a.cycles == 0 || a.rounds == 0 || a.tasks == 0 || a.seconds <= 0.0 {
+        return Err("--cycles, --rounds, --tasks and --seconds must be above zero".into());
     }
     if a.clients.contains(&0) || a.waiters.contains(&0) {
         return Err("--clients and --waiters take counts of 1 or more".into());
@@ -152,10 +157,14 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let duration = Duration::from_secs_f64(args.seconds);
     if wants("floor") || wants("w1") {
-        let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
-        emit(lines, line);
-        if wants("w1") {
-            emit(lines, workloads::uncontended(&target, args.cycles, &floor).await?);
+        let mut rounds = Vec::new();
+        for _ in 0..args.rounds {
+            let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
+            let w1 = if wants("w1") { Some(workloads::uncontended(&target, args.cycles, &floor).await?) } else { None };
+            rounds.push((line, w1));
+        }
+        for line in workloads::median_round(rounds) {
+            emit(lines, line);
         }
     }
     if wants("w2") {
@@ -238,6 +247,7 @@ mod tests {
         assert_eq!(args("").unwrap().workloads.len(), WORKLOADS.len());
         assert_eq!(args("--warmup 0").unwrap().warmup, Some(0.0));
         assert_eq!(args("w1").unwrap().warmup, None);
+        assert_eq!((args("w1").unwrap().rounds, args("w1 --rounds 5").unwrap().rounds), (3, 5));
         for bad in [
             "w9",
             "--clients 2,x",
@@ -246,6 +256,7 @@ mod tests {
             "--backends redis",
             "--cycles",
             "--seconds 0",
+            "--rounds 0",
             "--warmup -1",
             "--warmup x",
         ] {

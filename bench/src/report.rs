@@ -82,6 +82,12 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
     let _ = writeln!(out, "Machine: {}\n", machine());
     let _ = writeln!(out, "![hand-off time and requests per hand-off against waiters](benchmarks.svg)\n");
     let _ = writeln!(out, "## Raw floor and W1: one client, one lock, acquire + release\n");
+    let _ = writeln!(
+        out,
+        "The floor and W1 run in alternating rounds (`--rounds`), since this machine's speed drifts from \
+         minute to minute; both tables show the round whose floor ratio is the median, and the last columns \
+         every round's ratio and rate, in the order run.\n"
+    );
     table(
         &mut out,
         &of(lines, "floor"),
@@ -108,6 +114,8 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
             ("by_method_per_cycle", "by method"),
             ("client_cpu_us_per_op", "client CPU µs/cycle"),
             ("server_cpu_us_per_op", "server CPU µs/cycle"),
+            ("floor_ratio_of_rounds", "floor ÷ this, each round"),
+            ("ops_per_s_of_rounds", "cycles/s, each round"),
         ],
     );
     let _ = writeln!(out, "## W2: N clients (each its own session) loop acquire → release on one lock\n");

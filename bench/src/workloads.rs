@@ -54,6 +54,28 @@ pub async fn floor(target: &Target, cycles: usize) -> Result<(Floor, Value)> {
     Ok((floor, line))
 }
 
+/// Of alternating rounds of the floor and W1, the round whose floor ratio is the median (the
+/// lower middle one for an even count): its floor and W1 lines, the W1 line also listing every
+/// round's ratio and rate. Without W1, the floor line with the median rate.
+pub fn median_round(mut rounds: Vec<(Value, Option<Value>)>) -> Vec<Value> {
+    let key = |(floor, w1): &(Value, Option<Value>)| match w1 {
+        Some(w1) => w1["floor_ratio"].as_f64().unwrap_or(f64::MAX),
+        None => floor["cycles_per_s"].as_f64().unwrap_or_default(),
+    };
+    let ratios: Vec<Value> = rounds.iter().filter_map(|(_, w1)| w1.as_ref().map(|w| w["floor_ratio"].clone())).collect();
+    let rates: Vec<Value> = rounds.iter().filter_map(|(_, w1)| w1.as_ref().map(|w| w["ops_per_s"].clone())).collect();
+    rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let count = rounds.len();
+    let Some((floor, w1)) = rounds.into_iter().nth(count.saturating_sub(1) / 2) else { return Vec::new() };
+    let w1 = w1.map(|mut w1| {
+        w1["rounds"] = json!(count);
+        w1["floor_ratio_of_rounds"] = json!(ratios);
+        w1["ops_per_s_of_rounds"] = json!(rates);
+        w1
+    });
+    std::iter::once(floor).chain(w1).collect()
+}
+
 /// W1: one client acquires and releases one lock `cycles` times.
 pub async fn uncontended(target: &Target, cycles: usize, floor: &Floor) -> Result<Value> {
     let client = target.client("bench-w1").await?;
@@ -325,7 +347,8 @@ async fn scale_round(
         }));
     }
     // Every waiter has sent its first queueing request (etcd: a Txn, then a watch unless its
-    // client already has one on the lock; ZooKeeper: create + getChildren, then a watch).
+    // client already has one on the lock; ZooKeeper: a create, with or followed by a getChildren,
+    // then a watch).
     let queue_bound = Instant::now() + Duration::from_secs(120);
     let queued_from = counted + holder_acquire as u64 + n as u64;
     while BenchClient::requests_of(&everyone) < queued_from {
@@ -495,5 +518,24 @@ mod tests {
         assert!(a.iter().all(|p| *p <= bound));
         assert!(a.iter().any(|p| *p < bound / 4) && a.iter().any(|p| *p > bound * 3 / 4), "spread: {:?}", &a[..10]);
         assert_ne!(a, b, "each client pauses differently");
+    }
+
+    #[test]
+    fn the_median_round_is_kept_whole_and_lists_every_round() {
+        let round = |floor: f64, rate: f64, ratio: f64| {
+            (json!({"workload": "floor", "cycles_per_s": floor}), Some(json!({"ops_per_s": rate, "floor_ratio": ratio})))
+        };
+        let kept = median_round(vec![round(900.0, 700.0, 1.29), round(1000.0, 950.0, 1.05), round(1100.0, 990.0, 1.11)]);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0]["cycles_per_s"], 1100.0, "the floor of the median round");
+        assert_eq!(kept[1]["floor_ratio"], 1.11);
+        assert_eq!(kept[1]["floor_ratio_of_rounds"], json!([1.29, 1.05, 1.11]), "in the order run");
+        assert_eq!(kept[1]["ops_per_s_of_rounds"], json!([700.0, 950.0, 990.0]));
+        assert_eq!(kept[1]["rounds"], 3);
+
+        let even = median_round(vec![round(1.0, 1.0, 1.4), round(1.0, 1.0, 1.2)]);
+        assert_eq!(even[1]["floor_ratio"], 1.2, "the lower middle of an even count");
+        let floors = median_round(vec![(json!({"cycles_per_s": 3.0}), None), (json!({"cycles_per_s": 1.0}), None), (json!({"cycles_per_s": 2.0}), None)]);
+        assert_eq!(floors, [json!({"cycles_per_s": 2.0})], "floor only: the median rate");
     }
 }
