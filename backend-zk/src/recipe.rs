@@ -143,7 +143,7 @@ struct Created {
 }
 
 /// How one create attempt went.
-enum Attempt {
+enum CreateAttempt {
     Created(Created),
     /// The directory's ACL refused us its data: create again without asking whether alone.
     DataRefused,
@@ -167,11 +167,14 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
             return Err(LockError::SessionExpired { during: format!("queuing in {dir}") });
         }
         let ask_alone = !session.directory_data_refused() && !session.contention.met_others(dir);
-        let attempt =
-            if ask_alone { create_asking_alone(session, dir, &base).await } else { create_and_list(session, dir, &base).await };
+        let attempt = if ask_alone {
+            create_asking_alone(session, dir, &base).await
+        } else {
+            create_and_list(session, dir, &base).await
+        };
         match attempt {
-            Ok(Attempt::Created(created)) => return Ok(created),
-            Ok(Attempt::DataRefused) => session.refuse_directory_data(dir),
+            Ok(CreateAttempt::Created(created)) => return Ok(created),
+            Ok(CreateAttempt::DataRefused) => session.refuse_directory_data(dir),
             Err(ZkError::NoNode) if parents_made < 5 => {
                 parents_made += 1;
                 session.count();
@@ -198,7 +201,7 @@ fn lock_znode_options() -> zookeeper_client::CreateOptions<'static> {
 }
 
 /// One create with the listing pipelined behind it (see [`create_protected`]).
-async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<Attempt, ZkError> {
+async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<CreateAttempt, ZkError> {
     session.count();
     // Both requests are on the wire once their futures exist (the client orders requests when
     // they are made, not when they are polled).
@@ -210,19 +213,21 @@ async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<A
     if let Some(children) = &listing {
         session.contention.record(dir, children.len() == 1);
     }
-    Ok(Attempt::Created(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing }))
+    Ok(CreateAttempt::Created(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing }))
 }
 
 /// One multi that creates our znode and writes the directory's data, whose reply says whether
 /// our znode is the directory's only child (see [`create_protected`]).
-async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Result<Attempt, ZkError> {
+async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Result<CreateAttempt, ZkError> {
     session.count();
     let mut multi = session.client.new_multi_writer();
     multi.add_create(base, b"", &lock_znode_options())?;
     multi.add_set_data(dir, b"", None)?;
     let results = match multi.commit().await {
         Ok(results) => results,
-        Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoAuth }) => return Ok(Attempt::DataRefused),
+        Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoAuth }) => {
+            return Ok(CreateAttempt::DataRefused)
+        }
         Err(e) => return Err(ZkError::from(e)),
     };
     let mut results = results.into_iter();
@@ -237,7 +242,7 @@ async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Resu
     let alone = stat.num_children == 1;
     session.contention.record(dir, alone);
     let listing = alone.then(|| vec![own]);
-    Ok(Attempt::Created(Created { path, czxid: stat.mzxid, listing }))
+    Ok(CreateAttempt::Created(Created { path, czxid: stat.mzxid, listing }))
 }
 
 /// A znode in the queue, not yet known to be first. Dropped unconsumed, it is deleted.

@@ -9,15 +9,15 @@
 //! ```
 //!
 //! Workloads: `floor`, `w1` (uncontended; run in `--rounds` alternating rounds with the floor,
-//! and the round with the median floor ratio is printed, with every round's ratio), `w2` (contended; with `--pause-ms` above 0, also 8
-//! clients pausing at random after each release), `w3` (independent), `w4` (scale:
-//! waiters queued on one lock, and one session holding many locks), `w5` (local queue); none
-//! named means all. Servers: a single node of each backend started through the test harness
-//! (fsync on, temp dirs, stopped at exit), or the ones given by `--etcd` / `--zk`. Servers the
-//! bench started get `--warmup` seconds (default 10) of 8 clients contending before anything is
-//! measured: ZooKeeper's JVM compiles its hot paths under load, and the first writes grow the
-//! servers' files. Given servers get none unless asked. `--report` also writes the Markdown
-//! report and `benchmarks.svg` beside it.
+//! and the round with the median floor ratio is printed, with every round's ratio), `w2`
+//! (contended; with `--pause-ms` above 0, also 8 clients pausing at random after each release),
+//! `w3` (independent), `w4` (scale: waiters queued on one lock, and one session holding many
+//! locks), `w5` (local queue); none named means all. Servers: a single node of each backend
+//! started through the test harness (fsync on, temp dirs, stopped at exit), or the ones given by
+//! `--etcd` / `--zk`. Servers the bench started get `--warmup` seconds (default 10) of 8 clients
+//! contending before anything is measured: ZooKeeper's JVM compiles its hot paths under load,
+//! and the first writes grow the servers' files. Given servers get none unless asked. `--report`
+//! also writes the Markdown report and `benchmarks.svg` beside it.
 
 mod alloc;
 mod metrics;

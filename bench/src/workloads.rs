@@ -62,7 +62,8 @@ pub fn median_round(mut rounds: Vec<(Value, Option<Value>)>) -> Vec<Value> {
         Some(w1) => w1["floor_ratio"].as_f64().unwrap_or(f64::MAX),
         None => floor["cycles_per_s"].as_f64().unwrap_or_default(),
     };
-    let ratios: Vec<Value> = rounds.iter().filter_map(|(_, w1)| w1.as_ref().map(|w| w["floor_ratio"].clone())).collect();
+    let ratios: Vec<Value> =
+        rounds.iter().filter_map(|(_, w1)| w1.as_ref().map(|w| w["floor_ratio"].clone())).collect();
     let rates: Vec<Value> = rounds.iter().filter_map(|(_, w1)| w1.as_ref().map(|w| w["ops_per_s"].clone())).collect();
     rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let count = rounds.len();
@@ -523,9 +524,13 @@ mod tests {
     #[test]
     fn the_median_round_is_kept_whole_and_lists_every_round() {
         let round = |floor: f64, rate: f64, ratio: f64| {
-            (json!({"workload": "floor", "cycles_per_s": floor}), Some(json!({"ops_per_s": rate, "floor_ratio": ratio})))
+            (
+                json!({"workload": "floor", "cycles_per_s": floor}),
+                Some(json!({"ops_per_s": rate, "floor_ratio": ratio})),
+            )
         };
-        let kept = median_round(vec![round(900.0, 700.0, 1.29), round(1000.0, 950.0, 1.05), round(1100.0, 990.0, 1.11)]);
+        let kept =
+            median_round(vec![round(900.0, 700.0, 1.29), round(1000.0, 950.0, 1.05), round(1100.0, 990.0, 1.11)]);
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0]["cycles_per_s"], 1100.0, "the floor of the median round");
         assert_eq!(kept[1]["floor_ratio"], 1.11);
@@ -535,7 +540,11 @@ mod tests {
 
         let even = median_round(vec![round(1.0, 1.0, 1.4), round(1.0, 1.0, 1.2)]);
         assert_eq!(even[1]["floor_ratio"], 1.2, "the lower middle of an even count");
-        let floors = median_round(vec![(json!({"cycles_per_s": 3.0}), None), (json!({"cycles_per_s": 1.0}), None), (json!({"cycles_per_s": 2.0}), None)]);
+        let floors = median_round(vec![
+            (json!({"cycles_per_s": 3.0}), None),
+            (json!({"cycles_per_s": 1.0}), None),
+            (json!({"cycles_per_s": 2.0}), None),
+        ]);
         assert_eq!(floors, [json!({"cycles_per_s": 2.0})], "floor only: the median rate");
     }
 }
