@@ -156,14 +156,26 @@ mod tests {
         assert_eq!(replay(&txns, "/l/x").most_entries_of_one_session, 2);
     }
 
+    /// A multi's line as `TxnLogToolkit` prints it: `head`, then `part` (`create:` or `delete:`)
+    /// with the path's length-prefixed binary record, then `tail` (the rest of the records).
+    fn multi_line(head: &str, part: &str, path: &str, tail: &[u8]) -> Vec<u8> {
+        let mut line = format!("{head} multi {part}").into_bytes();
+        line.extend((path.len() as u32).to_be_bytes());
+        line.extend(path.as_bytes());
+        line.extend(tail);
+        line
+    }
+
+    /// A holder's release: its znode's delete, then the setData naming it.
+    fn release_line(head: &str, path: &str) -> Vec<u8> {
+        multi_line(head, "delete:", path, b";setData:\0\0\0\x04/l/x\0\0\0\x19_c_1-lock-0000000000\0\0\0\x01")
+    }
+
     #[test]
     fn a_holders_release_in_a_multi_deletes_its_znode() {
         // As TxnLogToolkit prints it: the delete's and the setData's binary records.
         let path = "/l/x/_c_1-lock-0000000000";
-        let mut line = b"t session 0xa cxid 0x2 zxid 0x14 multi delete:".to_vec();
-        line.extend((path.len() as u32).to_be_bytes());
-        line.extend(path.as_bytes());
-        line.extend(b";setData:\0\0\0\x04/l/x\0\0\0\x19_c_1-lock-0000000000\0\0\0\x01");
+        let line = release_line("t session 0xa cxid 0x2 zxid 0x14", path);
         assert_eq!(parse(&line), [Txn::Delete { path: path.to_owned() }]);
         let create = "t session 0xb cxid 0x1 zxid 0x11 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
         let first = "t session 0xa cxid 0x1 zxid 0x10 create2 /l/x/_c_1-lock-0000000000,,[31,s{'world,'anyone}";
@@ -173,22 +185,18 @@ mod tests {
 
     #[test]
     fn a_lock_taken_alone_in_a_multi_creates_its_znode() {
-        // As TxnLogToolkit printed it for a real ZooKeeper 3.8: the create's and the setData's
-        // binary records, then a failed multi (the directory was missing), which changed nothing.
+        // As TxnLogToolkit printed it for a real ZooKeeper 3.8: the create's record (path, data,
+        // ACL, ephemeral, parent's cversion) and the setData's, then a failed multi (the
+        // directory was missing), which changed nothing.
         let path = "/l/x/_c_1-lock-0000000000";
-        let mut line = b"t session 0xa cxid 0x5 zxid 0x11 multi create:".to_vec();
-        line.extend((path.len() as u32).to_be_bytes());
-        line.extend(path.as_bytes());
-        line.extend(b"\0\0\0\0\0\0\0\x01\0\0\0\x1f\0\0\0\x05world\0\0\0\x06anyone\x01\0\0\0\x01;setData:\0\0\0\x04/l/x\0\0\0\0\0\0\0\x01");
+        let create_rest = b"\0\0\0\0\0\0\0\x01\0\0\0\x1f\0\0\0\x05world\0\0\0\x06anyone\x01\0\0\0\x01;setData:\0\0\0\x04/l/x\0\0\0\0\0\0\0\x01";
+        let line = multi_line("t session 0xa cxid 0x5 zxid 0x11", "create:", path, create_rest);
         let created = Txn::Create { session: "0xa".to_owned(), zxid: 0x11, path: path.to_owned() };
         assert_eq!(parse(&line), [created]);
         let failed = b"t session 0xb cxid 0x1 zxid 0x10 multi error:\xef\xbf\xbd;error:\xef\xbf\xbd";
         assert_eq!(parse(failed), []);
 
-        let mut release = b"t session 0xa cxid 0x6 zxid 0x13 multi delete:".to_vec();
-        release.extend((path.len() as u32).to_be_bytes());
-        release.extend(path.as_bytes());
-        release.extend(b";setData:\0\0\0\x04/l/x\0\0\0\x19_c_1-lock-0000000000\0\0\0\x02");
+        let release = release_line("t session 0xa cxid 0x6 zxid 0x13", path);
         let next = "t session 0xb cxid 0x2 zxid 0x12 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
         let txns: Vec<Txn> = [&line[..], next.as_bytes(), &release].into_iter().flat_map(parse).collect();
         let replayed = replay(&txns, "/l/x");
