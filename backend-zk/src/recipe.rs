@@ -549,8 +549,7 @@ mod tests {
     /// A lock znode in `dir`: its path and its name.
     async fn lock_znode(session: &ZkSession, dir: &str) -> (String, String) {
         let base = format!("{dir}/_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
-        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-        let (_, sequence) = session.client.create(&base, b"", &options).await.expect("a lock znode");
+        let (_, sequence) = session.client.create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
         let path = format!("{base}{sequence}");
         let name = path.rsplit('/').next().unwrap_or_default().to_owned();
         (path, name)
