@@ -63,7 +63,7 @@ fn of<'a>(lines: &'a [Value], workload: &str) -> Vec<&'a Value> {
 }
 
 /// Writes the report to `path` and the chart to `benchmarks.svg` beside it.
-pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Result<()> {
+pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -80,6 +80,11 @@ pub fn write(path: &Path, lines: &[Value], command: &[String]) -> std::io::Resul
         command.join(" ")
     );
     let _ = writeln!(out, "Machine: {}\n", machine());
+    let _ = writeln!(
+        out,
+        "Clients: Tokio's {runtime} runtime, the workloads in a spawned task as a service's handlers \
+         are (`--runtime multi-thread|current-thread`).\n"
+    );
     let _ = writeln!(out, "![hand-off time and requests per hand-off against waiters](benchmarks.svg)\n");
     let _ = writeln!(out, "## Raw floor and W1: one client, one lock, acquire + release\n");
     let _ = writeln!(
@@ -272,8 +277,9 @@ mod tests {
             json!({"workload": "W4-scale", "backend": "zookeeper", "waiters": 100, "handoff_ms": 1.9, "server_requests_per_handoff": 3.0}),
         ];
         let path = dir.join("BENCHMARKS.md");
-        write(&path, &lines, &["w2".into(), "w4".into()]).unwrap();
+        write(&path, &lines, &["w2".into(), "w4".into()], "current-thread").unwrap();
         let md = std::fs::read_to_string(&path).unwrap();
+        assert!(md.contains("Tokio's current-thread runtime"), "{md}");
         assert!(md.contains("| etcd | 8 | 0 | 700.0 |") && md.contains("| etcd | 8 | 3 | 500.0 |"), "{md}");
         assert!(md.contains("-- w2 w4"), "{md}");
         let svg = std::fs::read_to_string(dir.join("benchmarks.svg")).unwrap();

@@ -16,6 +16,14 @@ impl Latencies {
         self.0.extend(other.0);
     }
 
+    /// The mean in milliseconds; 0 when empty.
+    pub fn mean_ms(&self) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.iter().sum::<Duration>().as_secs_f64() * 1000.0 / self.0.len() as f64
+    }
+
     /// The `p`-th percentile (0..=100) in milliseconds; 0 when empty.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.0.is_empty() {

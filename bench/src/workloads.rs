@@ -106,6 +106,7 @@ pub async fn uncontended(target: &Target, cycles: usize, floor: &Floor) -> Resul
         "ops_per_s": ops.round(),
         "acquire_p50_ms": round2(acquire.percentile_ms(50.0)), "acquire_p99_ms": round2(acquire.percentile_ms(99.0)),
         "release_p50_ms": round2(release.percentile_ms(50.0)), "release_p99_ms": round2(release.percentile_ms(99.0)),
+        "acquire_mean_ms": round2(acquire.mean_ms()), "release_mean_ms": round2(release.mean_ms()),
         "server_requests_per_cycle": round2(target.lock_requests(&d, idle) / n),
         "client_requests_per_cycle": round2((client.requests() - counted) as f64 / n),
         "by_method_per_cycle": per(&d.by_method, n),
