@@ -11,7 +11,6 @@
 //! without it reads the whole queue, since etcd sorts every key by create revision before it
 //! applies a limit. A hand-off then costs the server the same at 1,000 waiters as at one.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -417,7 +416,7 @@ enum Recheck {
 /// deletion we saw (a lagging one) sends us to [`recheck`].
 async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockError> {
     let session = &place.session;
-    if session.markers_refused.load(Ordering::Relaxed) {
+    if !session.markers.allowed() {
         return recheck(place).await.map(Recheck::Read);
     }
     let own_key = GetOptions::new().with_keys_only().with_serializable();
@@ -582,9 +581,8 @@ struct EtcdRelease {
 
 /// Notes that the server refused us the release markers: from now on the session does without.
 fn markers_refused(session: &EtcdSession, reason: &str) {
-    if !session.markers_refused.swap(true, Ordering::Relaxed) {
-        tracing::warn!(markers = %session.config.release_marker_prefix(), reason, "etcd refused the release markers: releases and wake-ups go without them (a wake-up then reads the queue); grant read and write on the marker prefix to restore them");
-    }
+    let prefix = session.config.release_marker_prefix();
+    session.markers.refuse("etcd", &prefix, reason, "grant the role read and write on that prefix to restore them");
 }
 
 /// The holder's release: if our key still has our revision, delete it and write the release
@@ -603,7 +601,7 @@ impl ServerRelease for EtcdRelease {
         self.session.life.holds().remove(self.registration);
         let session = &self.session;
         let fenced_delete = || fenced_delete(&self.key, Some(self.revision), session.lease);
-        let released = if session.markers_refused.load(Ordering::Relaxed) {
+        let released = if !session.markers.allowed() {
             session.txn("release the lock", fenced_delete()).await
         } else {
             match session

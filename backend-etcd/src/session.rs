@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distlock_core::{retry_request, Attempt, LockError, PendingCleanups, RetryPolicy, SessionLife};
+use distlock_core::{retry_request, Attempt, LockError, PendingCleanups, ReleaseRecords, RetryPolicy, SessionLife};
 use etcd_client::Client;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,9 +32,9 @@ pub(crate) struct EtcdSession {
     pub(crate) watches: WatchCache,
     /// The one watch stream all of the session's watches share.
     pub(crate) hub: WatchHub,
-    /// Set once the server refused us the release markers (a role granted only the locks' own
-    /// keys): releases and wake-ups then go without them, and the queue is read instead.
-    pub(crate) markers_refused: AtomicBool,
+    /// Whether the server lets us write release markers (a role granted only the locks' own
+    /// keys does not): without them, releases delete alone and wake-ups read the queue.
+    pub(crate) markers: ReleaseRecords,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -83,7 +83,7 @@ impl EtcdSession {
             requests,
             cleanups: PendingCleanups::default(),
             watches: WatchCache::default(),
-            markers_refused: AtomicBool::new(false),
+            markers: ReleaseRecords::default(),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(

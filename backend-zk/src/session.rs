@@ -3,11 +3,11 @@
 //! what the session learned about the lock directories it queues in.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::{retry_request, LockError, PendingCleanups, RetryPolicy, SessionLife};
+use distlock_core::{retry_request, LockError, PendingCleanups, ReleaseRecords, RetryPolicy, SessionLife};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use zookeeper_client::{Client, SessionState as ZkState};
@@ -30,9 +30,9 @@ pub(crate) struct ZkSession {
     pub(crate) cleanups: PendingCleanups,
     /// Where the session last met other znodes (those queue without asking whether alone).
     pub(crate) contention: RecentContention,
-    /// Set once a lock directory's ACL refused us its data: releases are then plain deletes and
-    /// queuing does not ask whether it is alone (both write the directory's data).
-    directory_data_refused: AtomicBool,
+    /// Whether lock directories' ACLs let us write their data: once one refused, releases are
+    /// plain deletes and queuing does not ask whether it is alone (both write the directory's data).
+    directory_data: ReleaseRecords,
 }
 
 impl distlock_core::HasLife for ZkSession {
@@ -85,7 +85,7 @@ impl ZkSession {
             watcher,
             cleanups: PendingCleanups::default(),
             contention: RecentContention::default(),
-            directory_data_refused: AtomicBool::new(false),
+            directory_data: ReleaseRecords::default(),
         }))
     }
 
@@ -102,19 +102,18 @@ impl ZkSession {
 
     /// Whether a lock directory's ACL has refused us its data (see [`Self::refuse_directory_data`]).
     pub(crate) fn directory_data_refused(&self) -> bool {
-        self.directory_data_refused.load(Ordering::Relaxed)
+        !self.directory_data.allowed()
     }
 
     /// Records that `dir`'s ACL refused us its data: from now on the session's releases are plain
     /// deletes (the waiter behind lists the queue) and its queuing lists at once. Warns once.
     pub(crate) fn refuse_directory_data(&self, dir: &str) {
-        if !self.directory_data_refused.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                %dir,
-                "the lock directory's ACL refuses this session WRITE on its data: releases fall back to plain deletes \
-                 and wake-ups list the queue (slower with many waiters); grant WRITE on lock directories to avoid it"
-            );
-        }
+        self.directory_data.refuse(
+            "zookeeper",
+            dir,
+            "NoAuth on setData",
+            "grant WRITE on lock directories to restore them",
+        );
     }
 
     /// The bound on one request: a third of the session timeout, at most 5 s.
