@@ -269,11 +269,11 @@ impl Queued {
             };
             'wait: while let Some(mut p) = predecessor {
                 tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner(), "waiting for the predecessor's key to go");
-                let (mut watch, opened_at) = match session.watches.take(&p.key) {
-                    Some(kept) => (kept, None),
+                let mut watch = match session.watches.take(&p.key) {
+                    Some(kept) => kept,
                     None => tokio::select! {
                         _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                        watch = DeletionWatch::open(session, &p.key) => (watch, Some(Instant::now())),
+                        watch = DeletionWatch::open(session, &p.key) => watch,
                     },
                 };
                 if watch.created_at() > p.read_at {
@@ -288,7 +288,9 @@ impl Queued {
                     }
                 }
                 let watch_created_at = watch.created_at();
-                let mut polls = unsynced_polls(opened_at.filter(|_| p.may_go_soon()));
+                // A kept watch is as young as when it was opened: one opened by the last wait a
+                // few milliseconds ago may still be unsynced, and its polls go on.
+                let mut polls = unsynced_polls(Some(watch.opened_at()).filter(|_| p.may_go_soon()), Instant::now());
                 let outcome = loop {
                     let poll = async {
                         match polls.peek() {
@@ -340,15 +342,20 @@ const UNSYNCED_FOR: Duration = Duration::from_millis(100);
 
 /// How often a waiter with a new watch looks at the queue itself until etcd has surely synced
 /// that watch.
-const UNSYNCED_POLL: Duration = Duration::from_millis(20);
+const UNSYNCED_POLL: Duration = Duration::from_millis(10);
 
-/// When a waiter whose watch was opened at `opened_at` looks at the queue instead of trusting
-/// the watch: a watch created "from now" while a write races its creation lands in etcd's
-/// unsynced group and hears nothing for up to 100 ms, which a read cuts to 20 ms. A kept watch
-/// (`None`) is long synced: never.
-fn unsynced_polls(opened_at: Option<Instant>) -> std::iter::Peekable<impl Iterator<Item = Instant>> {
+/// When, from `now` on, a waiter whose watch was opened at `opened_at` looks at the queue
+/// instead of trusting the watch: a watch created "from now" while a write races its creation
+/// lands in etcd's unsynced group and hears nothing for up to 100 ms, which a read cuts to
+/// 10 ms. That holds for a kept watch too, until 100 ms after it was opened; after that, never.
+/// `None`: never.
+fn unsynced_polls(opened_at: Option<Instant>, now: Instant) -> std::iter::Peekable<impl Iterator<Item = Instant>> {
     let polls = UNSYNCED_FOR.as_millis() / UNSYNCED_POLL.as_millis();
-    opened_at.into_iter().flat_map(move |at| (1..=polls as u32).map(move |i| at + UNSYNCED_POLL * i)).peekable()
+    opened_at
+        .into_iter()
+        .flat_map(move |at| (1..=polls as u32).map(move |i| at + UNSYNCED_POLL * i))
+        .filter(move |&at| at > now)
+        .peekable()
 }
 
 /// After a wait: confirms our key still exists with our revision (so the lease is alive, etcd
@@ -716,12 +723,15 @@ mod tests {
     }
 
     #[test]
-    fn a_new_watch_is_backed_by_reads_until_etcd_has_surely_synced_it() {
+    fn a_watch_is_backed_by_reads_until_etcd_has_surely_synced_it() {
         let opened = Instant::now();
-        let polls: Vec<Duration> = unsynced_polls(Some(opened)).map(|at| at - opened).collect();
         let ms = Duration::from_millis;
-        assert_eq!(polls, [ms(20), ms(40), ms(60), ms(80), ms(100)]);
-        assert_eq!(unsynced_polls(None).count(), 0, "a kept watch is trusted");
+        let polls = |now: Instant| unsynced_polls(Some(opened), now).map(|at| at - opened).collect::<Vec<_>>();
+        let every_10_ms: Vec<Duration> = (1..=10).map(|i| ms(10 * i)).collect();
+        assert_eq!(polls(opened), every_10_ms, "a new watch");
+        assert_eq!(polls(opened + ms(65)), every_10_ms[6..], "a kept watch opened 65 ms ago: the polls left");
+        assert_eq!(polls(opened + ms(100)), [], "a kept watch opened 100 ms ago is trusted");
+        assert_eq!(unsynced_polls(None, opened).count(), 0, "a long queue does not poll");
     }
 
     #[test]

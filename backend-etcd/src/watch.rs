@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use tokio::time::Instant;
 
 use crate::session::EtcdSession;
 use crate::watch_hub::HubWatch;
@@ -28,13 +29,16 @@ pub(crate) enum DeleteWait {
 }
 
 /// A watch on one key's deletions, created "from now". Once used it can be kept (see
-/// [`WatchCache`]): a kept watch is long synced, so the next wait on the same key costs no
-/// request and cannot land in the unsynced group.
+/// [`WatchCache`]): the next wait on the same key costs no request, and a kept watch opened
+/// more than etcd's 100 ms catch-up period ago is surely synced.
 pub(crate) struct DeletionWatch {
     key: String,
     stream: Option<HubWatch>,
     /// The revision the server was at when it confirmed the watch: events after it are heard.
     created_at: i64,
+    /// When the server confirmed it: until etcd's catch-up loop has run once since, the watch
+    /// may sit in the unsynced group (a write raced its creation) and hear late.
+    opened_at: Instant,
 }
 
 impl DeletionWatch {
@@ -52,7 +56,12 @@ impl DeletionWatch {
                 Ok(mut stream) => match stream.message().await {
                     Some(created) if created.created() && !created.canceled() => {
                         let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
-                        return DeletionWatch { key: key.to_owned(), stream: Some(stream), created_at };
+                        return DeletionWatch {
+                            key: key.to_owned(),
+                            stream: Some(stream),
+                            created_at,
+                            opened_at: Instant::now(),
+                        };
                     }
                     other => tracing::debug!(key, ?other, "etcd watch not confirmed; retrying"),
                 },
@@ -66,6 +75,11 @@ impl DeletionWatch {
     /// The revision the watch starts after.
     pub(crate) fn created_at(&self) -> i64 {
         self.created_at
+    }
+
+    /// When the server confirmed the watch (see [`crate::recipe`]'s polls of unsynced watches).
+    pub(crate) fn opened_at(&self) -> Instant {
+        self.opened_at
     }
 
     /// Whether the stream still works (a broken one is not worth keeping).
@@ -249,7 +263,7 @@ mod tests {
         let deleted =
             kv.delete(key.as_str(), None).await.expect("delete").header().map(|h| h.revision()).unwrap_or_default();
 
-        let mut watch = DeletionWatch { key: key.clone(), stream: None, created_at: first };
+        let mut watch = DeletionWatch { key: key.clone(), stream: None, created_at: first, opened_at: Instant::now() };
         let options = WatchOptions::new().with_start_revision(first).with_filters([WatchFilterType::NoPut]);
         let mut stream = session.hub.watch(&key, options).await.expect("watch");
         let confirmed = stream.message().await.expect("the watch's creation");
