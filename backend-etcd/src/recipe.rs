@@ -290,7 +290,7 @@ impl Queued {
                 let watch_created_at = watch.created_at();
                 // A kept watch is as young as when it was opened: one opened by the last wait a
                 // few milliseconds ago may still be unsynced, and its polls go on.
-                let mut polls = unsynced_polls(Some(watch.opened_at()).filter(|_| p.may_go_soon()), Instant::now());
+                let mut polls = unsynced_polls(p.may_go_soon().then(|| watch.opened_at()), Instant::now());
                 let outcome = loop {
                     let poll = async {
                         match polls.peek() {
@@ -340,15 +340,15 @@ impl Queued {
 /// "unsynced" group runs every 100 ms (`mvcc/watchable_store.go`, `syncWatchersLoop`).
 const UNSYNCED_FOR: Duration = Duration::from_millis(100);
 
-/// How often a waiter with a new watch looks at the queue itself until etcd has surely synced
-/// that watch.
+/// How often a waiter with a young watch (new, or kept but opened less than [`UNSYNCED_FOR`]
+/// ago) looks at the queue itself until etcd has surely synced that watch.
 const UNSYNCED_POLL: Duration = Duration::from_millis(10);
 
 /// When, from `now` on, a waiter whose watch was opened at `opened_at` looks at the queue
 /// instead of trusting the watch: a watch created "from now" while a write races its creation
 /// lands in etcd's unsynced group and hears nothing for up to 100 ms, which a read cuts to
 /// 10 ms. That holds for a kept watch too, until 100 ms after it was opened; after that, never.
-/// `None`: never.
+/// `None` (a long queue ahead): never.
 fn unsynced_polls(opened_at: Option<Instant>, now: Instant) -> std::iter::Peekable<impl Iterator<Item = Instant>> {
     let polls = UNSYNCED_FOR.as_millis() / UNSYNCED_POLL.as_millis();
     opened_at

@@ -7,7 +7,8 @@
 //! applied; [`DeletionWatch::open`] makes one and reports the revision it starts after, so the
 //! caller knows which gap (its read → the watch's start) it must check. Even a watch from now
 //! lands in the unsynced group when a write races its creation, so a session keeps its watches
-//! after use ([`WatchCache`]) and the next wait on the same key reuses a long-synced one. Either
+//! after use ([`WatchCache`]) and the next wait on the same key reuses one that is synced by
+//! then, unless it was opened less than 100 ms ago ([`DeletionWatch::opened_at`]). Either
 //! way, a broken stream (server restart, leader change) is re-created from the first revision not
 //! yet covered, and a compacted start revision is reported so the caller can re-read the state.
 

@@ -1,8 +1,9 @@
 //! ZooKeeper's own record of who was first in line: the server's transaction log, dumped with
 //! ZooKeeper's `TxnLogToolkit` and replayed. Creates and deletes (also those inside a multi: a
-//! lock taken alone, a holder's release) and session closes (an expired or closed session's ephemeral znodes go with
-//! it) give the queue of a lock directory at every zxid, and so the czxids (fencing tokens) that
-//! ever held the lock, and the most entries one session had in the queue at once.
+//! lock taken alone, a holder's release) and session closes (an expired or closed session's
+//! ephemeral znodes go with it) give the queue of a lock directory at every zxid, and so the
+//! czxids (fencing tokens) that ever held the lock, and the most entries one session had in the
+//! queue at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
