@@ -13,11 +13,14 @@
 //!   listing is sent right behind the create, without waiting for its reply: queuing is one
 //!   round trip either way.
 //! - **Release**: one multi deletes our znode and writes its name as the directory's data.
-//! - **Wait**: each waiter watches only the znode just before its own (getData with a watch,
-//!   which also handles a predecessor that vanished between the listing and the watch). Once it
-//!   is deleted, the waiter reads the directory's data: if it names that znode, the deletion was
-//!   the holder's release and the waiter is first, from one znode whatever the length of the
-//!   queue. Otherwise it lists the directory again.
+//! - **Wait**: each waiter watches the znode just before its own and, in the same round trip,
+//!   the one before that (getData with a watch, which also handles a znode that vanished
+//!   between the listing and the watch). When that second one goes, the waiter learns whether
+//!   its predecessor now holds: it does if the second was the owner at the listing, or if the
+//!   directory's data names the second (its holder's release). That read happens during the
+//!   predecessor's hold; its deletion then makes the waiter first with no request, so a
+//!   hand-off is the release and one notification. A deletion left unexplained is explained by
+//!   the directory's data then, and failing that the directory is listed again.
 //! - **Protected create**: after a lost connection, the client finds its own znode by its uuid
 //!   instead of creating a second one.
 //! - **Fencing token**: the czxid of our znode (globally increasing; the sequence suffix restarts
@@ -41,6 +44,7 @@ mod contention;
 mod errors;
 mod recipe;
 mod session;
+mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError, MultiWriteResult};
 
 use crate::session::ZkSession;
+use crate::wait::Woken;
 
 /// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
 /// exactly the queuing and the release).
@@ -196,7 +197,7 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
 }
 
 /// The options of a lock znode.
-fn lock_znode_options() -> zookeeper_client::CreateOptions<'static> {
+pub(crate) fn lock_znode_options() -> zookeeper_client::CreateOptions<'static> {
     CreateMode::EphemeralSequential.with_acls(Acls::anyone_all())
 }
 
@@ -313,53 +314,22 @@ impl Queued {
         Ok(Some(self.place))
     }
 
-    /// Waits until first: watches only the znode just before ours. If that znode was the owner
-    /// at the listing (first in the queue), its deletion makes us first and nothing is read: a
-    /// znode created later has a higher sequence number, so nothing can appear before ours. If
-    /// not, the directory's data tells whether the deletion was its holder's release
-    /// ([`released_by_holder`]), which makes us first too; only otherwise is the queue listed
-    /// again. Both shortcuts also need the session's lease clock to say the session surely lives
-    /// (so its expiry has not taken our znode).
+    /// Waits until first: watches the znode just before ours, and the one before that
+    /// ([`crate::wait`]). If that znode was the owner at the listing (first in the queue), or the
+    /// directory's data says it became the owner, its deletion makes us first and nothing is
+    /// read then: a znode created later has a higher sequence number, so nothing can appear
+    /// before ours. Otherwise the directory's data tells whether the deletion was its holder's
+    /// release, which makes us first too; only otherwise is the queue listed again. Every
+    /// shortcut also needs the session's lease clock to say the session surely lives (so its
+    /// expiry has not taken our znode).
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         loop {
             let (position, queue) = self.position().await?;
             if position == 0 {
                 break;
             }
-            let place = &self.place;
-            let predecessor = format!("{}/{}", self.dir, queue[position - 1]);
-            let predecessor_was_owner = position == 1;
-            tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_was_owner, "waiting for the predecessor's znode to go");
-            let watched = place
-                .session
-                .request("watch the predecessor", |client| {
-                    let predecessor = predecessor.clone();
-                    async move {
-                        match client.get_and_watch_data(&predecessor).await {
-                            Ok((_, _, watcher)) => Ok(Some(watcher)),
-                            Err(ZkError::NoNode) => Ok(None), // gone between the listing and the watch
-                            Err(e) => Err(e),
-                        }
-                    }
-                })
-                .await?;
-            let deleted = match watched {
-                None => true,
-                Some(watcher) => tokio::select! {
-                    event = watcher.changed() => {
-                        tracing::debug!(lock = %place.name, token = place.czxid, ?event.event_type, "predecessor changed: checking place");
-                        event.event_type == EventType::NodeDeleted
-                    }
-                    _ = place.session.life.ended() => {
-                        return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
-                    }
-                },
-            };
-            if deleted && place.session.life.surely_alive() {
-                let predecessor = &queue[position - 1];
-                if predecessor_was_owner || released_by_holder(&place.session, &self.dir, predecessor).await? {
-                    break;
-                }
+            if crate::wait::predecessor_gone(&self.place, &self.dir, &queue, position).await? == Woken::First {
+                break;
             }
         }
         tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
@@ -368,36 +338,12 @@ impl Queued {
     }
 }
 
-/// Whether the lock directory's data names `child`. Only a holder's release writes a znode's
-/// name there, in the multi that deletes that znode ([`release_as_holder`]); names are unique
-/// (uuid and sequence number), so a deleted znode named there was deleted by its holder's release.
-/// Then everything before it was gone, and nothing can come before the znode behind it.
-async fn released_by_holder(session: &ZkSession, dir: &str, child: &str) -> Result<bool, LockError> {
-    let data = session
-        .request("read the lock's last release", |client| {
-            let dir = dir.to_owned();
-            async move {
-                match client.get_data(&dir).await {
-                    Ok((data, _)) => Ok(Some(data)),
-                    Err(ZkError::NoNode) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await?;
-    let released = data.is_some_and(|data| data == child.as_bytes());
-    if released {
-        tracing::debug!(%dir, predecessor = child, "the predecessor's deletion was the holder's release: first, without listing the queue");
-    }
-    Ok(released)
-}
-
 /// The holder's release: one multi deletes its znode and writes the znode's name as the lock
-/// directory's data (see [`released_by_holder`]). A znode already gone (or gone with the
+/// directory's data (see [`crate::wait::names_any`]). A znode already gone (or gone with the
 /// session) counts as released. If the directory's data is not ours to write (a directory that
 /// another client made with its own ACL), the znode is deleted alone, and so are the session's
 /// later releases.
-async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockError> {
+pub(crate) async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockError> {
     let Some((dir, child)) = path.rsplit_once('/').filter(|_| !session.directory_data_refused()) else {
         return delete(session, path, "release the lock").await;
     };
@@ -536,6 +482,12 @@ pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the directory's data names `child` (released by its holder).
+    async fn released_by_holder(session: &ZkSession, dir: &str, child: &str) -> Result<bool, LockError> {
+        let data = crate::wait::last_release(session, dir).await?;
+        Ok(crate::wait::names_any(data.as_deref(), [Some(child), None]))
+    }
     use zookeeper_client::{Acl, AuthId, Permission};
 
     /// A fresh lock directory with `acls` on the tests' shared ZooKeeper, and a session.

@@ -1,0 +1,266 @@
+//! How a queued znode waits for the ones ahead of it to go. It watches the znode just before its
+//! own (the predecessor) and, in the same round trip, the one before that (the second). When the
+//! second goes, the waiter learns whether the predecessor now holds the lock (it does if the
+//! second was the owner at the listing, or if the lock directory's data names the second: its
+//! holder's release). The predecessor's deletion then makes the waiter first with no read.
+//!
+//! So the read that tells a holder's release from a waiter leaving happens while the predecessor
+//! holds the lock, not between its release and the next hold: a hand-off is the release, the
+//! server's notification, and nothing else. A deletion still unexplained when the predecessor
+//! goes (a waiter that left, an expired session, the read still in flight) is explained by the
+//! directory's data as before, and failing that the queue is listed again.
+
+use std::future::Future;
+
+use distlock_core::LockError;
+use zookeeper_client::{Error as ZkError, EventType, OneshotWatcher};
+
+use crate::recipe::Place;
+use crate::session::ZkSession;
+
+/// What the wait for the predecessor ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// Nothing is left before our znode: we hold the lock.
+    First,
+    /// Something may still be before us: list the queue again.
+    Relist,
+}
+
+/// Waits until the znode before ours (`queue[position - 1]`, `position >= 1`) goes, watching the
+/// one before it too (see the module comment). `queue` is the listing in queue order.
+pub(crate) async fn predecessor_gone(
+    place: &Place,
+    dir: &str,
+    queue: &[String],
+    position: usize,
+) -> Result<Woken, LockError> {
+    let session = &place.session;
+    let Some(predecessor) = position.checked_sub(1).and_then(|i| queue.get(i)) else {
+        return Ok(Woken::First);
+    };
+    let second = position.checked_sub(2).and_then(|i| queue.get(i)).map(String::as_str);
+    let ahead = [Some(predecessor.as_str()), second];
+    // The owner at the listing is the first in it.
+    let mut predecessor_owns = position == 1;
+    let second_owned = position == 2;
+    tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_owns, "waiting for the predecessor's znode to go");
+
+    // Both watches in one round trip: each request is on the wire once its future is first polled.
+    let (watched, second_watched) = tokio::join!(watch_deletion(session, dir, predecessor), async {
+        match second {
+            Some(second) => watch_deletion(session, dir, second).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    let (watched, second_watched) = (watched?, second_watched?);
+    let predecessor_deleted = deleted(watched);
+    tokio::pin!(predecessor_deleted);
+    let mut second_deleted = second_watched.map(|w| Box::pin(deleted(w)));
+    let mut reading = None;
+
+    let deleted = loop {
+        tokio::select! {
+            biased;
+            _ = session.life.ended() => {
+                return Err(LockError::SessionExpired { during: format!("waiting for lock {:?}", place.name.as_str()) });
+            }
+            gone = pending_or(&mut second_deleted) => {
+                second_deleted = None;
+                if gone && second_owned {
+                    predecessor_owns = true;
+                } else if gone {
+                    reading = Some(Box::pin(last_release(session, dir)));
+                }
+            }
+            data = pending_or(&mut reading) => {
+                reading = None;
+                let data = data?;
+                predecessor_owns = names_any(data.as_deref(), ahead);
+                if predecessor_owns {
+                    tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "the predecessor holds the lock: its deletion makes us first");
+                }
+            }
+            gone = &mut predecessor_deleted => break gone,
+        }
+    };
+    if !deleted || !session.life.surely_alive() {
+        return Ok(Woken::Relist);
+    }
+    if predecessor_owns {
+        return Ok(Woken::First);
+    }
+    // A read already in flight may answer; if not, a fresh one.
+    if let Some(reading) = reading {
+        if names_any(reading.await?.as_deref(), ahead) {
+            return Ok(Woken::First);
+        }
+    }
+    let data = last_release(session, dir).await?;
+    if names_any(data.as_deref(), ahead) {
+        tracing::debug!(lock = %place.name, %predecessor, "the predecessor's deletion was a holder's release: first, without listing the queue");
+        return Ok(Woken::First);
+    }
+    Ok(Woken::Relist)
+}
+
+/// Whether the lock directory's data (the name of the znode whose holder released last) names
+/// one of `children`. Only a holder's release writes a znode's name there, in the multi that
+/// deletes that znode; names are unique (uuid and sequence number). So if it names the
+/// predecessor, that was the owner and is gone; if it names the second, the predecessor became the
+/// owner then, since nothing can be queued between it and the second. Either way, once the
+/// predecessor is gone, nothing is left before us.
+pub(crate) fn names_any(data: Option<&[u8]>, children: [Option<&str>; 2]) -> bool {
+    let Some(data) = data else { return false };
+    children.into_iter().flatten().any(|child| data == child.as_bytes())
+}
+
+/// The lock directory's data: the name of the znode whose holder released last (`None` if the
+/// directory is gone).
+pub(crate) async fn last_release(session: &ZkSession, dir: &str) -> Result<Option<Vec<u8>>, LockError> {
+    session
+        .request("read the lock's last release", |client| {
+            let dir = dir.to_owned();
+            async move {
+                match client.get_data(&dir).await {
+                    Ok((data, _)) => Ok(Some(data)),
+                    Err(ZkError::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+}
+
+/// Watches `child` of `dir` for its deletion (getData with a watch); `None` if it is gone already.
+async fn watch_deletion(session: &ZkSession, dir: &str, child: &str) -> Result<Option<OneshotWatcher>, LockError> {
+    let path = format!("{dir}/{child}");
+    session
+        .request("watch a znode ahead in the queue", |client| {
+            let path = path.clone();
+            async move {
+                match client.get_and_watch_data(&path).await {
+                    Ok((_, _, watcher)) => Ok(Some(watcher)),
+                    Err(ZkError::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+}
+
+/// Whether the watched znode was deleted (a znode already gone was); `false` for any other event
+/// (its session's state changed: the caller lists again and finds out).
+async fn deleted(watcher: Option<OneshotWatcher>) -> bool {
+    match watcher {
+        None => true,
+        Some(watcher) => watcher.changed().await.event_type == EventType::NodeDeleted,
+    }
+}
+
+/// The output of `future` if there is one; never ready otherwise.
+async fn pending_or<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use distlock_core::LockName;
+    use zookeeper_client::{Acls, CreateMode};
+
+    use super::*;
+    use crate::recipe::{lock_znode_options, release_as_holder};
+    use crate::session::shared_test_session;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// A fresh lock directory holding four queued znodes, the last one the waiter's: its
+    /// session, the other znodes' session, the directory, and the queue (owner, second,
+    /// predecessor, ours).
+    async fn queue_of_four() -> (Arc<ZkSession>, Arc<ZkSession>, String, Vec<String>) {
+        let (waiter, others) = (shared_test_session().await, shared_test_session().await);
+        let dir = others.config.lock_dir(&format!("wait-{}/job", uuid::Uuid::new_v4()));
+        others.client.mkdir(&dir, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await.expect("the lock dir");
+        let mut queue = Vec::new();
+        for (i, session) in [&others, &others, &others, &waiter].into_iter().enumerate() {
+            let base = format!("{dir}/_c_{i}-lock-");
+            let (_, sequence) = session.client.create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
+            queue.push(format!("_c_{i}-lock-{sequence}"));
+        }
+        (waiter, others, dir, queue)
+    }
+
+    fn place(session: &Arc<ZkSession>, dir: &str, queue: &[String]) -> Place {
+        let path = format!("{dir}/{}", queue[3]);
+        Place { session: session.clone(), name: LockName::new("job").expect("name"), path, czxid: 0 }
+    }
+
+    /// On a real ZooKeeper: a waiter third in line reads the release record when the znode two
+    /// ahead is released (during its predecessor's hold), so the predecessor's release makes it
+    /// first with no request after that release: the hand-off is the release and the
+    /// notification alone.
+    #[tokio::test]
+    async fn the_release_record_is_read_during_the_predecessors_hold() {
+        let (waiter, others, dir, queue) = queue_of_four().await;
+        let before = waiter.requests();
+        let wait = tokio::spawn({
+            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
+            async move { predecessor_gone(&place, &dir, &queue, 3).await }
+        });
+        release_as_holder(&others, &format!("{dir}/{}", queue[0])).await.expect("the owner releases");
+        release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
+        // Two watches and one read of the directory's data.
+        distlock_tests::retry_until(BOUND, || async {
+            if waiter.requests() - before >= 3 {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await
+        .expect("the waiter reads the release record once the second is gone");
+        assert!(!wait.is_finished(), "the predecessor still holds: the wait goes on");
+        let read = waiter.requests();
+        release_as_holder(&others, &format!("{dir}/{}", queue[2])).await.expect("the predecessor releases");
+        let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
+        assert_eq!(woken, Woken::First);
+        assert_eq!(waiter.requests(), read, "no request between the predecessor's release and our hold");
+        assert_eq!(read - before, 3, "two watches in one round trip, one read");
+    }
+
+    /// On a real ZooKeeper: znodes ahead that leave the queue (plain deletes, no release record)
+    /// make no one first: the waiter lists the queue again.
+    #[tokio::test]
+    async fn waiters_that_leave_ahead_make_no_one_first() {
+        let (waiter, others, dir, queue) = queue_of_four().await;
+        let wait = tokio::spawn({
+            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
+            async move { predecessor_gone(&place, &dir, &queue, 3).await }
+        });
+        others.client.delete(&format!("{dir}/{}", queue[1]), None).await.expect("the second leaves");
+        others.client.delete(&format!("{dir}/{}", queue[2]), None).await.expect("the predecessor leaves");
+        let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
+        assert_eq!(woken, Woken::Relist, "the owner still holds");
+        assert!(others.client.check_stat(&format!("{dir}/{}", queue[0])).await.expect("stat").is_some());
+    }
+
+    #[test]
+    fn a_release_record_names_the_predecessor_or_the_znode_before_it() {
+        let (predecessor, second) = ("_c_b-lock-0000000002", "_c_a-lock-0000000001");
+        let ahead = [Some(predecessor), Some(second)];
+        let named = |data: &str| names_any(Some(data.as_bytes()), ahead);
+        assert!(named("_c_b-lock-0000000002"), "the predecessor's own release");
+        assert!(named("_c_a-lock-0000000001"), "the second's release made the predecessor the owner");
+        assert!(!named("_c_z-lock-0000000000"), "an older release says nothing of these two");
+        assert!(!named(""), "queuing alone writes empty data, which names no znode");
+        assert!(!names_any(None, ahead), "no directory, no record");
+        assert!(names_any(Some(predecessor.as_bytes()), [Some(predecessor), None]), "no second");
+        assert!(!names_any(Some(second.as_bytes()), [Some(predecessor), None]), "the second not known");
+    }
+}
