@@ -10,9 +10,7 @@
 //! goes (a waiter that left, an expired session, the read still in flight) is explained by the
 //! directory's data as before, and failing that the queue is listed again.
 
-use std::future::Future;
-
-use distlock_core::LockError;
+use distlock_core::{pending_or, LockError};
 use zookeeper_client::{Error as ZkError, EventType, OneshotWatcher};
 
 use crate::recipe::Place;
@@ -155,14 +153,6 @@ async fn deleted(watcher: Option<OneshotWatcher>) -> bool {
     match watcher {
         None => true,
         Some(watcher) => watcher.changed().await.event_type == EventType::NodeDeleted,
-    }
-}
-
-/// The output of `future` if there is one; never ready otherwise.
-async fn pending_or<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
-    match future {
-        Some(future) => future.await,
-        None => std::future::pending().await,
     }
 }
 
