@@ -335,11 +335,12 @@ impl EtcdConfig {
         }
     }
 
-    /// Where the release markers live: `<prefix>//released/`. A holder's release writes lock
-    /// `name`'s marker, `<prefix>//released/<name>`, in the Txn that deletes its key, so the
-    /// waiter behind it learns from one key, not from the whole queue, that the holder itself
-    /// released (see the recipe). The empty segment keeps markers out of every lock's queue: no
-    /// lock name starts with `/`. Markers carry the releasing session's lease and go with it.
+    /// Where the release markers live: `<prefix>//released/`. A holder's release writes its
+    /// marker for lock `name`, `<prefix>//released/<name>//<lease id hex>`, in the Txn that
+    /// deletes its key, so the waiter behind it hears or reads one key, not the whole queue, to
+    /// learn that the holder itself released (see the recipe). The empty segment keeps markers
+    /// out of every lock's queue: no lock name starts with `/`. Markers carry the releasing
+    /// session's lease and go with it.
     ///
     /// ```
     /// let c = distlock_etcd::EtcdBackend::builder().prefix("p").config()?;
@@ -354,9 +355,11 @@ impl EtcdConfig {
         }
     }
 
-    /// The release marker of lock `name`: `<prefix>//released/<name>`.
-    pub(crate) fn release_marker(&self, name: &str) -> String {
-        format!("{}{name}", self.release_marker_prefix())
+    /// The release marker that the session holding lease `lease_hex` (the last segment of its
+    /// queue key) writes when it releases lock `name`: `<prefix>//released/<name>//<lease_hex>`.
+    /// Lock names have no empty segment, so the `//` keeps every (name, lease) pair apart.
+    pub(crate) fn release_marker(&self, name: &str, lease_hex: &str) -> String {
+        format!("{}{name}//{lease_hex}", self.release_marker_prefix())
     }
 
     pub(crate) fn endpoints_label(&self) -> String {
@@ -380,7 +383,7 @@ mod tests {
         for prefix in ["", "p", "app/locks"] {
             let c = EtcdBackend::builder().prefix(prefix).config().unwrap();
             for name in ["released", "a", "released/a", "a/released"] {
-                let marker = c.release_marker(name);
+                let marker = c.release_marker(name, "694d");
                 for other in ["released", "a", "released/a", "a/released", "x"] {
                     let queue = c.lock_prefix(other);
                     assert!(!marker.starts_with(&queue), "{marker:?} lies in the queue {queue:?}");
@@ -388,9 +391,9 @@ mod tests {
             }
         }
         let c = EtcdBackend::builder().prefix("p").config().unwrap();
-        assert_eq!(c.release_marker("jobs/a"), "p//released/jobs/a");
+        assert_eq!(c.release_marker("jobs/a", "694d"), "p//released/jobs/a//694d");
         let c = EtcdBackend::builder().prefix("").config().unwrap();
-        assert_eq!(c.release_marker("jobs/a"), "/released/jobs/a");
+        assert_eq!(c.release_marker("jobs/a", "694d"), "/released/jobs/a//694d");
     }
 
     #[test]

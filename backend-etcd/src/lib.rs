@@ -8,18 +8,21 @@
 //! - **Acquire**: one Txn creates our key if absent and reads the owner and the key just below
 //!   ours. Uncontended, a lock costs two requests: that Txn and the release's.
 //! - **Release**: one Txn deletes our key if it still has our create revision and, at the same
-//!   revision, writes the lock's release marker `<prefix>//released/<name>` (on our lease; the
-//!   empty path segment keeps it out of every lock's queue, so Go's Mutex never sees it).
-//! - **Wait**: each waiter watches only its predecessor's key, from the revision it read, so no
-//!   deletion is missed; broken watches are re-created from the same revision after a restart
-//!   or leader change; a compaction makes the waiter re-read. After a wait one Txn confirms
-//!   that our key still exists (so the lease lives: etcd issue 11456) and asks whether the
-//!   release marker was written at the deletion's revision: then the deletion was the holder's
-//!   release and we are first, from one key, whatever the length of the queue. Only otherwise
-//!   does it read the keys below ours, which costs the server every key of the queue. It is
-//!   serializable (no round through raft) while the lease clock says the lease is alive, because
-//!   being first is monotonic: no key can appear below ours later. If the predecessor was the
-//!   owner when we read, no request is needed at all.
+//!   revision, writes our release marker for the lock, `<prefix>//released/<name>//<lease-id
+//!   hex>` (on our lease; the empty path segment keeps it out of every lock's queue, so Go's
+//!   Mutex never sees it).
+//! - **Wait**: each waiter watches its predecessor's key and that key's release marker. A write
+//!   of the marker after the key's creation is the holder's release: we are first the moment we
+//!   hear it, with no request, whatever the length of the queue, so a hand-off costs the
+//!   release alone. The key's deletion without the marker (a waiter that left, an expired
+//!   lease, a Go holder) is explained by one serializable Txn that confirms our key still
+//!   exists (so the lease lives: etcd issue 11456) and reads the keys below ours. Being first
+//!   is monotonic (no key can appear below ours later), so a member's local answer will do
+//!   while the lease clock says the lease is alive. If the predecessor was the owner when we
+//!   read, its deletion is enough. Watches start "from now" and are kept for the next wait
+//!   behind the same key; one that etcd may not have synced yet is backed by reads; broken
+//!   ones are re-created from the revision they had reached; a compaction makes the waiter
+//!   re-read.
 //! - **One stream**: all watches of a client (waiters' and held locks') share one watch stream,
 //!   as in etcd's Go client; a client holding 10,000 locks has one lease and one watch stream.
 //! - **Fencing token**: our key's create revision. [`EtcdBackend::fence`] turns a guard into a
@@ -44,6 +47,7 @@
 mod config;
 mod errors;
 mod recipe;
+mod release_marker;
 mod session;
 mod watch;
 mod watch_hub;

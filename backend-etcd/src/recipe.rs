@@ -4,12 +4,14 @@
 //! locks named below this one (`<name>/nightly`) lie under the same prefix: they are not in the
 //! queue, and reads skip them.
 //!
-//! The holder's release also writes the lock's release marker (`<prefix>//released/<name>`) in
-//! the Txn that deletes its key. The waiter behind it, seeing that deletion at revision `D`, asks
-//! whether the marker was written at `D`: if so, the deletion was the holder's own release, so
-//! nothing older is left and the waiter is first. That question reads one key; the answer
-//! without it reads the whole queue, since etcd sorts every key by create revision before it
-//! applies a limit. A hand-off then costs the server the same at 1,000 waiters as at one.
+//! The holder's release also writes its release marker (`<prefix>//released/<name>//<lease-id
+//! hex>`) in the Txn that deletes its key. The waiter behind it watches that marker beside the
+//! key ([`crate::release_marker`]): hearing it written after the key's creation, it knows the
+//! deletion is the holder's own release, so nothing older is left and it is first, without a
+//! request. A deletion heard without the marker (a waiter that left, an expired lease, a Go
+//! holder) is checked with one read of the marker at the deletion's revision, and failing that
+//! of the keys below ours. A hand-off then costs the server the same at 1,000 waiters as at one:
+//! the release.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +24,9 @@ use etcd_client::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::release_marker::{marker_of, MarkerWatch};
 use crate::session::EtcdSession;
-use crate::watch::{wait_for_delete, DeleteWait, DeletionWatch};
+use crate::watch::{wait_for_delete, KeyWatch, WaitEnd, WatchRole, Watched};
 
 /// How long a hold lasts before its own key gets a deletion watch. Short holds (most of them)
 /// then cost two requests; the watch starts from the key's create revision, so a deletion
@@ -38,7 +41,7 @@ pub(crate) struct Place {
     pub(crate) queue_prefix: String,
     pub(crate) key: String,
     pub(crate) revision: i64,
-    /// The lock's release marker (see the module's comment).
+    /// Our release marker for this lock (see the module's comment).
     pub(crate) marker: String,
 }
 
@@ -221,7 +224,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         (revision, owner, None)
     };
     cleanup.revision = Some(revision);
-    let marker = session.config.release_marker(name.as_str());
+    let marker = session.config.release_marker(name.as_str(), &format!("{:x}", session.lease));
     let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker };
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
@@ -269,19 +272,27 @@ impl Queued {
             };
             'wait: while let Some(mut p) = predecessor {
                 tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner(), "waiting for the predecessor's key to go");
-                let mut watch = match session.watches.take(&p.key) {
+                // The release marker's watch unless the predecessor owns the lock (then its
+                // deletion alone makes us first); it opens while the key's watch does.
+                let marker = if p.was_owner() { None } else { marker_of(place, &p.key) };
+                let mut marker_watch = MarkerWatch::start(session, marker);
+                let mut watch = match session.watches.take(&p.key, WatchRole::Predecessor) {
                     Some(kept) => kept,
                     None => tokio::select! {
                         _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                        watch = DeletionWatch::open(session, &p.key) => watch,
+                        watch = KeyWatch::open(session, &p.key, Watched::Deletions) => watch,
                     },
+                };
+                let keep = |watch: KeyWatch, marker_watch: MarkerWatch| {
+                    session.watches.give_back(watch, WatchRole::Predecessor);
+                    marker_watch.keep(session);
                 };
                 if watch.created_at() > p.read_at {
                     // The predecessor may have gone before the watch started: look once.
                     match recheck(place).await? {
                         Some(now) if now.revision == p.revision => p = now,
                         other => {
-                            session.watches.give_back(watch);
+                            keep(watch, marker_watch);
                             predecessor = other;
                             continue;
                         }
@@ -291,6 +302,7 @@ impl Queued {
                 // A kept watch is as young as when it was opened: one opened by the last wait a
                 // few milliseconds ago may still be unsynced, and its polls go on.
                 let mut polls = unsynced_polls(p.may_go_soon().then(|| watch.opened_at()), Instant::now());
+                // `None`: the predecessor's release marker was written (its holder released).
                 let outcome = loop {
                     let poll = async {
                         match polls.peek() {
@@ -299,15 +311,20 @@ impl Queued {
                         }
                     };
                     tokio::select! {
+                        biased;
                         _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                        outcome = watch.deleted_after(session, p.revision) => break outcome,
+                        revision = marker_watch.written_after(session, p.revision) => {
+                            tracing::debug!(lock = %place.name, token = place.revision, predecessor = %p.key, revision, "heard the predecessor's release marker");
+                            break None;
+                        }
+                        outcome = watch.event_after(session, p.revision) => break Some(outcome),
                         () = poll => {
                             polls.next();
                             match recheck(place).await? {
                                 Some(now) if now.revision == p.revision => p = now,
                                 other => {
                                     tracing::debug!(lock = %place.name, token = place.revision, "predecessor gone unheard by a new watch: etcd had not synced it yet");
-                                    session.watches.give_back(watch);
+                                    keep(watch, marker_watch);
                                     predecessor = other;
                                     continue 'wait;
                                 }
@@ -315,13 +332,21 @@ impl Queued {
                         }
                     }
                 };
-                session.watches.give_back(watch);
                 tracing::debug!(lock = %place.name, token = place.revision, ?outcome, watch_created_at = watch_created_at, "predecessor changed: checking place");
                 let lease_surely_alive = session.life.surely_alive();
+                // A deletion heard before the marker's write of the same revision: it trails.
+                let released = match outcome {
+                    None => true,
+                    Some(WaitEnd::Happened { .. }) if !p.was_owner() && lease_surely_alive => {
+                        marker_watch.written_soon(session, p.revision).await
+                    }
+                    Some(_) => false,
+                };
+                keep(watch, marker_watch);
                 predecessor = match outcome {
-                    DeleteWait::Deleted { .. } if p.was_owner() && lease_surely_alive => break,
-                    DeleteWait::Deleted { revision } if lease_surely_alive => {
-                        match recheck_local(place, revision).await? {
+                    None | Some(WaitEnd::Happened { .. }) if (p.was_owner() || released) && lease_surely_alive => break,
+                    Some(WaitEnd::Happened { revision }) if lease_surely_alive => {
+                        match recheck_local(place, &p.key, revision).await? {
                             Recheck::HolderReleased => break,
                             Recheck::Read(predecessor) => predecessor,
                         }
@@ -412,26 +437,27 @@ enum Recheck {
     Read(Option<Predecessor>),
 }
 
-/// After seeing our predecessor deleted at `deleted_at`, with the lease clock saying our lease
-/// is alive (so expiry has not taken our key): one serializable Txn, answered by the member
-/// without a round through raft (which waits behind other writes' fsyncs). If our key still has
-/// our revision and the release marker was written at `deleted_at`, the deletion was the
+/// After seeing our predecessor deleted at `deleted_at` without hearing its release marker
+/// written, with the lease clock saying our lease is alive (so expiry has not taken our key):
+/// one serializable Txn, answered by the member without a round through raft (which waits
+/// behind other writes' fsyncs). If our key still has our revision and the predecessor's
+/// release marker was written at `deleted_at` (its watch was late), the deletion was the
 /// holder's release: nothing older than the predecessor was left then, and nothing older can
 /// appear, so we are first, and the queue is not read. Otherwise the Txn reads the keys below
 /// ours, as [`recheck`] does: being first is monotonic, so a read at any revision at or after
 /// our key's creation that finds none below is final. A member that has not yet applied the
 /// deletion we saw (a lagging one) sends us to [`recheck`].
-async fn recheck_local(place: &Place, deleted_at: i64) -> Result<Recheck, LockError> {
+async fn recheck_local(place: &Place, predecessor: &str, deleted_at: i64) -> Result<Recheck, LockError> {
     let session = &place.session;
-    if !session.markers.allowed() {
+    let Some(marker) = marker_of(place, predecessor).filter(|_| session.markers.allowed()) else {
         return recheck(place).await.map(Recheck::Read);
-    }
+    };
     let own_key = GetOptions::new().with_keys_only().with_serializable();
     let below = queue_below(place, Some(AHEAD_READ)).with_serializable();
     let txn = Txn::new()
         .when([
             Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision),
-            Compare::mod_revision(place.marker.as_str(), CompareOp::Equal, deleted_at),
+            Compare::mod_revision(marker.as_str(), CompareOp::Equal, deleted_at),
         ])
         .and_then(Vec::new())
         .or_else([TxnOp::get(place.key.as_str(), Some(own_key)), TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
@@ -537,8 +563,8 @@ async fn watch_own_key(
         let mut from = revision + 1;
         loop {
             match wait_for_delete(&session, &key, from).await {
-                DeleteWait::Deleted { .. } => return,
-                DeleteWait::Compacted => {
+                WaitEnd::Happened { .. } => return,
+                WaitEnd::Compacted => {
                     // The history is gone: look at the key itself, then watch from now on.
                     let read = session.request("read own key", |mut c| {
                         let key = key.clone();
@@ -661,7 +687,7 @@ mod tests {
         }
         let own_key = format!("{queue_prefix}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
-        let marker = session.config.release_marker(name.as_str());
+        let marker = session.config.release_marker(name.as_str(), &format!("{:x}", session.lease));
         (Place { session, name, queue_prefix, key, revision, marker }, client, keys)
     }
 
@@ -673,11 +699,12 @@ mod tests {
     async fn only_a_holders_release_makes_the_next_waiter_first_without_a_read() {
         let (place, client, ahead) = place_behind(&["1", "2"]).await;
         let (holder, middle) = (&ahead[0], &ahead[1]);
+        let holder_marker = marker_of(&place, &holder.0).expect("the holder's marker");
         let mut kv = client.kv_client();
-        kv.put(place.marker.as_str(), "an earlier release", None).await.expect("an earlier marker");
+        kv.put(holder_marker.as_str(), "an earlier release", None).await.expect("an earlier marker");
 
         let left_at = kv.delete(middle.0.as_str(), None).await.expect("delete").header().expect("header").revision();
-        match recheck_local(&place, left_at).await.expect("recheck") {
+        match recheck_local(&place, &middle.0, left_at).await.expect("recheck") {
             Recheck::Read(Some(p)) => {
                 assert_eq!((p.key.as_str(), p.revision), (holder.0.as_str(), holder.1), "the holder is read");
                 assert!(p.was_owner(), "{p:?}");
@@ -685,17 +712,46 @@ mod tests {
             other => panic!("a waiter leaving the queue handed the lock on: {other:?}"),
         }
 
-        let release = release_txn(&holder.0, holder.1, &place.marker, place.session.lease);
+        let release = release_txn(&holder.0, holder.1, &holder_marker, place.session.lease);
         let released_at = kv.txn(release).await.expect("release").header().expect("header").revision();
-        let outcome = recheck_local(&place, released_at).await.expect("recheck");
+        let outcome = recheck_local(&place, &holder.0, released_at).await.expect("recheck");
         assert!(matches!(outcome, Recheck::HolderReleased), "{outcome:?}");
-        let marker = kv.get(place.marker.as_str(), None).await.expect("read the marker");
+        let marker = kv.get(holder_marker.as_str(), None).await.expect("read the marker");
         let marker = marker.kvs().first().expect("the marker");
         assert_eq!(
             (marker.mod_revision(), marker.value(), marker.lease()),
             (released_at, holder.0.as_bytes(), place.session.lease),
             "written with the deletion, naming the released key, on the releaser's lease"
         );
+    }
+
+    /// On a real etcd: the waiter hears its predecessor's release on the predecessor's marker,
+    /// with the release's revision, so it is first with no request after the release. A marker
+    /// written before the predecessor's key was created (an earlier hold under the same name)
+    /// is not that release, and neither is a key deleted without the marker (a waiter leaving).
+    #[tokio::test]
+    async fn a_waiter_hears_its_predecessors_release_on_the_marker() {
+        let (place, client, ahead) = place_behind(&["1"]).await;
+        let session = &place.session;
+        let mut kv = client.kv_client();
+        let leaving = &ahead[0];
+        let mut watch = MarkerWatch::start(session, marker_of(&place, &leaving.0));
+        assert!(watch.opened().await, "the marker's watch opens");
+        kv.delete(leaving.0.as_str(), None).await.expect("a waiter leaves");
+        assert!(!watch.written_soon(session, leaving.1).await, "a waiter leaving writes no marker");
+
+        let key = format!("{}3", place.queue_prefix);
+        let marker = marker_of(&place, &key).expect("its marker");
+        let mut watch = MarkerWatch::start(session, Some(marker.clone()));
+        assert!(watch.opened().await, "the marker's watch opens");
+        kv.put(marker.as_str(), "an earlier hold's release", None).await.expect("an earlier release");
+        let created = kv.put(key.as_str(), "", None).await.expect("queue").header().expect("header").revision();
+        assert!(!watch.written_soon(session, created).await, "an earlier hold's release is not this one's");
+
+        let release = release_txn(&key, created, &marker, session.lease);
+        let released_at = kv.txn(release).await.expect("release").header().expect("header").revision();
+        let heard = tokio::time::timeout(Duration::from_secs(10), watch.written_after(session, created)).await;
+        assert_eq!(heard.ok(), Some(released_at), "the release is heard, at its revision");
     }
 
     /// On a real etcd: a release whose key is gone already (taken by an operator or by expiry)

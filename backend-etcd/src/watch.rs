@@ -1,14 +1,15 @@
-//! Waiting for one key's deletion with a watch that misses nothing.
+//! Waiting for one key's deletion (or, for a release marker, its next write) with a watch that
+//! misses nothing.
 //!
 //! Two ways to start, because etcd serves them very differently. A watch from a past revision
 //! goes into etcd's "unsynced" group, which a background loop catches up only every 100 ms
 //! (`mvcc/watchable_store.go`): fine for rare waits (our own key's deletion), ruinous for a
 //! hand-off. A watch "from now" is usually synced at once and hears a delete as soon as it is
-//! applied; [`DeletionWatch::open`] makes one and reports the revision it starts after, so the
+//! applied; [`KeyWatch::open`] makes one and reports the revision it starts after, so the
 //! caller knows which gap (its read → the watch's start) it must check. Even a watch from now
 //! lands in the unsynced group when a write races its creation, so a session keeps its watches
 //! after use ([`WatchCache`]) and the next wait on the same key reuses one that is synced by
-//! then, unless it was opened less than 100 ms ago ([`DeletionWatch::opened_at`]). Either
+//! then, unless it was opened less than 100 ms ago ([`KeyWatch::opened_at`]). Either
 //! way, a broken stream (server restart, leader change) is re-created from the first revision not
 //! yet covered, and a compacted start revision is reported so the caller can re-read the state.
 
@@ -20,20 +21,48 @@ use tokio::time::Instant;
 use crate::session::EtcdSession;
 use crate::watch_hub::HubWatch;
 
-/// How a wait for a deletion ended.
+/// How a wait for a key's event ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeleteWait {
-    /// The key was deleted at this revision.
-    Deleted { revision: i64 },
+pub(crate) enum WaitEnd {
+    /// The key was deleted (or written, for a watch on writes) at this revision.
+    Happened { revision: i64 },
     /// The history since the start revision was compacted: read the current state instead.
     Compacted,
 }
 
-/// A watch on one key's deletions, created "from now". Once used it can be kept (see
-/// [`WatchCache`]): the next wait on the same key costs no request, and a kept watch opened
-/// more than etcd's 100 ms catch-up period ago is surely synced.
-pub(crate) struct DeletionWatch {
+/// Which of a key's events a watch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// Its deletions (a queue key).
+    Deletions,
+    /// Its writes (a release marker).
+    Writes,
+}
+
+impl Watched {
+    fn event_type(self) -> EventType {
+        match self {
+            Watched::Deletions => EventType::Delete,
+            Watched::Writes => EventType::Put,
+        }
+    }
+
+    /// The server-side filter that drops the other kind of event.
+    fn options(self) -> WatchOptions {
+        let filter = match self {
+            Watched::Deletions => WatchFilterType::NoPut,
+            Watched::Writes => WatchFilterType::NoDelete,
+        };
+        WatchOptions::new().with_filters([filter])
+    }
+}
+
+/// A watch on one key's deletions (or writes), created "from now". Once used it can be kept
+/// (see [`WatchCache`]): the next wait on the same key costs no request, and a kept watch
+/// opened more than etcd's 100 ms catch-up period ago is surely synced.
+pub(crate) struct KeyWatch {
     key: String,
+    watched: Watched,
     stream: Option<HubWatch>,
     /// The revision the server was at when it confirmed the watch: events after it are heard.
     created_at: i64,
@@ -42,34 +71,50 @@ pub(crate) struct DeletionWatch {
     opened_at: Instant,
 }
 
-impl DeletionWatch {
+impl KeyWatch {
     /// Creates the watch and waits for the server's confirmation. Retries failures forever; the
-    /// caller bounds the wait (session end, cancellation). Once it returns, every deletion of
-    /// `key` after [`DeletionWatch::created_at`] is heard.
+    /// caller bounds the wait (session end, cancellation). Once it returns, every event of
+    /// `key` after [`KeyWatch::created_at`] is heard.
     ///
     /// Cancel safe: dropping the future closes the watch.
-    pub(crate) async fn open(session: &EtcdSession, key: &str) -> DeletionWatch {
+    pub(crate) async fn open(session: &EtcdSession, key: &str, watched: Watched) -> KeyWatch {
         let mut backoff = Duration::from_millis(20);
         loop {
-            session.count();
-            let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
-            match session.hub.watch(key, options).await {
-                Ok(mut stream) => match stream.message().await {
-                    Some(created) if created.created() && !created.canceled() => {
-                        let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
-                        return DeletionWatch {
-                            key: key.to_owned(),
-                            stream: Some(stream),
-                            created_at,
-                            opened_at: Instant::now(),
-                        };
-                    }
-                    other => tracing::debug!(key, ?other, "etcd watch not confirmed; retrying"),
-                },
-                Err(error) => tracing::debug!(key, %error, "etcd watch could not be created; retrying"),
+            if let Some(watch) = Self::try_open(session, key, watched).await {
+                return watch;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One attempt of [`KeyWatch::open`]: `None` if the server refused or cancelled the watch
+    /// (a key the role may not read) or the stream failed.
+    ///
+    /// Cancel safe: dropping the future closes the watch.
+    pub(crate) async fn try_open(session: &EtcdSession, key: &str, watched: Watched) -> Option<KeyWatch> {
+        session.count();
+        match session.hub.watch(key, watched.options()).await {
+            Ok(mut stream) => match stream.message().await {
+                Some(created) if created.created() && !created.canceled() => {
+                    let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
+                    Some(KeyWatch {
+                        key: key.to_owned(),
+                        watched,
+                        stream: Some(stream),
+                        created_at,
+                        opened_at: Instant::now(),
+                    })
+                }
+                other => {
+                    tracing::debug!(key, ?other, "etcd watch not confirmed");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::debug!(key, %error, "etcd watch could not be created");
+                None
+            }
         }
     }
 
@@ -88,20 +133,21 @@ impl DeletionWatch {
         self.stream.is_some()
     }
 
-    /// Waits for a deletion of the key's entry created at `revision` (older deletions, of
-    /// entries the same session had under the same name before, are skipped). A broken stream
-    /// is replaced by a watch from the first revision not yet covered, so nothing is missed.
+    /// Waits for an event of the watched kind after `revision` (for a queue key: the deletion
+    /// of its entry created at `revision`; older deletions, of entries the same session had
+    /// under the same name before, are skipped). A broken stream is replaced by a watch from
+    /// the first revision not yet covered, so nothing is missed.
     ///
     /// Cancel safe: dropping the future loses nothing that matters; the watch stays open.
-    pub(crate) async fn deleted_after(&mut self, session: &EtcdSession, revision: i64) -> DeleteWait {
+    pub(crate) async fn event_after(&mut self, session: &EtcdSession, revision: i64) -> WaitEnd {
         if let Some(stream) = self.stream.as_mut() {
             while let Some(response) = stream.message().await {
                 if response.compact_revision() > 0 {
                     self.stream = None;
-                    return DeleteWait::Compacted;
+                    return WaitEnd::Compacted;
                 }
-                if let Some(at) = deletion_after(&response, revision) {
-                    return DeleteWait::Deleted { revision: at };
+                if let Some(at) = event_after(&response, self.watched, revision) {
+                    return WaitEnd::Happened { revision: at };
                 }
                 if response.canceled() {
                     break;
@@ -110,23 +156,31 @@ impl DeletionWatch {
             self.stream = None;
         }
         tracing::debug!(key = %self.key, "etcd watch broken; re-creating it from where it stood");
-        wait_for_delete(session, &self.key, self.created_at.max(revision) + 1).await
+        wait_for_event(session, &self.key, self.watched, self.created_at.max(revision) + 1).await
     }
 }
 
-/// The deletion watches a session keeps after use, at most one per lock queue: a waiter whose
-/// predecessor is the same session as last time (the steady state of clients taking turns)
-/// reuses a synced watch. Only one per queue, because a kept watch hears every deletion of its
-/// key: a session keeping one for each predecessor it ever had would, once the queue's order
-/// shuffles, be told of nearly every release (a herd of notifications). Bounded across queues:
-/// the oldest is closed when it is full.
-#[derive(Default)]
-pub(crate) struct WatchCache {
-    watches: std::sync::Mutex<std::collections::VecDeque<DeletionWatch>>,
+/// What a kept watch is on, from the waiting session's place: the key just below its own (the
+/// predecessor), or that key's release marker (see [`crate::release_marker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WatchRole {
+    Predecessor,
+    PredecessorMarker,
 }
 
-/// How many watches a session keeps.
-const KEPT_WATCHES: usize = 32;
+/// The deletion watches a session keeps after use, at most one per lock queue and role: a
+/// waiter whose predecessor is the same session as last time (the steady state of clients
+/// taking turns) reuses synced watches. Only one per queue and role,
+/// because a kept watch hears every deletion of its key: a session keeping one for each key it
+/// ever waited behind would, once the queue's order shuffles, be told of nearly every release
+/// (a herd of notifications). Bounded across queues: the oldest is closed when it is full.
+#[derive(Default)]
+pub(crate) struct WatchCache {
+    watches: std::sync::Mutex<std::collections::VecDeque<(WatchRole, KeyWatch)>>,
+}
+
+/// How many watches a session keeps (two for each of 32 queues).
+const KEPT_WATCHES: usize = 64;
 
 /// The lock queue a queue key belongs to: `<prefix>/<name>/` of `<prefix>/<name>/<lease hex>`.
 fn queue_of(key: &str) -> &str {
@@ -134,35 +188,36 @@ fn queue_of(key: &str) -> &str {
 }
 
 impl WatchCache {
-    /// Takes the kept watch on `key`, if any (it is the caller's until given back). A watch
-    /// kept for another key of the same queue is closed: the caller is about to watch a new
-    /// predecessor there.
-    pub(crate) fn take(&self, key: &str) -> Option<DeletionWatch> {
+    /// Takes the watch kept on `key` in `role`, if any (it is the caller's until given back). A
+    /// watch kept in that role for another key of the same queue is closed: the caller is
+    /// about to watch a new key there.
+    pub(crate) fn take(&self, key: &str, role: WatchRole) -> Option<KeyWatch> {
         let kept = {
             let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-            let at = watches.iter().position(|w| queue_of(&w.key) == queue_of(key))?;
-            watches.remove(at)?
+            let at = watches.iter().position(|(r, w)| *r == role && queue_of(&w.key) == queue_of(key))?;
+            watches.remove(at)?.1
         };
         // Not the key: dropped here, outside the lock, which closes the watch.
         (kept.key == key).then_some(kept)
     }
 
-    /// Keeps `watch` for the next wait on its key, in place of any other kept in its queue.
-    pub(crate) fn give_back(&self, watch: DeletionWatch) {
+    /// Keeps `watch` in `role` for the next wait on its key, in place of any other kept in its
+    /// queue in that role.
+    pub(crate) fn give_back(&self, watch: KeyWatch, role: WatchRole) {
         if !watch.is_open() {
             return;
         }
         let mut closed = Vec::new();
         {
             let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-            // At most one per queue is ever kept, so at most one is replaced.
-            if let Some(at) = watches.iter().position(|w| queue_of(&w.key) == queue_of(&watch.key)) {
+            // At most one per queue and role is ever kept, so at most one is replaced.
+            if let Some(at) = watches.iter().position(|(r, w)| *r == role && queue_of(&w.key) == queue_of(&watch.key)) {
                 closed.extend(watches.remove(at));
             }
             if watches.len() >= KEPT_WATCHES {
                 closed.extend(watches.pop_front());
             }
-            watches.push_back(watch);
+            watches.push_back((role, watch));
         }
         // Dropped outside the lock: that closes them.
         drop(closed);
@@ -171,47 +226,53 @@ impl WatchCache {
     /// The keys of the kept watches, oldest first.
     #[cfg(test)]
     fn keys(&self) -> Vec<String> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| w.key.clone()).collect()
+        self.watches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, w)| w.key.clone()).collect()
     }
 }
 
-/// The revision of the first deletion in `response` that is later than `after`. One response
-/// can carry several events (a watcher catching up from etcd's unsynced group gets them in one
-/// batch), so every event is looked at, not just the first.
-fn deletion_after(response: &etcd_client::WatchResponse, after: i64) -> Option<i64> {
-    first_deletion_after(
+/// The revision of the first event of the `watched` kind in `response` that is later than
+/// `after`. One response can carry several events (a watcher catching up from etcd's unsynced
+/// group gets them in one batch), so every event is looked at, not just the first.
+fn event_after(response: &etcd_client::WatchResponse, watched: Watched, after: i64) -> Option<i64> {
+    first_after(
         response.events().iter().map(|e| (e.event_type(), e.kv().map(|kv| kv.mod_revision()).unwrap_or_default())),
+        watched.event_type(),
         after,
     )
 }
 
-/// [`deletion_after`] over (event type, revision) pairs. A deletion whose revision the server
-/// left out (0) counts as later than `after`: it can only be one the watch was asked for.
-fn first_deletion_after(events: impl IntoIterator<Item = (EventType, i64)>, after: i64) -> Option<i64> {
+/// [`event_after`] over (event type, revision) pairs. An event whose revision the server left
+/// out (0) counts as later than `after`: it can only be one the watch was asked for.
+fn first_after(events: impl IntoIterator<Item = (EventType, i64)>, kind: EventType, after: i64) -> Option<i64> {
     events
         .into_iter()
-        .filter(|&(kind, _)| kind == EventType::Delete)
+        .filter(|&(k, _)| k == kind)
         .map(|(_, revision)| if revision > 0 { revision } else { after + 1 })
         .find(|&revision| revision > after)
 }
 
-/// Waits until `key` is deleted at a revision `>= from_revision`. Retries broken watches
-/// forever; the caller bounds the wait (session end, cancellation).
+/// Waits until `key` is deleted at a revision `>= from_revision`: [`wait_for_event`].
+pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revision: i64) -> WaitEnd {
+    wait_for_event(session, key, Watched::Deletions, from_revision).await
+}
+
+/// Waits until `key` has an event of the `watched` kind at a revision `>= from_revision`.
+/// Retries broken watches forever; the caller bounds the wait (session end, cancellation).
 ///
 /// Cancel safe: dropping the future closes the watch.
-pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revision: i64) -> DeleteWait {
+async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from_revision: i64) -> WaitEnd {
     let mut backoff = Duration::from_millis(20);
     loop {
         session.count();
-        let options = WatchOptions::new().with_start_revision(from_revision).with_filters([WatchFilterType::NoPut]);
+        let options = watched.options().with_start_revision(from_revision);
         match session.hub.watch(key, options).await {
             Ok(mut stream) => {
                 while let Some(response) = stream.message().await {
                     if response.compact_revision() > 0 {
-                        return DeleteWait::Compacted;
+                        return WaitEnd::Compacted;
                     }
-                    if let Some(revision) = deletion_after(&response, from_revision - 1) {
-                        return DeleteWait::Deleted { revision };
+                    if let Some(revision) = event_after(&response, watched, from_revision - 1) {
+                        return WaitEnd::Happened { revision };
                     }
                     if response.canceled() {
                         break;
@@ -237,15 +298,18 @@ mod tests {
         // under this key before (13), a put, then the deletion being waited for (29). Taking only
         // the first deletion and finding it too old used to drop the whole batch: a hang.
         let batch = [(EventType::Delete, 13), (EventType::Put, 14), (EventType::Delete, 29)];
-        assert_eq!(first_deletion_after(batch, 14), Some(29));
+        assert_eq!(first_after(batch, EventType::Delete, 14), Some(29));
     }
 
     #[test]
     fn only_deletions_after_the_revision_count() {
-        assert_eq!(first_deletion_after([(EventType::Delete, 13)], 14), None);
-        assert_eq!(first_deletion_after([(EventType::Put, 20)], 14), None);
-        assert_eq!(first_deletion_after([(EventType::Delete, 15), (EventType::Delete, 16)], 14), Some(15));
-        assert_eq!(first_deletion_after(std::iter::empty(), 14), None);
+        assert_eq!(first_after([(EventType::Delete, 13)], EventType::Delete, 14), None);
+        assert_eq!(first_after([(EventType::Put, 20)], EventType::Delete, 14), None);
+        assert_eq!(first_after([(EventType::Delete, 15), (EventType::Delete, 16)], EventType::Delete, 14), Some(15));
+        assert_eq!(first_after(std::iter::empty(), EventType::Delete, 14), None);
+        // A release marker's watch waits for writes, and skips deletions.
+        assert_eq!(first_after([(EventType::Delete, 15), (EventType::Put, 16)], EventType::Put, 14), Some(16));
+        assert_eq!(first_after([(EventType::Put, 14)], EventType::Put, 14), None);
     }
 
     /// On a real etcd: a watch catching up from a past revision gets the key's two deletions,
@@ -264,14 +328,20 @@ mod tests {
         let deleted =
             kv.delete(key.as_str(), None).await.expect("delete").header().map(|h| h.revision()).unwrap_or_default();
 
-        let mut watch = DeletionWatch { key: key.clone(), stream: None, created_at: first, opened_at: Instant::now() };
+        let mut watch = KeyWatch {
+            key: key.clone(),
+            watched: Watched::Deletions,
+            stream: None,
+            created_at: first,
+            opened_at: Instant::now(),
+        };
         let options = WatchOptions::new().with_start_revision(first).with_filters([WatchFilterType::NoPut]);
         let mut stream = session.hub.watch(&key, options).await.expect("watch");
         let confirmed = stream.message().await.expect("the watch's creation");
         assert!(confirmed.created(), "{confirmed:?}");
         watch.stream = Some(stream);
-        let ended = tokio::time::timeout(Duration::from_secs(10), watch.deleted_after(&session, created)).await;
-        assert_eq!(ended.ok(), Some(DeleteWait::Deleted { revision: deleted }), "the awaited deletion ends the wait");
+        let ended = tokio::time::timeout(Duration::from_secs(10), watch.event_after(&session, created)).await;
+        assert_eq!(ended.ok(), Some(WaitEnd::Happened { revision: deleted }), "the awaited deletion ends the wait");
     }
 
     #[test]
@@ -281,38 +351,45 @@ mod tests {
         assert_eq!(queue_of("694d"), "");
     }
 
-    /// On a real etcd: a session keeps at most one watch per lock queue. Waiting behind a new
-    /// predecessor closes the watch kept on the old one, which would otherwise go on hearing
-    /// that key's releases; queues of other locks keep theirs.
+    /// On a real etcd: a session keeps at most one watch per lock queue and role. Waiting behind
+    /// a new predecessor closes the watch kept on the old one, which would otherwise go on
+    /// hearing that key's releases; queues of other locks, and the other role, keep theirs.
     #[tokio::test]
-    async fn a_session_keeps_one_watch_per_queue() {
+    async fn a_session_keeps_one_watch_per_queue_and_role() {
+        use WatchRole::{Predecessor, PredecessorMarker};
         let (session, _client) = crate::session::shared_test_session().await;
         let queue = format!("kept-{}/job/", session.lease);
         let other_queue = format!("kept-{}/report/", session.lease);
         let open = |key: String| {
             let session = &session;
             async move {
-                tokio::time::timeout(Duration::from_secs(10), DeletionWatch::open(session, &key)).await.expect("watch")
+                tokio::time::timeout(Duration::from_secs(10), KeyWatch::open(session, &key, Watched::Deletions))
+                    .await
+                    .expect("watch")
             }
         };
         let cache = WatchCache::default();
-        cache.give_back(open(format!("{queue}a")).await);
-        cache.give_back(open(format!("{other_queue}a")).await);
-        assert_eq!(cache.keys(), [format!("{queue}a"), format!("{other_queue}a")]);
+        cache.give_back(open(format!("{queue}a")).await, Predecessor);
+        cache.give_back(open(format!("{other_queue}a")).await, Predecessor);
+        cache.give_back(open(format!("{queue}z")).await, PredecessorMarker);
+        assert_eq!(cache.keys(), [format!("{queue}a"), format!("{other_queue}a"), format!("{queue}z")]);
 
         // The same predecessor again: the kept watch is reused.
-        let reused = cache.take(&format!("{queue}a")).expect("the kept watch on the same key");
-        cache.give_back(reused);
+        let reused = cache.take(&format!("{queue}a"), Predecessor).expect("the kept watch on the same key");
+        cache.give_back(reused, Predecessor);
         // A new predecessor in the same queue: the old watch is closed, not kept beside it.
-        assert!(cache.take(&format!("{queue}b")).is_none());
-        assert_eq!(cache.keys(), [format!("{other_queue}a")]);
-        cache.give_back(open(format!("{queue}b")).await);
-        cache.give_back(open(format!("{queue}c")).await);
+        assert!(cache.take(&format!("{queue}b"), Predecessor).is_none());
+        assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}z")]);
+        cache.give_back(open(format!("{queue}b")).await, Predecessor);
+        cache.give_back(open(format!("{queue}c")).await, Predecessor);
+        assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}z"), format!("{queue}c")]);
+        // The second's watch is a role of its own: taking it leaves the predecessor's.
+        assert!(cache.take(&format!("{queue}z"), PredecessorMarker).is_some());
         assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}c")]);
     }
 
     #[test]
     fn a_deletion_without_a_revision_counts_as_the_awaited_one() {
-        assert_eq!(first_deletion_after([(EventType::Delete, 0)], 14), Some(15));
+        assert_eq!(first_after([(EventType::Delete, 0)], EventType::Delete, 14), Some(15));
     }
 }
