@@ -398,18 +398,7 @@ async fn watch_own_node(session: Arc<ZkSession>, path: String, loss: LossSignal,
     let deleted = async {
         tokio::time::sleep(OWN_NODE_WATCH_GRACE).await;
         loop {
-            let watched = session
-                .request("watch own znode", |client| {
-                    let path = path.clone();
-                    async move {
-                        match client.get_and_watch_data(&path).await {
-                            Ok((_, _, watcher)) => Ok(Some(watcher)),
-                            Err(ZkError::NoNode) => Ok(None),
-                            Err(e) => Err(e),
-                        }
-                    }
-                })
-                .await;
+            let watched = crate::wait::watch_deletion(&session, &path, "watch own znode").await;
             match watched {
                 Ok(None) => return,
                 Ok(Some(watcher)) => {

@@ -45,9 +45,13 @@ pub(crate) async fn predecessor_gone(
     tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_owns, "waiting for the predecessor's znode to go");
 
     // Both watches in one round trip: each request is on the wire once its future is first polled.
-    let (watched, second_watched) = tokio::join!(watch_deletion(session, dir, predecessor), async {
+    let watch = |child: &str| {
+        let path = format!("{dir}/{child}");
+        async move { watch_deletion(session, &path, "watch a znode ahead in the queue").await }
+    };
+    let (watched, second_watched) = tokio::join!(watch(predecessor), async {
         match second {
-            Some(second) => watch_deletion(session, dir, second).await.map(Some),
+            Some(second) => watch(second).await.map(Some),
             None => Ok(None),
         }
     });
@@ -130,12 +134,16 @@ pub(crate) async fn last_release(session: &ZkSession, dir: &str) -> Result<Optio
         .await
 }
 
-/// Watches `child` of `dir` for its deletion (getData with a watch); `None` if it is gone already.
-async fn watch_deletion(session: &ZkSession, dir: &str, child: &str) -> Result<Option<OneshotWatcher>, LockError> {
-    let path = format!("{dir}/{child}");
+/// Watches the znode at `path` for its deletion (getData with a watch); `None` if it is gone
+/// already. `op` says what for, in errors.
+pub(crate) async fn watch_deletion(
+    session: &ZkSession,
+    path: &str,
+    op: &str,
+) -> Result<Option<OneshotWatcher>, LockError> {
     session
-        .request("watch a znode ahead in the queue", |client| {
-            let path = path.clone();
+        .request(op, |client| {
+            let path = path.to_owned();
             async move {
                 match client.get_and_watch_data(&path).await {
                     Ok((_, _, watcher)) => Ok(Some(watcher)),
