@@ -9,6 +9,11 @@
 //! the marker's write, which the server sent in the same pass. Only if it does not come (a
 //! waiter that left, an expired lease, a Go or `etcdctl` holder, which write no marker, or a
 //! marker watch etcd has not synced yet) does the waiter ask the server ([`crate::recipe`]).
+//!
+//! A role not granted the marker prefix gets its marker watch cancelled ("permission denied")
+//! until the session learns of the refusal from a Txn and stops watching markers. etcd before
+//! 3.4.8 (and 3.3.21) then stopped reading the stream's later requests (etcd issue 11708), which
+//! would leave the session's new watches unanswered: use a fixed etcd with such roles.
 
 use std::future::Future;
 use std::pin::Pin;
