@@ -10,7 +10,9 @@
 //! goes (a waiter that left, an expired session, the read still in flight) is explained by the
 //! directory's data as before, and failing that the queue is listed again.
 
-use distlock_core::{pending_or, LockError};
+use std::future::Future;
+
+use distlock_core::LockError;
 use zookeeper_client::{Error as ZkError, EventType, OneshotWatcher};
 
 use crate::recipe::Place;
@@ -161,6 +163,15 @@ async fn deleted(watcher: Option<OneshotWatcher>) -> bool {
     match watcher {
         None => true,
         Some(watcher) => watcher.changed().await.event_type == EventType::NodeDeleted,
+    }
+}
+
+/// The output of `future` if there is one; never ready otherwise: a step of the wait that has
+/// not started (or has finished and been taken), polled in the same `select!` as the rest.
+async fn pending_or<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
     }
 }
 
