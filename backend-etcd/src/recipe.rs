@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::release_marker::{marker_of, MarkerWatch};
 use crate::session::EtcdSession;
-use crate::watch::{wait_for_delete, KeyWatch, WaitEnd, WatchRole, Watched};
+use crate::watch::{wait_for_delete, KeyWatch, WaitEnd, Watched};
 
 /// How long a hold lasts before its own key gets a deletion watch. Short holds (most of them)
 /// then cost two requests; the watch starts from the key's create revision, so a deletion
@@ -276,7 +276,7 @@ impl Queued {
                 // deletion alone makes us first); it opens while the key's watch does.
                 let marker = if p.was_owner() { None } else { marker_of(place, &p.key) };
                 let mut marker_watch = MarkerWatch::start(session, marker);
-                let mut watch = match session.watches.take(&p.key, WatchRole::Predecessor) {
+                let mut watch = match session.watches.take(&p.key) {
                     Some(kept) => kept,
                     None => tokio::select! {
                         _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
@@ -284,7 +284,7 @@ impl Queued {
                     },
                 };
                 let keep = |watch: KeyWatch, marker_watch: MarkerWatch| {
-                    session.watches.give_back(watch, WatchRole::Predecessor);
+                    session.watches.give_back(watch);
                     marker_watch.keep(session);
                 };
                 if watch.created_at() > p.read_at {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::recipe::Place;
 use crate::session::EtcdSession;
-use crate::watch::{KeyWatch, WaitEnd, WatchRole, Watched};
+use crate::watch::{KeyWatch, WaitEnd, Watched};
 
 /// How long a waiter that heard its predecessor's deletion waits for the marker's write of the
 /// same revision before asking the server. The server sends both notifications in one pass over
@@ -49,7 +49,7 @@ impl MarkerWatch {
         let Some(marker) = marker.filter(|_| session.markers.allowed()) else {
             return MarkerWatch { opening: None, watch: None };
         };
-        if let Some(kept) = session.watches.take(&marker, WatchRole::PredecessorMarker) {
+        if let Some(kept) = session.watches.take(&marker) {
             return MarkerWatch { opening: None, watch: Some(kept) };
         }
         let session = session.clone();
@@ -103,7 +103,7 @@ impl MarkerWatch {
     /// closed).
     pub(crate) fn keep(self, session: &EtcdSession) {
         if let Some(watch) = self.watch {
-            session.watches.give_back(watch, WatchRole::PredecessorMarker);
+            session.watches.give_back(watch);
         }
     }
 }

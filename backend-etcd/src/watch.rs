@@ -160,64 +160,58 @@ impl KeyWatch {
     }
 }
 
-/// What a kept watch is on, from the waiting session's place: the key just below its own (the
-/// predecessor), or that key's release marker (see [`crate::release_marker`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WatchRole {
-    Predecessor,
-    PredecessorMarker,
-}
-
-/// The deletion watches a session keeps after use, at most one per lock queue and role: a
-/// waiter whose predecessor is the same session as last time (the steady state of clients
-/// taking turns) reuses synced watches. Only one per queue and role,
-/// because a kept watch hears every deletion of its key: a session keeping one for each key it
-/// ever waited behind would, once the queue's order shuffles, be told of nearly every release
-/// (a herd of notifications). Bounded across queues: the oldest is closed when it is full.
+/// The watches a session keeps after use, at most one per group of keys (one lock's queue keys,
+/// or one lock's release markers): a waiter whose predecessor is the same session as last time
+/// (the steady state of clients taking turns) reuses synced watches on its key and its marker.
+/// Only one per group, because a kept watch hears every event of its key: a session keeping one
+/// for each key it ever waited behind would, once the queue's order shuffles, be told of nearly
+/// every release (a herd of notifications). Bounded across groups: the oldest is closed when it
+/// is full.
 #[derive(Default)]
 pub(crate) struct WatchCache {
-    watches: std::sync::Mutex<std::collections::VecDeque<(WatchRole, KeyWatch)>>,
+    watches: std::sync::Mutex<std::collections::VecDeque<KeyWatch>>,
 }
 
-/// How many watches a session keeps (two for each of 32 queues).
+/// How many watches a session keeps (a key's and a marker's for each of 32 locks).
 const KEPT_WATCHES: usize = 64;
 
-/// The lock queue a queue key belongs to: `<prefix>/<name>/` of `<prefix>/<name>/<lease hex>`.
+/// The group a key belongs to: its lock's queue, `<prefix>/<name>/` of
+/// `<prefix>/<name>/<lease hex>`, or its lock's markers, `<prefix>//released/<name>//` of
+/// `<prefix>//released/<name>//<lease hex>`.
 fn queue_of(key: &str) -> &str {
     key.rfind('/').map_or("", |slash| &key[..=slash])
 }
 
 impl WatchCache {
-    /// Takes the watch kept on `key` in `role`, if any (it is the caller's until given back). A
-    /// watch kept in that role for another key of the same queue is closed: the caller is
-    /// about to watch a new key there.
-    pub(crate) fn take(&self, key: &str, role: WatchRole) -> Option<KeyWatch> {
+    /// Takes the kept watch on `key`, if any (it is the caller's until given back). A watch kept
+    /// for another key of the same group is closed: the caller is about to watch a new
+    /// predecessor there.
+    pub(crate) fn take(&self, key: &str) -> Option<KeyWatch> {
         let kept = {
             let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-            let at = watches.iter().position(|(r, w)| *r == role && queue_of(&w.key) == queue_of(key))?;
-            watches.remove(at)?.1
+            let at = watches.iter().position(|w| queue_of(&w.key) == queue_of(key))?;
+            watches.remove(at)?
         };
         // Not the key: dropped here, outside the lock, which closes the watch.
         (kept.key == key).then_some(kept)
     }
 
-    /// Keeps `watch` in `role` for the next wait on its key, in place of any other kept in its
-    /// queue in that role.
-    pub(crate) fn give_back(&self, watch: KeyWatch, role: WatchRole) {
+    /// Keeps `watch` for the next wait on its key, in place of any other kept in its group.
+    pub(crate) fn give_back(&self, watch: KeyWatch) {
         if !watch.is_open() {
             return;
         }
         let mut closed = Vec::new();
         {
             let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-            // At most one per queue and role is ever kept, so at most one is replaced.
-            if let Some(at) = watches.iter().position(|(r, w)| *r == role && queue_of(&w.key) == queue_of(&watch.key)) {
+            // At most one per group is ever kept, so at most one is replaced.
+            if let Some(at) = watches.iter().position(|w| queue_of(&w.key) == queue_of(&watch.key)) {
                 closed.extend(watches.remove(at));
             }
             if watches.len() >= KEPT_WATCHES {
                 closed.extend(watches.pop_front());
             }
-            watches.push_back((role, watch));
+            watches.push_back(watch);
         }
         // Dropped outside the lock: that closes them.
         drop(closed);
@@ -226,7 +220,7 @@ impl WatchCache {
     /// The keys of the kept watches, oldest first.
     #[cfg(test)]
     fn keys(&self) -> Vec<String> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, w)| w.key.clone()).collect()
+        self.watches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| w.key.clone()).collect()
     }
 }
 
@@ -351,15 +345,16 @@ mod tests {
         assert_eq!(queue_of("694d"), "");
     }
 
-    /// On a real etcd: a session keeps at most one watch per lock queue and role. Waiting behind
-    /// a new predecessor closes the watch kept on the old one, which would otherwise go on
-    /// hearing that key's releases; queues of other locks, and the other role, keep theirs.
+    /// On a real etcd: a session keeps at most one watch per group of keys. Waiting behind a new
+    /// predecessor closes the watch kept on the old one, which would otherwise go on hearing that
+    /// key's releases; queues of other locks, and the lock's release markers, keep theirs.
     #[tokio::test]
-    async fn a_session_keeps_one_watch_per_queue_and_role() {
-        use WatchRole::{Predecessor, PredecessorMarker};
+    async fn a_session_keeps_one_watch_per_queue_and_one_per_lock_markers() {
         let (session, _client) = crate::session::shared_test_session().await;
-        let queue = format!("kept-{}/job/", session.lease);
-        let other_queue = format!("kept-{}/report/", session.lease);
+        let name = format!("kept-{}/job", session.lease);
+        let queue = session.config.lock_prefix(&name);
+        let other_queue = session.config.lock_prefix(&format!("kept-{}/report", session.lease));
+        let marker = |lease_hex: &str| session.config.release_marker(&name, lease_hex);
         let open = |key: String| {
             let session = &session;
             async move {
@@ -369,22 +364,23 @@ mod tests {
             }
         };
         let cache = WatchCache::default();
-        cache.give_back(open(format!("{queue}a")).await, Predecessor);
-        cache.give_back(open(format!("{other_queue}a")).await, Predecessor);
-        cache.give_back(open(format!("{queue}z")).await, PredecessorMarker);
-        assert_eq!(cache.keys(), [format!("{queue}a"), format!("{other_queue}a"), format!("{queue}z")]);
+        cache.give_back(open(format!("{queue}a")).await);
+        cache.give_back(open(format!("{other_queue}a")).await);
+        cache.give_back(open(marker("a")).await);
+        assert_eq!(cache.keys(), [format!("{queue}a"), format!("{other_queue}a"), marker("a")]);
 
         // The same predecessor again: the kept watch is reused.
-        let reused = cache.take(&format!("{queue}a"), Predecessor).expect("the kept watch on the same key");
-        cache.give_back(reused, Predecessor);
+        let reused = cache.take(&format!("{queue}a")).expect("the kept watch on the same key");
+        cache.give_back(reused);
         // A new predecessor in the same queue: the old watch is closed, not kept beside it.
-        assert!(cache.take(&format!("{queue}b"), Predecessor).is_none());
-        assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}z")]);
-        cache.give_back(open(format!("{queue}b")).await, Predecessor);
-        cache.give_back(open(format!("{queue}c")).await, Predecessor);
-        assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}z"), format!("{queue}c")]);
-        // The second's watch is a role of its own: taking it leaves the predecessor's.
-        assert!(cache.take(&format!("{queue}z"), PredecessorMarker).is_some());
+        assert!(cache.take(&format!("{queue}b")).is_none());
+        assert_eq!(cache.keys(), [format!("{other_queue}a"), marker("a")]);
+        cache.give_back(open(format!("{queue}b")).await);
+        cache.give_back(open(format!("{queue}c")).await);
+        assert_eq!(cache.keys(), [format!("{other_queue}a"), marker("a"), format!("{queue}c")]);
+        // The lock's markers are a group of their own: a new predecessor's marker closes the
+        // old one's and leaves the queue key's watch.
+        assert!(cache.take(&marker("c")).is_none());
         assert_eq!(cache.keys(), [format!("{other_queue}a"), format!("{queue}c")]);
     }
 
