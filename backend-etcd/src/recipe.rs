@@ -4,7 +4,7 @@
 //! locks named below this one (`<name>/nightly`) lie under the same prefix: they are not in the
 //! queue, and reads skip them.
 //!
-//! The holder's release also writes its release marker (`<prefix>//released/<name>//<lease-id
+//! A holder that waited also writes its release marker (`<prefix>//released/<name>//<lease-id
 //! hex>`) in the Txn that deletes its key. The waiter behind it watches that marker beside the
 //! key ([`crate::release_marker`]): hearing it written after the key's creation, it knows the
 //! deletion is the holder's own release, so nothing older is left and it is first, without a
@@ -12,6 +12,10 @@
 //! holder) is checked with one read of the marker at the deletion's revision, and failing that
 //! of the keys below ours. A hand-off then costs the server the same at 1,000 waiters as at one:
 //! the release.
+//!
+//! A holder whose key was first from its creation writes no marker: no key can appear below it
+//! later, so every waiter behind it read it as the owner, and for such a waiter the key's
+//! deletion alone means it is first. An uncontended lock's release is then the fenced delete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +45,9 @@ pub(crate) struct Place {
     pub(crate) queue_prefix: String,
     pub(crate) key: String,
     pub(crate) revision: i64,
-    /// Our release marker for this lock (see the module's comment).
-    pub(crate) marker: String,
+    /// Our release marker for this lock, if our release must write it: `None` when our key was
+    /// first from its creation (see the module's comment).
+    pub(crate) marker: Option<String>,
 }
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -224,7 +229,11 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         (revision, owner, None)
     };
     cleanup.revision = Some(revision);
-    let marker = session.config.release_marker(name.as_str(), &format!("{:x}", session.lease));
+    // Only the read of our key's own creation can show it was first from then on: a retry's
+    // read comes later, when keys once below ours may have gone.
+    let created_first = response.succeeded() && owner == Some(read_at);
+    let marker =
+        (!created_first).then(|| session.config.release_marker(name.as_str(), &format!("{:x}", session.lease)));
     let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker };
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
@@ -601,13 +610,13 @@ async fn watch_own_key(
     }
 }
 
-/// Deletes the holder's key, fenced by its create revision, and writes the release marker in
-/// the same Txn.
+/// Deletes the holder's key, fenced by its create revision, and writes the release marker (if
+/// the holder has one to write) in the same Txn.
 struct EtcdRelease {
     session: Arc<EtcdSession>,
     key: String,
     revision: i64,
-    marker: String,
+    marker: Option<String>,
     registration: u64,
     released: CancellationToken,
 }
@@ -634,11 +643,10 @@ impl ServerRelease for EtcdRelease {
         self.session.life.holds().remove(self.registration);
         let session = &self.session;
         let fenced_delete = || fenced_delete(&self.key, Some(self.revision), session.lease);
-        let released = if !session.markers.allowed() {
-            session.txn("release the lock", fenced_delete()).await
-        } else {
-            match session
-                .txn("release the lock", release_txn(&self.key, self.revision, &self.marker, session.lease))
+        let released = match self.marker.as_deref().filter(|_| session.markers.allowed()) {
+            None => session.txn("release the lock", fenced_delete()).await,
+            Some(marker) => match session
+                .txn("release the lock", release_txn(&self.key, self.revision, marker, session.lease))
                 .await
             {
                 Err(LockError::Unauthorized { reason, .. }) => {
@@ -646,7 +654,7 @@ impl ServerRelease for EtcdRelease {
                     session.txn("release the lock", fenced_delete()).await
                 }
                 other => other,
-            }
+            },
         };
         match released {
             Ok(_) => Ok(()),
@@ -688,7 +696,7 @@ mod tests {
         let own_key = format!("{queue_prefix}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
         let marker = session.config.release_marker(name.as_str(), &format!("{:x}", session.lease));
-        (Place { session, name, queue_prefix, key, revision, marker }, client, keys)
+        (Place { session, name, queue_prefix, key, revision, marker: Some(marker) }, client, keys)
     }
 
     /// On a real etcd: a waiter that saw its predecessor deleted takes itself for first without
@@ -760,19 +768,20 @@ mod tests {
     async fn release_markers_go_with_the_session() {
         let (place, client, _) = place_behind(&[]).await;
         let mut kv = client.kv_client();
+        let marker = marker_of(&place, &place.key).expect("our marker");
         let marker_exists = |kv: &mut etcd_client::KvClient| {
             let mut kv = kv.clone();
-            let marker = place.marker.clone();
+            let marker = marker.clone();
             async move { kv.get(marker, None).await.expect("read the marker").count() == 1 }
         };
         kv.delete(place.key.as_str(), None).await.expect("an operator deletes the holder's key");
-        kv.txn(release_txn(&place.key, place.revision, &place.marker, place.session.lease)).await.expect("release");
+        kv.txn(release_txn(&place.key, place.revision, &marker, place.session.lease)).await.expect("release");
         assert!(!marker_exists(&mut kv).await, "a release of a key already gone writes no marker");
 
         let (key, lease) = (place.key.as_str(), place.session.lease);
         let revision = kv.put(key, "", Some(PutOptions::new().with_lease(lease))).await.expect("queue again");
         let revision = revision.header().expect("header").revision();
-        kv.txn(release_txn(key, revision, &place.marker, lease)).await.expect("release");
+        kv.txn(release_txn(key, revision, &marker, lease)).await.expect("release");
         assert!(marker_exists(&mut kv).await, "the release wrote the marker");
         client.lease_client().revoke(lease).await.expect("end the session's lease");
         assert!(!marker_exists(&mut kv).await, "the marker went with the lease");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use distlock::DistributedLock;
 use distlock_core::conformance::{wait_for, wait_for_queue, Harness};
-use distlock_etcd::etcd_client::{Txn, TxnOp};
+use distlock_etcd::etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
 use distlock_tests::{scenarios, shared, EtcdCluster, EtcdHarness};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::{timeout, Instant};
@@ -99,6 +99,60 @@ async fn fence_makes_a_write_conditional_on_holding() {
     );
     newer.release().await.expect("release");
     client.delete(key, None).await.expect("cleanup");
+}
+
+/// A holder whose key was first from its creation releases with the fenced delete alone (two
+/// requests a lock, no release marker): every waiter behind it read it as the owner, and such
+/// a waiter is first on the key's deletion. A holder that waited writes its marker, for a
+/// waiter that read it as a waiter, and that waiter is served on it.
+#[tokio::test]
+async fn only_a_holder_that_waited_writes_a_release_marker() {
+    let h = harness().await;
+    let endpoints = &shared::etcd().await.endpoints;
+    let a = h.builder(endpoints).connect().await.expect("connect");
+    let (b, c, observer) = (h.client().await, h.client().await, h.client().await);
+    let mut admin = distlock_tests::etcd::connect(endpoints).await.expect("an admin client");
+    let markers_prefix = distlock_etcd::EtcdBackend::builder().prefix(h.prefix()).config().expect("config");
+    let markers_prefix = markers_prefix.release_marker_prefix();
+    let markers = || {
+        let (mut admin, prefix) = (admin.clone(), markers_prefix.clone());
+        async move {
+            let read = admin.get(prefix, Some(GetOptions::new().with_prefix().with_keys_only())).await;
+            let read = read.expect("read the markers");
+            read.kvs().iter().map(|kv| kv.key_str().unwrap_or("?").to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let queued = |n: usize| {
+        wait_for_queue(observer.as_ref(), "marked", BOUND, "the waiters to queue", move |i| i.waiters.len() == n)
+    };
+
+    let before = a.backend().requests();
+    a.lock("marked").await.expect("a locks, alone").release().await.expect("a releases");
+    assert_eq!(a.backend().requests() - before, 2, "a Txn to take the lock, a Txn to release it");
+    assert_eq!(markers().await, Vec::<String>::new(), "a was first from its creation: no marker");
+
+    let held = a.lock("marked").await.expect("a locks, alone");
+    let b_waits = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock("marked").await }
+    });
+    queued(1).await;
+    let c_waits = tokio::spawn({
+        let c = c.clone();
+        async move { c.lock("marked").await }
+    });
+    queued(2).await;
+    held.release().await.expect("a releases");
+    let b_holds = timeout(BOUND, b_waits).await.expect("b is served").expect("b's task").expect("b's lock");
+    assert_eq!(markers().await, Vec::<String>::new(), "a was first from its creation: no marker");
+
+    b_holds.release().await.expect("b releases");
+    let c_holds = timeout(BOUND, c_waits).await.expect("c is served").expect("c's task").expect("c's lock");
+    let written = markers().await;
+    assert_eq!(written.len(), 1, "b waited, so its release wrote its marker: {written:?}");
+    assert!(written[0].contains("/marked//"), "the marker names the lock: {written:?}");
+    c_holds.release().await.expect("c releases");
+    admin.delete(markers_prefix.as_str(), Some(DeleteOptions::new().with_prefix())).await.expect("cleanup");
 }
 
 #[tokio::test]
