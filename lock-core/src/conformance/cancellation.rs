@@ -51,6 +51,32 @@ pub async fn aborted_task_releases_its_guard(h: &dyn Harness) {
     g.release().await.expect("release");
 }
 
+/// Semantic 7c, for the release: a `release()` future dropped after its first poll (the server
+/// request sent, no answer yet) still completes. The waiter behind gets the lock, and the
+/// releasing client can take it again afterwards.
+pub async fn dropped_release_future_still_releases(h: &dyn Harness) {
+    let name = unique_name("dropped-release");
+    let (a, b) = (h.client().await, h.client().await);
+    let guard = a.lock(&name).await.expect("a lock");
+    let waiting = tokio::spawn({
+        let (b, name) = (b.clone(), name.clone());
+        async move { b.lock(&name).await }
+    });
+    wait_for_queue(a.as_ref(), &name, PROMPTLY, "b to queue behind a", |i| i.waiters.len() == 1).await;
+    let mut release = Box::pin(guard.release());
+    tokio::select! {
+        biased;
+        released = &mut release => released.expect("a release done in its first poll"),
+        () = std::future::ready(()) => {}
+    }
+    drop(release);
+    let served = within(PROMPTLY, "b is served after a's release future was dropped", waiting).await;
+    let g = served.expect("b's task").expect("b lock");
+    g.release().await.expect("b releases");
+    let again = within(PROMPTLY, "a locks again", a.lock(&name)).await.expect("a locks again");
+    again.release().await.expect("a releases");
+}
+
 /// Semantic 7d: Waiters whose timeouts expire around the moment of a hand-off either get the lock (and
 /// release it) or leave nothing behind: afterwards the lock is free.
 pub async fn cancellation_at_the_moment_of_grant_leaves_nothing(h: &dyn Harness) {

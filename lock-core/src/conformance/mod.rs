@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             dropped_lock_future_leaves_nothing,
             dropped_guard_releases_in_background,
             aborted_task_releases_its_guard,
+            dropped_release_future_still_releases,
             cancellation_at_the_moment_of_grant_leaves_nothing,
             lost_reply_leaves_one_entry_per_waiter,
             guard_moves_between_tasks,
