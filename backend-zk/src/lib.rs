@@ -40,7 +40,6 @@
 //! ```
 
 mod config;
-mod contention;
 mod errors;
 mod recipe;
 mod session;

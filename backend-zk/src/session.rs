@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::{retry_request, LockError, PendingCleanups, ReleaseRecords, RetryPolicy, SessionLife};
+use distlock_core::{
+    retry_request, LockError, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife,
+};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use zookeeper_client::{Client, SessionState as ZkState};
 
 use crate::config::ZkConfig;
-use crate::contention::RecentContention;
 use crate::errors::{classify, request_error};
 
 /// A session: one `zookeeper-client` connection and what the client knows about it.
