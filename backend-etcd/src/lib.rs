@@ -277,7 +277,7 @@ impl LockBackend for EtcdBackend {
         let prefix = self.config.lock_prefix(name.as_str());
         let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
         let response = session
-            .request("read the lock queue", |mut c| {
+            .request("read the lock queue", &session.kv, |mut c| {
                 let (prefix, options) = (prefix.clone(), options.clone());
                 async move { c.get(prefix, Some(options)).await }
             })

@@ -174,15 +174,27 @@ pub(crate) struct Queued {
 }
 
 /// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
-/// ours (the predecessor, whether it is the owner, how many are ahead).
+/// ours (the predecessor, whether it is the owner, how many are ahead). Where the session last
+/// found the queue empty, a cheaper Txn goes first (see [`queue_alone`]).
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);
     session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
+    let lease = session.lease;
+
+    if !session.contention.met_others(&queue_prefix) {
+        if let Some(revision) = queue_alone(&session, &queue_prefix, &key).await? {
+            cleanup.revision = Some(revision);
+            // First from its creation: no marker to write (see the module's comment).
+            let place =
+                Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker: None };
+            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
+        }
+        tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
+    }
 
     // One Txn: create our key if absent, and read the owner and the key just below ours.
-    let lease = session.lease;
     let enqueue = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([
@@ -203,6 +215,13 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     let response = session.txn("queue for the lock", enqueue).await?;
     let read_at = revision_of(&response);
     let ops = response.op_responses();
+    if response.succeeded() {
+        // Alone if the range holds our key only, as [`queue_alone`] asks: keys of locks named
+        // below this one count, so that a range they share does not make every other acquire
+        // cost two Txns.
+        let range_alone = matches!(ops.get(1), Some(TxnOpResponse::Get(get)) if get.kvs().len() == 1 && !get.more());
+        session.contention.record(&queue_prefix, range_alone);
+    }
     let (revision, owner, predecessor) = if response.succeeded() {
         match queue_keys(&queue_prefix, ops.get(1)) {
             Some(queue) => {
@@ -245,6 +264,38 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         }
     }
     Ok(queued)
+}
+
+/// Creates our key only if the lock's whole key range is empty (and our key absent): one Txn of
+/// two compares and a put, cheaper for the server than the queuing Txn's read.
+/// `Some(revision)`: our key, created first in the queue, so first from its creation.
+/// `None`: nothing written (others are queued, a lock named below this one has keys in the
+/// range, or an earlier attempt of this very request created our key): the caller queues with
+/// the read.
+async fn queue_alone(session: &EtcdSession, queue_prefix: &str, key: &str) -> Result<Option<i64>, LockError> {
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(key, CompareOp::Equal, 0),
+            // Over a range: every key in it has create revision 0, so none exists.
+            Compare::create_revision(queue_prefix, CompareOp::Equal, 0).with_range(range_end(queue_prefix)),
+        ])
+        .and_then([TxnOp::put(key, "", Some(PutOptions::new().with_lease(session.lease)))]);
+    let response = session.txn("queue for the lock", txn).await?;
+    Ok(response.succeeded().then(|| revision_of(&response)))
+}
+
+/// The end of the key range of every key starting with `prefix` (what etcd's `WithPrefix` sends):
+/// the prefix with its last byte below 0xff incremented and what follows it dropped; all 0xff
+/// (or empty): `\0`, the end of the keyspace.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 impl Queued {
@@ -575,7 +626,7 @@ async fn watch_own_key(
                 WaitEnd::Happened { .. } => return,
                 WaitEnd::Compacted => {
                     // The history is gone: look at the key itself, then watch from now on.
-                    let read = session.request("read own key", |mut c| {
+                    let read = session.request("read own key", &session.kv, |mut c| {
                         let key = key.clone();
                         async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                     });
@@ -797,6 +848,54 @@ mod tests {
         assert_eq!(polls(opened + ms(65)), every_10_ms[6..], "a kept watch opened 65 ms ago: the polls left");
         assert_eq!(polls(opened + ms(100)), [], "a kept watch opened 100 ms ago is trusted");
         assert_eq!(unsynced_polls(None, opened).count(), 0, "a long queue does not poll");
+    }
+
+    #[test]
+    fn the_range_of_a_prefix_ends_past_its_last_key() {
+        assert_eq!(range_end("distlock/jobs/"), b"distlock/jobs0");
+        assert_eq!(range_end("a"), b"b");
+        // Prefix strings are UTF-8: a multi-byte last character has no 0xff byte.
+        assert_eq!(range_end("é"), [0xc3, 0xaa]);
+        assert_eq!(range_end(""), [0], "no prefix: the end of the keyspace");
+    }
+
+    /// On a real etcd: where the session found the queue empty, queuing asks with the cheaper
+    /// Txn, which writes nothing unless the lock's whole range is empty. A key anywhere in the
+    /// range (another holder, a lock named below this one) or our own key from an earlier
+    /// attempt leaves it unapplied.
+    #[tokio::test]
+    async fn queuing_alone_writes_only_into_an_empty_range() {
+        let (place, client, _) = place_behind(&[]).await;
+        let mut kv = client.kv_client();
+        let session = &place.session;
+        let fresh = format!("{}fresh", place.queue_prefix);
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &fresh).await.expect("queue"),
+            None,
+            "another key is in the range"
+        );
+        kv.delete(place.key.as_str(), None).await.expect("empty the queue");
+        let nested = format!("{}nightly/1", place.queue_prefix);
+        kv.put(nested.as_str(), "", None).await.expect("a lock named below this one");
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue"),
+            None,
+            "a nested lock's key"
+        );
+        kv.delete(nested.as_str(), None).await.expect("the nested lock is free");
+        let created = queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue").expect("created");
+        let ours = kv.get(place.key.as_str(), None).await.expect("read our key");
+        let ours = ours.kvs().first().expect("our key");
+        assert_eq!(
+            (ours.create_revision(), ours.lease()),
+            (created, session.lease),
+            "created at that revision, on our lease"
+        );
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue"),
+            None,
+            "a retry writes nothing"
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distlock_core::{retry_request, Attempt, LockError, PendingCleanups, ReleaseRecords, RetryPolicy, SessionLife};
-use etcd_client::Client;
+use distlock_core::{
+    retry_request, Attempt, LockError, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife,
+};
+use etcd_client::{Client, KvClient};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -21,6 +23,8 @@ use crate::watch_hub::WatchHub;
 /// A session: one lease and its keepalive.
 pub(crate) struct EtcdSession {
     pub(crate) client: Client,
+    /// The client's KV service alone: a request clones it, not the whole client.
+    pub(crate) kv: KvClient,
     pub(crate) config: Arc<EtcdConfig>,
     pub(crate) lease: i64,
     pub(crate) life: Arc<SessionLife>,
@@ -35,6 +39,9 @@ pub(crate) struct EtcdSession {
     /// Whether the server lets us write release markers (a role granted only the locks' own
     /// keys does not): without them, releases delete alone and wake-ups read the queue.
     pub(crate) markers: ReleaseRecords,
+    /// The lock queues where the session last met others: it reads the queue when it joins
+    /// them, and elsewhere first asks only whether the queue is empty.
+    pub(crate) contention: RecentContention,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -76,6 +83,7 @@ impl EtcdSession {
         life.renewed(sent);
         let session = Arc::new(EtcdSession {
             hub: WatchHub::new(client.clone()),
+            kv: client.kv_client(),
             client,
             config,
             lease: grant.id(),
@@ -84,6 +92,7 @@ impl EtcdSession {
             cleanups: PendingCleanups::default(),
             watches: WatchCache::default(),
             markers: ReleaseRecords::default(),
+            contention: RecentContention::default(),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(
@@ -106,12 +115,13 @@ impl EtcdSession {
     /// request may have been applied: callers make their requests idempotent) for up to three
     /// request timeouts, and never after the session ended. A "lease not found" answer ends the
     /// session and is reported as [`LockError::SessionExpired`].
-    pub(crate) async fn request<T, F, Fut>(&self, op: &str, mut attempt: F) -> Result<T, LockError>
+    /// Each attempt gets its own clone of `client` (one gRPC service client, cheap to clone).
+    pub(crate) async fn request<C, T, F, Fut>(&self, op: &str, client: &C, mut attempt: F) -> Result<T, LockError>
     where
-        F: FnMut(Client) -> Fut,
+        C: Clone,
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let endpoints = self.config.endpoints_label();
         let timeout = self.config.request_timeout;
         retry_request(
             &self.life,
@@ -124,15 +134,15 @@ impl EtcdSession {
                     self.life.expire();
                     LockError::SessionExpired { during: op.to_owned() }
                 }
-                Some(e) => request_error(op, &endpoints, e),
+                Some(e) => request_error(op, &self.config.endpoints_label(), e),
                 None => LockError::Unreachable {
-                    endpoints: endpoints.clone(),
+                    endpoints: self.config.endpoints_label(),
                     what: format!("{op} (no answer within {timeout:?})"),
                     source: None,
                 },
             },
             || self.count(),
-            || attempt(self.client.clone()),
+            || attempt(client.clone()),
             op,
         )
         .await
@@ -140,9 +150,9 @@ impl EtcdSession {
 
     /// One Txn through [`EtcdSession::request`].
     pub(crate) async fn txn(&self, op: &str, txn: etcd_client::Txn) -> Result<etcd_client::TxnResponse, LockError> {
-        self.request(op, |mut client| {
+        self.request(op, &self.kv, |mut kv| {
             let txn = txn.clone();
-            async move { client.txn(txn).await }
+            async move { kv.txn(txn).await }
         })
         .await
     }
@@ -151,7 +161,8 @@ impl EtcdSession {
     /// operator's delete?). An unanswered question counts as alive: the keepalive decides then.
     pub(crate) async fn lease_alive(&self) -> bool {
         let lease = self.lease;
-        match self.request("check the lease", |mut c| async move { c.lease_time_to_live(lease, None).await }).await {
+        let leases = self.client.lease_client();
+        match self.request("check the lease", &leases, |mut c| async move { c.time_to_live(lease, None).await }).await {
             Ok(response) => response.ttl() > 0,
             Err(LockError::SessionExpired { .. }) => false,
             Err(_) => true,

@@ -155,6 +155,40 @@ async fn only_a_holder_that_waited_writes_a_release_marker() {
     admin.delete(markers_prefix.as_str(), Some(DeleteOptions::new().with_prefix())).await.expect("cleanup");
 }
 
+/// Requests the session of `locks` sends to take `name` and to release it.
+async fn take_and_release(locks: &distlock_etcd::EtcdLocks, name: &str) -> (u64, u64) {
+    let before = locks.backend().requests();
+    let guard = locks.lock(name).await.expect("lock");
+    let taken = locks.backend().requests() - before;
+    guard.release().await.expect("release");
+    (taken, locks.backend().requests() - before - taken)
+}
+
+/// An uncontended lock costs etcd one Txn to take (it creates our key only if the lock's range
+/// is empty) and one to release. After meeting another holder, the session queues with the Txn
+/// that reads the queue, and goes back to the cheaper one once it finds itself alone again.
+#[tokio::test]
+async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
+    let h = harness().await;
+    let endpoints = &shared::etcd().await.endpoints;
+    let (ours, other) = (h.builder(endpoints).connect().await.expect("connect"), h.client().await);
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "take and release, alone");
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "again");
+
+    let held = other.lock("cheap").await.expect("the other session holds");
+    let before = ours.backend().requests();
+    assert!(ours.try_lock("cheap").await.expect("try_lock").is_none());
+    assert_eq!(ours.backend().requests() - before, 3, "the empty-range Txn, the reading one, then leaving the queue");
+    held.release().await.expect("release");
+
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "met others last time: the reading Txn right away");
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "alone last time: the empty-range Txn again");
+    let nested = other.lock("cheap/nightly").await.expect("a lock named below this one");
+    assert_eq!(take_and_release(&ours, "cheap").await, (2, 1), "its key is in the range: the reading Txn follows");
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "and goes first while the range is shared");
+    nested.release().await.expect("release");
+}
+
 #[tokio::test]
 async fn killed_holder_process_hands_off_within_ttl_plus_one_second() {
     let h = harness().await;
