@@ -8,8 +8,9 @@
 //!     [--warmup SECONDS] [--runtime multi-thread|current-thread] [--report docs/BENCHMARKS.md]
 //! ```
 //!
-//! Workloads: `floor`, `w1` (uncontended; run in `--rounds` alternating rounds with the floor,
-//! and the round with the median floor ratio is printed, with every round's ratio), `w2`
+//! Workloads: `floor`, `w1` (uncontended; run in `--rounds` rounds, each with half the floor's
+//! cycles before W1's and half after, and the round with the median floor ratio is printed,
+//! with every round's ratio), `w2`
 //! (contended; with `--pause-ms` above 0, also 8 clients pausing at random after each release),
 //! `w3` (independent), `w4` (scale: waiters queued on one lock, and one session holding many
 //! locks), `w5` (local queue); none named means all. Servers: a single node of each backend
@@ -39,7 +40,7 @@ struct Args {
     etcd: Option<String>,
     zk: Option<String>,
     cycles: usize,
-    /// Alternating rounds of the floor and W1 (the machine's speed drifts between minutes).
+    /// Rounds of the floor and W1, the floor's cycles split around W1's (the machine's speed drifts).
     rounds: usize,
     seconds: f64,
     clients: Vec<usize>,
@@ -185,9 +186,8 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     if wants("floor") || wants("w1") {
         let mut rounds = Vec::new();
         for _ in 0..args.rounds {
-            let (floor, line) = workloads::floor(&target, args.cycles.min(1000)).await?;
-            let w1 = if wants("w1") { Some(workloads::uncontended(&target, args.cycles, &floor).await?) } else { None };
-            rounds.push((line, w1));
+            let w1_cycles = wants("w1").then_some(args.cycles);
+            rounds.push(workloads::floor_round(&target, args.cycles.min(1000), w1_cycles).await?);
         }
         for line in workloads::median_round(rounds) {
             emit(lines, line);

@@ -89,9 +89,9 @@ pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) ->
     let _ = writeln!(out, "## Raw floor and W1: one client, one lock, acquire + release\n");
     let _ = writeln!(
         out,
-        "The floor and W1 run in alternating rounds (`--rounds`), since this machine's speed drifts from \
-         minute to minute; both tables show the round whose floor ratio is the median, and the last columns \
-         every round's ratio and rate, in the order run.\n"
+        "The floor and W1 run in rounds (`--rounds`), each with half the floor's cycles before W1's and half \
+         after, since this machine's speed drifts from second to second; both tables show the round whose \
+         floor ratio is the median, and the last columns every round's ratio and rate, in the order run.\n"
     );
     table(
         &mut out,

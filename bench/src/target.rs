@@ -119,10 +119,38 @@ impl Snapshot {
 /// The raw floor: one bare write of a key and its delete, in a loop.
 #[derive(Debug, Clone)]
 pub struct Floor {
-    pub cycles_per_s: f64,
-    pub cycle_p50_ms: f64,
-    /// The client's CPU time per cycle: what the bare client library costs.
-    pub client_cpu_us_per_cycle: f64,
+    cycles: usize,
+    elapsed: Duration,
+    latencies: Latencies,
+    /// The client's CPU time: what the bare client library costs.
+    client_cpu: Duration,
+}
+
+impl Floor {
+    /// Two runs of the floor as one.
+    pub fn and(mut self, other: Floor) -> Floor {
+        self.cycles += other.cycles;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.client_cpu += other.client_cpu;
+        self
+    }
+
+    pub fn cycles(&self) -> usize {
+        self.cycles
+    }
+
+    pub fn cycles_per_s(&self) -> f64 {
+        self.cycles as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn cycle_p50_ms(&self) -> f64 {
+        self.latencies.percentile_ms(50.0)
+    }
+
+    pub fn client_cpu_us_per_cycle(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.cycles as f64
+    }
 }
 
 impl Target {
@@ -289,11 +317,6 @@ impl Target {
                 }
             }
         }
-        let (elapsed, cpu) = (started.elapsed(), own_cpu() - cpu);
-        Ok(Floor {
-            cycles_per_s: cycles as f64 / elapsed.as_secs_f64(),
-            cycle_p50_ms: latencies.percentile_ms(50.0),
-            client_cpu_us_per_cycle: cpu.as_secs_f64() * 1e6 / cycles as f64,
-        })
+        Ok(Floor { cycles, elapsed: started.elapsed(), latencies, client_cpu: own_cpu() - cpu })
     }
 }

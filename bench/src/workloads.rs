@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::stats::{own_cpu, own_rss_bytes, Latencies};
-use crate::target::{BenchClient, Floor, Kind, Target};
+use crate::target::{BenchClient, Kind, Target};
 
 type Result<T> = std::io::Result<T>;
 
@@ -36,25 +36,44 @@ fn per(by_method: &std::collections::BTreeMap<String, f64>, n: f64) -> Value {
     by_method.iter().map(|(m, v)| (m.clone(), json!(round2(v / n)))).collect::<serde_json::Map<_, _>>().into()
 }
 
-/// The raw floor as its own line.
-pub async fn floor(target: &Target, cycles: usize) -> Result<(Floor, Value)> {
+/// One round of the raw floor and, if `w1_cycles`, of W1: the floor's cycles are split in two
+/// halves run before and after W1's, so the machine's drift during the round weighs on both
+/// alike. The floor's line, and W1's with the round's floor ratio.
+pub async fn floor_round(
+    target: &Target,
+    floor_cycles: usize,
+    w1_cycles: Option<usize>,
+) -> Result<(Value, Option<Value>)> {
     let before = target.snapshot().await?;
-    let floor = target.raw_floor(cycles).await?;
-    let server_cpu = target.snapshot().await?.since(&before).server_cpu;
+    let first = target.raw_floor(floor_cycles.div_ceil(2)).await?;
+    let first_cpu = target.snapshot().await?.since(&before).server_cpu;
+    let mut w1 = match w1_cycles {
+        Some(cycles) => Some(uncontended(target, cycles).await?),
+        None => None,
+    };
+    let before = target.snapshot().await?;
+    let floor = first.and(target.raw_floor(floor_cycles / 2).await?);
+    let server_cpu = first_cpu.zip(target.snapshot().await?.since(&before).server_cpu).map(|(a, b)| a + b);
     let what = match target.kind {
         Kind::Etcd => "bare put + delete of one key",
         Kind::Zk => "bare create + delete of one znode",
     };
+    let (cycles, rate) = (floor.cycles(), floor.cycles_per_s());
     let line = json!({
         "workload": "floor", "backend": target.kind.label(), "what": what, "cycles": cycles,
-        "cycles_per_s": floor.cycles_per_s.round(), "cycle_p50_ms": round2(floor.cycle_p50_ms),
-        "server_requests_per_cycle": 2, "client_cpu_us_per_cycle": round2(floor.client_cpu_us_per_cycle),
+        "cycles_per_s": rate.round(), "cycle_p50_ms": round2(floor.cycle_p50_ms()),
+        "server_requests_per_cycle": 2, "client_cpu_us_per_cycle": round2(floor.client_cpu_us_per_cycle()),
         "server_cpu_us_per_cycle": server_cpu.map(|c| micros(c, cycles as f64)),
     });
-    Ok((floor, line))
+    if let Some(w1) = w1.as_mut() {
+        let ops = w1["ops_per_s"].as_f64().unwrap_or(f64::NAN);
+        w1["floor_cycles_per_s"] = json!(rate.round());
+        w1["floor_ratio"] = json!(round2(rate / ops));
+    }
+    Ok((line, w1))
 }
 
-/// Of alternating rounds of the floor and W1, the round whose floor ratio is the median (the
+/// Of rounds of the floor and W1, the round whose floor ratio is the median (the
 /// lower middle one for an even count): its floor and W1 lines, the W1 line also listing every
 /// round's ratio and rate. Without W1, the floor line with the median rate.
 pub fn median_round(mut rounds: Vec<(Value, Option<Value>)>) -> Vec<Value> {
@@ -78,7 +97,7 @@ pub fn median_round(mut rounds: Vec<(Value, Option<Value>)>) -> Vec<Value> {
 }
 
 /// W1: one client acquires and releases one lock `cycles` times.
-pub async fn uncontended(target: &Target, cycles: usize, floor: &Floor) -> Result<Value> {
+async fn uncontended(target: &Target, cycles: usize) -> Result<Value> {
     let client = target.client("bench-w1").await?;
     // The first cycle makes what a long-lived lock has (ZooKeeper's lock directory).
     client.locks.lock("w1").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
@@ -110,8 +129,6 @@ pub async fn uncontended(target: &Target, cycles: usize, floor: &Floor) -> Resul
         "server_requests_per_cycle": round2(target.lock_requests(&d, idle) / n),
         "client_requests_per_cycle": round2((client.requests() - counted) as f64 / n),
         "by_method_per_cycle": per(&d.by_method, n),
-        "floor_cycles_per_s": floor.cycles_per_s.round(),
-        "floor_ratio": round2(floor.cycles_per_s / ops),
         "client_cpu_us_per_op": micros(cpu, n),
         "server_cpu_us_per_op": d.server_cpu.map(|c| micros(c, n)),
     }))
