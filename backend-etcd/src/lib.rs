@@ -6,11 +6,15 @@
 //! other with distlock on the same name.
 //!
 //! - **Acquire**: one Txn creates our key if absent and reads the owner and the key just below
-//!   ours. Uncontended, a lock costs two requests: that Txn and the release's.
-//! - **Release**: one Txn deletes our key if it still has our create revision and, at the same
-//!   revision, writes our release marker for the lock, `<prefix>//released/<name>//<lease-id
-//!   hex>` (on our lease; the empty path segment keeps it out of every lock's queue, so Go's
-//!   Mutex never sees it).
+//!   ours. Where the session last found the lock's queue empty, a cheaper Txn goes first: it
+//!   creates our key only if the lock's whole key range is empty, with no read, and makes us the
+//!   holder (found others, the reading Txn follows). Uncontended, a lock costs two requests:
+//!   that Txn and the release's.
+//! - **Release**: one Txn deletes our key if it still has our create revision. A holder that
+//!   waited also writes, at the same revision, its release marker for the lock,
+//!   `<prefix>//released/<name>//<lease-id hex>` (on our lease; the empty path segment keeps it
+//!   out of every lock's queue, so Go's Mutex never sees it). A holder first from its key's
+//!   creation writes none: every waiter behind it read it as the owner.
 //! - **Wait**: each waiter watches its predecessor's key and that key's release marker. A write
 //!   of the marker after the key's creation is the holder's release: we are first the moment we
 //!   hear it, with no request, whatever the length of the queue, so a hand-off costs the
