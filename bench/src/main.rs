@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
-//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--rounds 3] [--seconds 5]
+//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--rounds 5] [--seconds 5]
 //!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--runtime multi-thread|current-thread] [--report docs/BENCHMARKS.md]
 //! ```
@@ -91,7 +91,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         etcd: None,
         zk: None,
         cycles: 1000,
-        rounds: 3,
+        rounds: 5,
         seconds: 5.0,
         clients: vec![2, 8, 32],
         waiters: vec![1, 10, 100, 1000],
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(args("").unwrap().workloads.len(), WORKLOADS.len());
         assert_eq!(args("--warmup 0").unwrap().warmup, Some(0.0));
         assert_eq!(args("w1").unwrap().warmup, None);
-        assert_eq!((args("w1").unwrap().rounds, args("w1 --rounds 5").unwrap().rounds), (3, 5));
+        assert_eq!((args("w1").unwrap().rounds, args("w1 --rounds 7").unwrap().rounds), (5, 7));
         assert_eq!(args("").unwrap().runtime, Runtime::MultiThread);
         assert_eq!(args("--runtime current-thread").unwrap().runtime, Runtime::CurrentThread);
         for bad in [
