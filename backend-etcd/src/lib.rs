@@ -6,10 +6,10 @@
 //! other with distlock on the same name.
 //!
 //! - **Acquire**: one Txn creates our key if absent and reads the owner and the key just below
-//!   ours. Where the session last found the lock's queue empty, a cheaper Txn goes first: it
-//!   creates our key only if the lock's whole key range is empty, with no read, and makes us the
-//!   holder (found others, the reading Txn follows). Uncontended, a lock costs two requests:
-//!   that Txn and the release's.
+//!   ours. Where the session has not met others in the lock's queue lately, a cheaper Txn goes
+//!   first: it creates our key only if the lock's whole key range is empty, with no read, and
+//!   makes us the holder (found others, the reading Txn follows). Uncontended, a lock costs two
+//!   requests: that Txn and the release's.
 //! - **Release**: one Txn deletes our key if it still has our create revision. A holder that
 //!   waited also writes, at the same revision, its release marker for the lock,
 //!   `<prefix>//released/<name>//<lease-id hex>` (on our lease; the empty path segment keeps it

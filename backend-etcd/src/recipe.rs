@@ -174,8 +174,8 @@ pub(crate) struct Queued {
 }
 
 /// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
-/// ours (the predecessor, whether it is the owner, how many are ahead). Where the session last
-/// found the queue empty, a cheaper Txn goes first (see [`queue_alone`]).
+/// ours (the predecessor, whether it is the owner, how many are ahead). Where the session has
+/// not met others lately, a cheaper Txn goes first (see [`queue_alone`]).
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = format!("{queue_prefix}{:x}", session.lease);

@@ -39,7 +39,7 @@ pub(crate) struct EtcdSession {
     /// Whether the server lets us write release markers (a role granted only the locks' own
     /// keys does not): without them, releases delete alone and wake-ups read the queue.
     pub(crate) markers: ReleaseRecords,
-    /// The lock queues where the session last met others: it reads the queue when it joins
+    /// The lock queues where the session met others lately: it reads the queue when it joins
     /// them, and elsewhere first asks only whether the queue is empty.
     pub(crate) contention: RecentContention,
     keepalive: Mutex<Option<JoinHandle<()>>>,

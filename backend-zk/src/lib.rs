@@ -6,10 +6,10 @@
 //! path and a distlock service exclude each other.
 //!
 //! - **Acquire**: create our znode, list the directory; first by sequence number holds. Where
-//!   the session last found itself alone, the create is one multi that also writes the
+//!   the session has not met others lately, the create is one multi that also writes the
 //!   directory's data, and the directory's stat in its reply counts the children: one is ours
 //!   alone, and we hold without a listing. An uncontended lock then costs two requests, the
-//!   multi and the release, as the bare create + delete does. Where the session met others, the
+//!   multi and the release, as the bare create + delete does. Where the session met others lately, the
 //!   listing is sent right behind the create, without waiting for its reply: queuing is one
 //!   round trip either way.
 //! - **Release**: one multi deletes our znode and writes its name as the directory's data.

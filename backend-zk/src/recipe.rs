@@ -153,7 +153,7 @@ enum CreateAttempt {
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
 /// lost connection it looks for its own znode by uuid before creating again: never two.
 ///
-/// Where the session last found itself alone, the create asks whether it still is: one multi
+/// Where the session has not met others lately (see [`distlock_core::RecentContention`]), the create asks whether it still is: one multi
 /// creates our znode and writes the directory's data (empty, which names no znode), and the
 /// directory's stat in the reply counts its children. One child is ours alone: we are first,
 /// with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind

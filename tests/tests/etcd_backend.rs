@@ -166,23 +166,35 @@ async fn take_and_release(locks: &distlock_etcd::EtcdLocks, name: &str) -> (u64,
 
 /// An uncontended lock costs etcd one Txn to take (it creates our key only if the lock's range
 /// is empty) and one to release. After meeting another holder, the session queues with the Txn
-/// that reads the queue, and goes back to the cheaper one once it finds itself alone again.
+/// that reads the queue, until it has found itself alone there often enough in a row.
 #[tokio::test]
 async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     let h = harness().await;
     let endpoints = &shared::etcd().await.endpoints;
     let (ours, other) = (h.builder(endpoints).connect().await.expect("connect"), h.client().await);
+    // Requests of one try_lock while `other` holds "cheap".
+    let try_while_held = || async {
+        let held = other.lock("cheap").await.expect("the other session holds");
+        let before = ours.backend().requests();
+        assert!(ours.try_lock("cheap").await.expect("try_lock").is_none());
+        let sent = ours.backend().requests() - before;
+        held.release().await.expect("release");
+        sent
+    };
     assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "take and release, alone");
     assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "again");
+    assert_eq!(try_while_held().await, 3, "the empty-range Txn, the reading one, then leaving the queue");
 
-    let held = other.lock("cheap").await.expect("the other session holds");
-    let before = ours.backend().requests();
-    assert!(ours.try_lock("cheap").await.expect("try_lock").is_none());
-    assert_eq!(ours.backend().requests() - before, 3, "the empty-range Txn, the reading one, then leaving the queue");
-    held.release().await.expect("release");
+    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "met others lately: the reading Txn, alone");
+    assert_eq!(try_while_held().await, 2, "alone once is not enough: the reading Txn right away, then leaving");
+    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+        assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "the reading Txn, alone");
+    }
+    assert_eq!(try_while_held().await, 3, "alone often enough in a row: the empty-range Txn first again");
 
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "met others last time: the reading Txn right away");
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "alone last time: the empty-range Txn again");
+    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+        assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "the reading Txn, alone");
+    }
     let nested = other.lock("cheap/nightly").await.expect("a lock named below this one");
     assert_eq!(take_and_release(&ours, "cheap").await, (2, 1), "its key is in the range: the reading Txn follows");
     assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "and goes first while the range is shared");

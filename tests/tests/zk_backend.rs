@@ -177,7 +177,7 @@ async fn take_and_release(locks: &distlock_zk::ZkLocks) -> (u64, u64) {
 /// An uncontended lock costs ZooKeeper one request to take (a multi that creates our znode and
 /// whose reply says it is alone) and one to release. After meeting another holder, the session
 /// queues with the listing pipelined instead (two requests, still one round trip), and goes
-/// back to one request once it finds itself alone again.
+/// back to one request once it has found itself alone often enough in a row.
 #[tokio::test]
 async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     let h = harness().await;
@@ -197,6 +197,8 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     assert_eq!(ours.backend().requests() - before, 3, "the multi, then a listing, then leaving the queue");
     held.release().await.expect("release");
 
-    assert_eq!(take_and_release(&ours).await, (2, 1), "met others last time: a create with a pipelined listing");
-    assert_eq!(take_and_release(&ours).await, (1, 1), "alone last time: one request again");
+    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+        assert_eq!(take_and_release(&ours).await, (2, 1), "met others lately: a create with a pipelined listing");
+    }
+    assert_eq!(take_and_release(&ours).await, (1, 1), "alone often enough in a row: one request again");
 }
