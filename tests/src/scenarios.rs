@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
+use distlock_core::DistributedLock;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -102,4 +103,14 @@ pub async fn refused(url: &str, name: &str, says: &str) {
     assert!(matches!(err, distlock::LockError::Unauthorized { .. }), "{url}: {err:?}");
     assert!(!err.is_retryable(), "{url}: a refusal is final: {err}");
     assert!(err.to_string().contains(says), "{url}: the error says what to fix ({says}): {err}");
+}
+
+/// Requests one client sends to take `name` and to release it, as `requests` (the client's own
+/// count) reports them.
+pub async fn take_and_release(locks: &dyn DistributedLock, requests: impl Fn() -> u64, name: &str) -> (u64, u64) {
+    let before = requests();
+    let guard = locks.lock(name).await.expect("lock");
+    let taken = requests() - before;
+    guard.release().await.expect("release");
+    (taken, requests() - before - taken)
 }

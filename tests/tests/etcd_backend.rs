@@ -155,15 +155,6 @@ async fn only_a_holder_that_waited_writes_a_release_marker() {
     admin.delete(markers_prefix.as_str(), Some(DeleteOptions::new().with_prefix())).await.expect("cleanup");
 }
 
-/// Requests the session of `locks` sends to take `name` and to release it.
-async fn take_and_release(locks: &distlock_etcd::EtcdLocks, name: &str) -> (u64, u64) {
-    let before = locks.backend().requests();
-    let guard = locks.lock(name).await.expect("lock");
-    let taken = locks.backend().requests() - before;
-    guard.release().await.expect("release");
-    (taken, locks.backend().requests() - before - taken)
-}
-
 /// An uncontended lock costs etcd one Txn to take (it creates our key only if the lock's range
 /// is empty) and one to release. After meeting another holder, the session queues with the Txn
 /// that reads the queue, until it has found itself alone there often enough in a row.
@@ -172,6 +163,7 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     let h = harness().await;
     let endpoints = &shared::etcd().await.endpoints;
     let (ours, other) = (h.builder(endpoints).connect().await.expect("connect"), h.client().await);
+    let cheap = || scenarios::take_and_release(&ours, || ours.backend().requests(), "cheap");
     // Requests of one try_lock while `other` holds "cheap".
     let try_while_held = || async {
         let held = other.lock("cheap").await.expect("the other session holds");
@@ -181,23 +173,23 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
         held.release().await.expect("release");
         sent
     };
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "take and release, alone");
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "again");
+    assert_eq!(cheap().await, (1, 1), "take and release, alone");
+    assert_eq!(cheap().await, (1, 1), "again");
     assert_eq!(try_while_held().await, 3, "the empty-range Txn, the reading one, then leaving the queue");
 
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "met others lately: the reading Txn, alone");
+    assert_eq!(cheap().await, (1, 1), "met others lately: the reading Txn, alone");
     assert_eq!(try_while_held().await, 2, "alone once is not enough: the reading Txn right away, then leaving");
     for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
-        assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "the reading Txn, alone");
+        assert_eq!(cheap().await, (1, 1), "the reading Txn, alone");
     }
     assert_eq!(try_while_held().await, 3, "alone often enough in a row: the empty-range Txn first again");
 
     for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
-        assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "the reading Txn, alone");
+        assert_eq!(cheap().await, (1, 1), "the reading Txn, alone");
     }
     let nested = other.lock("cheap/nightly").await.expect("a lock named below this one");
-    assert_eq!(take_and_release(&ours, "cheap").await, (2, 1), "its key is in the range: the reading Txn follows");
-    assert_eq!(take_and_release(&ours, "cheap").await, (1, 1), "and goes first while the range is shared");
+    assert_eq!(cheap().await, (2, 1), "its key is in the range: the reading Txn follows");
+    assert_eq!(cheap().await, (1, 1), "and goes first while the range is shared");
     nested.release().await.expect("release");
 }
 

@@ -165,15 +165,6 @@ async fn under_a_digest_acl_the_user_locks_and_others_are_refused_clearly_and_fi
     assert_eq!(children, vec!["42".to_owned()], "the refused clients created nothing");
 }
 
-/// Requests the session of `locks` sends to take "cheap" and to release it.
-async fn take_and_release(locks: &distlock_zk::ZkLocks) -> (u64, u64) {
-    let before = locks.backend().requests();
-    let guard = locks.lock("cheap").await.expect("lock");
-    let taken = locks.backend().requests() - before;
-    guard.release().await.expect("release");
-    (taken, locks.backend().requests() - before - taken)
-}
-
 /// An uncontended lock costs ZooKeeper one request to take (a multi that creates our znode and
 /// whose reply says it is alone) and one to release. After meeting another holder, the session
 /// queues with the listing pipelined instead (two requests, still one round trip), and goes
@@ -184,12 +175,13 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     let hosts = shared::zookeeper().await.endpoints.clone();
     let ours = h.builder(&hosts).connect().await.expect("connect");
     let other = h.builder(&hosts).connect().await.expect("connect");
+    let cheap = || scenarios::take_and_release(&ours, || ours.backend().requests(), "cheap");
     // A persistent directory: a container one may be reaped between cycles, and then the next
     // lock costs two requests more (the refused create and the directory's).
     let dir = format!("{}/cheap", h.chroot());
     h.admin().mkdir(&dir, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await.expect("the lock directory");
-    assert_eq!(take_and_release(&ours).await, (1, 1), "take and release, alone");
-    assert_eq!(take_and_release(&ours).await, (1, 1), "again");
+    assert_eq!(cheap().await, (1, 1), "take and release, alone");
+    assert_eq!(cheap().await, (1, 1), "again");
 
     let held = other.lock("cheap").await.expect("the other session holds");
     let before = ours.backend().requests();
@@ -198,7 +190,7 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     held.release().await.expect("release");
 
     for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
-        assert_eq!(take_and_release(&ours).await, (2, 1), "met others lately: a create with a pipelined listing");
+        assert_eq!(cheap().await, (2, 1), "met others lately: a create with a pipelined listing");
     }
-    assert_eq!(take_and_release(&ours).await, (1, 1), "alone often enough in a row: one request again");
+    assert_eq!(cheap().await, (1, 1), "alone often enough in a row: one request again");
 }
