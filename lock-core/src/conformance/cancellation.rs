@@ -121,9 +121,9 @@ pub async fn lost_reply_leaves_one_entry_per_waiter(h: &dyn Harness) {
     assert!(info.waiters.is_empty(), "one entry for the holder, no duplicate: {info:?}");
 
     let (b, b_faults) = h.faulty_client().await;
-    // B meets the holder once first: where a session last found the queue empty, etcd's first
-    // request only asks whether it still is (and writes nothing when it is not), and the fault
-    // drops every reply until our entry exists. Having met others, B queues with its first
+    // B meets the holder once first: where a session has not met others lately, etcd's first
+    // request only asks whether the queue is empty (and writes nothing when it is not), and the
+    // fault drops every reply until our entry exists. Having met others, B queues with its first
     // request, and that request's reply is the one lost.
     assert!(b.try_lock(&name).await.expect("try_lock").is_none(), "a holds");
     b_faults.drop_next_reply().await;
