@@ -45,9 +45,9 @@ pub(crate) struct Place {
     pub(crate) queue_prefix: String,
     pub(crate) key: String,
     pub(crate) revision: i64,
-    /// Our release marker for this lock, if our release must write it: `None` when our key was
-    /// first from its creation (see the module's comment).
-    pub(crate) marker: Option<String>,
+    /// Whether our release must write our release marker ([`marker_of`] our key): not when our
+    /// key was first from its creation (see the module's comment).
+    pub(crate) writes_marker: bool,
 }
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -187,8 +187,14 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         if let Some(revision) = queue_alone(&session, &queue_prefix, &key).await? {
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
-            let place =
-                Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker: None };
+            let place = Place {
+                session: session.clone(),
+                name: name.clone(),
+                queue_prefix,
+                key,
+                revision,
+                writes_marker: false,
+            };
             return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
         }
         tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
@@ -251,9 +257,14 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     // Only the read of our key's own creation can show it was first from then on: a retry's
     // read comes later, when keys once below ours may have gone.
     let created_first = response.succeeded() && owner == Some(read_at);
-    let marker =
-        (!created_first).then(|| session.config.release_marker(name.as_str(), &format!("{:x}", session.lease)));
-    let place = Place { session: session.clone(), name: name.clone(), queue_prefix, key, revision, marker };
+    let place = Place {
+        session: session.clone(),
+        name: name.clone(),
+        queue_prefix,
+        key,
+        revision,
+        writes_marker: !created_first,
+    };
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
         // Neither known: keys of locks named below this one filled the read. One read of the
@@ -589,6 +600,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         loss.fire(LossReason::SessionExpired);
     }
     let released = CancellationToken::new();
+    let marker = if place.writes_marker { marker_of(&place, &place.key) } else { None };
     tokio::spawn(watch_own_key(
         place.session.clone(),
         place.key.clone(),
@@ -603,7 +615,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
             session: place.session,
             key: place.key,
             revision: place.revision,
-            marker: place.marker,
+            marker,
             registration,
             released,
         }),
@@ -746,8 +758,7 @@ mod tests {
         }
         let own_key = format!("{queue_prefix}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
-        let marker = session.config.release_marker(name.as_str(), &format!("{:x}", session.lease));
-        (Place { session, name, queue_prefix, key, revision, marker: Some(marker) }, client, keys)
+        (Place { session, name, queue_prefix, key, revision, writes_marker: true }, client, keys)
     }
 
     /// On a real etcd: a waiter that saw its predecessor deleted takes itself for first without
