@@ -153,10 +153,10 @@ enum CreateAttempt {
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
 /// lost connection it looks for its own znode by uuid before creating again: never two.
 ///
-/// Where the session has not met others lately (see [`distlock_core::RecentContention`]), the create asks whether it still is: one multi
-/// creates our znode and writes the directory's data (empty, which names no znode), and the
-/// directory's stat in the reply counts its children. One child is ours alone: we are first,
-/// with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind
+/// Where the session has not met others lately ([`distlock_core::RecentContention`]), the
+/// create asks whether it is alone: one multi creates our znode and writes the directory's data
+/// (empty, which names no znode), and the directory's stat in the reply counts its children. One
+/// child is ours alone: we are first, with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind
 /// the create, without waiting for its reply. ZooKeeper answers one session's requests in the
 /// order sent, so the listing already holds our znode, and queuing is one round trip.
 async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<Created, LockError> {
