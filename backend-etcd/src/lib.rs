@@ -61,8 +61,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, ServerHold, SessionSlot,
-    SessionState,
+    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, OnQueued, QueueEntry, ServerHold,
+    SessionSlot, SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
 
@@ -237,7 +237,7 @@ impl EtcdBackend {
     /// # }
     /// ```
     pub fn lock_key(&self, name: &LockName) -> String {
-        format!("{}{:x}", self.config.lock_prefix(name.as_str()), self.current().lease)
+        recipe::queue_key(&self.current(), name)
     }
 
     /// A `Compare` that holds only while `guard`'s hold is still the holder's key with its
@@ -266,8 +266,9 @@ impl EtcdBackend {
 
 #[async_trait]
 impl LockBackend for EtcdBackend {
-    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
+    async fn acquire(&self, name: &LockName, on_queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
         let queued = recipe::enqueue(self.live_session().await?, name).await?;
+        on_queued(queued.entry());
         Ok(recipe::grant(queued.wait_until_first().await?))
     }
 
@@ -286,20 +287,63 @@ impl LockBackend for EtcdBackend {
                 async move { c.get(prefix, Some(options)).await }
             })
             .await?;
-        let queue = response
-            .kvs()
-            .iter()
-            .filter(|kv| recipe::is_queue_key(&prefix, kv.key()))
-            .map(|kv| QueueEntry {
-                owner: kv.key_str().unwrap_or_default().to_owned(),
-                token: distlock_core::FencingToken::new(kv.create_revision() as u64),
-                since: None,
-            })
-            .collect();
+        let queue = response.kvs().iter().filter(|kv| recipe::is_queue_key(&prefix, kv.key())).map(listed).collect();
         Ok(LockInfo::from_queue(name.clone(), queue))
+    }
+
+    async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
+        let session = self.current();
+        let root = self.config.root();
+        let range = match under {
+            Some(dir) => self.config.lock_prefix(dir.as_str()),
+            None => root.clone(),
+        };
+        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let response = session
+            .request("read the lock queues", &session.kv, |mut c| {
+                let (range, options) = (range.clone(), options.clone());
+                async move { c.get(range, Some(options)).await }
+            })
+            .await?;
+        // Every queue key is <root><name>/<lease-id hex>; other keys (release markers, whose
+        // names have an empty segment, or foreign keys) name no lock and are skipped.
+        let mut queues: std::collections::BTreeMap<LockName, Vec<QueueEntry>> = Default::default();
+        for kv in response.kvs() {
+            let Some((name, lease)) =
+                kv.key_str().ok().and_then(|k| k.strip_prefix(&root)).and_then(|k| k.rsplit_once('/'))
+            else {
+                continue;
+            };
+            let is_lease = !lease.is_empty() && lease.len() <= 16 && lease.bytes().all(|b| b.is_ascii_hexdigit());
+            if let (true, Ok(name)) = (is_lease, LockName::new(name)) {
+                queues.entry(name).or_default().push(listed(kv));
+            }
+        }
+        Ok(queues.into_iter().map(|(name, queue)| LockInfo::from_queue(name, queue)).collect())
+    }
+
+    async fn settle(&self, name: &LockName) {
+        let session = self.current();
+        session.cleanups.wait(&recipe::queue_key(&session, name), &session.life).await;
+    }
+
+    async fn close(&self) -> Result<(), LockError> {
+        match self.session.close() {
+            Some(session) => session.revoke().await,
+            None => Ok(()),
+        }
     }
 
     fn session_state(&self) -> SessionState {
         self.current().life.state()
+    }
+}
+
+/// A queue key as `inspect` lists it: the key is the owner, its create revision the token.
+fn listed(kv: &etcd_client::KeyValue) -> QueueEntry {
+    QueueEntry {
+        owner: kv.key_str().unwrap_or_default().to_owned(),
+        token: distlock_core::FencingToken::new(kv.create_revision() as u64),
+        since: None,
     }
 }

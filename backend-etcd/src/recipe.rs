@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, ServerHold, ServerRelease};
+use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, QueueEntry, ServerHold, ServerRelease};
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
@@ -165,6 +165,11 @@ impl Drop for KeyCleanup {
     }
 }
 
+/// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`.
+pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
+    format!("{}{:x}", session.config.lock_prefix(name.as_str()), session.lease)
+}
+
 /// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
 pub(crate) struct Queued {
     place: Place,
@@ -178,7 +183,7 @@ pub(crate) struct Queued {
 /// not met others lately, a cheaper Txn goes first (see [`queue_alone`]).
 pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
     let queue_prefix = session.config.lock_prefix(name.as_str());
-    let key = format!("{queue_prefix}{:x}", session.lease);
+    let key = queue_key(&session, name);
     session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
     let lease = session.lease;
@@ -310,6 +315,11 @@ fn range_end(prefix: &str) -> Vec<u8> {
 }
 
 impl Queued {
+    /// Our key as `inspect` lists it.
+    pub(crate) fn entry(&self) -> QueueEntry {
+        QueueEntry { owner: self.place.key.clone(), token: FencingToken::new(self.place.revision as u64), since: None }
+    }
+
     fn is_first(&self) -> bool {
         self.owner == Some(self.place.revision)
     }

@@ -157,6 +157,29 @@ impl EtcdSession {
         .await
     }
 
+    /// Revokes the lease (the session's life already ended as closed): the server deletes every
+    /// key on it, ours in every queue and our release markers, in one request. A lease already
+    /// gone counts as revoked.
+    pub(crate) async fn revoke(&self) -> Result<(), LockError> {
+        let timeout = self.config.request_timeout;
+        let mut leases = self.client.lease_client();
+        self.count();
+        match tokio::time::timeout(timeout, leases.revoke(self.lease)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if is_lease_not_found(&e) => {}
+            Ok(Err(e)) => return Err(request_error("revoke the session's lease", &self.config.endpoints_label(), e)),
+            Err(_) => {
+                return Err(LockError::Unreachable {
+                    endpoints: self.config.endpoints_label(),
+                    what: format!("revoke the session's lease (no answer within {timeout:?}; it ends with its TTL)"),
+                    source: None,
+                })
+            }
+        }
+        tracing::info!(lease = format!("{:x}", self.lease), "etcd session closed: lease revoked");
+        Ok(())
+    }
+
     /// Asks the server whether the lease still lives (after our key vanished: expiry, or an
     /// operator's delete?). An unanswered question counts as alive: the keepalive decides then.
     pub(crate) async fn lease_alive(&self) -> bool {

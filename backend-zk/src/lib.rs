@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, ServerHold, SessionSlot, SessionState,
+    LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, OnQueued, ServerHold, SessionSlot, SessionState,
 };
 
 pub use config::{ZkBuilder, ZkConfig, DEFAULT_CHROOT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
@@ -151,8 +151,9 @@ impl ZkBackend {
 
 #[async_trait]
 impl LockBackend for ZkBackend {
-    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
+    async fn acquire(&self, name: &LockName, on_queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
         let queued = recipe::enqueue(self.live_session().await?, name).await?;
+        on_queued(queued.entry());
         Ok(recipe::grant(queued.wait_until_first().await?))
     }
 
@@ -163,6 +164,30 @@ impl LockBackend for ZkBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
         Ok(LockInfo::from_queue(name.clone(), recipe::inspect(&self.current(), name).await?))
+    }
+
+    async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
+        let top = match under {
+            Some(dir) => self.config.lock_dir(dir.as_str()),
+            None => match self.config.lock_dir("").trim_end_matches('/') {
+                "" => "/".to_owned(),
+                chroot => chroot.to_owned(),
+            },
+        };
+        let locks = recipe::inspect_all(&self.current(), &top).await?;
+        Ok(locks.into_iter().map(|(name, queue)| LockInfo::from_queue(name, queue)).collect())
+    }
+
+    async fn settle(&self, name: &LockName) {
+        let session = self.current();
+        session.cleanups.wait(&self.config.lock_dir(name.as_str()), &session.life).await;
+    }
+
+    async fn close(&self) -> Result<(), LockError> {
+        match self.session.close() {
+            Some(session) => session.close().await,
+            None => Ok(()),
+        }
     }
 
     fn session_state(&self) -> SessionState {

@@ -273,6 +273,12 @@ pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<
 }
 
 impl Queued {
+    /// Our znode as `inspect` lists it.
+    pub(crate) fn entry(&self) -> QueueEntry {
+        let name = self.place.path.rsplit_once('/').map_or(self.place.path.as_str(), |(_, name)| name);
+        QueueEntry { owner: name.to_owned(), token: FencingToken::new(self.place.czxid as u64), since: None }
+    }
+
     /// Our znode's place in the current listing (0 = first) and the queue itself. The first
     /// call uses the listing pipelined with the create.
     async fn position(&mut self) -> Result<(usize, Vec<String>), LockError> {
@@ -448,8 +454,32 @@ impl ServerRelease for ZkRelease {
 /// The queue of `name` with each znode's czxid and creation time.
 pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<QueueEntry>, LockError> {
     let dir = session.config.lock_dir(name.as_str());
+    entries(session, &dir, list(session, &dir).await?).await
+}
+
+/// The queues of every lock directory at `top` or below it, by name: one listing per directory,
+/// one stat per lock znode. Lock znodes are ephemeral and have no children, so every other child
+/// is a directory to descend into.
+pub(crate) async fn inspect_all(session: &ZkSession, top: &str) -> Result<Vec<(LockName, Vec<QueueEntry>)>, LockError> {
+    let root = session.config.lock_dir(""); // "<chroot>/"
+    let mut locks = Vec::new();
+    let mut dirs = vec![top.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let children = list(session, &dir).await?;
+        let (znodes, subdirs): (Vec<String>, Vec<String>) = children.into_iter().partition(|c| sequence(c).is_some());
+        dirs.extend(subdirs.iter().map(|child| format!("{}/{child}", dir.trim_end_matches('/'))));
+        let name = dir.strip_prefix(&root).map(LockName::new);
+        if let (false, Some(Ok(name))) = (znodes.is_empty(), name) {
+            locks.push((name, entries(session, &dir, znodes).await?));
+        }
+    }
+    Ok(locks)
+}
+
+/// The lock znodes among `children` of `dir` in queue order, as `inspect` lists them.
+async fn entries(session: &ZkSession, dir: &str, children: Vec<String>) -> Result<Vec<QueueEntry>, LockError> {
     let mut entries = Vec::new();
-    for child in queue_order(list(session, &dir).await?) {
+    for child in queue_order(children) {
         let path = format!("{dir}/{child}");
         let stat = session
             .request("read a lock znode", |client| {

@@ -12,7 +12,7 @@ use distlock_core::{
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use zookeeper_client::{Client, SessionState as ZkState};
+use zookeeper_client::{Client, Error as ZkError, SessionState as ZkState};
 
 use crate::config::ZkConfig;
 use crate::errors::{classify, request_error};
@@ -88,6 +88,49 @@ impl ZkSession {
             contention: RecentContention::default(),
             directory_data: ReleaseRecords::default(),
         }))
+    }
+
+    /// Ends the session on the server (its life already ended as closed), so its ephemeral
+    /// znodes, ours in every queue, are gone when this returns `Ok`. zookeeper-client sends the
+    /// session's closeSession only once every handle of its client is dropped, and our
+    /// background tasks may still hold some; so this takes the session over on a connection of
+    /// its own (the server moves a session to the newest connection that presents its id and
+    /// password) and closes it there, waiting for the server's answer.
+    pub(crate) async fn close(&self) -> Result<(), LockError> {
+        let hosts = self.config.hosts_label();
+        let bound = self.config.connect_timeout + (self.timeout / 3).min(Duration::from_secs(5));
+        let mut connector = Client::connector()
+            .with_session(self.client.session().clone())
+            .with_session_timeout(self.timeout)
+            .with_connection_timeout(self.config.connect_timeout);
+        if let Some((user, password)) = &self.config.digest {
+            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        }
+        self.count();
+        let closing = async {
+            let closer = match connector.connect(&hosts).await {
+                Ok(closer) => closer,
+                // Already over on the server: nothing of it is left.
+                Err(ZkError::SessionExpired) => return Ok(()),
+                Err(e) => return Err(request_error("close the session", &hosts, Some(e))),
+            };
+            let mut states = closer.state_watcher();
+            drop(closer); // the last handle: closeSession is sent
+            while !states.changed().await.is_terminated() {}
+            Ok(())
+        };
+        match tokio::time::timeout(bound, closing).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(LockError::Unreachable {
+                    endpoints: hosts,
+                    what: format!("close the session (no answer within {bound:?}; it ends with its timeout)"),
+                    source: None,
+                })
+            }
+        }
+        tracing::info!(session = ?self.client.session_id(), "zookeeper session closed");
+        Ok(())
     }
 
     /// Counts one request to the server.

@@ -4,7 +4,12 @@
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, LockError, LockInfo, LockName, LossSignal, SessionState};
+use crate::{FencingToken, LockError, LockInfo, LockName, LossSignal, QueueEntry, SessionState};
+
+/// What a backend calls the moment its entry is in the server's queue, with that entry (as
+/// [`LockBackend::inspect`] would list it): [`crate::LockClient`] turns it into the caller's
+/// [`crate::WaitProgress::Queued`].
+pub type OnQueued<'a> = &'a (dyn Fn(QueueEntry) + Send + Sync);
 
 /// A backend: a session with a lock server. [`crate::LockClient`] turns one into a
 /// [`crate::DistributedLock`].
@@ -14,28 +19,32 @@ use crate::{FencingToken, LockError, LockInfo, LockName, LossSignal, SessionStat
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use distlock_core::{LockBackend, LockError, LockInfo, LockName, ServerHold, SessionState};
+/// use distlock_core::{LockBackend, LockError, LockInfo, LockName, OnQueued, ServerHold, SessionState};
 ///
 /// /// A backend that refuses everything: the smallest possible implementation.
 /// struct Closed;
 ///
 /// #[async_trait]
 /// impl LockBackend for Closed {
-///     async fn acquire(&self, _: &LockName) -> Result<ServerHold, LockError> { Err(LockError::Closed) }
+///     async fn acquire(&self, _: &LockName, _: OnQueued<'_>) -> Result<ServerHold, LockError> { Err(LockError::Closed) }
 ///     async fn try_acquire(&self, _: &LockName) -> Result<Option<ServerHold>, LockError> { Err(LockError::Closed) }
 ///     async fn inspect(&self, _: &LockName) -> Result<LockInfo, LockError> { Err(LockError::Closed) }
-///     fn session_state(&self) -> SessionState { SessionState::Expired }
+///     async fn inspect_all(&self, _: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> { Err(LockError::Closed) }
+///     async fn close(&self) -> Result<(), LockError> { Ok(()) }
+///     fn session_state(&self) -> SessionState { SessionState::Closed }
 /// }
 /// let client = distlock_core::LockClient::new(Closed);
 /// ```
 #[async_trait]
 pub trait LockBackend: Send + Sync + 'static {
-    /// Takes a place in the server queue for `name` and waits until it is first.
+    /// Takes a place in the server queue for `name`, calls `queued` with it once the server has
+    /// it, and waits until it is first.
     ///
     /// # Cancel safety
     /// Must be cancel safe: if the future is dropped before it returns, the backend removes its
-    /// queue entry (in the background if it needs a request), so nobody is blocked by it.
-    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError>;
+    /// queue entry (in the background if it needs a request, registered so that
+    /// [`LockBackend::settle`] can wait for it), so nobody is blocked by it.
+    async fn acquire(&self, name: &LockName, queued: OnQueued<'_>) -> Result<ServerHold, LockError>;
 
     /// Like [`LockBackend::acquire`], but if someone else holds or waits for `name`, removes its
     /// own entry again and returns `Ok(None)`.
@@ -49,6 +58,33 @@ pub trait LockBackend: Send + Sync + 'static {
     /// # Cancel safety
     /// Must be cancel safe: it only reads.
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError>;
+
+    /// Reads every lock named `under` or below it (every lock with `None`) that has a holder or
+    /// waiters, each as [`LockBackend::inspect`] would, in any order.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: it only reads.
+    async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError>;
+
+    /// Waits until no background removal of this session's entry for `name` (left by a
+    /// cancelled acquire) is in flight, or the session has ended. Backends that remove such
+    /// entries synchronously keep the default, which returns at once.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: it only waits.
+    async fn settle(&self, name: &LockName) {
+        let _ = name;
+    }
+
+    /// Ends the session on the server and returns once the server confirmed it: every entry of
+    /// the session (holds, waiters, removals still in flight) is gone then. Before telling the
+    /// server, fires the loss of every hold ([`crate::LossReason::ClientClosed`]); afterwards
+    /// opens no new session. Called once, by [`crate::LockClient`]'s `close`.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: if dropped before the server answered, the session is still ended
+    /// on the client's side and ends on the server when its TTL runs out.
+    async fn close(&self) -> Result<(), LockError>;
 
     /// The state of the current session.
     fn session_state(&self) -> SessionState;

@@ -1,6 +1,6 @@
 //! `LockClient`: turns any [`LockBackend`] into a [`DistributedLock`]. Holds what every backend
-//! shares: name validation, the local FIFO queue per name (semantic 9), guards with background
-//! release, timeouts, and the acquire span.
+//! shares: name validation, the local FIFO queue per name, guards with background release,
+//! timeouts, wait progress, closing, and the acquire span.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::local_queue::LocalQueues;
-use crate::{DistributedLock, LockBackend, LockError, LockGuard, LockInfo, LockName, SessionState};
+use crate::{
+    DistributedLock, LockBackend, LockError, LockGuard, LockInfo, LockName, QueueEntry, SessionState, WaitProgress,
+};
 
 /// A [`DistributedLock`] on top of a backend. Backends' builders return one of these.
 ///
@@ -32,6 +35,8 @@ use crate::{DistributedLock, LockBackend, LockError, LockGuard, LockInfo, LockNa
 pub struct LockClient<B> {
     backend: Arc<B>,
     local: Arc<LocalQueues>,
+    /// Cancelled by `close`: new calls fail and waits end.
+    closed: CancellationToken,
 }
 
 impl<B: LockBackend> LockClient<B> {
@@ -45,7 +50,7 @@ impl<B: LockBackend> LockClient<B> {
     /// # drop(client); Ok(()) }
     /// ```
     pub fn new(backend: B) -> Self {
-        LockClient { backend: Arc::new(backend), local: Arc::default() }
+        LockClient { backend: Arc::new(backend), local: Arc::default(), closed: CancellationToken::new() }
     }
 
     /// The backend, for backend-specific operations (fault helpers, raw clients).
@@ -70,28 +75,121 @@ fn current_runtime() -> Result<Handle, LockError> {
     })
 }
 
-#[async_trait]
-impl<B: LockBackend> DistributedLock for LockClient<B> {
-    async fn lock(&self, name: &str) -> Result<LockGuard, LockError> {
-        let name = LockName::new(name)?;
+impl<B: LockBackend> LockClient<B> {
+    fn check_open(&self) -> Result<(), LockError> {
+        if self.closed.is_cancelled() {
+            return Err(LockError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The one acquire path: local queue, server queue, grant. `progress` gets the wait's steps
+    /// when given, at one queue read per `every`.
+    async fn acquire(
+        &self,
+        name: LockName,
+        progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
+    ) -> Result<LockGuard, LockError> {
+        self.check_open()?;
         let runtime = current_runtime()?;
         let span = tracing::info_span!("distlock.lock", lock = %name, token = tracing::field::Empty);
-        async {
+        let acquire = async {
             let started = Instant::now();
             tracing::debug!("queued locally");
             let turn = self.local.join(&name).turn().await;
             tracing::debug!("first in local queue: queuing on the server");
-            let hold = self.backend.acquire(&name).await?;
+            let (entry_tx, entry_rx) = tokio::sync::watch::channel(None::<QueueEntry>);
+            let report_entry = |entry: QueueEntry| {
+                tracing::debug!(owner = %entry.owner, token = entry.token.get(), "queued on the server");
+                if let Some((_, report)) = progress {
+                    report(WaitProgress::Queued { entry: entry.clone() });
+                }
+                entry_tx.send_replace(Some(entry));
+            };
+            let server = self.backend.acquire(&name, &report_entry);
+            let hold = match progress {
+                None => server.await?,
+                Some((every, report)) => {
+                    tokio::select! {
+                        hold = server => hold?,
+                        never = self.report_waiting(&name, entry_rx, every, report) => match never {},
+                    }
+                }
+            };
             tracing::Span::current().record("token", hold.token.get());
             tracing::info!(lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "lock acquired");
             Ok(LockGuard::new(name.clone(), hold, turn, runtime))
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        tokio::select! {
+            // First: a wait that `close` ends also sees its session end, and must say Closed.
+            biased;
+            _ = self.closed.cancelled() => Err(LockError::Closed),
+            result = acquire => result,
+        }
+    }
+
+    /// Once our entry is queued, reads the queue and reports where it stands, every `every`,
+    /// for as long as the wait lasts (the caller drops it when the wait ends).
+    async fn report_waiting(
+        &self,
+        name: &LockName,
+        mut entry: tokio::sync::watch::Receiver<Option<QueueEntry>>,
+        every: Duration,
+        report: &(dyn Fn(WaitProgress) + Send + Sync),
+    ) -> std::convert::Infallible {
+        let owner = match entry.wait_for(Option::is_some).await {
+            Ok(entry) => entry.as_ref().map(|e| e.owner.clone()),
+            Err(_) => None,
+        };
+        let Some(owner) = owner else { return std::future::pending().await };
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+        loop {
+            ticks.tick().await;
+            match self.backend.inspect(name).await {
+                Ok(queue) => {
+                    if let Some(ahead) = queue.ahead_of(&owner) {
+                        report(WaitProgress::Waiting { queue, ahead });
+                    }
+                }
+                Err(error) => tracing::debug!(lock = %name, %error, "could not read the queue for progress"),
+            }
+        }
+    }
+}
+
+/// A prefix of lock names as `inspect_all` takes it: the lock directory it names (`None`: all)
+/// and whether only the locks strictly below it count (a trailing `/`).
+fn parse_prefix(prefix: &str) -> Result<(Option<LockName>, bool), LockError> {
+    if prefix.is_empty() {
+        return Ok((None, false));
+    }
+    let below_only = prefix.ends_with('/');
+    let dir = LockName::new(prefix.strip_suffix('/').unwrap_or(prefix)).map_err(|e| match e {
+        LockError::InvalidName { reason, .. } => LockError::InvalidName { name: prefix.to_owned(), reason },
+        other => other,
+    })?;
+    Ok((Some(dir), below_only))
+}
+
+#[async_trait]
+impl<B: LockBackend> DistributedLock for LockClient<B> {
+    async fn lock(&self, name: &str) -> Result<LockGuard, LockError> {
+        self.acquire(LockName::new(name)?, None).await
+    }
+
+    async fn lock_with_progress(
+        &self,
+        name: &str,
+        every: Duration,
+        progress: &(dyn Fn(WaitProgress) + Send + Sync),
+    ) -> Result<LockGuard, LockError> {
+        self.acquire(LockName::new(name)?, Some((every, progress))).await
     }
 
     async fn try_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError> {
         let name = LockName::new(name)?;
+        self.check_open()?;
         let runtime = current_runtime()?;
         let span = tracing::info_span!("distlock.try_lock", lock = %name, token = tracing::field::Empty);
         async {
@@ -117,11 +215,13 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
 
     async fn lock_timeout(&self, name: &str, timeout: Duration) -> Result<Option<LockGuard>, LockError> {
         // Validate first, so a bad name is an error and not a timeout.
-        LockName::new(name)?;
-        match tokio::time::timeout(timeout, self.lock(name)).await {
+        let name = LockName::new(name)?;
+        match tokio::time::timeout(timeout, self.acquire(name.clone(), None)).await {
             Ok(result) => result.map(Some),
             Err(_) => {
-                tracing::debug!(lock = name, timeout_ms = timeout.as_millis() as u64, "lock not granted in time");
+                // The dropped wait's entry is being removed in the background: wait for it.
+                self.backend.settle(&name).await;
+                tracing::debug!(lock = %name, timeout_ms = timeout.as_millis() as u64, "lock not granted in time; the wait's entry is gone");
                 Ok(None)
             }
         }
@@ -129,10 +229,55 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
 
     async fn inspect(&self, name: &str) -> Result<LockInfo, LockError> {
         let name = LockName::new(name)?;
+        self.check_open()?;
         self.backend.inspect(&name).await
     }
 
+    async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError> {
+        let (dir, below_only) = parse_prefix(prefix)?;
+        self.check_open()?;
+        let mut locks = self.backend.inspect_all(dir.as_ref()).await?;
+        locks.retain(|info| match &dir {
+            None => !info.is_free(),
+            Some(dir) => {
+                let below = info.name.as_str().strip_prefix(dir.as_str()).is_some_and(|rest| rest.starts_with('/'));
+                !info.is_free() && (below || (!below_only && info.name == *dir))
+            }
+        });
+        locks.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        Ok(locks)
+    }
+
     fn session_state(&self) -> SessionState {
+        if self.closed.is_cancelled() {
+            return SessionState::Closed;
+        }
         self.backend.session_state()
+    }
+
+    async fn close(&self) -> Result<(), LockError> {
+        if self.closed.is_cancelled() {
+            return Ok(());
+        }
+        self.closed.cancel();
+        tracing::info!("closing the lock client: ending its session on the server");
+        self.backend.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_name_a_lock_directory() {
+        let dir = |s: &str| Some(LockName::new(s).unwrap());
+        for (prefix, expected) in [("", (None, false)), ("jobs", (dir("jobs"), false)), ("jobs/", (dir("jobs"), true))]
+        {
+            assert_eq!(parse_prefix(prefix).unwrap(), expected, "{prefix:?}");
+        }
+        for bad in ["/", "jobs//", "../x", "a\0b"] {
+            assert!(matches!(parse_prefix(bad), Err(LockError::InvalidName { .. })), "{bad:?}");
+        }
     }
 }

@@ -248,8 +248,10 @@ impl Hold {
         let pending = self.release.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         let PendingRelease { server, local_turn, runtime } = pending;
         let (name, token, held_for) = (self.name.clone(), self.token, self.acquired_at.elapsed());
+        // A closed client's session is over on the server, and its entries with it.
+        let closed = self.loss.reason() == Some(LossReason::ClientClosed);
         Some(runtime.spawn(async move {
-            let result = server.release().await;
+            let result = if closed { Ok(()) } else { server.release().await };
             // Only now may the next task of this client queue on the server (its key would
             // otherwise be the one being deleted).
             drop(local_turn);

@@ -51,6 +51,22 @@ impl LockInfo {
         self.holder.is_none() && self.waiters.is_empty()
     }
 
+    /// How many entries are ahead of the entry of `owner` (the holder included): `Some(0)` for the
+    /// holder, `None` if `owner` is not in the queue.
+    ///
+    /// ```
+    /// use distlock_core::{FencingToken, LockInfo, LockName, QueueEntry};
+    /// let e = |t| QueueEntry { owner: format!("s{t}"), token: FencingToken::new(t), since: None };
+    /// let info = LockInfo::from_queue(LockName::new("a")?, vec![e(1), e(2), e(3)]);
+    /// assert_eq!(info.ahead_of("s3"), Some(2));
+    /// assert_eq!(info.ahead_of("s1"), Some(0));
+    /// assert_eq!(info.ahead_of("s9"), None);
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn ahead_of(&self, owner: &str) -> Option<usize> {
+        self.holder.iter().chain(&self.waiters).position(|e| e.owner == owner)
+    }
+
     /// Builds the info from entries in queue order: the first holds, the rest wait.
     ///
     /// ```

@@ -34,6 +34,7 @@ mod lock_url;
 mod loss;
 mod name;
 mod pending_cleanups;
+mod progress;
 mod recent_contention;
 mod release_records;
 mod retry;
@@ -48,7 +49,7 @@ pub mod mem;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use backend::{LockBackend, ServerHold, ServerRelease};
+pub use backend::{LockBackend, OnQueued, ServerHold, ServerRelease};
 pub use client::LockClient;
 pub use error::{BoxError, LockError};
 pub use guard::LockGuard;
@@ -60,6 +61,7 @@ pub use lock_url::{HostPort, LockUrl};
 pub use loss::{LossReason, LossSignal};
 pub use name::{LockName, MAX_NAME_LEN};
 pub use pending_cleanups::{Cleanup, PendingCleanups};
+pub use progress::WaitProgress;
 pub use recent_contention::RecentContention;
 pub use release_records::ReleaseRecords;
 pub use retry::{retry_request, Attempt, RetryPolicy};

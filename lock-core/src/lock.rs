@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, LockError, LockGuard, LockInfo, SessionState};
+use crate::{FencingToken, LockError, LockGuard, LockInfo, SessionState, WaitProgress};
 
 /// A client of a lock service: one session, any number of named locks.
 ///
@@ -36,14 +36,48 @@ pub trait DistributedLock: Send + Sync {
     /// granted at the moment of cancellation, it is released again.
     async fn lock(&self, name: &str) -> Result<LockGuard, LockError>;
 
-    /// Takes the lock only if nobody else holds or waits for it: `Ok(None)` otherwise.
+    /// [`DistributedLock::lock`], reporting the wait to `progress`: [`WaitProgress::Queued`] the
+    /// moment this caller's entry is in the server's queue (after any tasks of this client
+    /// that wait for the same name), then [`WaitProgress::Waiting`] with the queue as read right
+    /// after and every `every` while it waits (one read each). A lock granted at once may
+    /// report only `Queued`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use std::time::Duration;
+    /// use distlock_core::{DistributedLock, WaitProgress, mem::MemLocks};
+    ///
+    /// let locks = MemLocks::connect_default()?;
+    /// let guard = locks
+    ///     .lock_with_progress("jobs/a", Duration::from_secs(5), &|step| {
+    ///         if let WaitProgress::Queued { entry } = step {
+    ///             println!("in the queue, to hold with fencing token {}", entry.token);
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # drop(guard); Ok(()) }
+    /// ```
+    async fn lock_with_progress(
+        &self,
+        name: &str,
+        every: Duration,
+        progress: &(dyn Fn(WaitProgress) + Send + Sync),
+    ) -> Result<LockGuard, LockError>;
+
+    /// Takes the lock only if nobody else holds or waits for it: `Ok(None)` otherwise, and
+    /// then its entry is gone from the server when this returns.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`DistributedLock::lock`].
     async fn try_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError>;
 
-    /// Waits for the lock at most `timeout`: `Ok(None)` if it was not granted in time, and then
-    /// nothing of the wait is left on the server.
+    /// Waits for the lock at most `timeout`: `Ok(None)` if it was not granted in time, and
+    /// then nothing of the wait is left on the server when this returns (it waits for the
+    /// removal of its entry, which takes one request; if the server does not answer, until
+    /// the session's end removes it).
     ///
     /// # Cancel safety
     /// Cancel safe, as [`DistributedLock::lock`].
@@ -55,8 +89,58 @@ pub trait DistributedLock: Send + Sync {
     /// Cancel safe: it only reads.
     async fn inspect(&self, name: &str) -> Result<LockInfo, LockError>;
 
+    /// Every lock under `prefix` that is held or waited for, sorted by name: `""` for all locks
+    /// of the client's prefix or chroot, `"jobs"` for `jobs` and the locks below it, `"jobs/"`
+    /// for those below it only. For operators: it reads all of them (etcd: one range read;
+    /// ZooKeeper: one listing per directory).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, mem::{MemLocks, MemServer}};
+    ///
+    /// let locks = MemLocks::connect_to(&MemServer::new())?;
+    /// let a = locks.lock("jobs/a").await?;
+    /// let b = locks.lock("jobs/b/eu").await?;
+    /// let other = locks.lock("orders/1").await?;
+    /// let names: Vec<String> = locks.inspect_all("jobs/").await?.iter().map(|l| l.name.to_string()).collect();
+    /// assert_eq!(names, ["jobs/a", "jobs/b/eu"]);
+    /// # drop((a, b, other)); Ok(()) }
+    /// ```
+    async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError>;
+
     /// The state of the client's current session.
     fn session_state(&self) -> SessionState;
+
+    /// Shuts the client down and waits for the server to confirm it: every hold of the client
+    /// is released and every wait ends, in one request that ends the session (etcd: the
+    /// lease's revoke; ZooKeeper: the session's close), so nothing of this client is left on
+    /// the server when it returns `Ok`. Guards still held report [`LockGuard::lost`] with
+    /// [`crate::LossReason::ClientClosed`] before the server is told; waits in progress and
+    /// every later call fail with [`LockError::Closed`]. Closing twice is harmless.
+    ///
+    /// Like Curator's `close()` and etcd's `Session.Close()`: call it before the process exits,
+    /// since the release of a dropped guard runs in a background task that dies with the
+    /// runtime, and its entry would wait for the session's TTL.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the client is closed as soon as this is first polled; if the future is
+    /// dropped before the server answered, the session ends on the server when its TTL runs out.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, LockError, LossReason, mem::MemLocks};
+    ///
+    /// let locks = MemLocks::connect_default()?;
+    /// let guard = locks.lock("jobs/nightly").await?;
+    /// locks.close().await?;
+    /// assert_eq!(guard.lost().await, LossReason::ClientClosed);
+    /// assert!(matches!(locks.lock("jobs/nightly").await, Err(LockError::Closed)));
+    /// # Ok(()) }
+    /// ```
+    async fn close(&self) -> Result<(), LockError>;
 }
 
 /// Conveniences for every [`DistributedLock`], including `dyn DistributedLock`.

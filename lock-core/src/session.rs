@@ -23,6 +23,9 @@ pub enum SessionState {
     Suspended,
     /// The session is over: every lock it held is lost. Later calls start a new session.
     Expired,
+    /// The client was closed ([`crate::DistributedLock::close`]): its session is over on the
+    /// server and later calls fail with [`crate::LockError::Closed`].
+    Closed,
 }
 
 impl SessionState {
@@ -42,6 +45,7 @@ impl fmt::Display for SessionState {
             SessionState::Connected => "connected",
             SessionState::Suspended => "suspended",
             SessionState::Expired => "expired",
+            SessionState::Closed => "closed",
         })
     }
 }
@@ -83,7 +87,7 @@ impl SessionStateCell {
         *self.tx.borrow()
     }
 
-    /// Sets the state; `Expired` is final for this cell. Returns whether it changed.
+    /// Sets the state; `Expired` and `Closed` are final for this cell. Returns whether it changed.
     ///
     /// ```
     /// use distlock_core::{SessionState, SessionStateCell};
@@ -94,7 +98,7 @@ impl SessionStateCell {
     pub fn set(&self, state: SessionState) -> bool {
         let backend = self.backend;
         self.tx.send_if_modified(|current| {
-            if *current == state || *current == SessionState::Expired {
+            if *current == state || matches!(*current, SessionState::Expired | SessionState::Closed) {
                 return false;
             }
             match state {
@@ -103,6 +107,7 @@ impl SessionStateCell {
                     tracing::warn!(backend, "session suspended: not hearing from the server, held locks are in doubt")
                 }
                 SessionState::Expired => tracing::warn!(backend, "session expired: held locks are lost"),
+                SessionState::Closed => tracing::info!(backend, "session closed by the client"),
             }
             *current = state;
             true

@@ -132,6 +132,27 @@ impl SessionLife {
         self.holds.fire_all(LossReason::SessionExpired);
     }
 
+    /// The client is closing the session: every hold is lost (fired before the server is told,
+    /// so no holder writes after the server may hand its locks on), waits end, the state is final.
+    /// The backend then ends the session on the server.
+    ///
+    /// ```
+    /// use distlock_core::{FencingToken, LockName, LossReason, LossSignal, SessionLife, SessionState};
+    /// let life = SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let hold = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
+    /// life.holds().register(hold.clone());
+    /// life.close();
+    /// assert_eq!(hold.reason(), Some(LossReason::ClientClosed));
+    /// assert_eq!(life.state(), SessionState::Closed);
+    /// assert!(life.is_ended());
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn close(&self) {
+        self.ended.cancel();
+        self.state.set(SessionState::Closed);
+        self.holds.fire_all(LossReason::ClientClosed);
+    }
+
     /// Whether the session is over.
     ///
     /// ```

@@ -2,6 +2,7 @@
 //! expired session is never reused; only one replacement is opened however many tasks ask.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{LockError, SessionLife};
@@ -36,6 +37,7 @@ pub trait HasLife {
 pub struct SessionSlot<S> {
     current: Mutex<Arc<S>>,
     renewing: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
 }
 
 impl<S: HasLife> SessionSlot<S> {
@@ -50,7 +52,11 @@ impl<S: HasLife> SessionSlot<S> {
     /// # drop(slot);
     /// ```
     pub fn new(session: Arc<S>) -> Self {
-        SessionSlot { current: Mutex::new(session), renewing: tokio::sync::Mutex::new(()) }
+        SessionSlot {
+            current: Mutex::new(session),
+            renewing: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// The current session, ended or not (for reads and state).
@@ -67,7 +73,37 @@ impl<S: HasLife> SessionSlot<S> {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The current session if it lives; else opens a new one with `open` and keeps it.
+    /// Closes the slot: its session's life ends as closed ([`SessionLife::close`]) and no new
+    /// session is ever opened ([`SessionSlot::live`] fails with [`LockError::Closed`]). Returns
+    /// the session, for the backend to end it on the server; `None` if already closed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use distlock_core::{HasLife, LockError, SessionLife, SessionSlot};
+    /// # struct S(SessionLife);
+    /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
+    /// let open = || async { Ok(Arc::new(S(SessionLife::new("example", Duration::from_secs(1))))) };
+    /// let slot = SessionSlot::new(open().await.unwrap());
+    /// assert!(slot.close().is_some());
+    /// assert!(slot.close().is_none());
+    /// assert!(matches!(slot.live(open).await, Err(LockError::Closed)));
+    /// # }
+    /// ```
+    pub fn close(&self) -> Option<Arc<S>> {
+        let session = {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if self.closed.swap(true, Ordering::SeqCst) {
+                return None;
+            }
+            current.clone()
+        };
+        session.life().close();
+        Some(session)
+    }
+
+    /// The current session if it lives; else opens a new one with `open` and keeps it. Fails
+    /// with [`LockError::Closed`] once the slot is closed.
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled open leaves the old session in place for the next call.
@@ -93,12 +129,25 @@ impl<S: HasLife> SessionSlot<S> {
             return Ok(current);
         }
         let _renewing = self.renewing.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(LockError::Closed);
+        }
         let current = self.current();
         if !current.life().is_ended() {
             return Ok(current); // another task replaced it meanwhile
         }
         let fresh = open().await?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        {
+            // The flag is read and set under this lock, so a close either sees the new session
+            // or the new session sees the close.
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if self.closed.load(Ordering::SeqCst) {
+                drop(current);
+                fresh.life().close(); // closed while it opened: it ends unused
+                return Err(LockError::Closed);
+            }
+            *current = fresh.clone();
+        }
         tracing::info!("new session after the previous one ended");
         Ok(fresh)
     }

@@ -11,6 +11,7 @@
 //! `PR_SET_PDEATHSIG`, when the test binary exits, however it exits.
 
 pub mod checker;
+pub mod cli;
 pub mod etcd;
 pub mod etcd_harness;
 pub mod fenced_store;

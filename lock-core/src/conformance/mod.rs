@@ -1,4 +1,4 @@
-//! The conformance suite: DESIGN.md's ten semantics as code. Every backend runs the same
+//! The conformance suite: the semantics of docs/DESIGN.md as code. Every backend runs the same
 //! functions through [`conformance_tests!`](crate::conformance_tests), one named `#[tokio::test]`
 //! each, against a [`Harness`] that makes new clients (new sessions) and injects faults.
 //!
@@ -11,6 +11,7 @@
 //! ```
 
 mod cancellation;
+mod closing;
 mod exclusion;
 mod fencing;
 mod input;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 pub use cancellation::*;
+pub use closing::*;
 pub use exclusion::*;
 pub use fencing::*;
 pub use input::*;
@@ -111,6 +113,10 @@ macro_rules! conformance_tests {
             try_lock_and_timeout_do_not_wait,
             bad_names_are_refused_and_change_nothing,
             bad_ttls_are_refused,
+            close_frees_everything_at_once,
+            giving_up_leaves_nothing_when_it_returns,
+            progress_reports_the_place_in_the_queue,
+            inspect_all_lists_the_locks_under_a_prefix,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {

@@ -6,8 +6,9 @@
 mod server;
 mod session;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +17,8 @@ pub use server::MemServer;
 use session::{unreachable_error, MemSession, Network};
 
 use crate::{
-    validate_ttl, LockBackend, LockClient, LockError, LockInfo, LockName, LossReason, LossSignal, ServerHold,
-    ServerRelease, SessionState,
+    validate_ttl, LockBackend, LockClient, LockError, LockInfo, LockName, LossReason, LossSignal, OnQueued, QueueEntry,
+    ServerHold, ServerRelease, SessionState,
 };
 
 /// The default session TTL of `mem://` clients.
@@ -105,7 +106,7 @@ impl MemBackendBuilder {
         let server = self.server.unwrap_or_else(|| MemServer::named(""));
         let net = Arc::new(Network::default());
         let session = MemSession::open(&server, ttl, net.clone())?;
-        Ok(MemBackend { server, ttl, net, session: Mutex::new(Arc::new(session)) })
+        Ok(MemBackend { server, ttl, net, session: Mutex::new(Arc::new(session)), closed: AtomicBool::new(false) })
     }
 }
 
@@ -117,6 +118,8 @@ pub struct MemBackend {
     ttl: Duration,
     net: Arc<Network>,
     session: Mutex<Arc<MemSession>>,
+    /// Set by `close`: no new session is opened after it.
+    closed: AtomicBool,
 }
 
 impl MemBackend {
@@ -161,6 +164,9 @@ impl MemBackend {
     /// The current session, or a new one if it expired: an expired session is never reused.
     fn live_session(&self) -> Result<Arc<MemSession>, LockError> {
         let mut slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(LockError::Closed);
+        }
         if slot.shared.server_ended.is_cancelled() {
             if self.net.is_partitioned() {
                 return Err(unreachable_error("open a new session"));
@@ -407,10 +413,15 @@ impl ServerRelease for MemRelease {
 
 #[async_trait]
 impl LockBackend for MemBackend {
-    async fn acquire(&self, name: &LockName) -> Result<ServerHold, LockError> {
+    async fn acquire(&self, name: &LockName, queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
         let session = self.live_session()?;
         let enqueued = session.shared.enqueue(name)?;
         let entry = QueuedEntry { session, name: name.clone(), token: enqueued.token, armed: true };
+        queued(QueueEntry {
+            owner: server::owner_of(entry.session.shared.id),
+            token: entry.token,
+            since: Some(SystemTime::now()),
+        });
         self.wait_until_first(&entry, &enqueued.wake).await?;
         Ok(Self::into_hold(entry, enqueued.deleted))
     }
@@ -430,6 +441,32 @@ impl LockBackend for MemBackend {
             return Err(unreachable_error("read the lock queue"));
         }
         Ok(LockInfo::from_queue(name.clone(), self.server.snapshot(name)))
+    }
+
+    async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
+        if self.net.is_partitioned() {
+            return Err(unreachable_error("read the lock queues"));
+        }
+        let queues = self.server.snapshot_all(under);
+        Ok(queues.into_iter().map(|(name, queue)| LockInfo::from_queue(name, queue)).collect())
+    }
+
+    async fn close(&self) -> Result<(), LockError> {
+        let session = {
+            let slot = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            if self.closed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
+            slot.clone()
+        };
+        let shared = &session.shared;
+        shared.life.close();
+        if self.net.is_partitioned() {
+            return Err(unreachable_error("close the session (the server ends it when its TTL runs out)"));
+        }
+        shared.server.close_session(shared.id);
+        tracing::debug!(session = shared.id, "mem: session closed");
+        Ok(())
     }
 
     fn session_state(&self) -> SessionState {

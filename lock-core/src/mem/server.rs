@@ -275,20 +275,39 @@ impl MemServer {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
+        state.queues.get(name).map(|q| q.iter().map(Entry::listed).collect()).unwrap_or_default()
+    }
+
+    /// The queues of every lock named `under` or below it (all with `None`), holder first.
+    pub(crate) fn snapshot_all(&self, under: Option<&LockName>) -> Vec<(LockName, Vec<QueueEntry>)> {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        let is_under = |name: &LockName| {
+            under.is_none_or(|dir| {
+                let rest = name.as_str().strip_prefix(dir.as_str());
+                rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        };
         state
             .queues
-            .get(name)
-            .map(|q| {
-                q.iter()
-                    .map(|e| QueueEntry {
-                        owner: format!("session-{}", e.session),
-                        token: e.token,
-                        since: Some(e.since),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+            .iter()
+            .filter(|(name, queue)| !queue.is_empty() && is_under(name))
+            .map(|(name, queue)| (name.clone(), queue.iter().map(Entry::listed).collect()))
+            .collect()
     }
+}
+
+impl Entry {
+    /// This entry as `inspect` lists it; `owner` names the session.
+    fn listed(&self) -> QueueEntry {
+        QueueEntry { owner: owner_of(self.session), token: self.token, since: Some(self.since) }
+    }
+}
+
+/// How a session's entries are listed.
+pub(crate) fn owner_of(session: u64) -> String {
+    format!("session-{session}")
 }
 
 impl Entry {

@@ -30,7 +30,7 @@ async fn zookeeper() -> Backend {
 }
 
 fn distlock(url: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_distlock"));
+    let mut command = Command::new(distlock_tests::cli::binary());
     command.env("DISTLOCK_URL", url).args(args).kill_on_drop(true).stdin(Stdio::null());
     command
 }
