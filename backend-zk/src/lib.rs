@@ -130,13 +130,17 @@ impl ZkBackend {
         &self.config
     }
 
-    /// The current session's `zookeeper-client` client, for your own requests.
+    /// The current session's `zookeeper-client` client, for your own requests;
+    /// [`LockError::Closed`] once the client was closed. Drop it when done: while a handle of
+    /// it lives, [`distlock_core::DistributedLock::close`] cannot end the session.
     ///
     /// ```no_run
-    /// # fn f(locks: distlock_zk::ZkLocks) { println!("{:?}", locks.backend().client().session_id()); }
+    /// # fn f(locks: distlock_zk::ZkLocks) -> Result<(), distlock_core::LockError> {
+    /// println!("{:?}", locks.backend().client()?.session_id());
+    /// # Ok(()) }
     /// ```
-    pub fn client(&self) -> zookeeper_client::Client {
-        self.current().client.clone()
+    pub fn client(&self) -> Result<zookeeper_client::Client, LockError> {
+        self.current().client().map_err(|_| LockError::Closed)
     }
 
     /// Requests this client has sent (the session's own probes and pings excluded).

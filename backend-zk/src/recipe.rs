@@ -180,7 +180,12 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
                 parents_made += 1;
                 session.count();
                 let parent = CreateMode::Container.with_acls(Acls::anyone_all());
-                match session.client.mkdir(dir, &parent).await {
+                match session
+                    .client()
+                    .map_err(|e| crate::errors::request_error("create the lock directory", &hosts, Some(e)))?
+                    .mkdir(dir, &parent)
+                    .await
+                {
                     Ok(()) | Err(ZkError::NodeExists) => {}
                     Err(e) => return Err(crate::errors::request_error("create the lock directory", &hosts, Some(e))),
                 }
@@ -206,9 +211,10 @@ async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<C
     session.count();
     // Both requests are on the wire once their futures exist (the client orders requests when
     // they are made, not when they are polled).
-    let created = session.client.create(base, b"", &lock_znode_options());
+    let client = session.client()?;
+    let created = client.create(base, b"", &lock_znode_options());
     session.count();
-    let listing = session.client.get_children(dir);
+    let listing = client.get_children(dir);
     let (stat, sequence) = created.await?;
     let listing = listing.await.ok().map(|(children, _)| children);
     if let Some(children) = &listing {
@@ -221,7 +227,8 @@ async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<C
 /// our znode is the directory's only child (see [`create_protected`]).
 async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Result<CreateAttempt, ZkError> {
     session.count();
-    let mut multi = session.client.new_multi_writer();
+    let client = session.client()?;
+    let mut multi = client.new_multi_writer();
     multi.add_create(base, b"", &lock_znode_options())?;
     multi.add_set_data(dir, b"", None)?;
     let results = match multi.commit().await {
@@ -513,14 +520,24 @@ mod tests {
     async fn lock_dir(acls: Acls<'_>) -> (Arc<ZkSession>, String) {
         let session = crate::session::shared_test_session().await;
         let dir = session.config.lock_dir(&format!("release-{}/job", uuid::Uuid::new_v4()));
-        session.client.mkdir(&dir, &CreateMode::Persistent.with_acls(acls)).await.expect("the lock directory");
+        session
+            .client()
+            .expect("an open session")
+            .mkdir(&dir, &CreateMode::Persistent.with_acls(acls))
+            .await
+            .expect("the lock directory");
         (session, dir)
     }
 
     /// A lock znode in `dir`: its path and its name.
     async fn lock_znode(session: &ZkSession, dir: &str) -> (String, String) {
         let base = format!("{dir}/_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
-        let (_, sequence) = session.client.create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
+        let (_, sequence) = session
+            .client()
+            .expect("an open session")
+            .create(&base, b"", &lock_znode_options())
+            .await
+            .expect("a lock znode");
         let path = format!("{base}{sequence}");
         let name = path.rsplit('/').next().unwrap_or_default().to_owned();
         (path, name)
@@ -534,18 +551,32 @@ mod tests {
         let (session, dir) = lock_dir(Acls::anyone_all()).await;
         let (holder, holder_name) = lock_znode(&session, &dir).await;
         let (middle, middle_name) = lock_znode(&session, &dir).await;
-        session.client.set_data(&dir, b"an earlier release", None).await.expect("an earlier release");
+        session
+            .client()
+            .expect("an open session")
+            .set_data(&dir, b"an earlier release", None)
+            .await
+            .expect("an earlier release");
 
-        session.client.delete(&middle, None).await.expect("the middle waiter leaves");
+        session.client().expect("an open session").delete(&middle, None).await.expect("the middle waiter leaves");
         assert!(!released_by_holder(&session, &dir, &middle_name).await.expect("read"), "a waiter that left");
 
         release_as_holder(&session, &holder).await.expect("release");
-        assert_eq!(session.client.check_stat(&holder).await.expect("stat"), None, "the holder's znode is gone");
+        assert_eq!(
+            session.client().expect("an open session").check_stat(&holder).await.expect("stat"),
+            None,
+            "the holder's znode is gone"
+        );
         assert!(released_by_holder(&session, &dir, &holder_name).await.expect("read"), "the holder's release");
 
-        session.client.set_data(&dir, b"a later release", None).await.expect("a later release");
+        session
+            .client()
+            .expect("an open session")
+            .set_data(&dir, b"a later release", None)
+            .await
+            .expect("a later release");
         release_as_holder(&session, &holder).await.expect("a retried release of a znode already gone");
-        let (data, _) = session.client.get_data(&dir).await.expect("read");
+        let (data, _) = session.client().expect("an open session").get_data(&dir).await.expect("read");
         assert_eq!(data, b"a later release", "a release of a znode already gone writes nothing");
     }
 
@@ -557,7 +588,11 @@ mod tests {
         let (session, dir) = lock_dir(Acls::new(&no_write)).await;
         let (holder, holder_name) = lock_znode(&session, &dir).await;
         release_as_holder(&session, &holder).await.expect("release");
-        assert_eq!(session.client.check_stat(&holder).await.expect("stat"), None, "the holder's znode is gone");
+        assert_eq!(
+            session.client().expect("an open session").check_stat(&holder).await.expect("stat"),
+            None,
+            "the holder's znode is gone"
+        );
         assert!(!released_by_holder(&session, &dir, &holder_name).await.expect("read"));
         assert!(session.directory_data_refused(), "later releases go straight to the plain delete");
     }
@@ -573,7 +608,8 @@ mod tests {
         assert_eq!(first.requests() - before, 1, "one multi, no listing");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "alone, known without a listing");
-        let stat = first.client.check_stat(&created.path).await.expect("stat").expect("our znode");
+        let stat =
+            first.client().expect("an open session").check_stat(&created.path).await.expect("stat").expect("our znode");
         assert_eq!(created.czxid, stat.czxid, "the token is our znode's czxid");
         assert!(!first.contention.met_others(&dir));
 
@@ -581,7 +617,13 @@ mod tests {
         let created = create_protected(&second, &dir, "_c_second-lock-").await.expect("queue behind");
         assert_eq!(created.listing, None, "not alone: the waiter lists the queue");
         assert!(second.contention.met_others(&dir), "the session met others here");
-        let stat = second.client.check_stat(&created.path).await.expect("stat").expect("our znode");
+        let stat = second
+            .client()
+            .expect("an open session")
+            .check_stat(&created.path)
+            .await
+            .expect("stat")
+            .expect("our znode");
         assert_eq!(created.czxid, stat.czxid);
 
         let before = second.requests();
@@ -600,7 +642,7 @@ mod tests {
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "listed after the refused multi");
         assert!(session.directory_data_refused(), "the session stops writing the directory's data");
-        let (children, _) = session.client.get_children(&dir).await.expect("list");
+        let (children, _) = session.client().expect("an open session").get_children(&dir).await.expect("list");
         assert_eq!(children.len(), 1, "exactly one znode");
     }
 

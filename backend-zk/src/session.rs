@@ -19,7 +19,10 @@ use crate::errors::{classify, request_error};
 
 /// A session: one `zookeeper-client` connection and what the client knows about it.
 pub(crate) struct ZkSession {
-    pub(crate) client: Client,
+    /// The client's one handle that the session keeps; `close` takes it (see [`ZkSession::client`]).
+    client: std::sync::Mutex<Option<Client>>,
+    /// The session's id and password, as the server gave them.
+    session: zookeeper_client::SessionInfo,
     pub(crate) config: Arc<ZkConfig>,
     pub(crate) life: Arc<SessionLife>,
     /// The negotiated session timeout.
@@ -45,7 +48,7 @@ impl distlock_core::HasLife for ZkSession {
 impl std::fmt::Debug for ZkSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZkSession")
-            .field("session_id", &self.client.session_id())
+            .field("session_id", &self.session.id())
             .field("timeout", &self.timeout)
             .field("life", &self.life)
             .finish()
@@ -78,7 +81,8 @@ impl ZkSession {
         let watcher = tokio::spawn(watch_session(client.clone(), life.clone(), timeout));
         tracing::info!(session = ?client.session_id(), timeout_ms = timeout.as_millis() as u64, "zookeeper session opened");
         Ok(Arc::new(ZkSession {
-            client,
+            session: client.session().clone(),
+            client: std::sync::Mutex::new(Some(client)),
             config,
             life,
             timeout,
@@ -90,46 +94,40 @@ impl ZkSession {
         }))
     }
 
-    /// Ends the session on the server (its life already ended as closed), so its ephemeral
-    /// znodes, ours in every queue, are gone when this returns `Ok`. zookeeper-client sends the
-    /// session's closeSession only once every handle of its client is dropped, and our
-    /// background tasks may still hold some; so this takes the session over on a connection of
-    /// its own (the server moves a session to the newest connection that presents its id and
-    /// password) and closes it there, waiting for the server's answer.
+    /// A handle of the session's client, for one request: `ClientClosed` once the session was
+    /// closed. zookeeper-client sends closeSession when the last handle drops, so handles
+    /// must not be kept beyond the request (or the watch) they are taken for.
+    pub(crate) fn client(&self) -> Result<Client, ZkError> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(ZkError::ClientClosed)
+    }
+
+    /// The session's id, as the server gave it.
+    pub(crate) fn id(&self) -> zookeeper_client::SessionId {
+        self.session.id()
+    }
+
+    /// Ends the session on the server (its life already ended as closed, which ends our waits,
+    /// hold watches and the session watcher, and with them their handles): drops the kept
+    /// handle of the client, whose library then sends closeSession, and waits for the server's
+    /// answer. Its ephemeral znodes, ours in every queue, are gone when this returns `Ok`.
     pub(crate) async fn close(&self) -> Result<(), LockError> {
-        let hosts = self.config.hosts_label();
-        let bound = self.config.connect_timeout + (self.timeout / 3).min(Duration::from_secs(5));
-        let mut connector = Client::connector()
-            .with_session(self.client.session().clone())
-            .with_session_timeout(self.timeout)
-            .with_connection_timeout(self.config.connect_timeout);
-        if let Some((user, password)) = &self.config.digest {
-            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
-        }
+        let Some(client) = self.client.lock().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(()) };
+        let mut states = client.state_watcher();
+        drop(client);
         self.count();
-        let closing = async {
-            let closer = match connector.connect(&hosts).await {
-                Ok(closer) => closer,
-                // Already over on the server: nothing of it is left.
-                Err(ZkError::SessionExpired) => return Ok(()),
-                Err(e) => return Err(request_error("close the session", &hosts, Some(e))),
-            };
-            let mut states = closer.state_watcher();
-            drop(closer); // the last handle: closeSession is sent
-            while !states.changed().await.is_terminated() {}
-            Ok(())
-        };
-        match tokio::time::timeout(bound, closing).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(LockError::Unreachable {
-                    endpoints: hosts,
-                    what: format!("close the session (no answer within {bound:?}; it ends with its timeout)"),
-                    source: None,
-                })
-            }
+        let bound = self.config.connect_timeout.max(self.timeout / 3);
+        let closed = async { while !states.changed().await.is_terminated() {} };
+        if tokio::time::timeout(bound, closed).await.is_err() {
+            return Err(LockError::Unreachable {
+                endpoints: self.config.hosts_label(),
+                what: format!(
+                    "close the session (not confirmed within {bound:?}: the server is silent, or a handle from \
+                     ZkBackend::client is still in use; the server ends the session with its timeout)"
+                ),
+                source: None,
+            });
         }
-        tracing::info!(session = ?self.client.session_id(), "zookeeper session closed");
+        tracing::info!(session = ?self.id(), "zookeeper session closed");
         Ok(())
     }
 
@@ -178,7 +176,15 @@ impl ZkSession {
             classify,
             |e| request_error(op, &hosts, e),
             || self.count(),
-            || attempt(self.client.clone()),
+            || {
+                let request = self.client().map(&mut attempt);
+                async move {
+                    match request {
+                        Ok(request) => request.await,
+                        Err(closed) => Err(closed),
+                    }
+                }
+            },
             op,
         )
         .await

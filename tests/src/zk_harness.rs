@@ -134,8 +134,9 @@ impl Faults for ZkFaults {
         // Curator's KillSession: attach a second client to the session, then close it. The client
         // is cut off meanwhile, so it cannot win the session back before the close lands.
         self.cut().await;
-        let session = self.locks.backend().client().session().clone();
-        let session_id = self.locks.backend().client().session_id();
+        let client = self.locks.backend().client().expect("an open client");
+        let (session, session_id) = (client.session().clone(), client.session_id());
+        drop(client);
         let hosts = self.hosts.join(",");
         let killer = crate::retry_until(Duration::from_secs(10), || {
             zookeeper_client::Client::connector()
@@ -164,7 +165,7 @@ impl Faults for ZkFaults {
     async fn drop_next_reply(&self) {
         // Swallow replies until the server has created a znode of this client's session, then
         // reset the connections: the create was applied, but the client never heard so.
-        let owner = self.locks.backend().client().session_id().0;
+        let owner = self.locks.backend().client().expect("an open client").session_id().0;
         let mut watcher = loop {
             // The chroot may not exist yet: make sure it does, then watch everything under it.
             let _ = self

@@ -4,29 +4,115 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use distlock_core::conformance::Harness;
+use distlock_core::conformance::{wait_for_queue, Harness};
 use distlock_tests::{shared, EtcdHarness, ZkHarness};
+use std::fs::File;
+
 use tokio::process::{Child, Command};
 use tokio::time::{timeout, Instant};
 
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A backend for one test: its URL (with a 2 s TTL) and its harness.
+/// A backend for one test: its URL (with a 2 s TTL), its harness, and how to ask the server
+/// whether a session of `distlock` still lives.
 struct Backend {
     url: String,
     harness: Box<dyn Harness>,
+    server: Server,
+}
+
+enum Server {
+    Etcd { endpoints: Vec<String>, prefix: String },
+    ZooKeeper { hosts: Vec<String> },
 }
 
 async fn etcd() -> Backend {
     let endpoints = shared::etcd().await.endpoints.clone();
     let h = EtcdHarness::new(endpoints.clone()).await;
-    Backend { url: format!("etcd://{}/{}?ttl=2s", endpoints.join(","), h.prefix()), harness: Box::new(h) }
+    let url = format!("etcd://{}/{}?ttl=2s", endpoints.join(","), h.prefix());
+    let server = Server::Etcd { endpoints, prefix: h.prefix().to_owned() };
+    Backend { url, harness: Box::new(h), server }
 }
 
 async fn zookeeper() -> Backend {
     let hosts = shared::zookeeper().await.endpoints.clone();
     let h = ZkHarness::new(hosts.clone()).await;
-    Backend { url: format!("zk://{}{}?session_timeout=2s", hosts.join(","), h.chroot()), harness: Box::new(h) }
+    let url = format!("zk://{}{}?session_timeout=2s", hosts.join(","), h.chroot());
+    Backend { url, harness: Box::new(h), server: Server::ZooKeeper { hosts } }
+}
+
+impl Backend {
+    /// The same backend with a longer session TTL in the URL, for tests where waiting for a
+    /// session to time out must show.
+    fn with_ttl(mut self, ttl: &str) -> Self {
+        self.url = self.url.replace("ttl=2s", &format!("ttl={ttl}")).replace("timeout=2s", &format!("timeout={ttl}"));
+        self
+    }
+
+    /// The session a `distlock -v` run opened, from its log on stderr: the etcd lease id in
+    /// hex, or the ZooKeeper session id as `0x…`.
+    fn session_in(&self, stderr: &str) -> String {
+        let field = match self.server {
+            Server::Etcd { .. } => "lease=",
+            Server::ZooKeeper { .. } => "session=",
+        };
+        let line = stderr.lines().find(|l| l.contains("session opened") && l.contains(field));
+        let value = line.and_then(|l| l.split(field).nth(1)).and_then(|v| v.split([' ', ')']).next());
+        let value = value.unwrap_or_else(|| panic!("no {field} in the run's log:\n{stderr}")).trim_matches('"');
+        match self.server {
+            Server::Etcd { .. } => value.to_owned(),
+            Server::ZooKeeper { .. } => format!("0x{}", value.trim_start_matches("0x")),
+        }
+    }
+
+    /// What the server still holds of `session`: its lease and keys (etcd, as `etcdctl` lists
+    /// them), its connections (ZooKeeper's `cons`), and its entries in this test's namespace.
+    async fn held_by(&self, session: &str) -> Vec<String> {
+        let mut held: Vec<String> =
+            self.harness.leftovers().await.into_iter().filter(|e| e.contains(session)).collect();
+        match &self.server {
+            Server::Etcd { endpoints, prefix } => {
+                let etcdctl = |args: &[&str]| {
+                    let output = std::process::Command::new("etcdctl")
+                        .arg(format!("--endpoints={}", endpoints.join(",")))
+                        .args(args)
+                        .output()
+                        .expect("run etcdctl");
+                    assert!(output.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+                    String::from_utf8_lossy(&output.stdout).into_owned()
+                };
+                let leases = etcdctl(&["lease", "list"]);
+                held.extend(leases.lines().filter(|l| l.trim() == session).map(|l| format!("lease {l}")));
+                let keys = etcdctl(&["get", "--prefix", "--keys-only", prefix]);
+                held.extend(keys.lines().filter(|k| k.ends_with(session)).map(|k| format!("key {k}")));
+            }
+            Server::ZooKeeper { hosts } => {
+                for host in hosts {
+                    let cons = distlock_tests::zk::four_letter(host, "cons").await.expect("cons");
+                    held.extend(cons.lines().filter(|c| c.contains(&format!("sid={session}"))).map(str::to_owned));
+                }
+            }
+        }
+        held
+    }
+
+    /// Panics unless the server holds nothing of `session` within one second.
+    async fn holds_nothing_of(&self, session: &str, after: &str) {
+        let held = distlock_tests::retry_until(Duration::from_secs(1), || async {
+            let held = self.held_by(session).await;
+            if held.is_empty() {
+                Ok(())
+            } else {
+                Err(held)
+            }
+        })
+        .await;
+        if let Err(held) = held {
+            panic!(
+                "one second after distlock exited ({after}), the server still holds of its session {session}: {held:?}"
+            );
+        }
+    }
 }
 
 fn distlock(url: &str, args: &[&str]) -> Command {
@@ -240,4 +326,160 @@ async fn etcd_status_lists_holder_and_waiters_in_order() {
 #[tokio::test]
 async fn zookeeper_status_lists_holder_and_waiters_in_order() {
     status_lists_holder_and_waiters_in_order(zookeeper().await).await;
+}
+
+/// A `distlock -v run` whose stderr goes to a file in `dir`, so the test can read its session.
+fn verbose_run(b: &Backend, dir: &Path, tag: &str, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let log = dir.join(format!("{tag}.stderr"));
+    let mut command = distlock(&b.url, &[&["-v", "run"], args].concat());
+    command.stderr(File::create(&log).expect("stderr file"));
+    (command.spawn().expect("spawn distlock"), log)
+}
+
+/// However `distlock run` ends (the command exits, `--timeout` or `--no-wait` gives up, the lock
+/// is lost, SIGTERM while it waits), the server holds nothing of its session a second later:
+/// no key, lease, znode or session.
+async fn a_run_leaves_nothing_however_it_exits(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "cli/leaves-nothing";
+    let session = |log: &Path| b.session_in(&std::fs::read_to_string(log).unwrap_or_default());
+
+    // The command exits: 0.
+    let go = dir.path().join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.02; done", go.display());
+    let (mut run, log) = verbose_run(&b, dir.path(), "normal", &[name, "--", "sh", "-c", &script]);
+    let observer = b.harness.client().await;
+    wait_for_queue(observer.as_ref(), name, BOUND, "the run to hold", |i| i.holder.is_some()).await;
+    File::create(&go).expect("let the command finish");
+    assert_eq!(exit_code(&mut run).await, 0);
+    b.holds_nothing_of(&session(&log), "the command exited").await;
+
+    // Given up: --timeout and --no-wait on a held lock, then SIGTERM while waiting.
+    let guard = observer.lock(name).await.expect("hold the lock");
+    let (mut run, log) = verbose_run(&b, dir.path(), "timeout", &["--timeout", "500ms", name, "--", "true"]);
+    assert_eq!(exit_code(&mut run).await, 75);
+    b.holds_nothing_of(&session(&log), "--timeout gave up").await;
+    let (mut run, log) = verbose_run(&b, dir.path(), "no-wait", &["--no-wait", name, "--", "true"]);
+    assert_eq!(exit_code(&mut run).await, 75);
+    b.holds_nothing_of(&session(&log), "--no-wait gave up").await;
+    let (mut run, log) = verbose_run(&b, dir.path(), "sigterm", &[name, "--", "true"]);
+    wait_for_queue(observer.as_ref(), name, BOUND, "the run to queue", |i| i.waiters.len() == 1).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(run.id().expect("pid") as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(exit_code(&mut run).await, 128 + libc::SIGTERM);
+    b.holds_nothing_of(&session(&log), "SIGTERM while waiting").await;
+    guard.release().await.expect("release");
+
+    // The lock is lost: 70.
+    let (mut run, log) = verbose_run(&b, dir.path(), "lost", &[name, "--", "sleep", "1000"]);
+    wait_for_queue(observer.as_ref(), name, BOUND, "the run to hold", |i| i.holder.is_some()).await;
+    b.harness.delete_holder(name).await;
+    assert_eq!(exit_code(&mut run).await, 70);
+    b.holds_nothing_of(&session(&log), "the lock was lost").await;
+}
+
+#[tokio::test]
+async fn etcd_a_run_leaves_nothing_however_it_exits() {
+    a_run_leaves_nothing_however_it_exits(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_a_run_leaves_nothing_however_it_exits() {
+    a_run_leaves_nothing_however_it_exits(zookeeper().await).await;
+}
+
+/// A run that gave up (`--timeout`) does not hold up the next one: with a 10 s TTL, the next
+/// run is served as soon as the holder releases, not when the quitter's session times out.
+async fn a_waiter_behind_a_give_up_is_served_at_the_release(b: Backend) {
+    let b = b.with_ttl("10s");
+    let name = "cli/give-up";
+    let observer = b.harness.client().await;
+    let guard = observer.lock(name).await.expect("hold the lock");
+    let quitter = distlock(&b.url, &["run", "--timeout", "1s", name, "--", "true"]).output().await.expect("run");
+    assert_eq!(quitter.status.code(), Some(75), "{}", String::from_utf8_lossy(&quitter.stderr));
+    let mut next = distlock(&b.url, &["run", name, "--", "true"]).spawn().expect("spawn");
+    wait_for_queue(observer.as_ref(), name, BOUND, "the next run to queue", |i| i.waiters.len() == 1).await;
+    let released = Instant::now();
+    guard.release().await.expect("release");
+    assert_eq!(exit_code(&mut next).await, 0);
+    assert!(
+        released.elapsed() < Duration::from_secs(1),
+        "the next run waited {:?} after the release",
+        released.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn etcd_a_waiter_behind_a_give_up_is_served_at_the_release() {
+    a_waiter_behind_a_give_up_is_served_at_the_release(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_a_waiter_behind_a_give_up_is_served_at_the_release() {
+    a_waiter_behind_a_give_up_is_served_at_the_release(zookeeper().await).await;
+}
+
+/// A waiting run tells stderr where it stands (asked with -v, as stderr is no terminal here):
+/// queued, with the token it will hold with, then the holder's token and how many are ahead.
+async fn a_waiting_run_shows_its_progress(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "cli/progress";
+    let observer = b.harness.client().await;
+    let guard = observer.lock(name).await.expect("hold the lock");
+    let (mut run, log) = verbose_run(&b, dir.path(), "progress", &[name, "--", "true"]);
+    let holder = format!("(fencing token {}); 1 ahead of us", guard.fencing_token());
+    let lines = distlock_tests::retry_until(BOUND, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&holder) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await
+    .unwrap_or_else(|text| panic!("no progress line naming the holder's token: {text}"));
+    assert!(lines.contains(&format!("queued for lock {name:?}")), "{lines}");
+    guard.release().await.expect("release");
+    assert_eq!(exit_code(&mut run).await, 0);
+}
+
+#[tokio::test]
+async fn etcd_a_waiting_run_shows_its_progress() {
+    a_waiting_run_shows_its_progress(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_a_waiting_run_shows_its_progress() {
+    a_waiting_run_shows_its_progress(zookeeper().await).await;
+}
+
+/// `distlock status --all PREFIX` lists every held or awaited lock under the prefix.
+async fn status_all_lists_every_lock_under_a_prefix(b: Backend) {
+    let client = b.harness.client().await;
+    let a = client.lock("cli/all/a").await.expect("lock");
+    let c = client.lock("cli/all/b/c").await.expect("lock");
+    let other = client.lock("cli/other").await.expect("lock");
+    let output = distlock(&b.url, &["status", "--all", "--json", "cli/all/"]).output().await.expect("status");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let locks = doc["locks"].as_array().expect("locks");
+    let names: Vec<&str> = locks.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["cli/all/a", "cli/all/b/c"]);
+    assert_eq!(locks[1]["queue"][0]["fencing_token"], c.fencing_token().get());
+    let table = distlock(&b.url, &["status", "--all"]).output().await.expect("status");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("cli/all/a:") && text.contains("cli/all/b/c:") && text.contains("cli/other:"), "{text}");
+    for guard in [a, c, other] {
+        guard.release().await.expect("release");
+    }
+}
+
+#[tokio::test]
+async fn etcd_status_all_lists_every_lock_under_a_prefix() {
+    status_all_lists_every_lock_under_a_prefix(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_status_all_lists_every_lock_under_a_prefix() {
+    status_all_lists_every_lock_under_a_prefix(zookeeper().await).await;
 }

@@ -5,6 +5,7 @@ mod exit;
 mod run;
 mod status;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ Exit status of `run`:
   the command's own   when it ran (128+N if it was killed by signal N)
   77                  the lock service refused the credentials or the rights
   75                  the lock was not acquired (busy with --no-wait, or --timeout passed)
+  128+N               distlock got signal N (SIGTERM, SIGINT) while waiting for the lock
   70                  the lock was lost while the command ran (it got SIGTERM, then SIGKILL)
   69                  the lock service is unreachable or failed
   64                  bad URL, lock name or option";
@@ -65,9 +67,16 @@ enum Command {
         command: Vec<String>,
     },
     /// Show the holder and the waiters of a lock, in queue order, with their age and token.
+    ///
+    /// With --all, NAME is a prefix and every held or awaited lock under it is shown: `--all
+    /// jobs/` for the locks below jobs/, `--all` alone for every lock of the URL's prefix.
     Status {
-        /// The lock name.
-        name: String,
+        /// The lock name (with --all: a prefix of lock names, or nothing for all locks).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Show every lock under NAME.
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -85,7 +94,8 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colours = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours).init();
 }
 
 // One thread: the child is spawned from the main thread, which lives as long as the process, so
@@ -110,9 +120,11 @@ async fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run { name, timeout, no_wait, ttl, grace, command } => {
-            run::run(run::RunOptions { url, name, timeout, no_wait, ttl, grace, command }).await
+            // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
+            let progress = cli.verbose > 0 || std::io::stderr().is_terminal();
+            run::run(run::RunOptions { url, name, timeout, no_wait, ttl, grace, command, progress }).await
         }
-        Command::Status { name, json } => status::status(&url, &name, json).await,
+        Command::Status { name, all, json } => status::status(&url, name.as_deref().unwrap_or(""), all, json).await,
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

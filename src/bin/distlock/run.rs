@@ -1,12 +1,13 @@
 //! `distlock run NAME -- COMMAND`: hold the lock while the command runs; the command never
-//! outlives the lock (SIGTERM then SIGKILL when it is lost; the kernel kills it if distlock dies).
+//! outlives the lock (SIGTERM then SIGKILL when it is lost; the kernel kills it if distlock dies),
+//! and the session never outlives the run (closed on every way out).
 
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use distlock::{LockGuard, LockUrl};
+use distlock::{DistributedLock, LockError, LockGuard, LockUrl, WaitProgress};
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::exit::Exit;
 
@@ -18,6 +19,8 @@ pub struct RunOptions {
     pub ttl: Option<Duration>,
     pub grace: Duration,
     pub command: Vec<String>,
+    /// Whether to tell stderr where the wait stands.
+    pub progress: bool,
 }
 
 /// The exit status a shell would report for the command.
@@ -65,6 +68,24 @@ async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// How a `run` ends before the command's own status: the exit (or a signal while waiting).
+enum Ended {
+    Exit(Exit),
+    Signalled(i32),
+}
+
+impl From<Exit> for Ended {
+    fn from(exit: Exit) -> Self {
+        Ended::Exit(exit)
+    }
+}
+
+impl From<LockError> for Ended {
+    fn from(error: LockError) -> Self {
+        Ended::Exit(error.into())
+    }
+}
+
 pub async fn run(o: RunOptions) -> Result<u8, Exit> {
     let mut url = LockUrl::parse(&o.url)?;
     if let Some(ttl) = o.ttl {
@@ -73,17 +94,38 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
         };
         url.set_param(param, &format!("{}ms", ttl.as_millis()));
     }
+    let (mut sigterm, mut sigint) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        _ => return Err(Exit::Unavailable("cannot install signal handlers".into())),
+    };
     let locks = distlock::connect_url(&url).await?;
-    let guard = if o.no_wait {
-        locks.try_lock(&o.name).await?.ok_or_else(|| {
-            Exit::NotAcquired(format!("lock {:?} is held or queued by another client (--no-wait)", o.name))
-        })?
-    } else if let Some(timeout) = o.timeout {
-        locks.lock_timeout(&o.name, timeout).await?.ok_or_else(|| {
-            Exit::NotAcquired(format!("lock {:?} was not granted within {timeout:?} (--timeout)", o.name))
-        })?
-    } else {
-        locks.lock(&o.name).await?
+    let outcome = hold_and_run(locks.as_ref(), &o, &mut sigterm, &mut sigint).await;
+    // Whatever the way out, end the session and wait for the server to confirm it: nothing of
+    // this run (a hold, a waiter given up, a release marker, the lease) outlives the process.
+    if let Err(error) = locks.close().await {
+        tracing::warn!(%error, "closing the session was not confirmed; the server ends it with its TTL");
+    }
+    match outcome {
+        Ok(code) => Ok(code),
+        Err(Ended::Exit(exit)) => Err(exit),
+        Err(Ended::Signalled(signal)) => {
+            eprintln!("distlock: stopped by signal {signal} while waiting for lock {:?}", o.name);
+            Ok((128 + signal) as u8)
+        }
+    }
+}
+
+/// Takes the lock as the options say, runs the command under it, and releases it.
+async fn hold_and_run(
+    locks: &dyn DistributedLock,
+    o: &RunOptions,
+    sigterm: &mut Signal,
+    sigint: &mut Signal,
+) -> Result<u8, Ended> {
+    let guard = tokio::select! {
+        guard = acquire(locks, o) => guard?,
+        _ = sigterm.recv() => return Err(Ended::Signalled(libc::SIGTERM)),
+        _ = sigint.recv() => return Err(Ended::Signalled(libc::SIGINT)),
     };
     let token = guard.fencing_token();
     tracing::info!(lock = %o.name, token = token.get(), command = ?o.command, "holding the lock: running the command");
@@ -96,10 +138,6 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
             return Ok(code);
         }
     };
-    let (mut sigterm, mut sigint) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        _ => return Err(Exit::Unavailable("cannot install signal handlers".into())),
-    };
     let status = tokio::select! {
         status = child.wait() => status.ok(),
         reason = guard.lost() => {
@@ -109,7 +147,7 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
             return Err(Exit::Lost(format!(
                 "lock {:?} (fencing token {token}) was lost while the command ran ({reason}); the command was terminated",
                 o.name
-            )));
+            )).into());
         }
         _ = sigterm.recv() => terminate(&mut child, o.grace).await,
         _ = sigint.recv() => terminate(&mut child, o.grace).await,
@@ -118,4 +156,49 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
         tracing::warn!(lock = %o.name, error = %e, "release not confirmed");
     }
     Ok(status.map(status_code).unwrap_or(1))
+}
+
+/// Takes the lock as the options say: at once or not at all, within the timeout, or waiting.
+async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<LockGuard, Ended> {
+    if o.no_wait {
+        return Ok(locks.try_lock(&o.name).await?.ok_or_else(|| {
+            Exit::NotAcquired(format!("lock {:?} is held or queued by another client (--no-wait)", o.name))
+        })?);
+    }
+    let wait = async {
+        match o.progress {
+            true => locks.lock_with_progress(&o.name, PROGRESS_EVERY, &|step| report(&o.name, &step)).await,
+            false => locks.lock(&o.name).await,
+        }
+    };
+    match o.timeout {
+        Some(timeout) => Ok(tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            Exit::NotAcquired(format!("lock {:?} was not granted within {timeout:?} (--timeout)", o.name))
+        })??),
+        None => Ok(wait.await?),
+    }
+}
+
+/// How often a waiting `run` reads the queue to tell the person at the terminal where it stands.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// One line on stderr per step of the wait.
+fn report(name: &str, step: &WaitProgress) {
+    match step {
+        WaitProgress::Queued { entry } => {
+            eprintln!("distlock: queued for lock {name:?} (will hold it with fencing token {})", entry.token)
+        }
+        WaitProgress::Waiting { queue, ahead } => {
+            let holder = match &queue.holder {
+                Some(h) => {
+                    let age = h.since.and_then(|s| SystemTime::now().duration_since(s).ok());
+                    let age = age.map(|a| format!(" for {:.1}s", a.as_secs_f64())).unwrap_or_default();
+                    format!("held by {}{age} (fencing token {})", h.owner, h.token)
+                }
+                None => "free".to_owned(),
+            };
+            eprintln!("distlock: waiting for lock {name:?}: {holder}; {ahead} ahead of us");
+        }
+        _ => {}
+    }
 }

@@ -1,8 +1,9 @@
-//! `distlock status NAME`: the holder and waiters of a lock, as a table or JSON.
+//! `distlock status NAME` (or `--all PREFIX`): the holder and waiters of locks, as a table or
+//! JSON.
 
 use std::time::SystemTime;
 
-use distlock::{LockUrl, QueueEntry};
+use distlock::{LockInfo, LockUrl, QueueEntry};
 
 use crate::exit::Exit;
 
@@ -10,36 +11,69 @@ fn age_secs(entry: &QueueEntry) -> Option<f64> {
     entry.since.and_then(|since| SystemTime::now().duration_since(since).ok()).map(|d| d.as_secs_f64())
 }
 
-pub async fn status(url: &str, name: &str, json: bool) -> Result<u8, Exit> {
+pub async fn status(url: &str, name: &str, all: bool, json: bool) -> Result<u8, Exit> {
     let locks = distlock::connect_url(&LockUrl::parse(url)?).await?;
-    let info = locks.inspect(name).await?;
-    let entries: Vec<(&str, &QueueEntry)> =
-        info.holder.iter().map(|h| ("holder", h)).chain(info.waiters.iter().map(|w| ("waiter", w))).collect();
+    let read = match all {
+        true => locks.inspect_all(name).await,
+        false => locks.inspect(name).await.map(|info| vec![info]),
+    };
+    // Nothing of a status call stays on the server: end its session now, not at its TTL.
+    if let Err(error) = locks.close().await {
+        tracing::warn!(%error, "closing the session was not confirmed; the server ends it with its TTL");
+    }
+    let infos = read?;
     if json {
-        let rows: Vec<serde_json::Value> = entries
-            .iter()
-            .enumerate()
-            .map(|(position, (role, e))| {
-                serde_json::json!({
-                    "position": position,
-                    "role": role,
-                    "owner": e.owner,
-                    "fencing_token": e.token.get(),
-                    "age_s": age_secs(e),
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({ "name": name, "held": info.holder.is_some(), "queue": rows });
-        println!("{doc}");
-    } else if entries.is_empty() {
-        println!("{name}: free (no holder, no waiters)");
+        let docs: Vec<serde_json::Value> = infos.iter().map(to_json).collect();
+        match all {
+            true => println!("{}", serde_json::json!({ "prefix": name, "locks": docs })),
+            false => println!("{}", docs.first().cloned().unwrap_or_default()),
+        }
+    } else if all && infos.is_empty() {
+        println!("no lock under {name:?} is held or awaited");
     } else {
-        println!("{name}: {} waiting", info.waiters.len());
-        println!("{:<4} {:<7} {:>14} {:>9}  owner", "pos", "role", "fencing_token", "age");
-        for (position, (role, e)) in entries.iter().enumerate() {
-            let age = age_secs(e).map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
-            println!("{position:<4} {role:<7} {:>14} {age:>9}  {}", e.token, e.owner);
+        for (i, info) in infos.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_table(info);
         }
     }
     Ok(0)
+}
+
+/// The holder first, then the waiters, each with its role.
+fn queue(info: &LockInfo) -> Vec<(&'static str, &QueueEntry)> {
+    info.holder.iter().map(|h| ("holder", h)).chain(info.waiters.iter().map(|w| ("waiter", w))).collect()
+}
+
+fn to_json(info: &LockInfo) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = queue(info)
+        .iter()
+        .enumerate()
+        .map(|(position, (role, e))| {
+            serde_json::json!({
+                "position": position,
+                "role": role,
+                "owner": e.owner,
+                "fencing_token": e.token.get(),
+                "age_s": age_secs(e),
+            })
+        })
+        .collect();
+    serde_json::json!({ "name": info.name.as_str(), "held": info.holder.is_some(), "queue": rows })
+}
+
+fn print_table(info: &LockInfo) {
+    let name = info.name.as_str();
+    let entries = queue(info);
+    if entries.is_empty() {
+        println!("{name}: free (no holder, no waiters)");
+        return;
+    }
+    println!("{name}: {} waiting", info.waiters.len());
+    println!("{:<4} {:<7} {:>14} {:>9}  owner", "pos", "role", "fencing_token", "age");
+    for (position, (role, e)) in entries.iter().enumerate() {
+        let age = age_secs(e).map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
+        println!("{position:<4} {role:<7} {:>14} {age:>9}  {}", e.token, e.owner);
+    }
 }
