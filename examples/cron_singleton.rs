@@ -58,7 +58,8 @@ async fn main() -> ExitCode {
                     None => println!("tick {tick}: instance {instance} skips: another instance has it"),
                 }
             }
-            Ok::<(), distlock::LockError>(())
+            // The instance shuts down: its session ends on the server before the process exits.
+            locks.close().await
         }));
     }
     for instance in instances {

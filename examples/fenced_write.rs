@@ -60,5 +60,7 @@ async fn main() -> Result<ExitCode, distlock::LockError> {
     println!("the store keeps {:?}", store.value.lock().unwrap());
     b_guard.release().await?;
     let _ = a_guard.release().await; // reports the loss
+    a.close().await?;
+    b.close().await?;
     Ok(if stale.is_err() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: installs what is missing, then formatting, lints, every test with every
-# feature (the tests start their own etcd and ZooKeeper servers), and the quickstart.
+# The one test command: installs what is missing, then formatting, lints, the quickstart's
+# build without protoc, the docs, every test with every feature (the tests start their own etcd
+# and ZooKeeper servers), the quickstart, and the crates' packages.
 # Afterwards it checks that no server process of the tests is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,14 +32,37 @@ started=$(date +%s)
 # of its own, removed at the end: a second run on the same machine keeps its own.
 TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/distlock-run-XXXXXX")
 export TMPDIR
+status=0
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The facade as most users build it: no backend features (mem:// only).
 cargo clippy -q -p distlock -- -D warnings
+echo "==> the quickstart builds with nothing but cargo: no protoc, no server client, no harness"
+# What a new user's first `cargo run --example quickstart` compiles: the facade without features
+# and its dev-dependencies. Neither server client nor the test harness may be in that graph, and a
+# cold build must not need protoc (PROTOC points at a program that fails).
+graph=$(cargo tree -q -p distlock -e normal,dev --prefix none --format '{p}')
+if grep -qE '^(etcd-client|zookeeper-client|distlock-tests|tonic|prost) ' <<<"$graph"; then
+  echo "the quickstart's dependency graph pulls a server client or the harness:"
+  grep -E '^(etcd-client|zookeeper-client|distlock-tests|tonic|prost) ' <<<"$graph" | sort -u
+  status=1
+fi
+if PROTOC=/bin/false CARGO_TARGET_DIR=target/first-hour cargo build -q --example quickstart; then
+  # Ten runs: each checks that the lock was granted in the order the entries queued.
+  for run in $(seq 10); do
+    target/first-hour/debug/examples/quickstart >/dev/null || { echo "quickstart run $run failed"; status=1; }
+  done
+else
+  echo "the quickstart does not build without protoc"
+  status=1
+fi
+
+echo "==> cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --all-features --no-deps || status=1
+
 echo "==> cargo test"
-status=0
 cargo test --workspace --all-features || status=$?
 echo "==> quickstart (mem://, no server)"
 cargo run -q --example quickstart >/dev/null || status=$?
@@ -63,6 +87,9 @@ else
 fi
 eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
 wait "$SERVERS_PID" 2>/dev/null || true
+
+echo "==> the crates package for crates.io (each verified to build from its package alone)"
+cargo package -q --workspace --exclude distlock-tests --exclude distlock-bench --allow-dirty || status=1
 
 left=$(leftovers)
 if [ -n "$left" ]; then

@@ -61,6 +61,21 @@ impl BenchClient {
         (self.requests)()
     }
 
+    /// Ends the client's session and waits for the server to confirm, so that nothing of a
+    /// workload's clients is left for the next workload to meet.
+    pub async fn close(&self) {
+        if let Err(error) = self.locks.close().await {
+            eprintln!("closing a bench client was not confirmed: {error}");
+        }
+    }
+
+    /// Closes every client of a workload.
+    pub async fn close_all(clients: &[Arc<BenchClient>]) {
+        for client in clients {
+            client.close().await;
+        }
+    }
+
     /// Requests all of `clients` have sent, as they count them.
     pub fn requests_of(clients: &[Arc<BenchClient>]) -> u64 {
         clients.iter().map(|c| c.requests()).sum()

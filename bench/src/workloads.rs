@@ -120,6 +120,7 @@ async fn uncontended(target: &Target, cycles: usize) -> Result<Value> {
     let d = target.snapshot().await?.since(&before);
     let n = cycles as f64;
     let ops = n / elapsed.as_secs_f64();
+    client.close().await;
     Ok(json!({
         "workload": "W1-uncontended", "backend": target.kind.label(), "cycles": cycles,
         "ops_per_s": ops.round(),
@@ -234,6 +235,7 @@ pub async fn contended(target: &Target, n: usize, duration: Duration, pause_max:
         waits.extend(l.waits);
     }
     let t = total as f64;
+    BenchClient::close_all(&clients).await;
     Ok(json!({
         "workload": "W2-contended", "backend": target.kind.label(), "clients": n,
         "pause_max_ms": pause_max.as_millis() as u64,
@@ -267,6 +269,7 @@ pub async fn independent(target: &Target, n: usize, duration: Duration) -> Resul
     for l in loops {
         waits.extend(l.waits);
     }
+    BenchClient::close_all(&clients).await;
     Ok(json!({
         "workload": "W3-independent", "backend": target.kind.label(), "clients": n,
         "seconds": round2(elapsed.as_secs_f64()), "acquisitions": total,
@@ -317,6 +320,8 @@ pub async fn scale(target: &Target, n: usize) -> Result<Value> {
         scale_round(target, &holder, &clients, idle, &mut totals).await?;
     }
     let k = (n * rounds) as f64;
+    holder.close().await;
+    BenchClient::close_all(&clients).await;
     Ok(json!({
         "workload": "W4-scale", "backend": target.kind.label(), "waiters": n, "rounds": rounds,
         "handoff_ms": round2(totals.handoff_time.as_secs_f64() * 1000.0 / k),
@@ -473,6 +478,7 @@ pub async fn many_locks(target: &Target, locks: usize, idle_for: Duration) -> Re
         .collect::<Vec<_>>()
         .await;
     let release_s = release_started.elapsed().as_secs_f64();
+    client.close().await;
     Ok(json!({
         "workload": "W4-many-locks", "backend": target.kind.label(), "locks": locks, "held_after_idle": held,
         "acquire_s": round2(acquire_s), "release_s": round2(release_s),
@@ -516,6 +522,8 @@ pub async fn local_queue(target: &Target, tasks: usize) -> Result<Value> {
         h.await.map_err(std::io::Error::other)??;
     }
     let elapsed = started.elapsed();
+    client.close().await;
+    holder.close().await;
     Ok(json!({
         "workload": "W5-local-queue", "backend": target.kind.label(), "tasks": tasks,
         "server_waiters": info.waiters.len(),
