@@ -63,6 +63,18 @@ fn of<'a>(lines: &'a [Value], workload: &str) -> Vec<&'a Value> {
 }
 
 /// Writes the report to `path` and the chart to `benchmarks.svg` beside it.
+/// What each workload measures; the report and the docs name them by these labels.
+const WORKLOADS: &str = "The workloads:\n\n\
+- **Raw floor**: one client writes and deletes one key (etcd) or znode (ZooKeeper) with the bare \
+  client, no lock: the least two requests can cost on this machine.\n\
+- **W1**: one client, one lock, acquire + release in a loop (uncontended).\n\
+- **W2**: N clients (each its own session) loop acquire → release on one lock, with or without a \
+  random pause after each release (contended hand-offs).\n\
+- **W3**: N clients, each looping on its own lock (independent locks on one server).\n\
+- **W4**: 1 to 1,000 waiters queued on one lock, then served one by one (does a hand-off cost \
+  more as the queue grows?); and one session holding many locks (keepalives, memory).\n\
+- **W5**: many tasks of one process waiting on one lock (how many server waiters they cost).\n";
+
 pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -85,6 +97,7 @@ pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) ->
         "Clients: Tokio's {runtime} runtime, the workloads in a spawned task as a service's handlers \
          are (`--runtime multi-thread|current-thread`).\n"
     );
+    let _ = writeln!(out, "{WORKLOADS}");
     let _ = writeln!(out, "![hand-off time and requests per hand-off against waiters](benchmarks.svg)\n");
     let _ = writeln!(out, "## Raw floor and W1: one client, one lock, acquire + release\n");
     let _ = writeln!(

@@ -1,4 +1,4 @@
-//! The workloads W1 to W5 of issue 7, each generic over the backend, each returning one JSON
+//! The workloads W1 to W5 (defined in docs/BENCHMARKS.md), each generic over the backend, each returning one JSON
 //! object (printed as one line by `main`).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! What a backend must implement: one session's place in a server-side queue. Everything both
-//! backends share (the local queue of semantic 9, guards, reentrancy, release on drop, timeouts,
+//! backends share (the local queue per name, guards, reentrancy, release on drop, timeouts,
 //! name validation, tracing of acquire and release) lives in [`crate::LockClient`], not here.
 
 use async_trait::async_trait;

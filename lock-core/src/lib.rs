@@ -7,7 +7,7 @@
 //!
 //! Backends implement the small [`LockBackend`] trait; [`LockClient`] turns one into a
 //! [`DistributedLock`] and adds what all backends share: name validation, the per-client FIFO
-//! queue of semantic 9, guards with release on drop, explicit reentrancy, timeouts and tracing.
+//! queue that makes a client's tasks one server waiter, guards with release on drop, explicit reentrancy, timeouts and tracing.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {

@@ -1,4 +1,4 @@
-//! The per-client local queue of semantic 9: tasks of one client that want the same name line
+//! The per-client local queue (docs/DESIGN.md, semantic 9): tasks of one client that want the same name line
 //! up here in FIFO order, and only the head takes a place in the server's queue.
 
 use std::collections::HashMap;

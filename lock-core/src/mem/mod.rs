@@ -238,7 +238,7 @@ impl MemBackend {
     }
 
     /// Loses the reply to the next queuing request after the server has acted on it: the
-    /// client must retry without creating a second entry (semantic 8).
+    /// client must retry without creating a second entry (docs/DESIGN.md, semantic 8).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
