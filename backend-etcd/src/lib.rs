@@ -278,33 +278,19 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        let session = self.current();
         let prefix = self.config.lock_prefix(name.as_str());
-        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
-        let response = session
-            .request("read the lock queue", &session.kv, |mut c| {
-                let (prefix, options) = (prefix.clone(), options.clone());
-                async move { c.get(prefix, Some(options)).await }
-            })
-            .await?;
+        let response = self.keys_under("read the lock queue", &prefix).await?;
         let queue = response.kvs().iter().filter(|kv| recipe::is_queue_key(&prefix, kv.key())).map(listed).collect();
         Ok(LockInfo::from_queue(name.clone(), queue))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
-        let session = self.current();
         let root = self.config.root();
         let range = match under {
             Some(dir) => self.config.lock_prefix(dir.as_str()),
             None => root.clone(),
         };
-        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
-        let response = session
-            .request("read the lock queues", &session.kv, |mut c| {
-                let (range, options) = (range.clone(), options.clone());
-                async move { c.get(range, Some(options)).await }
-            })
-            .await?;
+        let response = self.keys_under("read the lock queues", &range).await?;
         // Every queue key is <root><name>/<lease-id hex>; other keys (release markers, whose
         // names have an empty segment, or foreign keys) name no lock and are skipped.
         let mut queues: std::collections::BTreeMap<LockName, Vec<QueueEntry>> = Default::default();
@@ -336,6 +322,20 @@ impl LockBackend for EtcdBackend {
 
     fn session_state(&self) -> SessionState {
         self.current().life.state()
+    }
+}
+
+impl EtcdBackend {
+    /// The keys under `prefix` (keys only), oldest first: lock queues in queue order.
+    async fn keys_under(&self, op: &str, prefix: &str) -> Result<etcd_client::GetResponse, LockError> {
+        let session = self.current();
+        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
+        session
+            .request(op, &session.kv, |mut c| {
+                let (prefix, options) = (prefix.to_owned(), options.clone());
+                async move { c.get(prefix, Some(options)).await }
+            })
+            .await
     }
 }
 

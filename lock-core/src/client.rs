@@ -98,21 +98,23 @@ impl<B: LockBackend> LockClient<B> {
             tracing::debug!("queued locally");
             let turn = self.local.join(&name).turn().await;
             tracing::debug!("first in local queue: queuing on the server");
-            let (entry_tx, entry_rx) = tokio::sync::watch::channel(None::<QueueEntry>);
+            // Progress: the entry goes to the caller and to the queue reads; without it, nothing
+            // is made for it.
+            let progress = progress.map(|(every, report)| (every, report, tokio::sync::watch::channel(None)));
             let report_entry = |entry: QueueEntry| {
                 tracing::debug!(owner = %entry.owner, token = entry.token.get(), "queued on the server");
-                if let Some((_, report)) = progress {
+                if let Some((_, report, (entry_tx, _))) = &progress {
                     report(WaitProgress::Queued { entry: entry.clone() });
+                    entry_tx.send_replace(Some(entry));
                 }
-                entry_tx.send_replace(Some(entry));
             };
             let server = self.backend.acquire(&name, &report_entry);
-            let hold = match progress {
+            let hold = match &progress {
                 None => server.await?,
-                Some((every, report)) => {
+                Some((every, report, (_, entry_rx))) => {
                     tokio::select! {
                         hold = server => hold?,
-                        never = self.report_waiting(&name, entry_rx, every, report) => match never {},
+                        never = self.report_waiting(&name, entry_rx.clone(), *every, *report) => match never {},
                     }
                 }
             };
