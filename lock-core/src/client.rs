@@ -123,12 +123,14 @@ impl<B: LockBackend> LockClient<B> {
             Ok(LockGuard::new(name.clone(), hold, turn, runtime))
         }
         .instrument(span);
-        tokio::select! {
-            // First: a wait that `close` ends also sees its session end, and must say Closed.
-            biased;
-            _ = self.closed.cancelled() => Err(LockError::Closed),
-            result = acquire => result,
+        let result = acquire.await;
+        // `close` ends waits by ending the session (a wait behind another task of this client
+        // then fails to open a new one): whatever the wait saw, a closed client says Closed. A
+        // grant that raced the close is dropped; its hold was lost with the session.
+        if self.closed.is_cancelled() {
+            return Err(LockError::Closed);
         }
+        result
     }
 
     /// Once our entry is queued, reads the queue and reports where it stands, every `every`,
