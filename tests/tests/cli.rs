@@ -23,10 +23,17 @@ struct Backend {
 
 enum Server {
     Etcd { endpoints: Vec<String>, prefix: String },
-    ZooKeeper { hosts: Vec<String> },
+    ZooKeeper { hosts: Vec<String>, admin: zookeeper_client::Client },
+}
+
+/// Builds the `distlock` binary (once per test binary) off the test's runtime, before the
+/// harness connects: a build that blocked the runtime would starve the harness's sessions.
+async fn built() {
+    tokio::task::spawn_blocking(distlock_tests::cli::binary).await.expect("build the distlock binary");
 }
 
 async fn etcd() -> Backend {
+    built().await;
     let endpoints = shared::etcd().await.endpoints.clone();
     let h = EtcdHarness::new(endpoints.clone()).await;
     let url = format!("etcd://{}/{}?ttl=2s", endpoints.join(","), h.prefix());
@@ -35,10 +42,12 @@ async fn etcd() -> Backend {
 }
 
 async fn zookeeper() -> Backend {
+    built().await;
     let hosts = shared::zookeeper().await.endpoints.clone();
     let h = ZkHarness::new(hosts.clone()).await;
     let url = format!("zk://{}{}?session_timeout=2s", hosts.join(","), h.chroot());
-    Backend { url, harness: Box::new(h), server: Server::ZooKeeper { hosts } }
+    let admin = h.admin().clone();
+    Backend { url, harness: Box::new(h), server: Server::ZooKeeper { hosts, admin } }
 }
 
 impl Backend {
@@ -66,10 +75,9 @@ impl Backend {
     }
 
     /// What the server still holds of `session`: its lease and keys (etcd, as `etcdctl` lists
-    /// them), its connections (ZooKeeper's `cons`), and its entries in this test's namespace.
+    /// them), or its znodes (by their ephemeral owner) and connections (ZooKeeper's `cons`).
     async fn held_by(&self, session: &str) -> Vec<String> {
-        let mut held: Vec<String> =
-            self.harness.leftovers().await.into_iter().filter(|e| e.contains(session)).collect();
+        let mut held = Vec::new();
         match &self.server {
             Server::Etcd { endpoints, prefix } => {
                 let etcdctl = |args: &[&str]| {
@@ -86,7 +94,15 @@ impl Backend {
                 let keys = etcdctl(&["get", "--prefix", "--keys-only", prefix]);
                 held.extend(keys.lines().filter(|k| k.ends_with(session)).map(|k| format!("key {k}")));
             }
-            Server::ZooKeeper { hosts } => {
+            Server::ZooKeeper { hosts, admin } => {
+                let owner = i64::from_str_radix(session.trim_start_matches("0x"), 16).expect("a hex session id");
+                for znode in self.harness.leftovers().await {
+                    if let Ok(Some(stat)) = admin.check_stat(&znode).await {
+                        if stat.ephemeral_owner == owner {
+                            held.push(format!("znode {znode}"));
+                        }
+                    }
+                }
                 for host in hosts {
                     let cons = distlock_tests::zk::four_letter(host, "cons").await.expect("cons");
                     held.extend(cons.lines().filter(|c| c.contains(&format!("sid={session}"))).map(str::to_owned));
@@ -236,6 +252,7 @@ async fn a_lost_lock_terminates_the_command_and_exits_70(b: Backend) {
 }
 
 async fn a_bad_url_exits_64_naming_the_problem() {
+    built().await;
     for (url, problem) in [("etcd://h1:99999", "port"), ("redis://h", "unknown scheme"), ("nothing", "no scheme")] {
         let output = distlock(url, &["run", "x", "--", "true"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(64), "{url}");
