@@ -180,12 +180,8 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
                 parents_made += 1;
                 session.count();
                 let parent = CreateMode::Container.with_acls(Acls::anyone_all());
-                match session
-                    .client()
-                    .map_err(|e| crate::errors::request_error("create the lock directory", &hosts, Some(e)))?
-                    .mkdir(dir, &parent)
-                    .await
-                {
+                let made = async { session.client()?.mkdir(dir, &parent).await }.await;
+                match made {
                     Ok(()) | Err(ZkError::NodeExists) => {}
                     Err(e) => return Err(crate::errors::request_error("create the lock directory", &hosts, Some(e))),
                 }

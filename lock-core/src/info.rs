@@ -21,6 +21,21 @@ pub struct QueueEntry {
     pub since: Option<SystemTime>,
 }
 
+impl QueueEntry {
+    /// How long ago the entry was created, where the server records it (`None` on etcd).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use distlock_core::{FencingToken, QueueEntry};
+    /// let since = SystemTime::now() - Duration::from_secs(5);
+    /// let entry = QueueEntry { owner: "s".into(), token: FencingToken::new(1), since: Some(since) };
+    /// assert!(entry.age().is_some_and(|age| age >= Duration::from_secs(5)));
+    /// ```
+    pub fn age(&self) -> Option<std::time::Duration> {
+        self.since.and_then(|since| SystemTime::now().duration_since(since).ok())
+    }
+}
+
 /// The holder and the waiters of one lock, in queue order.
 ///
 /// ```

@@ -3,7 +3,7 @@
 //! and the session never outlives the run (closed on every way out).
 
 use std::process::ExitStatus;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use distlock::{DistributedLock, LockError, LockGuard, LockUrl, WaitProgress};
 use tokio::process::{Child, Command};
@@ -191,8 +191,7 @@ fn report(name: &str, step: &WaitProgress) {
         WaitProgress::Waiting { queue, ahead } => {
             let holder = match &queue.holder {
                 Some(h) => {
-                    let age = h.since.and_then(|s| SystemTime::now().duration_since(s).ok());
-                    let age = age.map(|a| format!(" for {:.1}s", a.as_secs_f64())).unwrap_or_default();
+                    let age = h.age().map(|a| format!(" for {:.1}s", a.as_secs_f64())).unwrap_or_default();
                     format!("held by {}{age} (fencing token {})", h.owner, h.token)
                 }
                 None => "free".to_owned(),

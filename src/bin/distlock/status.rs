@@ -1,14 +1,12 @@
 //! `distlock status NAME` (or `--all PREFIX`): the holder and waiters of locks, as a table or
 //! JSON.
 
-use std::time::SystemTime;
-
 use distlock::{LockInfo, LockUrl, QueueEntry};
 
 use crate::exit::Exit;
 
 fn age_secs(entry: &QueueEntry) -> Option<f64> {
-    entry.since.and_then(|since| SystemTime::now().duration_since(since).ok()).map(|d| d.as_secs_f64())
+    entry.age().map(|d| d.as_secs_f64())
 }
 
 pub async fn status(url: &str, name: &str, all: bool, json: bool) -> Result<u8, Exit> {
