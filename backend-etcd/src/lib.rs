@@ -61,8 +61,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    LockBackend, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, OnQueued, QueueEntry, ServerHold,
-    SessionSlot, SessionState,
+    backend::{LockBackend, OnQueued, ServerHold, SessionSlot},
+    LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
 

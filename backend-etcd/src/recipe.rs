@@ -21,7 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, QueueEntry, ServerHold, ServerRelease};
+use distlock_core::{
+    backend::{LossSignal, ServerHold, ServerRelease},
+    FencingToken, LockError, LockName, LossReason, QueueEntry,
+};
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock_core::{
-    retry_request, Attempt, LockError, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife,
+    backend::{retry_request, Attempt, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife},
+    LockError,
 };
 use etcd_client::{Client, KvClient};
 use tokio::task::JoinHandle;
@@ -45,7 +46,7 @@ pub(crate) struct EtcdSession {
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl distlock_core::HasLife for EtcdSession {
+impl distlock_core::backend::HasLife for EtcdSession {
     fn life(&self) -> &SessionLife {
         &self.life
     }

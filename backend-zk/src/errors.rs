@@ -1,7 +1,7 @@
 //! Maps `zookeeper-client` errors into [`LockError`], keeping the source and deciding what is
 //! retryable.
 
-use distlock_core::{Attempt, LockError};
+use distlock_core::{backend::Attempt, LockError};
 use zookeeper_client::Error;
 
 /// Whether the request may or may not have been applied: the connection was lost or went

@@ -50,7 +50,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    LockBackend, LockClient, LockError, LockInfo, LockName, LockUrl, OnQueued, ServerHold, SessionSlot, SessionState,
+    backend::{LockBackend, OnQueued, ServerHold, SessionSlot},
+    LockClient, LockError, LockInfo, LockName, LockUrl, SessionState,
 };
 
 pub use config::{ZkBuilder, ZkConfig, DEFAULT_CHROOT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use distlock_core::{FencingToken, LockError, LockName, LossReason, LossSignal, QueueEntry, ServerHold, ServerRelease};
+use distlock_core::{
+    backend::{LossSignal, ServerHold, ServerRelease},
+    FencingToken, LockError, LockName, LossReason, QueueEntry,
+};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError, MultiWriteResult};
 
@@ -153,7 +156,7 @@ enum CreateAttempt {
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
 /// lost connection it looks for its own znode by uuid before creating again: never two.
 ///
-/// Where the session has not met others lately ([`distlock_core::RecentContention`]), the
+/// Where the session has not met others lately ([`distlock_core::backend::RecentContention`]), the
 /// create asks whether it is alone: one multi creates our znode and writes the directory's data
 /// (empty, which names no znode), and the directory's stat in the reply counts its children. One
 /// child is ours alone: we are first, with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::{
-    retry_request, LockError, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife,
+    backend::{retry_request, PendingCleanups, RecentContention, ReleaseRecords, RetryPolicy, SessionLife},
+    LockError,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -39,7 +40,7 @@ pub(crate) struct ZkSession {
     directory_data: ReleaseRecords,
 }
 
-impl distlock_core::HasLife for ZkSession {
+impl distlock_core::backend::HasLife for ZkSession {
     fn life(&self) -> &SessionLife {
         &self.life
     }

@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use crate::local_queue::LocalQueues;
 use crate::{
-    DistributedLock, LockBackend, LockError, LockGuard, LockInfo, LockName, QueueEntry, SessionState, WaitProgress,
+    backend::LockBackend, DistributedLock, LockError, LockGuard, LockInfo, LockName, QueueEntry, SessionState,
+    WaitProgress,
 };
 
 /// A [`DistributedLock`] on top of a backend. Backends' builders return one of these.

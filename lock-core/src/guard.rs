@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{ServerHold, ServerRelease};
 use crate::local_queue::LocalTurn;
-use crate::{FencingToken, LockError, LockName, LossReason, LossSignal};
+use crate::{backend::LossSignal, FencingToken, LockError, LockName, LossReason};
 
 /// Proof that this client holds a lock, with the hold's [`FencingToken`].
 ///

@@ -48,7 +48,7 @@ impl fmt::Display for LossReason {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
-/// use distlock_core::{FencingToken, LockName, LossReason, LossSignal};
+/// use distlock_core::{FencingToken, LockName, LossReason, backend::LossSignal};
 ///
 /// let signal = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
 /// assert!(signal.fire(LossReason::EntryDeleted));
@@ -73,7 +73,7 @@ impl LossSignal {
     /// A signal for the hold of `name` with `token`, not yet fired.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::LossSignal};
     /// let s = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
     /// assert!(!s.is_fired());
     /// # Ok::<(), distlock_core::LockError>(())
@@ -87,7 +87,7 @@ impl LossSignal {
     /// Marks the hold lost. Returns `true` if this call fired it, `false` if it had fired before.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossReason, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, LossReason, backend::LossSignal};
     /// let s = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
     /// assert!(s.fire(LossReason::ServerSilent));
     /// assert_eq!(s.reason(), Some(LossReason::ServerSilent));
@@ -105,7 +105,7 @@ impl LossSignal {
     /// Whether the hold was lost.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::LossSignal};
     /// assert!(!LossSignal::new(LockName::new("a")?, FencingToken::new(1)).is_fired());
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```
@@ -116,7 +116,7 @@ impl LossSignal {
     /// The reason, once fired.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::LossSignal};
     /// assert_eq!(LossSignal::new(LockName::new("a")?, FencingToken::new(1)).reason(), None);
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```
@@ -131,7 +131,7 @@ impl LossSignal {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
-    /// use distlock_core::{FencingToken, LockName, LossReason, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, LossReason, backend::LossSignal};
     /// let s = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
     /// s.fire(LossReason::ClientClosed);
     /// assert_eq!(s.fired().await, LossReason::ClientClosed);
@@ -146,7 +146,7 @@ impl LossSignal {
     /// A token cancelled when the hold is lost, for `select!` loops and child tasks.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossReason, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, LossReason, backend::LossSignal};
     /// let s = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
     /// let token = s.cancellation_token();
     /// s.fire(LossReason::EntryDeleted);
@@ -160,7 +160,7 @@ impl LossSignal {
     /// The lock name this signal belongs to.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::LossSignal};
     /// assert_eq!(LossSignal::new(LockName::new("a")?, FencingToken::new(1)).name().as_str(), "a");
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```
@@ -171,7 +171,7 @@ impl LossSignal {
     /// The fencing token of the hold.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::LossSignal};
     /// assert_eq!(LossSignal::new(LockName::new("a")?, FencingToken::new(4)).token().get(), 4);
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```

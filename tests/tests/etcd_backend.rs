@@ -179,12 +179,12 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
 
     assert_eq!(cheap().await, (1, 1), "met others lately: the reading Txn, alone");
     assert_eq!(try_while_held().await, 2, "alone once is not enough: the reading Txn right away, then leaving");
-    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+    for _ in 0..distlock_core::backend::RecentContention::ALONE_TO_FORGET {
         assert_eq!(cheap().await, (1, 1), "the reading Txn, alone");
     }
     assert_eq!(try_while_held().await, 3, "alone often enough in a row: the empty-range Txn first again");
 
-    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+    for _ in 0..distlock_core::backend::RecentContention::ALONE_TO_FORGET {
         assert_eq!(cheap().await, (1, 1), "the reading Txn, alone");
     }
     let nested = other.lock("cheap/nightly").await.expect("a lock named below this one");

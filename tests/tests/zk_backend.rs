@@ -189,7 +189,7 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     assert_eq!(ours.backend().requests() - before, 3, "the multi, then a listing, then leaving the queue");
     held.release().await.expect("release");
 
-    for _ in 0..distlock_core::RecentContention::ALONE_TO_FORGET {
+    for _ in 0..distlock_core::backend::RecentContention::ALONE_TO_FORGET {
         assert_eq!(cheap().await, (2, 1), "met others lately: a create with a pipelined listing");
     }
     assert_eq!(cheap().await, (1, 1), "alone often enough in a row: one request again");

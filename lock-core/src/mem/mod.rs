@@ -17,8 +17,8 @@ pub use server::MemServer;
 use session::{unreachable_error, MemSession, Network};
 
 use crate::{
-    validate_ttl, LockBackend, LockClient, LockError, LockInfo, LockName, LossReason, LossSignal, OnQueued, QueueEntry,
-    ServerHold, ServerRelease, SessionState,
+    backend::{LockBackend, LossSignal, OnQueued, ServerHold, ServerRelease},
+    validate_ttl, LockClient, LockError, LockInfo, LockName, LossReason, QueueEntry, SessionState,
 };
 
 /// The default session TTL of `mem://` clients.

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{Enqueued, MemServer};
-use crate::{LockError, LockName, SessionLife};
+use crate::{backend::SessionLife, LockError, LockName};
 
 /// The client's simulated network to the server, shared by all its sessions.
 #[derive(Debug, Default)]

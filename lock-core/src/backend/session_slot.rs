@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::{LockError, SessionLife};
+use crate::{backend::SessionLife, LockError};
 
 /// A session a [`SessionSlot`] can hold.
 pub trait HasLife {
@@ -19,7 +19,7 @@ pub trait HasLife {
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use distlock_core::{HasLife, SessionLife, SessionSlot};
+/// use distlock_core::{backend::{HasLife, SessionLife, SessionSlot}};
 ///
 /// struct Session(SessionLife);
 /// impl HasLife for Session {
@@ -45,7 +45,7 @@ impl<S: HasLife> SessionSlot<S> {
     ///
     /// ```
     /// # use std::{sync::Arc, time::Duration};
-    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # use distlock_core::{backend::{HasLife, SessionLife, SessionSlot}};
     /// # struct S(SessionLife);
     /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
     /// let slot = SessionSlot::new(Arc::new(S(SessionLife::new("example", Duration::from_secs(1)))));
@@ -63,7 +63,7 @@ impl<S: HasLife> SessionSlot<S> {
     ///
     /// ```
     /// # use std::{sync::Arc, time::Duration};
-    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # use distlock_core::{backend::{HasLife, SessionLife, SessionSlot}};
     /// # struct S(SessionLife);
     /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
     /// let slot = SessionSlot::new(Arc::new(S(SessionLife::new("example", Duration::from_secs(1)))));
@@ -80,7 +80,7 @@ impl<S: HasLife> SessionSlot<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # use std::{sync::Arc, time::Duration};
-    /// # use distlock_core::{HasLife, LockError, SessionLife, SessionSlot};
+    /// # use distlock_core::{LockError, backend::{HasLife, SessionLife, SessionSlot}};
     /// # struct S(SessionLife);
     /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
     /// let open = || async { Ok(Arc::new(S(SessionLife::new("example", Duration::from_secs(1))))) };
@@ -111,7 +111,7 @@ impl<S: HasLife> SessionSlot<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
     /// # use std::{sync::Arc, time::Duration};
-    /// # use distlock_core::{HasLife, SessionLife, SessionSlot};
+    /// # use distlock_core::{backend::{HasLife, SessionLife, SessionSlot}};
     /// # struct S(SessionLife);
     /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
     /// let open = || async { Ok(Arc::new(S(SessionLife::new("example", Duration::from_secs(1))))) };

@@ -19,7 +19,7 @@ const REMEMBERED: usize = 1024;
 /// it has found itself alone there since.
 ///
 /// ```
-/// use distlock_core::RecentContention;
+/// use distlock_core::backend::RecentContention;
 ///
 /// let contention = RecentContention::default();
 /// assert!(!contention.met_others("locks/nightly/"), "alone until met otherwise");

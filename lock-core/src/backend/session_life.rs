@@ -7,14 +7,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{HoldRegistry, LeaseClock, LossReason, SessionState, SessionStateCell};
+use crate::{
+    backend::{HoldRegistry, LeaseClock, SessionStateCell},
+    LossReason, SessionState,
+};
 
 /// The life of one server session as the client knows it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
 /// use std::time::Duration;
-/// use distlock_core::{FencingToken, LockName, LossReason, LossSignal, SessionLife, SessionState};
+/// use distlock_core::{FencingToken, LockName, LossReason, SessionState, backend::{LossSignal, SessionLife}};
 ///
 /// let life = SessionLife::new("example", Duration::from_secs(10));
 /// let hold = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
@@ -37,7 +40,7 @@ impl SessionLife {
     /// A new, connected session with `ttl`, acknowledged as of now.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// assert!(life.state().is_connected());
     /// ```
     pub fn new(backend: &'static str, ttl: Duration) -> Self {
@@ -52,7 +55,7 @@ impl SessionLife {
     /// The session's state.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// assert_eq!(life.state(), distlock_core::SessionState::Connected);
     /// ```
     pub fn state(&self) -> SessionState {
@@ -62,7 +65,7 @@ impl SessionLife {
     /// The lease clock.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// assert!(life.clock().deadline() > tokio::time::Instant::now());
     /// ```
     pub fn clock(&self) -> &LeaseClock {
@@ -72,7 +75,7 @@ impl SessionLife {
     /// The holds that are lost when the session ends or goes silent.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// assert!(life.holds().is_empty());
     /// ```
     pub fn holds(&self) -> &HoldRegistry {
@@ -82,7 +85,7 @@ impl SessionLife {
     /// The server acknowledged a renewal sent at `sent_at`: the session is connected.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.renewed(tokio::time::Instant::now());
     /// ```
     pub fn renewed(&self, sent_at: Instant) {
@@ -97,7 +100,7 @@ impl SessionLife {
     /// may already have handed the locks on) and the session is suspended.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.silent_too_long();
     /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
     /// ```
@@ -109,7 +112,7 @@ impl SessionLife {
     /// The client cannot reach the server right now; holds stay until the deadline.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.suspended();
     /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
     /// ```
@@ -120,7 +123,7 @@ impl SessionLife {
     /// The session is over on the server: every hold is lost, waits end, the state is final.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.expire();
     /// assert!(life.is_ended());
     /// ```
@@ -137,7 +140,7 @@ impl SessionLife {
     /// The backend then ends the session on the server.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, LockName, LossReason, LossSignal, SessionLife, SessionState};
+    /// use distlock_core::{FencingToken, LockName, LossReason, SessionState, backend::{LossSignal, SessionLife}};
     /// let life = SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// let hold = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
     /// life.holds().register(hold.clone());
@@ -156,7 +159,7 @@ impl SessionLife {
     /// Whether the session is over.
     ///
     /// ```
-    /// assert!(!distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1)).is_ended());
+    /// assert!(!distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1)).is_ended());
     /// ```
     pub fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
@@ -167,7 +170,7 @@ impl SessionLife {
     /// use it before granting without a read that would otherwise prove the session alive.
     ///
     /// ```
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(10));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(10));
     /// assert!(life.surely_alive());
     /// life.expire();
     /// assert!(!life.surely_alive());
@@ -183,7 +186,7 @@ impl SessionLife {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let life = distlock_core::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.expire();
     /// life.ended().await;
     /// # }
@@ -202,7 +205,7 @@ impl SessionLife {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::Duration;
-    /// let life = distlock_core::SessionLife::new("mem", Duration::from_millis(50));
+    /// let life = distlock_core::backend::SessionLife::new("mem", Duration::from_millis(50));
     /// let watcher = life.watch_silence();
     /// tokio::time::timeout(Duration::from_millis(100), watcher).await.ok();
     /// assert_eq!(life.state(), distlock_core::SessionState::Suspended);
@@ -232,9 +235,9 @@ mod tests {
     use tracing_subscriber::Layer;
 
     use super::*;
-    use crate::{FencingToken, LockName, LossSignal};
+    use crate::{backend::LossSignal, FencingToken, LockName};
 
-    /// At each event of the loss module (a hold announcing its loss) and the session module (a
+    /// At each event of the loss module (a hold announcing its loss) and the state cell (a
     /// state change), records whether the session already says it has ended.
     struct EndedAtEachAnnouncement {
         life: Arc<SessionLife>,
@@ -244,7 +247,7 @@ mod tests {
     impl<S: tracing::Subscriber> Layer<S> for EndedAtEachAnnouncement {
         fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
             let target = event.metadata().target();
-            if target.ends_with("::loss") || target.ends_with("::session") {
+            if target.ends_with("::loss") || target.ends_with("::state_cell") {
                 self.seen.lock().unwrap().push((target, self.life.is_ended()));
             }
         }
@@ -262,7 +265,7 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(
             seen,
-            [("distlock_core::session", true), ("distlock_core::loss", true)],
+            [("distlock_core::backend::state_cell", true), ("distlock_core::loss", true)],
             "(announcement, session ended at that moment)"
         );
     }

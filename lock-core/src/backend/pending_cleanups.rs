@@ -7,13 +7,13 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::SessionLife;
+use crate::backend::SessionLife;
 
 /// The in-flight background deletes of one session, keyed by lock (a key, a directory).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use distlock_core::{PendingCleanups, SessionLife};
+/// use distlock_core::{backend::{PendingCleanups, SessionLife}};
 /// use std::time::Duration;
 ///
 /// let life = SessionLife::new("mem", Duration::from_secs(5));

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use distlock_core::LeaseClock;
+/// use distlock_core::backend::LeaseClock;
 /// use tokio::time::Instant;
 ///
 /// let clock = LeaseClock::new(Duration::from_secs(10));
@@ -35,7 +35,7 @@ impl LeaseClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let clock = distlock_core::LeaseClock::new(Duration::from_secs(1));
+    /// let clock = distlock_core::backend::LeaseClock::new(Duration::from_secs(1));
     /// assert_eq!(clock.margin(), Duration::from_millis(200));
     /// ```
     pub fn new(ttl: Duration) -> Self {
@@ -47,7 +47,7 @@ impl LeaseClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// assert_eq!(distlock_core::LeaseClock::new(Duration::from_secs(3)).ttl(), Duration::from_secs(3));
+    /// assert_eq!(distlock_core::backend::LeaseClock::new(Duration::from_secs(3)).ttl(), Duration::from_secs(3));
     /// ```
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -57,7 +57,7 @@ impl LeaseClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// assert_eq!(distlock_core::LeaseClock::new(Duration::from_secs(60)).margin(), Duration::from_secs(2));
+    /// assert_eq!(distlock_core::backend::LeaseClock::new(Duration::from_secs(60)).margin(), Duration::from_secs(2));
     /// ```
     pub fn margin(&self) -> Duration {
         self.margin
@@ -69,7 +69,7 @@ impl LeaseClock {
     /// ```
     /// use std::time::Duration;
     /// use tokio::time::Instant;
-    /// let clock = distlock_core::LeaseClock::new(Duration::from_secs(5));
+    /// let clock = distlock_core::backend::LeaseClock::new(Duration::from_secs(5));
     /// let now = Instant::now();
     /// clock.acknowledged(now);
     /// clock.acknowledged(now - Duration::from_secs(1)); // ignored: older
@@ -90,7 +90,7 @@ impl LeaseClock {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let clock = distlock_core::LeaseClock::new(Duration::from_secs(5));
+    /// let clock = distlock_core::backend::LeaseClock::new(Duration::from_secs(5));
     /// assert!(clock.deadline() > tokio::time::Instant::now());
     /// ```
     pub fn deadline(&self) -> Instant {
@@ -105,7 +105,7 @@ impl LeaseClock {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::Duration;
-    /// let clock = distlock_core::LeaseClock::new(Duration::from_millis(50));
+    /// let clock = distlock_core::backend::LeaseClock::new(Duration::from_millis(50));
     /// clock.silent().await; // no acknowledgements: resolves after 40 ms
     /// # }
     /// ```
@@ -132,7 +132,7 @@ impl LeaseClock {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::Duration;
-    /// let clock = distlock_core::LeaseClock::new(Duration::from_secs(5));
+    /// let clock = distlock_core::backend::LeaseClock::new(Duration::from_secs(5));
     /// let old = clock.deadline();
     /// clock.acknowledged(tokio::time::Instant::now() + Duration::from_millis(1));
     /// clock.renewed_past(old).await;

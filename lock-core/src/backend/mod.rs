@@ -1,10 +1,39 @@
-//! What a backend must implement: one session's place in a server-side queue. Everything both
-//! backends share (the local queue per name, guards, reentrancy, release on drop, timeouts,
-//! name validation, tracing of acquire and release) lives in [`crate::LockClient`], not here.
+//! For backend authors: the [`LockBackend`] trait a backend implements (one session's place in a
+//! server-side queue), and the toolkit every backend is built with: a session's life and lease
+//! clock ([`SessionLife`], [`LeaseClock`], [`SessionStateCell`]), the slot that replaces an
+//! ended session ([`SessionSlot`]), the holds a session's end reaches ([`HoldRegistry`],
+//! [`LossSignal`]), retries of ambiguous requests ([`retry_request`]), background deletes in
+//! flight ([`PendingCleanups`]), and the memories that pick a cheaper path ([`RecentContention`],
+//! [`ReleaseRecords`]).
+//!
+//! Users of distlock never meet these: what all backends share for users (name validation, the
+//! local queue per name, guards, reentrancy, release on drop, timeouts, progress, closing)
+//! lives in [`crate::LockClient`], which turns a backend into a [`crate::DistributedLock`].
+
+mod holds;
+mod lease_clock;
+mod pending_cleanups;
+mod recent_contention;
+mod release_records;
+mod retry;
+mod session_life;
+mod session_slot;
+mod state_cell;
+
+pub use crate::loss::LossSignal;
+pub use holds::HoldRegistry;
+pub use lease_clock::LeaseClock;
+pub use pending_cleanups::{Cleanup, PendingCleanups};
+pub use recent_contention::RecentContention;
+pub use release_records::ReleaseRecords;
+pub use retry::{retry_request, Attempt, RetryPolicy};
+pub use session_life::SessionLife;
+pub use session_slot::{HasLife, SessionSlot};
+pub use state_cell::SessionStateCell;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, LockError, LockInfo, LockName, LossSignal, QueueEntry, SessionState};
+use crate::{FencingToken, LockError, LockInfo, LockName, QueueEntry, SessionState};
 
 /// What a backend calls the moment its entry is in the server's queue, with that entry (as
 /// [`LockBackend::inspect`] would list it): [`crate::LockClient`] turns it into the caller's
@@ -19,7 +48,7 @@ pub type OnQueued<'a> = &'a (dyn Fn(QueueEntry) + Send + Sync);
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use distlock_core::{LockBackend, LockError, LockInfo, LockName, OnQueued, ServerHold, SessionState};
+/// use distlock_core::{LockError, LockInfo, LockName, SessionState, backend::{LockBackend, OnQueued, ServerHold}};
 ///
 /// /// A backend that refuses everything: the smallest possible implementation.
 /// struct Closed;
@@ -94,7 +123,7 @@ pub trait LockBackend: Send + Sync + 'static {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use distlock_core::{FencingToken, LockError, LockName, LossSignal, ServerHold, ServerRelease};
+/// use distlock_core::{FencingToken, LockError, LockName, backend::{LossSignal, ServerHold, ServerRelease}};
 ///
 /// struct Noop;
 /// #[async_trait]

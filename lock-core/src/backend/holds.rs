@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{LossReason, LossSignal};
+use crate::{backend::LossSignal, LossReason};
 
 /// The live holds of one session.
 ///
 /// ```
-/// use distlock_core::{FencingToken, HoldRegistry, LockName, LossReason, LossSignal};
+/// use distlock_core::{FencingToken, LockName, LossReason, backend::{HoldRegistry, LossSignal}};
 ///
 /// let holds = HoldRegistry::default();
 /// let signal = LossSignal::new(LockName::new("a")?, FencingToken::new(1));
@@ -36,7 +36,7 @@ impl HoldRegistry {
     /// Adds a hold; returns the id to remove it with when it is released.
     ///
     /// ```
-    /// use distlock_core::{FencingToken, HoldRegistry, LockName, LossSignal};
+    /// use distlock_core::{FencingToken, LockName, backend::{HoldRegistry, LossSignal}};
     /// let holds = HoldRegistry::default();
     /// let id = holds.register(LossSignal::new(LockName::new("a")?, FencingToken::new(1)));
     /// holds.remove(id);
@@ -54,7 +54,7 @@ impl HoldRegistry {
     /// Removes a released hold.
     ///
     /// ```
-    /// distlock_core::HoldRegistry::default().remove(7); // unknown ids are ignored
+    /// distlock_core::backend::HoldRegistry::default().remove(7); // unknown ids are ignored
     /// ```
     pub fn remove(&self, id: u64) {
         self.lock().holds.remove(&id);
@@ -63,7 +63,7 @@ impl HoldRegistry {
     /// Fires the loss signal of every registered hold and forgets them.
     ///
     /// ```
-    /// use distlock_core::{HoldRegistry, LossReason};
+    /// use distlock_core::{LossReason, backend::HoldRegistry};
     /// HoldRegistry::default().fire_all(LossReason::ServerSilent);
     /// ```
     pub fn fire_all(&self, reason: LossReason) {
@@ -76,7 +76,7 @@ impl HoldRegistry {
     /// How many holds are registered.
     ///
     /// ```
-    /// assert_eq!(distlock_core::HoldRegistry::default().len(), 0);
+    /// assert_eq!(distlock_core::backend::HoldRegistry::default().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
         self.lock().holds.len()
@@ -85,7 +85,7 @@ impl HoldRegistry {
     /// Whether no hold is registered.
     ///
     /// ```
-    /// assert!(distlock_core::HoldRegistry::default().is_empty());
+    /// assert!(distlock_core::backend::HoldRegistry::default().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0

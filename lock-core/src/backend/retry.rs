@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{LockError, SessionLife};
+use crate::{backend::SessionLife, LockError};
 
 /// How long one attempt and all attempts together may take.
 ///
 /// ```
 /// use std::time::Duration;
-/// let policy = distlock_core::RetryPolicy::new(Duration::from_secs(2));
+/// let policy = distlock_core::backend::RetryPolicy::new(Duration::from_secs(2));
 /// assert_eq!(policy.budget, Duration::from_secs(6));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ impl RetryPolicy {
     /// Attempts of `attempt_timeout` each, within three of them in all.
     ///
     /// ```
-    /// let p = distlock_core::RetryPolicy::new(std::time::Duration::from_secs(1));
+    /// let p = distlock_core::backend::RetryPolicy::new(std::time::Duration::from_secs(1));
     /// assert_eq!(p.attempt_timeout, std::time::Duration::from_secs(1));
     /// ```
     pub fn new(attempt_timeout: Duration) -> Self {
@@ -40,7 +40,7 @@ impl RetryPolicy {
 /// What a failed attempt means.
 ///
 /// ```
-/// let outcome: distlock_core::Attempt<&str> = distlock_core::Attempt::Transient("connection reset");
+/// let outcome: distlock_core::backend::Attempt<&str> = distlock_core::backend::Attempt::Transient("connection reset");
 /// # drop(outcome);
 /// ```
 #[derive(Debug)]
@@ -61,7 +61,7 @@ pub enum Attempt<E> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::Duration;
-/// use distlock_core::{retry_request, Attempt, LockError, RetryPolicy, SessionLife};
+/// use distlock_core::{LockError, backend::{retry_request, Attempt, RetryPolicy, SessionLife}};
 ///
 /// let life = SessionLife::new("example", Duration::from_secs(10));
 /// let mut calls = 0;

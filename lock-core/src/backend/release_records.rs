@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A session's permission to write release records, as the server last answered.
 ///
 /// ```
-/// use distlock_core::ReleaseRecords;
+/// use distlock_core::backend::ReleaseRecords;
 ///
 /// let records = ReleaseRecords::default();
 /// assert!(records.allowed());
