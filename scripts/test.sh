@@ -89,7 +89,16 @@ eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
 wait "$SERVERS_PID" 2>/dev/null || true
 
 echo "==> the crates package for crates.io (each verified to build from its package alone)"
-cargo package -q --workspace --exclude distlock-tests --exclude distlock-bench --allow-dirty || status=1
+# cargo verifies each crate against the others' packages through a local registry, and treats a
+# registry crate's version as immutable: it reuses the sources it unpacked and the libraries it
+# built for that version in an earlier run at the same path. So the verification builds in a
+# target dir of its own, and ours are removed from it and from the unpacked sources first, or a
+# second run would verify against the first run's code.
+verify=target/package-verify
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* \
+  "$verify"/debug/.fingerprint/distlock* "$verify"/debug/deps/*distlock*
+CARGO_TARGET_DIR=$verify cargo package -q --workspace --exclude distlock-tests --exclude distlock-bench \
+  --allow-dirty || status=1
 
 left=$(leftovers)
 if [ -n "$left" ]; then
