@@ -112,7 +112,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let timeline = Arc::try_unwrap(timeline).ok().map(|t| t.into_inner().unwrap()).unwrap_or_default();
+    let timeline = std::mem::take(&mut *timeline.lock().unwrap());
     let mut queue_order = timeline.queued.clone();
     queue_order.sort_by_key(|(_, token)| *token); // the server's queue order
     let grant_order: Vec<(usize, FencingToken)> = timeline.held.iter().map(|(w, t, _)| (*w, *t)).collect();

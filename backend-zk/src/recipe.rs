@@ -519,24 +519,15 @@ mod tests {
     async fn lock_dir(acls: Acls<'_>) -> (Arc<ZkSession>, String) {
         let session = crate::session::shared_test_session().await;
         let dir = session.config.lock_dir(&format!("release-{}/job", uuid::Uuid::new_v4()));
-        session
-            .client()
-            .expect("an open session")
-            .mkdir(&dir, &CreateMode::Persistent.with_acls(acls))
-            .await
-            .expect("the lock directory");
+        session.test_client().mkdir(&dir, &CreateMode::Persistent.with_acls(acls)).await.expect("the lock directory");
         (session, dir)
     }
 
     /// A lock znode in `dir`: its path and its name.
     async fn lock_znode(session: &ZkSession, dir: &str) -> (String, String) {
         let base = format!("{dir}/_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
-        let (_, sequence) = session
-            .client()
-            .expect("an open session")
-            .create(&base, b"", &lock_znode_options())
-            .await
-            .expect("a lock znode");
+        let (_, sequence) =
+            session.test_client().create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
         let path = format!("{base}{sequence}");
         let name = path.rsplit('/').next().unwrap_or_default().to_owned();
         (path, name)
@@ -550,32 +541,18 @@ mod tests {
         let (session, dir) = lock_dir(Acls::anyone_all()).await;
         let (holder, holder_name) = lock_znode(&session, &dir).await;
         let (middle, middle_name) = lock_znode(&session, &dir).await;
-        session
-            .client()
-            .expect("an open session")
-            .set_data(&dir, b"an earlier release", None)
-            .await
-            .expect("an earlier release");
+        session.test_client().set_data(&dir, b"an earlier release", None).await.expect("an earlier release");
 
-        session.client().expect("an open session").delete(&middle, None).await.expect("the middle waiter leaves");
+        session.test_client().delete(&middle, None).await.expect("the middle waiter leaves");
         assert!(!released_by_holder(&session, &dir, &middle_name).await.expect("read"), "a waiter that left");
 
         release_as_holder(&session, &holder).await.expect("release");
-        assert_eq!(
-            session.client().expect("an open session").check_stat(&holder).await.expect("stat"),
-            None,
-            "the holder's znode is gone"
-        );
+        assert_eq!(session.test_client().check_stat(&holder).await.expect("stat"), None, "the holder's znode is gone");
         assert!(released_by_holder(&session, &dir, &holder_name).await.expect("read"), "the holder's release");
 
-        session
-            .client()
-            .expect("an open session")
-            .set_data(&dir, b"a later release", None)
-            .await
-            .expect("a later release");
+        session.test_client().set_data(&dir, b"a later release", None).await.expect("a later release");
         release_as_holder(&session, &holder).await.expect("a retried release of a znode already gone");
-        let (data, _) = session.client().expect("an open session").get_data(&dir).await.expect("read");
+        let (data, _) = session.test_client().get_data(&dir).await.expect("read");
         assert_eq!(data, b"a later release", "a release of a znode already gone writes nothing");
     }
 
@@ -587,11 +564,7 @@ mod tests {
         let (session, dir) = lock_dir(Acls::new(&no_write)).await;
         let (holder, holder_name) = lock_znode(&session, &dir).await;
         release_as_holder(&session, &holder).await.expect("release");
-        assert_eq!(
-            session.client().expect("an open session").check_stat(&holder).await.expect("stat"),
-            None,
-            "the holder's znode is gone"
-        );
+        assert_eq!(session.test_client().check_stat(&holder).await.expect("stat"), None, "the holder's znode is gone");
         assert!(!released_by_holder(&session, &dir, &holder_name).await.expect("read"));
         assert!(session.directory_data_refused(), "later releases go straight to the plain delete");
     }
@@ -607,8 +580,7 @@ mod tests {
         assert_eq!(first.requests() - before, 1, "one multi, no listing");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "alone, known without a listing");
-        let stat =
-            first.client().expect("an open session").check_stat(&created.path).await.expect("stat").expect("our znode");
+        let stat = first.test_client().check_stat(&created.path).await.expect("stat").expect("our znode");
         assert_eq!(created.czxid, stat.czxid, "the token is our znode's czxid");
         assert!(!first.contention.met_others(&dir));
 
@@ -616,13 +588,7 @@ mod tests {
         let created = create_protected(&second, &dir, "_c_second-lock-").await.expect("queue behind");
         assert_eq!(created.listing, None, "not alone: the waiter lists the queue");
         assert!(second.contention.met_others(&dir), "the session met others here");
-        let stat = second
-            .client()
-            .expect("an open session")
-            .check_stat(&created.path)
-            .await
-            .expect("stat")
-            .expect("our znode");
+        let stat = second.test_client().check_stat(&created.path).await.expect("stat").expect("our znode");
         assert_eq!(created.czxid, stat.czxid);
 
         let before = second.requests();
@@ -641,7 +607,7 @@ mod tests {
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "listed after the refused multi");
         assert!(session.directory_data_refused(), "the session stops writing the directory's data");
-        let (children, _) = session.client().expect("an open session").get_children(&dir).await.expect("list");
+        let (children, _) = session.test_client().get_children(&dir).await.expect("list");
         assert_eq!(children.len(), 1, "exactly one znode");
     }
 

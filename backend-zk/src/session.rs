@@ -102,6 +102,12 @@ impl ZkSession {
         self.client.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(ZkError::ClientClosed)
     }
 
+    /// The client's handle in tests, which run on an open session.
+    #[cfg(test)]
+    pub(crate) fn test_client(&self) -> Client {
+        self.client().expect("an open session")
+    }
+
     /// The session's id, as the server gave it.
     pub(crate) fn id(&self) -> zookeeper_client::SessionId {
         self.session.id()

@@ -196,20 +196,15 @@ mod tests {
         let (waiter, others) = (shared_test_session().await, shared_test_session().await);
         let dir = others.config.lock_dir(&format!("wait-{}/job", uuid::Uuid::new_v4()));
         others
-            .client()
-            .expect("an open session")
+            .test_client()
             .mkdir(&dir, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
             .await
             .expect("the lock dir");
         let mut queue = Vec::new();
         for (i, session) in [&others, &others, &others, &waiter].into_iter().enumerate() {
             let base = format!("{dir}/_c_{i}-lock-");
-            let (_, sequence) = session
-                .client()
-                .expect("an open session")
-                .create(&base, b"", &lock_znode_options())
-                .await
-                .expect("a lock znode");
+            let (_, sequence) =
+                session.test_client().create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
             queue.push(format!("_c_{i}-lock-{sequence}"));
         }
         (waiter, others, dir, queue)
@@ -262,27 +257,11 @@ mod tests {
             let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
             async move { predecessor_gone(&place, &dir, &queue, 3).await }
         });
-        others
-            .client()
-            .expect("an open session")
-            .delete(&format!("{dir}/{}", queue[1]), None)
-            .await
-            .expect("the second leaves");
-        others
-            .client()
-            .expect("an open session")
-            .delete(&format!("{dir}/{}", queue[2]), None)
-            .await
-            .expect("the predecessor leaves");
+        others.test_client().delete(&format!("{dir}/{}", queue[1]), None).await.expect("the second leaves");
+        others.test_client().delete(&format!("{dir}/{}", queue[2]), None).await.expect("the predecessor leaves");
         let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
         assert_eq!(woken, Woken::Relist, "the owner still holds");
-        assert!(others
-            .client()
-            .expect("an open session")
-            .check_stat(&format!("{dir}/{}", queue[0]))
-            .await
-            .expect("stat")
-            .is_some());
+        assert!(others.test_client().check_stat(&format!("{dir}/{}", queue[0])).await.expect("stat").is_some());
     }
 
     #[test]
