@@ -49,6 +49,7 @@
 //! ```
 
 mod config;
+mod election;
 mod errors;
 mod recipe;
 mod release_marker;
@@ -61,8 +62,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LockBackend, OnQueued, ServerHold, SessionSlot},
-    LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
+    backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, ServerHold, SessionSlot},
+    Leader, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
 
@@ -266,15 +267,32 @@ impl EtcdBackend {
 
 #[async_trait]
 impl LockBackend for EtcdBackend {
-    async fn acquire(&self, name: &LockName, on_queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+    async fn acquire(
+        &self,
+        name: &LockName,
+        entry: &EntryRequest,
+        on_queued: OnQueued<'_>,
+    ) -> Result<ServerHold, LockError> {
+        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
         on_queued(queued.entry());
         Ok(recipe::grant(queued.wait_until_first().await?))
     }
 
-    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+    async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
+        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
         Ok(queued.first_or_leave().await?.map(recipe::grant))
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
+        let prefix = self.config.lock_prefix(name.as_str());
+        self.current().count();
+        election::leader(&self.client, &self.config.endpoints_label(), &prefix).await
+    }
+
+    async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
+        let prefix = self.config.lock_prefix(name.as_str());
+        let watch = election::LeaderWatch::new(self.client.clone(), self.config.endpoints_label(), prefix);
+        Ok(Box::new(watch))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {

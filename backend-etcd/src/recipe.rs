@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LossSignal, ServerHold, ServerRelease},
+    backend::{EntryRequest, LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
     FencingToken, LockError, LockName, LossReason, QueueEntry,
 };
 use etcd_client::{
@@ -51,6 +51,8 @@ pub(crate) struct Place {
     /// Whether our release must write our release marker ([`marker_of`] our key): not when our
     /// key was first from its creation (see the module's comment).
     pub(crate) writes_marker: bool,
+    /// The recipe the key was queued for: an election's hold can proclaim.
+    pub(crate) recipe: Recipe,
 }
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -184,7 +186,12 @@ pub(crate) struct Queued {
 /// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
 /// ours (the predecessor, whether it is the owner, how many are ahead). Where the session has
 /// not met others lately, a cheaper Txn goes first (see [`queue_alone`]).
-pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Result<Queued, LockError> {
+pub(crate) async fn enqueue(
+    session: Arc<EtcdSession>,
+    name: &LockName,
+    request: &EntryRequest,
+) -> Result<Queued, LockError> {
+    let value = request.value.as_slice();
     let queue_prefix = session.config.lock_prefix(name.as_str());
     let key = queue_key(&session, name);
     session.cleanups.wait(&key, &session.life).await;
@@ -192,7 +199,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     let lease = session.lease;
 
     if !session.contention.met_others(&queue_prefix) {
-        if let Some(revision) = queue_alone(&session, &queue_prefix, &key).await? {
+        if let Some(revision) = queue_alone(&session, &queue_prefix, &key, value).await? {
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
             let place = Place {
@@ -202,6 +209,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
                 key,
                 revision,
                 writes_marker: false,
+                recipe: request.recipe,
             };
             return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
         }
@@ -212,7 +220,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
     let enqueue = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([
-            TxnOp::put(key.as_str(), "", Some(PutOptions::new().with_lease(lease))),
+            TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_lease(lease))),
             // Ours and the ones just below it.
             TxnOp::get(
                 queue_prefix.as_str(),
@@ -272,6 +280,7 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
         key,
         revision,
         writes_marker: !created_first,
+        recipe: request.recipe,
     };
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
@@ -291,14 +300,19 @@ pub(crate) async fn enqueue(session: Arc<EtcdSession>, name: &LockName) -> Resul
 /// `None`: nothing written (others are queued, a lock named below this one has keys in the
 /// range, or an earlier attempt of this very request created our key): the caller queues with
 /// the read.
-async fn queue_alone(session: &EtcdSession, queue_prefix: &str, key: &str) -> Result<Option<i64>, LockError> {
+async fn queue_alone(
+    session: &EtcdSession,
+    queue_prefix: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<Option<i64>, LockError> {
     let txn = Txn::new()
         .when([
             Compare::create_revision(key, CompareOp::Equal, 0),
             // Over a range: every key in it has create revision 0, so none exists.
             Compare::create_revision(queue_prefix, CompareOp::Equal, 0).with_range(range_end(queue_prefix)),
         ])
-        .and_then([TxnOp::put(key, "", Some(PutOptions::new().with_lease(session.lease)))]);
+        .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(session.lease)))]);
     let response = session.txn("queue for the lock", txn).await?;
     Ok(response.succeeded().then(|| revision_of(&response)))
 }
@@ -621,9 +635,14 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         loss.clone(),
         released.clone(),
     ));
+    let proclaim = (place.recipe == Recipe::Election).then(|| {
+        Arc::new(EtcdProclaim { session: place.session.clone(), key: place.key.clone(), revision: place.revision })
+            as Arc<dyn ServerProclaim>
+    });
     ServerHold {
         token,
         loss,
+        proclaim,
         release: Box::new(EtcdRelease {
             session: place.session,
             key: place.key,
@@ -682,6 +701,33 @@ async fn watch_own_key(
             } else {
                 session.life.expire();
             }
+        }
+    }
+}
+
+/// Replaces a leader's value: Go's `Election.Proclaim`, a put on our key under our lease, only
+/// while the key still has our create revision.
+#[derive(Debug)]
+struct EtcdProclaim {
+    session: Arc<EtcdSession>,
+    key: String,
+    revision: i64,
+}
+
+#[async_trait]
+impl ServerProclaim for EtcdProclaim {
+    async fn proclaim(&self, value: &[u8]) -> Result<(), LockError> {
+        let session = &self.session;
+        let txn = Txn::new()
+            .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)])
+            .and_then([TxnOp::put(self.key.as_str(), value, Some(PutOptions::new().with_lease(session.lease)))]);
+        let lost =
+            |reason| LockError::Lost { name: self.key.clone(), token: FencingToken::new(self.revision as u64), reason };
+        match session.txn("proclaim a new value", txn).await {
+            Ok(response) if response.succeeded() => Ok(()),
+            Ok(_) => Err(lost(LossReason::EntryDeleted)),
+            Err(LockError::SessionExpired { .. }) => Err(lost(LossReason::SessionExpired)),
+            Err(error) => Err(error),
         }
     }
 }
@@ -771,7 +817,7 @@ mod tests {
         }
         let own_key = format!("{queue_prefix}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
-        (Place { session, name, queue_prefix, key, revision, writes_marker: true }, client, keys)
+        (Place { session, name, queue_prefix, key, revision, writes_marker: true, recipe: Recipe::Lock }, client, keys)
     }
 
     /// On a real etcd: a waiter that saw its predecessor deleted takes itself for first without
@@ -894,7 +940,7 @@ mod tests {
         let session = &place.session;
         let fresh = format!("{}fresh", place.queue_prefix);
         assert_eq!(
-            queue_alone(session, &place.queue_prefix, &fresh).await.expect("queue"),
+            queue_alone(session, &place.queue_prefix, &fresh, b"").await.expect("queue"),
             None,
             "another key is in the range"
         );
@@ -902,12 +948,13 @@ mod tests {
         let nested = format!("{}nightly/1", place.queue_prefix);
         kv.put(nested.as_str(), "", None).await.expect("a lock named below this one");
         assert_eq!(
-            queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue"),
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue"),
             None,
             "a nested lock's key"
         );
         kv.delete(nested.as_str(), None).await.expect("the nested lock is free");
-        let created = queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue").expect("created");
+        let created =
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue").expect("created");
         let ours = kv.get(place.key.as_str(), None).await.expect("read our key");
         let ours = ours.kvs().first().expect("our key");
         assert_eq!(
@@ -916,7 +963,7 @@ mod tests {
             "created at that revision, on our lease"
         );
         assert_eq!(
-            queue_alone(session, &place.queue_prefix, &place.key).await.expect("queue"),
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue"),
             None,
             "a retry writes nothing"
         );

@@ -40,7 +40,9 @@
 //! ```
 
 mod config;
+mod election;
 mod errors;
+pub mod layout;
 mod recipe;
 mod session;
 mod wait;
@@ -50,8 +52,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LockBackend, OnQueued, ServerHold, SessionSlot},
-    LockClient, LockError, LockInfo, LockName, LockUrl, SessionState,
+    backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, ServerHold, SessionSlot},
+    Leader, LockClient, LockError, LockInfo, LockName, LockUrl, SessionState,
 };
 
 pub use config::{ZkBuilder, ZkConfig, DEFAULT_CHROOT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SESSION_TIMEOUT};
@@ -81,7 +83,7 @@ pub async fn connect_url(url: &LockUrl) -> Result<ZkLocks, LockError> {
 #[derive(Debug)]
 pub struct ZkBackend {
     config: Arc<ZkConfig>,
-    session: SessionSlot<ZkSession>,
+    session: Arc<SessionSlot<ZkSession>>,
     requests: Arc<AtomicU64>,
 }
 
@@ -110,7 +112,7 @@ impl ZkBackend {
         let config = Arc::new(config);
         let requests = Arc::new(AtomicU64::new(0));
         let session = ZkSession::open(config.clone(), requests.clone()).await?;
-        Ok(ZkBackend { config, session: SessionSlot::new(session), requests })
+        Ok(ZkBackend { config, session: Arc::new(SessionSlot::new(session)), requests })
     }
 
     fn current(&self) -> Arc<ZkSession> {
@@ -156,15 +158,35 @@ impl ZkBackend {
 
 #[async_trait]
 impl LockBackend for ZkBackend {
-    async fn acquire(&self, name: &LockName, on_queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+    async fn acquire(
+        &self,
+        name: &LockName,
+        entry: &EntryRequest,
+        on_queued: OnQueued<'_>,
+    ) -> Result<ServerHold, LockError> {
+        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
         on_queued(queued.entry());
         Ok(recipe::grant(queued.wait_until_first().await?))
     }
 
-    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name).await?;
+    async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
+        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
         Ok(queued.first_or_leave().await?.map(recipe::grant))
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
+        let session = self.live_session().await?;
+        election::leader(&session, &self.config.lock_dir(name.as_str())).await
+    }
+
+    async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
+        Ok(Box::new(election::LeaderWatch {
+            slot: self.session.clone(),
+            config: self.config.clone(),
+            requests: self.requests.clone(),
+            dir: self.config.lock_dir(name.as_str()),
+            watcher: None,
+        }))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {

@@ -1,6 +1,9 @@
-//! The lock recipe in Apache Curator's InterProcessMutex layout: the queue of lock `name` is the
-//! ephemeral sequential znodes `<chroot>/<name>/_c_<uuid>-lock-<seq>`, ordered by sequence
-//! number; the first holds, each waiter watches only the one just before it.
+//! The queue every recipe shares, in Apache Curator's layouts ([`crate::layout`]): the queue of
+//! `name` is the ephemeral sequential znodes `<chroot>/<name>/_c_<uuid>-<marker><seq>`, ordered
+//! by sequence number, each carrying its entry's value as data (a lock's: none; an election's:
+//! the candidate's value). The recipe's grant rule decides which entry holds; under the
+//! exclusive rule of the lock and the election that is the first, and each waiter watches only
+//! the one just before it.
 //!
 //! The holder's release also writes its znode's name as the lock directory's data, in the multi
 //! that deletes the znode. The waiter behind it, seeing that deletion, reads the directory's
@@ -13,37 +16,19 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LossSignal, ServerHold, ServerRelease},
+    backend::{EntryRequest, LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
     FencingToken, LockError, LockName, LossReason, QueueEntry,
 };
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError, MultiWriteResult};
 
+use crate::layout::{protected_prefix, queue_order, sequence};
 use crate::session::ZkSession;
 use crate::wait::Woken;
 
 /// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
 /// exactly the queuing and the release).
 const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
-
-/// The marker Curator puts before the sequence number.
-const LOCK_MARKER: &str = "lock-";
-
-/// The sequence number of a lock znode's name, if it is one (`..lock-0000000042`).
-fn sequence(child: &str) -> Option<&str> {
-    let (_, digits) = child.rsplit_once(LOCK_MARKER)?;
-    (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
-}
-
-/// The lock znodes among `children`, in queue order (by sequence number, as Curator sorts).
-pub(crate) fn queue_order(mut children: Vec<String>) -> Vec<String> {
-    children.retain(|c| sequence(c).is_some());
-    children.sort_by(|a, b| {
-        let (a, b) = (sequence(a).unwrap_or_default(), sequence(b).unwrap_or_default());
-        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-    });
-    children
-}
 
 /// A session's znode in one lock's queue.
 #[derive(Debug)]
@@ -52,6 +37,7 @@ pub(crate) struct Place {
     pub(crate) name: LockName,
     pub(crate) path: String,
     pub(crate) czxid: i64,
+    pub(crate) recipe: Recipe,
 }
 
 /// Removes a waiter's znode when its acquire is cancelled or fails, in the background. With no
@@ -162,7 +148,7 @@ enum CreateAttempt {
 /// child is ours alone: we are first, with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind
 /// the create, without waiting for its reply. ZooKeeper answers one session's requests in the
 /// order sent, so the listing already holds our znode, and queuing is one round trip.
-async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Result<Created, LockError> {
+async fn create_protected(session: &ZkSession, dir: &str, prefix: &str, data: &[u8]) -> Result<Created, LockError> {
     let base = format!("{dir}/{prefix}");
     let hosts = session.config.hosts_label();
     let mut parents_made = 0;
@@ -172,9 +158,9 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str) -> Resul
         }
         let ask_alone = !session.directory_data_refused() && !session.contention.met_others(dir);
         let attempt = if ask_alone {
-            create_asking_alone(session, dir, &base).await
+            create_asking_alone(session, dir, &base, data).await
         } else {
-            create_and_list(session, dir, &base).await
+            create_and_list(session, dir, &base, data).await
         };
         match attempt {
             Ok(CreateAttempt::Created(created)) => return Ok(created),
@@ -206,12 +192,12 @@ pub(crate) fn lock_znode_options() -> zookeeper_client::CreateOptions<'static> {
 }
 
 /// One create with the listing pipelined behind it (see [`create_protected`]).
-async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<CreateAttempt, ZkError> {
+async fn create_and_list(session: &ZkSession, dir: &str, base: &str, data: &[u8]) -> Result<CreateAttempt, ZkError> {
     session.count();
     // Both requests are on the wire once their futures exist (the client orders requests when
     // they are made, not when they are polled).
     let client = session.client()?;
-    let created = client.create(base, b"", &lock_znode_options());
+    let created = client.create(base, data, &lock_znode_options());
     session.count();
     let listing = client.get_children(dir);
     let (stat, sequence) = created.await?;
@@ -224,11 +210,16 @@ async fn create_and_list(session: &ZkSession, dir: &str, base: &str) -> Result<C
 
 /// One multi that creates our znode and writes the directory's data, whose reply says whether
 /// our znode is the directory's only child (see [`create_protected`]).
-async fn create_asking_alone(session: &ZkSession, dir: &str, base: &str) -> Result<CreateAttempt, ZkError> {
+async fn create_asking_alone(
+    session: &ZkSession,
+    dir: &str,
+    base: &str,
+    data: &[u8],
+) -> Result<CreateAttempt, ZkError> {
     session.count();
     let client = session.client()?;
     let mut multi = client.new_multi_writer();
-    multi.add_create(base, b"", &lock_znode_options())?;
+    multi.add_create(base, data, &lock_znode_options())?;
     multi.add_set_data(dir, b"", None)?;
     let results = match multi.commit().await {
         Ok(results) => results,
@@ -261,10 +252,15 @@ pub(crate) struct Queued {
     first_listing: Option<Vec<String>>,
 }
 
-/// Queues `session` for `name`: creates our protected ephemeral sequential znode.
-pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<Queued, LockError> {
+/// Queues `session` for `name`: creates our protected ephemeral sequential znode, named for the
+/// request's recipe and carrying its value.
+pub(crate) async fn enqueue(
+    session: Arc<ZkSession>,
+    name: &LockName,
+    request: &EntryRequest,
+) -> Result<Queued, LockError> {
     let dir = session.config.lock_dir(name.as_str());
-    let prefix = format!("_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
+    let prefix = protected_prefix(request.recipe);
     let mut cleanup = NodeCleanup {
         session: session.clone(),
         dir: dir.clone(),
@@ -273,9 +269,10 @@ pub(crate) async fn enqueue(session: Arc<ZkSession>, name: &LockName) -> Result<
         armed: true,
     };
     session.cleanups.wait(&dir, &session.life).await;
-    let Created { path, czxid, listing } = create_protected(&session, &dir, &prefix).await?;
+    let Created { path, czxid, listing } = create_protected(&session, &dir, &prefix, &request.value).await?;
     cleanup.path = Some(path.clone());
-    Ok(Queued { place: Place { session, name: name.clone(), path, czxid }, dir, cleanup, first_listing: listing })
+    let place = Place { session, name: name.clone(), path, czxid, recipe: request.recipe };
+    Ok(Queued { place, dir, cleanup, first_listing: listing })
 }
 
 impl Queued {
@@ -294,7 +291,7 @@ impl Queued {
         };
         let place = &self.place;
         let own = place.path.rsplit('/').next().unwrap_or_default();
-        let queue = queue_order(listing);
+        let queue = queue_order(listing, Some(place.recipe));
         match queue.iter().position(|c| c == own) {
             Some(position) => Ok((position, queue)),
             None => {
@@ -317,7 +314,7 @@ impl Queued {
     /// The place if it is first; else leaves the queue (deleting the znode) and returns `None`.
     pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
         let (position, _) = self.position().await?;
-        if position != 0 {
+        if !self.place.recipe.grant_rule().granted_at(position) {
             delete(&self.place.session, &self.place.path, "leave the queue").await?;
             self.cleanup.armed = false;
             return Ok(None);
@@ -337,7 +334,7 @@ impl Queued {
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         loop {
             let (position, queue) = self.position().await?;
-            if position == 0 {
+            if self.place.recipe.grant_rule().granted_at(position) {
                 break;
             }
             if crate::wait::predecessor_gone(&self.place, &self.dir, &queue, position).await? == Woken::First {
@@ -398,9 +395,14 @@ pub(crate) fn grant(place: Place) -> ServerHold {
     }
     let released = CancellationToken::new();
     tokio::spawn(watch_own_node(place.session.clone(), place.path.clone(), loss.clone(), released.clone()));
+    let proclaim = (place.recipe == Recipe::Election).then(|| {
+        Arc::new(ZkProclaim { session: place.session.clone(), path: place.path.clone(), token })
+            as Arc<dyn ServerProclaim>
+    });
     ServerHold {
         token,
         loss,
+        proclaim,
         release: Box::new(ZkRelease { session: place.session, path: place.path, token, registration, released }),
     }
 }
@@ -430,6 +432,41 @@ async fn watch_own_node(session: Arc<ZkSession>, path: String, loss: LossSignal,
             if !released.is_cancelled() && !session.life.is_ended() {
                 loss.fire(LossReason::EntryDeleted);
             }
+        }
+    }
+}
+
+/// Replaces a leader's value: a setData on our own znode, whose path is unique to this term, so
+/// it lands only while our znode exists.
+#[derive(Debug)]
+struct ZkProclaim {
+    session: Arc<ZkSession>,
+    path: String,
+    token: FencingToken,
+}
+
+#[async_trait]
+impl ServerProclaim for ZkProclaim {
+    async fn proclaim(&self, value: &[u8]) -> Result<(), LockError> {
+        let written = self
+            .session
+            .request("proclaim a new value", |client| {
+                let (path, value) = (self.path.clone(), value.to_vec());
+                async move {
+                    match client.set_data(&path, &value, None).await {
+                        Ok(_) => Ok(true),
+                        Err(ZkError::NoNode) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await;
+        let lost = |reason| LockError::Lost { name: self.path.clone(), token: self.token, reason };
+        match written {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lost(LossReason::EntryDeleted)),
+            Err(LockError::SessionExpired { .. }) => Err(lost(LossReason::SessionExpired)),
+            Err(error) => Err(error),
         }
     }
 }
@@ -485,7 +522,7 @@ pub(crate) async fn inspect_all(session: &ZkSession, top: &str) -> Result<Vec<(L
 /// The lock znodes among `children` of `dir` in queue order, as `inspect` lists them.
 async fn entries(session: &ZkSession, dir: &str, children: Vec<String>) -> Result<Vec<QueueEntry>, LockError> {
     let mut entries = Vec::new();
-    for child in queue_order(children) {
+    for child in queue_order(children, None) {
         let path = format!("{dir}/{child}");
         let stat = session
             .request("read a lock znode", |client| {
@@ -525,7 +562,7 @@ mod tests {
 
     /// A lock znode in `dir`: its path and its name.
     async fn lock_znode(session: &ZkSession, dir: &str) -> (String, String) {
-        let base = format!("{dir}/_c_{}-{LOCK_MARKER}", uuid::Uuid::new_v4());
+        let base = format!("{dir}/{}", protected_prefix(Recipe::Lock));
         let (_, sequence) =
             session.test_client().create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
         let path = format!("{base}{sequence}");
@@ -576,7 +613,7 @@ mod tests {
     async fn queuing_alone_is_one_request_that_knows_it_is_first() {
         let (first, dir) = lock_dir(Acls::anyone_all()).await;
         let before = first.requests();
-        let created = create_protected(&first, &dir, "_c_first-lock-").await.expect("queue alone");
+        let created = create_protected(&first, &dir, "_c_first-lock-", b"").await.expect("queue alone");
         assert_eq!(first.requests() - before, 1, "one multi, no listing");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "alone, known without a listing");
@@ -585,14 +622,14 @@ mod tests {
         assert!(!first.contention.met_others(&dir));
 
         let second = crate::session::shared_test_session().await;
-        let created = create_protected(&second, &dir, "_c_second-lock-").await.expect("queue behind");
+        let created = create_protected(&second, &dir, "_c_second-lock-", b"").await.expect("queue behind");
         assert_eq!(created.listing, None, "not alone: the waiter lists the queue");
         assert!(second.contention.met_others(&dir), "the session met others here");
         let stat = second.test_client().check_stat(&created.path).await.expect("stat").expect("our znode");
         assert_eq!(created.czxid, stat.czxid);
 
         let before = second.requests();
-        let again = create_protected(&second, &dir, "_c_again-lock-").await.expect("queue again");
+        let again = create_protected(&second, &dir, "_c_again-lock-", b"").await.expect("queue again");
         assert_eq!(second.requests() - before, 2, "a create with its listing pipelined");
         assert_eq!(again.listing.map(|l| l.len()), Some(3), "the listing holds all three znodes");
     }
@@ -603,23 +640,11 @@ mod tests {
     async fn queuing_where_the_directory_is_not_ours_to_write_creates_one_znode() {
         let no_write = [Acl::new(Permission::READ | Permission::CREATE | Permission::DELETE, AuthId::anyone())];
         let (session, dir) = lock_dir(Acls::new(&no_write)).await;
-        let created = create_protected(&session, &dir, "_c_refused-lock-").await.expect("queue");
+        let created = create_protected(&session, &dir, "_c_refused-lock-", b"").await.expect("queue");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "listed after the refused multi");
         assert!(session.directory_data_refused(), "the session stops writing the directory's data");
         let (children, _) = session.test_client().get_children(&dir).await.expect("list");
         assert_eq!(children.len(), 1, "exactly one znode");
-    }
-
-    #[test]
-    fn queue_order_follows_sequence_numbers_and_skips_other_nodes() {
-        let children = vec![
-            "_c_b-lock-0000000012".to_owned(),
-            "unrelated".to_owned(),
-            "_c_a-lock-0000000003".to_owned(),
-            "lock-0000000007".to_owned(), // another Curator-compatible client
-            "_c_c-lock-x".to_owned(),
-        ];
-        assert_eq!(queue_order(children), ["_c_a-lock-0000000003", "lock-0000000007", "_c_b-lock-0000000012"]);
     }
 }

@@ -186,6 +186,7 @@ mod tests {
     use super::*;
     use crate::recipe::{lock_znode_options, release_as_holder};
     use crate::session::shared_test_session;
+    use distlock_core::backend::Recipe;
 
     const BOUND: Duration = Duration::from_secs(10);
 
@@ -212,7 +213,13 @@ mod tests {
 
     fn place(session: &Arc<ZkSession>, dir: &str, queue: &[String]) -> Place {
         let path = format!("{dir}/{}", queue[3]);
-        Place { session: session.clone(), name: LockName::new("job").expect("name"), path, czxid: 0 }
+        Place {
+            session: session.clone(),
+            name: LockName::new("job").expect("name"),
+            path,
+            czxid: 0,
+            recipe: Recipe::Lock,
+        }
     }
 
     /// On a real ZooKeeper: a waiter third in line reads the release record when the znode two

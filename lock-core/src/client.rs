@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backend::{EntryRequest, LockBackend, ServerProclaim};
 use crate::local_queue::LocalQueues;
 use crate::{
-    backend::LockBackend, DistributedLock, LockError, LockGuard, LockInfo, LockName, QueueEntry, SessionState,
-    WaitProgress,
+    DistributedLock, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, LockName, QueueEntry,
+    SessionState, WaitProgress,
 };
 
 /// A [`DistributedLock`] on top of a backend. Backends' builders return one of these.
@@ -84,16 +85,18 @@ impl<B: LockBackend> LockClient<B> {
         Ok(())
     }
 
-    /// The one acquire path: local queue, server queue, grant. `progress` gets the wait's steps
-    /// when given, at one queue read per `every`.
+    /// The one acquire path of every recipe: local queue, server queue, grant. `progress` gets
+    /// the wait's steps when given, at one queue read per `every`.
     async fn acquire(
         &self,
         name: LockName,
+        entry: &EntryRequest,
         progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
-    ) -> Result<LockGuard, LockError> {
+    ) -> Result<Granted, LockError> {
         self.check_open()?;
         let runtime = current_runtime()?;
-        let span = tracing::info_span!("distlock.lock", lock = %name, token = tracing::field::Empty);
+        let recipe = entry.recipe.noun();
+        let span = tracing::info_span!("distlock.acquire", recipe, lock = %name, token = tracing::field::Empty);
         let acquire = async {
             let started = Instant::now();
             tracing::debug!("queued locally");
@@ -109,8 +112,8 @@ impl<B: LockBackend> LockClient<B> {
                     entry_tx.send_replace(Some(entry));
                 }
             };
-            let server = self.backend.acquire(&name, &report_entry);
-            let hold = match &progress {
+            let server = self.backend.acquire(&name, entry, &report_entry);
+            let mut hold = match &progress {
                 None => server.await?,
                 Some((every, report, (_, entry_rx))) => {
                     tokio::select! {
@@ -120,8 +123,9 @@ impl<B: LockBackend> LockClient<B> {
                 }
             };
             tracing::Span::current().record("token", hold.token.get());
-            tracing::info!(lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "lock acquired");
-            Ok(LockGuard::new(name.clone(), hold, turn, runtime))
+            tracing::info!(recipe, lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "acquired");
+            let proclaim = hold.proclaim.take();
+            Ok(Granted { guard: LockGuard::new(name.clone(), hold, turn, runtime), proclaim })
         }
         .instrument(span);
         let result = acquire.await;
@@ -132,6 +136,53 @@ impl<B: LockBackend> LockClient<B> {
             return Err(LockError::Closed);
         }
         result
+    }
+
+    /// [`LockClient::acquire`] without waiting: `None` if the entry is not granted at once.
+    async fn try_acquire(&self, name: LockName, entry: &EntryRequest) -> Result<Option<Granted>, LockError> {
+        self.check_open()?;
+        let runtime = current_runtime()?;
+        let recipe = entry.recipe.noun();
+        let span = tracing::info_span!("distlock.try_acquire", recipe, lock = %name, token = tracing::field::Empty);
+        async {
+            let Some(turn) = self.local.join(&name).try_turn() else {
+                tracing::debug!("busy: another task of this client holds or waits for it");
+                return Ok(None);
+            };
+            match self.backend.try_acquire(&name, entry).await? {
+                Some(mut hold) => {
+                    tracing::Span::current().record("token", hold.token.get());
+                    tracing::info!(recipe, lock = %name, token = hold.token.get(), "acquired");
+                    let proclaim = hold.proclaim.take();
+                    Ok(Some(Granted { guard: LockGuard::new(name.clone(), hold, turn, runtime), proclaim }))
+                }
+                None => {
+                    tracing::debug!("busy: held or queued by another client");
+                    Ok(None)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`LockClient::acquire`] for at most `timeout`: `None` if not granted in time, once the
+    /// wait's entry is gone.
+    async fn acquire_timeout(
+        &self,
+        name: LockName,
+        entry: &EntryRequest,
+        timeout: Duration,
+    ) -> Result<Option<Granted>, LockError> {
+        match tokio::time::timeout(timeout, self.acquire(name.clone(), entry, None)).await {
+            Ok(result) => result.map(Some),
+            Err(_) => {
+                // The dropped wait's entry is being removed in the background: wait for it.
+                self.backend.settle(&name).await;
+                tracing::debug!(lock = %name, timeout_ms = timeout.as_millis() as u64, "not granted in time; the wait's entry is gone");
+                Ok(None)
+            }
+        }
     }
 
     /// Once our entry is queued, reads the queue and reports where it stands, every `every`,
@@ -163,6 +214,28 @@ impl<B: LockBackend> LockClient<B> {
     }
 }
 
+/// A granted entry: its guard and, for an election's entry, the way to change its value.
+struct Granted {
+    guard: LockGuard,
+    proclaim: Option<std::sync::Arc<dyn ServerProclaim>>,
+}
+
+impl Granted {
+    /// The leadership of a granted candidate that campaigned with `value`.
+    fn leadership(self, value: &str) -> Result<Leadership, LockError> {
+        let Some(proclaim) = self.proclaim else {
+            return Err(LockError::Backend {
+                backend: "distlock",
+                op: format!("campaign for {:?}", self.guard.name().as_str()),
+                retryable: false,
+                source: "the backend granted a candidate's entry without a way to proclaim: a backend bug".into(),
+            });
+        };
+        tracing::info!(election = %self.guard.name(), term = self.guard.fencing_token().get(), value, "elected leader");
+        Ok(Leadership::new(self.guard, value.to_owned(), proclaim))
+    }
+}
+
 /// A prefix of lock names as `inspect_all` takes it: the lock directory it names (`None`: all)
 /// and whether only the locks strictly below it count (a trailing `/`).
 fn parse_prefix(prefix: &str) -> Result<(Option<LockName>, bool), LockError> {
@@ -180,7 +253,7 @@ fn parse_prefix(prefix: &str) -> Result<(Option<LockName>, bool), LockError> {
 #[async_trait]
 impl<B: LockBackend> DistributedLock for LockClient<B> {
     async fn lock(&self, name: &str) -> Result<LockGuard, LockError> {
-        self.acquire(LockName::new(name)?, None).await
+        Ok(self.acquire(LockName::new(name)?, &EntryRequest::lock(), None).await?.guard)
     }
 
     async fn lock_with_progress(
@@ -189,47 +262,50 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
         every: Duration,
         progress: &(dyn Fn(WaitProgress) + Send + Sync),
     ) -> Result<LockGuard, LockError> {
-        self.acquire(LockName::new(name)?, Some((every, progress))).await
+        Ok(self.acquire(LockName::new(name)?, &EntryRequest::lock(), Some((every, progress))).await?.guard)
     }
 
     async fn try_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError> {
-        let name = LockName::new(name)?;
-        self.check_open()?;
-        let runtime = current_runtime()?;
-        let span = tracing::info_span!("distlock.try_lock", lock = %name, token = tracing::field::Empty);
-        async {
-            let Some(turn) = self.local.join(&name).try_turn() else {
-                tracing::debug!("busy: another task of this client holds or waits for it");
-                return Ok(None);
-            };
-            match self.backend.try_acquire(&name).await? {
-                Some(hold) => {
-                    tracing::Span::current().record("token", hold.token.get());
-                    tracing::info!(lock = %name, token = hold.token.get(), "lock acquired");
-                    Ok(Some(LockGuard::new(name.clone(), hold, turn, runtime)))
-                }
-                None => {
-                    tracing::debug!("busy: held or queued by another client");
-                    Ok(None)
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        Ok(self.try_acquire(LockName::new(name)?, &EntryRequest::lock()).await?.map(|g| g.guard))
     }
 
     async fn lock_timeout(&self, name: &str, timeout: Duration) -> Result<Option<LockGuard>, LockError> {
         // Validate first, so a bad name is an error and not a timeout.
         let name = LockName::new(name)?;
-        match tokio::time::timeout(timeout, self.acquire(name.clone(), None)).await {
-            Ok(result) => result.map(Some),
-            Err(_) => {
-                // The dropped wait's entry is being removed in the background: wait for it.
-                self.backend.settle(&name).await;
-                tracing::debug!(lock = %name, timeout_ms = timeout.as_millis() as u64, "lock not granted in time; the wait's entry is gone");
-                Ok(None)
-            }
-        }
+        Ok(self.acquire_timeout(name, &EntryRequest::lock(), timeout).await?.map(|g| g.guard))
+    }
+
+    async fn campaign(&self, name: &str, value: &str) -> Result<Leadership, LockError> {
+        self.acquire(LockName::new(name)?, &EntryRequest::candidate(value), None).await?.leadership(value)
+    }
+
+    async fn try_campaign(&self, name: &str, value: &str) -> Result<Option<Leadership>, LockError> {
+        let granted = self.try_acquire(LockName::new(name)?, &EntryRequest::candidate(value)).await?;
+        granted.map(|g| g.leadership(value)).transpose()
+    }
+
+    async fn campaign_timeout(
+        &self,
+        name: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<Option<Leadership>, LockError> {
+        let name = LockName::new(name)?;
+        let granted = self.acquire_timeout(name, &EntryRequest::candidate(value), timeout).await?;
+        granted.map(|g| g.leadership(value)).transpose()
+    }
+
+    async fn leader(&self, name: &str) -> Result<Option<Leader>, LockError> {
+        let name = LockName::new(name)?;
+        self.check_open()?;
+        self.backend.leader(&name).await
+    }
+
+    async fn observe(&self, name: &str) -> Result<LeaderObserver, LockError> {
+        let name = LockName::new(name)?;
+        self.check_open()?;
+        let feed = self.backend.observe(&name).await?;
+        Ok(LeaderObserver::new(name, feed, self.closed.clone()))
     }
 
     async fn inspect(&self, name: &str) -> Result<LockInfo, LockError> {

@@ -67,7 +67,7 @@ impl std::fmt::Debug for PendingRelease {
 
 impl LockGuard {
     pub(crate) fn new(name: LockName, hold: ServerHold, local_turn: LocalTurn, runtime: Handle) -> Self {
-        let ServerHold { token, loss, release } = hold;
+        let ServerHold { token, loss, release, proclaim: _ } = hold;
         LockGuard {
             hold: Arc::new(Hold {
                 name,
@@ -153,6 +153,11 @@ impl LockGuard {
     /// ```
     pub async fn lost(&self) -> LossReason {
         self.hold.loss.fired().await
+    }
+
+    /// Why the hold was lost, if it was.
+    pub(crate) fn lost_reason(&self) -> Option<LossReason> {
+        self.hold.loss.reason()
     }
 
     /// A token cancelled when the lock is lost: hand it to child tasks that must stop then.

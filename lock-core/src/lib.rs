@@ -25,6 +25,7 @@
 
 pub mod backend;
 mod client;
+mod election;
 mod error;
 mod guard;
 mod info;
@@ -44,6 +45,7 @@ pub mod mem;
 pub mod conformance;
 
 pub use client::LockClient;
+pub use election::{Leader, LeaderObserver, Leadership};
 pub use error::{BoxError, LockError};
 pub use guard::LockGuard;
 pub use info::{LockInfo, QueueEntry};

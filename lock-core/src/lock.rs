@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, LockError, LockGuard, LockInfo, SessionState, WaitProgress};
+use crate::{
+    FencingToken, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, SessionState, WaitProgress,
+};
 
 /// A client of a lock service: one session, any number of named locks.
 ///
@@ -110,6 +112,65 @@ pub trait DistributedLock: Send + Sync {
     /// # drop((a, b, other)); Ok(()) }
     /// ```
     async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError>;
+
+    /// Campaigns in election `name` with `value`: waits in FIFO order behind the candidates
+    /// that campaigned before, and returns the [`Leadership`] once this candidate leads. Its
+    /// term is a fencing token, strictly greater for every later leader; `value` is what
+    /// [`DistributedLock::leader`] and observers read. The wire layout is that of etcd's Go
+    /// `concurrency.Election` (`etcdctl elect`) and of Curator's LeaderLatch.
+    ///
+    /// Errors: as [`DistributedLock::lock`]; a candidate whose session expires while it waits
+    /// gets [`LockError::SessionExpired`], never leadership.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future withdraws the candidacy (its queue entry is removed, in
+    /// the background if the server needs a request); if it was elected at that moment, it
+    /// resigns again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, mem::MemLocks};
+    ///
+    /// let elections = MemLocks::connect_default()?;
+    /// let leadership = elections.campaign("scheduler", "host-a").await?;
+    /// assert_eq!(elections.leader("scheduler").await?.map(|l| l.term), Some(leadership.term()));
+    /// # Ok(()) }
+    /// ```
+    async fn campaign(&self, name: &str, value: &str) -> Result<Leadership, LockError>;
+
+    /// Campaigns only if nobody leads or waits: `Ok(None)` otherwise, and then this
+    /// candidate's entry is gone from the server when it returns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::campaign`].
+    async fn try_campaign(&self, name: &str, value: &str) -> Result<Option<Leadership>, LockError>;
+
+    /// Campaigns for at most `timeout`: `Ok(None)` if not elected in time, and then nothing of
+    /// the candidacy is left on the server when it returns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::campaign`].
+    async fn campaign_timeout(
+        &self,
+        name: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<Option<Leadership>, LockError>;
+
+    /// The current leader of election `name` with its value and term, or `None` if nobody
+    /// campaigns. One read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    async fn leader(&self, name: &str) -> Result<Option<Leader>, LockError>;
+
+    /// Follows the leader of election `name`: see [`LeaderObserver`]. Takes no place in the
+    /// queue; etcd: one watch on the election's keys, ZooKeeper: a watch on the leader's znode
+    /// (or the election's directory while nobody leads).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves no watch behind.
+    async fn observe(&self, name: &str) -> Result<LeaderObserver, LockError>;
 
     /// The state of the client's current session.
     fn session_state(&self) -> SessionState;

@@ -24,13 +24,9 @@ pub struct ZkHarness {
     clients: Mutex<Vec<Arc<ZkLocks>>>,
 }
 
-/// The lock znodes among `children`, by sequence number (the order the backend uses).
-pub fn lock_znodes(mut children: Vec<String>) -> Vec<String> {
-    children.retain(|c| {
-        c.rsplit_once("lock-").is_some_and(|(_, s)| s.len() >= 10 && s.bytes().all(|b| b.is_ascii_digit()))
-    });
-    children.sort_by_key(|c| c.rsplit_once("lock-").map(|(_, s)| s.to_owned()).unwrap_or_default());
-    children
+/// The queue znodes of every recipe among `children`, in queue order: the backend's own layout.
+pub fn lock_znodes(children: Vec<String>) -> Vec<String> {
+    distlock_zk::layout::queue_order(children, None)
 }
 
 impl ZkHarness {

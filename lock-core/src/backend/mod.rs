@@ -10,6 +10,7 @@
 //! local queue per name, guards, reentrancy, release on drop, timeouts, progress, closing)
 //! lives in [`crate::LockClient`], which turns a backend into a [`crate::DistributedLock`].
 
+mod entry;
 mod holds;
 mod lease_clock;
 mod pending_cleanups;
@@ -21,6 +22,7 @@ mod session_slot;
 mod state_cell;
 
 pub use crate::loss::LossSignal;
+pub use entry::{EntryRequest, Grant, GrantRule, Recipe};
 pub use holds::HoldRegistry;
 pub use lease_clock::LeaseClock;
 pub use pending_cleanups::{Cleanup, PendingCleanups};
@@ -33,7 +35,7 @@ pub use state_cell::SessionStateCell;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, LockError, LockInfo, LockName, QueueEntry, SessionState};
+use crate::{FencingToken, Leader, LockError, LockInfo, LockName, QueueEntry, SessionState};
 
 /// What a backend calls the moment its entry is in the server's queue, with that entry (as
 /// [`LockBackend::inspect`] would list it): [`crate::LockClient`] turns it into the caller's
@@ -48,16 +50,19 @@ pub type OnQueued<'a> = &'a (dyn Fn(QueueEntry) + Send + Sync);
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use distlock_core::{LockError, LockInfo, LockName, SessionState, backend::{LockBackend, OnQueued, ServerHold}};
+/// use distlock_core::{Leader, LockError, LockInfo, LockName, SessionState};
+/// use distlock_core::backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, ServerHold};
 ///
 /// /// A backend that refuses everything: the smallest possible implementation.
 /// struct Closed;
 ///
 /// #[async_trait]
 /// impl LockBackend for Closed {
-///     async fn acquire(&self, _: &LockName, _: OnQueued<'_>) -> Result<ServerHold, LockError> { Err(LockError::Closed) }
-///     async fn try_acquire(&self, _: &LockName) -> Result<Option<ServerHold>, LockError> { Err(LockError::Closed) }
+///     async fn acquire(&self, _: &LockName, _: &EntryRequest, _: OnQueued<'_>) -> Result<ServerHold, LockError> { Err(LockError::Closed) }
+///     async fn try_acquire(&self, _: &LockName, _: &EntryRequest) -> Result<Option<ServerHold>, LockError> { Err(LockError::Closed) }
 ///     async fn inspect(&self, _: &LockName) -> Result<LockInfo, LockError> { Err(LockError::Closed) }
+///     async fn leader(&self, _: &LockName) -> Result<Option<Leader>, LockError> { Err(LockError::Closed) }
+///     async fn observe(&self, _: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> { Err(LockError::Closed) }
 ///     async fn inspect_all(&self, _: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> { Err(LockError::Closed) }
 ///     async fn close(&self) -> Result<(), LockError> { Ok(()) }
 ///     fn session_state(&self) -> SessionState { SessionState::Closed }
@@ -66,21 +71,42 @@ pub type OnQueued<'a> = &'a (dyn Fn(QueueEntry) + Send + Sync);
 /// ```
 #[async_trait]
 pub trait LockBackend: Send + Sync + 'static {
-    /// Takes a place in the server queue for `name`, calls `queued` with it once the server has
-    /// it, and waits until it is first.
+    /// Takes a place in the server queue for `name` with an entry as `entry` asks (its
+    /// recipe's layout, carrying its value), calls `queued` with it once the server has it, and
+    /// waits until the recipe's [`GrantRule`] grants it. A hold of an election's entry comes
+    /// with [`ServerHold::proclaim`].
     ///
     /// # Cancel safety
     /// Must be cancel safe: if the future is dropped before it returns, the backend removes its
     /// queue entry (in the background if it needs a request, registered so that
     /// [`LockBackend::settle`] can wait for it), so nobody is blocked by it.
-    async fn acquire(&self, name: &LockName, queued: OnQueued<'_>) -> Result<ServerHold, LockError>;
+    async fn acquire(
+        &self,
+        name: &LockName,
+        entry: &EntryRequest,
+        queued: OnQueued<'_>,
+    ) -> Result<ServerHold, LockError>;
 
-    /// Like [`LockBackend::acquire`], but if someone else holds or waits for `name`, removes its
-    /// own entry again and returns `Ok(None)`.
+    /// Like [`LockBackend::acquire`], but if the entry is not granted at once, removes it again
+    /// and returns `Ok(None)`.
     ///
     /// # Cancel safety
     /// Must be cancel safe, as [`LockBackend::acquire`].
-    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError>;
+    async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError>;
+
+    /// The leader of election `name` (the first of its candidates' entries, with its value), or
+    /// `None` if nobody campaigns.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: it only reads.
+    async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError>;
+
+    /// Starts following the leader of election `name`. Needs no session: observing takes no
+    /// place in the queue.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: a dropped call leaves no watch behind.
+    async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError>;
 
     /// Reads the holder and waiters of `name`, in queue order.
     ///
@@ -132,7 +158,7 @@ pub trait LockBackend: Send + Sync + 'static {
 /// }
 /// let name = LockName::new("a")?;
 /// let token = FencingToken::new(1);
-/// let hold = ServerHold { token, loss: LossSignal::new(name, token), release: Box::new(Noop) };
+/// let hold = ServerHold { token, loss: LossSignal::new(name, token), release: Box::new(Noop), proclaim: None };
 /// # Ok::<(), LockError>(())
 /// ```
 pub struct ServerHold {
@@ -142,6 +168,8 @@ pub struct ServerHold {
     pub loss: LossSignal,
     /// Gives the place up on the server.
     pub release: Box<dyn ServerRelease>,
+    /// Replaces the entry's value: `Some` for an election's entry.
+    pub proclaim: Option<std::sync::Arc<dyn ServerProclaim>>,
 }
 
 impl std::fmt::Debug for ServerHold {
@@ -157,4 +185,28 @@ pub trait ServerRelease: Send + 'static {
     /// Deletes the hold's server entry, fenced so that it can never delete a newer holder's
     /// entry. An error means the delete was not confirmed; the session's end is the backstop.
     async fn release(self: Box<Self>) -> Result<(), LockError>;
+}
+
+/// Replaces a granted election entry's value on the server (etcd's `Proclaim`).
+#[async_trait]
+pub trait ServerProclaim: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes `value` as the entry's value, fenced: only while the entry is still this hold's.
+    /// [`LockError::Lost`] if it is gone.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe in the server's state: a dropped call leaves the entry with the old
+    /// value or the new one.
+    async fn proclaim(&self, value: &[u8]) -> Result<(), LockError>;
+}
+
+/// A backend's notifications of one election's leader, as [`crate::LeaderObserver`] reports them.
+#[async_trait]
+pub trait LeaderFeed: Send + 'static {
+    /// The leader now on the first call; afterwards waits for the server to tell of a change of
+    /// the queue's first entry or its value and returns the leader then, one call per change,
+    /// in the server's order. May repeat a state ([`crate::LeaderObserver`] drops repeats).
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: a change heard but not yet returned is returned by the next call.
+    async fn next(&mut self) -> Result<Option<Leader>, LockError>;
 }

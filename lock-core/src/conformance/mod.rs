@@ -12,6 +12,7 @@
 
 mod cancellation;
 mod closing;
+mod election;
 mod exclusion;
 mod fencing;
 mod input;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 
 pub use cancellation::*;
 pub use closing::*;
+pub use election::*;
 pub use exclusion::*;
 pub use fencing::*;
 pub use input::*;
@@ -117,6 +119,12 @@ macro_rules! conformance_tests {
             giving_up_leaves_nothing_when_it_returns,
             progress_reports_the_place_in_the_queue,
             inspect_all_lists_the_locks_under_a_prefix,
+            election_elects_in_campaign_order,
+            proclaim_changes_the_value_and_is_fenced,
+            observers_see_every_term_in_order,
+            candidate_whose_session_expires_is_never_elected,
+            cut_off_leader_learns_before_a_successor_is_elected,
+            giving_up_a_campaign_leaves_nothing,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {

@@ -17,8 +17,11 @@ pub use server::MemServer;
 use session::{unreachable_error, MemSession, Network};
 
 use crate::{
-    backend::{LockBackend, LossSignal, OnQueued, ServerHold, ServerRelease},
-    validate_ttl, LockClient, LockError, LockInfo, LockName, LossReason, QueueEntry, SessionState,
+    backend::{
+        EntryRequest, GrantRule, LeaderFeed, LockBackend, LossSignal, OnQueued, Recipe, ServerHold, ServerProclaim,
+        ServerRelease,
+    },
+    validate_ttl, Leader, LockClient, LockError, LockInfo, LockName, LossReason, QueueEntry, SessionState,
 };
 
 /// The default session TTL of `mem://` clients.
@@ -270,6 +273,7 @@ struct QueuedEntry {
     session: Arc<MemSession>,
     name: LockName,
     token: crate::FencingToken,
+    recipe: Recipe,
     armed: bool,
 }
 
@@ -312,7 +316,7 @@ impl MemBackend {
                 continue;
             }
             match shared.server.position(&entry.name, entry.token, counted) {
-                Some(0) => return Ok(()),
+                Some(position) if entry.rule().granted_at(position) => return Ok(()),
                 Some(_) => {}
                 None if shared.server_ended.is_cancelled() => return Err(shared.expired_error(&during())),
                 None => {
@@ -363,9 +367,14 @@ impl MemBackend {
         if shared.server_ended.is_cancelled() {
             loss.fire(LossReason::SessionExpired);
         }
+        let proclaim = (entry.recipe == Recipe::Election).then(|| {
+            Arc::new(MemProclaim { session: entry.session.clone(), name: entry.name.clone(), token: entry.token })
+                as Arc<dyn ServerProclaim>
+        });
         ServerHold {
             token: entry.token,
             loss,
+            proclaim,
             release: Box::new(MemRelease {
                 session: entry.session.clone(),
                 name: entry.name.clone(),
@@ -374,6 +383,12 @@ impl MemBackend {
                 released,
             }),
         }
+    }
+}
+
+impl QueuedEntry {
+    fn rule(&self) -> GrantRule {
+        self.recipe.grant_rule()
     }
 }
 
@@ -411,12 +426,66 @@ impl ServerRelease for MemRelease {
     }
 }
 
+/// Replaces a leader's value on the server, fenced by its token.
+#[derive(Debug)]
+struct MemProclaim {
+    session: Arc<MemSession>,
+    name: LockName,
+    token: crate::FencingToken,
+}
+
+#[async_trait]
+impl ServerProclaim for MemProclaim {
+    async fn proclaim(&self, value: &[u8]) -> Result<(), LockError> {
+        let shared = &self.session.shared;
+        if shared.net.is_partitioned() {
+            return Err(unreachable_error("proclaim a new value"));
+        }
+        if shared.server.set_value(&self.name, self.token, value) {
+            return Ok(());
+        }
+        let reason =
+            if shared.server_ended.is_cancelled() { LossReason::SessionExpired } else { LossReason::EntryDeleted };
+        Err(LockError::Lost { name: self.name.to_string(), token: self.token, reason })
+    }
+}
+
+/// An observer of one name on the server: the leader at the start, then each change published.
+struct MemFeed {
+    server: MemServer,
+    name: LockName,
+    now: Option<Option<Leader>>,
+    changes: tokio::sync::broadcast::Receiver<Option<Leader>>,
+}
+
+#[async_trait]
+impl LeaderFeed for MemFeed {
+    async fn next(&mut self) -> Result<Option<Leader>, LockError> {
+        if let Some(now) = self.now.take() {
+            return Ok(now);
+        }
+        use tokio::sync::broadcast::error::RecvError;
+        match self.changes.recv().await {
+            Ok(leader) => Ok(leader),
+            // Fell more than the backlog behind: the current leader is the best it can say.
+            Err(RecvError::Lagged(_)) => Ok(self.server.leader(&self.name)),
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
 #[async_trait]
 impl LockBackend for MemBackend {
-    async fn acquire(&self, name: &LockName, queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
+    async fn acquire(
+        &self,
+        name: &LockName,
+        request: &EntryRequest,
+        queued: OnQueued<'_>,
+    ) -> Result<ServerHold, LockError> {
         let session = self.live_session()?;
-        let enqueued = session.shared.enqueue(name)?;
-        let entry = QueuedEntry { session, name: name.clone(), token: enqueued.token, armed: true };
+        let enqueued = session.shared.enqueue(name, &request.value)?;
+        let entry =
+            QueuedEntry { session, name: name.clone(), token: enqueued.token, recipe: request.recipe, armed: true };
         queued(QueueEntry {
             owner: server::owner_of(entry.session.shared.id),
             token: entry.token,
@@ -426,14 +495,30 @@ impl LockBackend for MemBackend {
         Ok(Self::into_hold(entry, enqueued.deleted))
     }
 
-    async fn try_acquire(&self, name: &LockName) -> Result<Option<ServerHold>, LockError> {
+    async fn try_acquire(&self, name: &LockName, request: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
         let session = self.live_session()?;
-        let enqueued = session.shared.enqueue(name)?;
-        let entry = QueuedEntry { session, name: name.clone(), token: enqueued.token, armed: true };
+        let enqueued = session.shared.enqueue(name, &request.value)?;
+        let entry =
+            QueuedEntry { session, name: name.clone(), token: enqueued.token, recipe: request.recipe, armed: true };
         match entry.session.shared.server.position(name, enqueued.token, false) {
-            Some(0) => Ok(Some(Self::into_hold(entry, enqueued.deleted))),
+            Some(position) if entry.rule().granted_at(position) => Ok(Some(Self::into_hold(entry, enqueued.deleted))),
             _ => Ok(None), // dropping `entry` removes it again
         }
+    }
+
+    async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
+        if self.net.is_partitioned() {
+            return Err(unreachable_error("read the leader"));
+        }
+        Ok(self.server.leader(name))
+    }
+
+    async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
+        if self.net.is_partitioned() {
+            return Err(unreachable_error("observe the leader"));
+        }
+        let (now, changes) = self.server.observe(name);
+        Ok(Box::new(MemFeed { server: self.server.clone(), name: name.clone(), now: Some(now), changes }))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {

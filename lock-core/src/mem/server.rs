@@ -1,5 +1,6 @@
 //! The in-process lock server behind `mem://`: sessions with a TTL, one FIFO queue per name, a
-//! global revision that orders every entry (the fencing token), and a request counter.
+//! global revision that orders every entry (the fencing token), the value each entry carries,
+//! a notification to observers of each change of a queue's first entry, and a request counter.
 //!
 //! Expiry is lazy: every request first ends the sessions whose TTL ran out, and waiters sleep at
 //! most until the earliest expiry ahead of them. No background task is needed, so a server
@@ -10,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{FencingToken, LockName, QueueEntry};
+use crate::{FencingToken, Leader, LockName, QueueEntry};
 
 /// An in-process lock server. Clones share the same server; clients connected to one server
 /// exclude each other exactly as clients of one etcd cluster do.
@@ -47,7 +48,12 @@ struct ServerState {
     next_session: u64,
     sessions: HashMap<u64, SessionRecord>,
     queues: HashMap<LockName, VecDeque<Entry>>,
+    /// Observers of each name's first entry: told of every change of it or of its value.
+    observers: HashMap<LockName, broadcast::Sender<Option<Leader>>>,
 }
+
+/// How many changes an observer may fall behind before it re-reads the leader.
+const OBSERVER_BACKLOG: usize = 1024;
 
 #[derive(Debug)]
 struct SessionRecord {
@@ -60,6 +66,7 @@ struct SessionRecord {
 struct Entry {
     session: u64,
     token: FencingToken,
+    value: Vec<u8>,
     since: SystemTime,
     wake: Arc<Notify>,
     deleted: CancellationToken,
@@ -211,7 +218,7 @@ impl MemServer {
 
     /// Queues session `id` for `name`, or returns its existing entry: a retried enqueue never
     /// makes a second entry.
-    pub(crate) fn enqueue(&self, id: u64, name: &LockName) -> Result<Enqueued, SessionGone> {
+    pub(crate) fn enqueue(&self, id: u64, name: &LockName, value: &[u8]) -> Result<Enqueued, SessionGone> {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
@@ -225,13 +232,52 @@ impl MemServer {
         let entry = Entry {
             session: id,
             token: FencingToken::new(state.revision),
+            value: value.to_vec(),
             since: SystemTime::now(),
             wake: Arc::default(),
             deleted: CancellationToken::new(),
         };
         let enqueued = entry.enqueued();
-        state.queues.entry(name.clone()).or_default().push_back(entry);
+        let queue = state.queues.entry(name.clone()).or_default();
+        queue.push_back(entry);
+        if queue.len() == 1 {
+            state.publish(name);
+        }
         Ok(enqueued)
+    }
+
+    /// Replaces the value of the entry with exactly this token (fenced); `false` if it is gone.
+    pub(crate) fn set_value(&self, name: &LockName, token: FencingToken, value: &[u8]) -> bool {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        let Some(queue) = state.queues.get_mut(name) else { return false };
+        let Some(index) = queue.iter().position(|e| e.token == token) else { return false };
+        if let Some(entry) = queue.get_mut(index) {
+            entry.value = value.to_vec();
+        }
+        if index == 0 {
+            state.publish(name);
+        }
+        true
+    }
+
+    /// The first entry of `name`'s queue as a leader, if any.
+    pub(crate) fn leader(&self, name: &LockName) -> Option<Leader> {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        state.leader(name)
+    }
+
+    /// The leader of `name` now and a receiver of every later change, read atomically.
+    pub(crate) fn observe(&self, name: &LockName) -> (Option<Leader>, broadcast::Receiver<Option<Leader>>) {
+        self.count();
+        let mut state = self.state();
+        state.sweep(Instant::now());
+        let receiver =
+            state.observers.entry(name.clone()).or_insert_with(|| broadcast::channel(OBSERVER_BACKLOG).0).subscribe();
+        (state.leader(name), receiver)
     }
 
     /// The entry's place in line (0 = holder), or `None` if it is gone. `counted` says whether
@@ -311,6 +357,10 @@ pub(crate) fn owner_of(session: u64) -> String {
 }
 
 impl Entry {
+    fn leader(&self) -> Leader {
+        Leader { value: String::from_utf8_lossy(&self.value).into_owned(), term: self.token }
+    }
+
     fn enqueued(&self) -> Enqueued {
         Enqueued { token: self.token, wake: self.wake.clone(), deleted: self.deleted.clone() }
     }
@@ -340,9 +390,26 @@ impl ServerState {
         true
     }
 
+    fn leader(&self, name: &LockName) -> Option<Leader> {
+        self.queues.get(name).and_then(|q| q.front()).map(Entry::leader)
+    }
+
+    /// Tells `name`'s observers its current leader; forgets the channel once nobody listens.
+    fn publish(&mut self, name: &LockName) {
+        let leader = self.leader(name);
+        if let Some(observers) = self.observers.get(name) {
+            if observers.send(leader).is_err() {
+                self.observers.remove(name);
+            }
+        }
+    }
+
     /// After an entry left `name`'s queue: wakes the new head if the head changed (only it: no
-    /// herd), and forgets empty queues.
+    /// herd) and tells the observers, and forgets empty queues.
     fn after_removal(&mut self, name: &LockName, head_changed: bool) {
+        if head_changed {
+            self.publish(name);
+        }
         match self.queues.get(name) {
             Some(queue) if queue.is_empty() => {
                 self.queues.remove(name);

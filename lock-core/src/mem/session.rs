@@ -150,13 +150,13 @@ impl SessionShared {
     }
 
     /// Enqueues, retrying when the reply is lost: the server finds the session's own entry.
-    pub(crate) fn enqueue(&self, name: &LockName) -> Result<Enqueued, LockError> {
+    pub(crate) fn enqueue(&self, name: &LockName, value: &[u8]) -> Result<Enqueued, LockError> {
         loop {
             if self.net.is_partitioned() {
                 return Err(unreachable_error("queue for the lock"));
             }
             let sent = Instant::now();
-            let reply = self.server.enqueue(self.id, name);
+            let reply = self.server.enqueue(self.id, name, value);
             if self.net.reply_lost() {
                 tracing::debug!(lock = %name, "mem: enqueue reply lost; retrying");
                 continue;
