@@ -17,6 +17,7 @@ pub mod etcd_harness;
 pub mod fenced_store;
 pub mod history;
 pub mod peer_net;
+pub mod peer_process;
 pub mod ports;
 pub mod process;
 pub mod proxy;

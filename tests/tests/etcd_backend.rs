@@ -8,7 +8,7 @@ use std::time::Duration;
 use distlock::DistributedLock;
 use distlock_core::conformance::{wait_for, wait_for_queue, Harness};
 use distlock_etcd::etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
-use distlock_tests::{scenarios, shared, EtcdCluster, EtcdHarness};
+use distlock_tests::{peer_process, scenarios, shared, EtcdCluster, EtcdHarness};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::{timeout, Instant};
 
@@ -520,4 +520,52 @@ async fn over_tls_with_the_servers_ca_and_a_client_certificate_locks_and_each_mi
     );
     assert!(err.to_string().contains("client certificate") && err.to_string().contains("cert="), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
+}
+
+/// `etcdctl elect` (Go's `concurrency.Election`) and distlock campaign on the same election and
+/// elect one leader at a time, each way; `etcdctl elect -l` prints distlock's leader, its
+/// proclaimed value and each change.
+#[tokio::test]
+async fn etcdctl_elect_and_distlock_elect_one_leader_each_way() {
+    let h = harness().await;
+    let endpoints = shared::etcd().await.endpoints.clone();
+    let name = "election";
+    let go_name = format!("{}/{name}", h.prefix());
+    let ours = h.client().await;
+    let mut listener = peer_process::etcdctl_elect(&endpoints, &["-l", &go_name]);
+
+    // Go leads, distlock waits. etcdctl prints the leader's key and value once elected.
+    let mut go = peer_process::etcdctl_elect(&endpoints, &[&go_name, "go-1"]);
+    go.line(BOUND, |l| l == "go-1").await;
+    listener.line(BOUND, |l| l == "go-1").await;
+    let leader = ours.leader(name).await.expect("leader").expect("Go leads");
+    assert_eq!(leader.value, "go-1", "distlock reads Go's proposal as the leader's value");
+    assert!(ours.try_campaign(name, "distlock-1").await.expect("try_campaign").is_none());
+    let candidate = ours.clone();
+    let waiting = tokio::spawn(async move {
+        let leadership = candidate.campaign(name, "distlock-1").await.expect("campaign");
+        (Instant::now(), leadership)
+    });
+    wait_for_queue(ours.as_ref(), name, BOUND, "distlock to queue behind etcdctl", |i| i.waiters.len() == 1).await;
+    let resigning_at = Instant::now();
+    go.signal(libc::SIGINT); // etcdctl resigns on SIGINT
+    let (elected_at, leadership) = timeout(BOUND, waiting).await.expect("distlock is elected").expect("task");
+    assert!(elected_at >= resigning_at && leadership.term() > leader.term);
+    listener.line(BOUND, |l| l == "distlock-1").await;
+    go.exited(BOUND).await.expect("etcdctl exits after resigning");
+
+    // distlock leads, Go waits; the listener sees the proclaimed value, then Go's.
+    let mut go = peer_process::etcdctl_elect(&endpoints, &[&go_name, "go-2"]);
+    wait_for_queue(ours.as_ref(), name, BOUND, "etcdctl to queue behind distlock", |i| i.waiters.len() == 1).await;
+    leadership.proclaim("distlock-2").await.expect("proclaim");
+    listener.line(BOUND, |l| l == "distlock-2").await;
+    assert!(!go.printed(|l| l == "go-2"), "etcdctl was elected while distlock leads");
+    let resigned_at = Instant::now();
+    leadership.resign().await.expect("resign");
+    let (elected_at, _) = go.line(BOUND, |l| l == "go-2").await;
+    assert!(elected_at >= resigned_at);
+    listener.line(BOUND, |l| l == "go-2").await;
+    assert_eq!(ours.leader(name).await.expect("leader").map(|l| l.value), Some("go-2".to_owned()));
+    go.signal(libc::SIGINT);
+    go.exited(BOUND).await.expect("etcdctl exits after resigning");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
 use distlock_core::DistributedLock;
-use distlock_tests::{scenarios, shared, ZkEnsemble, ZkHarness};
+use distlock_tests::{peer_process, scenarios, shared, ZkEnsemble, ZkHarness};
 use distlock_zk::zookeeper_client::{Acls, CreateMode};
 use tokio::time::{timeout, Instant};
 
@@ -193,4 +193,51 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
         assert_eq!(cheap().await, (2, 1), "met others lately: a create with a pipelined listing");
     }
     assert_eq!(cheap().await, (1, 1), "alone often enough in a row: one request again");
+}
+
+/// Curator's LeaderLatch (real Curator, from Debian's libcurator-recipes-java) and distlock
+/// campaign on the same path and elect one leader at a time, each way: each reads the other's
+/// value as the leader's, and each is elected only once the other gave leadership up.
+#[tokio::test]
+async fn curator_leader_latch_and_distlock_elect_one_leader_each_way() {
+    let h = harness().await;
+    let hosts = shared::zookeeper().await.endpoints.join(",");
+    let path = format!("{}/latch", h.chroot());
+    let ours = h.client().await;
+
+    // Curator leads, distlock waits.
+    let mut curator = peer_process::curator_latch(&hosts, &path, "curator-1").await;
+    curator.line(BOUND, |l| l == "elected").await;
+    let leader = ours.leader("latch").await.expect("leader").expect("Curator leads");
+    assert_eq!(leader.value, "curator-1", "distlock reads Curator's participant id as the leader's value");
+    assert!(ours.try_campaign("latch", "distlock-1").await.expect("try_campaign").is_none());
+    let candidate = ours.clone();
+    let waiting = tokio::spawn(async move {
+        let leadership = candidate.campaign("latch", "distlock-1").await.expect("campaign");
+        (Instant::now(), leadership)
+    });
+    wait_for_queue(ours.as_ref(), "latch", BOUND, "distlock to queue behind Curator", |i| i.waiters.len() == 1).await;
+    let closing_at = Instant::now();
+    curator.send("close").await;
+    curator.line(BOUND, |l| l == "closed").await;
+    let (elected_at, leadership) = timeout(BOUND, waiting).await.expect("distlock is elected").expect("task");
+    assert!(elected_at >= closing_at && leadership.term() > leader.term);
+
+    // distlock leads, Curator waits and names distlock's (proclaimed) value as the leader. The
+    // proclaim comes before Curator queues: Curator's LeaderLatch re-arms its watch on the znode
+    // ahead only when that znode is deleted, so a data change would leave it watching nothing
+    // (docs/zookeeper.md says so).
+    leadership.proclaim("distlock-2").await.expect("proclaim");
+    let mut curator = peer_process::curator_latch(&hosts, &path, "curator-2").await;
+    curator.line(BOUND, |l| l == "leader distlock-2").await;
+    wait_for_queue(ours.as_ref(), "latch", BOUND, "Curator to queue behind distlock", |i| i.waiters.len() == 1).await;
+    assert!(!curator.printed(|l| l == "elected"), "Curator was elected while distlock leads");
+    let resigned_at = Instant::now();
+    leadership.resign().await.expect("resign");
+    let (elected_at, _) = curator.line(BOUND, |l| l == "elected").await;
+    assert!(elected_at >= resigned_at);
+    let leader = ours.leader("latch").await.expect("leader").expect("Curator leads");
+    assert_eq!(leader.value, "curator-2");
+    curator.send("close").await;
+    curator.line(BOUND, |l| l == "closed").await;
 }
