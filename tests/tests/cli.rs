@@ -500,3 +500,72 @@ async fn etcd_status_all_lists_every_lock_under_a_prefix() {
 async fn zookeeper_status_all_lists_every_lock_under_a_prefix() {
     status_all_lists_every_lock_under_a_prefix(zookeeper().await).await;
 }
+
+async fn elect_runs_one_leader_at_a_time_and_observe_prints_each(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("terms");
+    let mut observer =
+        distlock_tests::peer_process::LinePeer::spawn("distlock observe", distlock(&b.url, &["observe", "cli/leader"]))
+            .expect("spawn distlock observe");
+    observer.line(BOUND, |l| l == "no leader").await;
+    let script = format!("echo \"$DISTLOCK_TERM $DISTLOCK_FENCING_TOKEN\" >> {}; sleep 0.3", log.display());
+    let elect = |value: &str| {
+        distlock(&b.url, &["elect", "--value", value, "cli/leader", "--", "sh", "-c", &script]).spawn().expect("spawn")
+    };
+    let mut first = elect("host-a");
+    observer.line(BOUND, |l| l.starts_with("leader host-a (term ")).await;
+    let mut second = elect("host-b");
+    assert_eq!(exit_code(&mut first).await, 0);
+    assert_eq!(exit_code(&mut second).await, 0);
+    let (_, b_line) = observer.line(BOUND, |l| l.starts_with("leader host-b (term ")).await;
+    observer.line(BOUND, |l| l == "no leader").await;
+    let terms: Vec<u64> = wait_for_lines(&log, 2)
+        .await
+        .iter()
+        .map(|l| {
+            let (term, token) = l.split_once(' ').expect("term and token");
+            assert_eq!(term, token, "DISTLOCK_TERM is the fencing token");
+            term.parse().expect("a term")
+        })
+        .collect();
+    assert!(terms[1] > terms[0], "the second leader has a greater term: {terms:?}");
+    assert!(b_line.ends_with(&format!("(term {})", terms[1])), "{b_line}");
+    observer.signal(libc::SIGINT);
+    let status = observer.exited(BOUND).await.expect("observe exits on SIGINT");
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn lost_leadership_terminates_the_command_and_exits_70(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marks = dir.path().join("marks");
+    let script = format!(
+        "trap 'echo terminated >> {0}; exit 0' TERM; echo leading >> {0}; while true; do sleep 0.05; done",
+        marks.display()
+    );
+    let mut elect =
+        distlock(&b.url, &["elect", "--grace", "5s", "cli/deposed", "--", "sh", "-c", &script]).spawn().expect("spawn");
+    wait_for_lines(&marks, 1).await;
+    b.harness.delete_holder("cli/deposed").await; // an operator deletes the leader's entry
+    assert_eq!(exit_code(&mut elect).await, 70);
+    assert_eq!(wait_for_lines(&marks, 2).await, ["leading", "terminated"], "the command got SIGTERM");
+}
+
+#[tokio::test]
+async fn etcd_elect_runs_one_leader_at_a_time_and_observe_prints_each() {
+    elect_runs_one_leader_at_a_time_and_observe_prints_each(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_elect_runs_one_leader_at_a_time_and_observe_prints_each() {
+    elect_runs_one_leader_at_a_time_and_observe_prints_each(zookeeper().await).await;
+}
+
+#[tokio::test]
+async fn etcd_lost_leadership_terminates_the_command_and_exits_70() {
+    lost_leadership_terminates_the_command_and_exits_70(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_lost_leadership_terminates_the_command_and_exits_70() {
+    lost_leadership_terminates_the_command_and_exits_70(zookeeper().await).await;
+}

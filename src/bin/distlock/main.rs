@@ -1,7 +1,9 @@
-//! `distlock`: run a command while holding a distributed lock, for scripts and cron jobs on many
-//! hosts (like `flock`, `etcdctl lock` or `consul lock`), and show who holds and waits.
+//! `distlock`: run a command while holding a distributed lock or leading an election, for
+//! scripts and cron jobs on many hosts (like `flock`, `etcdctl lock`, `etcdctl elect` or
+//! `consul lock`), and show who holds, waits and leads.
 
 mod exit;
+mod observe;
 mod run;
 mod status;
 
@@ -14,12 +16,13 @@ use clap::{Parser, Subcommand};
 use exit::Exit;
 
 const EXIT_CODES: &str = "\
-Exit status of `run`:
+Exit status of `run` and `elect`:
   the command's own   when it ran (128+N if it was killed by signal N)
   77                  the lock service refused the credentials or the rights
-  75                  the lock was not acquired (busy with --no-wait, or --timeout passed)
-  128+N               distlock got signal N (SIGTERM, SIGINT) while waiting for the lock
-  70                  the lock was lost while the command ran (it got SIGTERM, then SIGKILL)
+  75                  not acquired (busy with --no-wait, or --timeout passed)
+  128+N               distlock got signal N (SIGTERM, SIGINT) while waiting
+  70                  the lock or leadership was lost while the command ran (it got SIGTERM,
+                      then SIGKILL)
   69                  the lock service is unreachable or failed
   64                  bad URL, lock name or option";
 
@@ -66,6 +69,45 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Campaign in election NAME (FIFO), run COMMAND while this host leads, resign when it exits.
+    ///
+    /// The command gets DISTLOCK_NAME, DISTLOCK_TERM and DISTLOCK_FENCING_TOKEN (the term) in
+    /// its environment. If leadership is lost, the command gets SIGTERM, then SIGKILL after
+    /// --grace. If distlock itself dies, the command is killed with it. Interoperates with
+    /// `etcdctl elect` on etcd and Curator's LeaderLatch on ZooKeeper.
+    #[command(after_help = EXIT_CODES)]
+    Elect {
+        /// The election's name, e.g. shards/7.
+        name: String,
+        /// The value published while this host leads (default: HOSTNAME:PID).
+        #[arg(long)]
+        value: Option<String>,
+        /// Give up after this long (500ms, 10s, 2m) and exit 75.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Exit 75 at once if someone else leads or campaigns.
+        #[arg(long, conflicts_with = "timeout")]
+        no_wait: bool,
+        /// The session TTL: how long after this host dies another candidate is elected.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Between SIGTERM and SIGKILL when leadership is lost or distlock is stopped.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        grace: Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the leader of election NAME, then one line per change, until interrupted.
+    ///
+    /// Each line is `leader VALUE (term T)` or `no leader`; with --json, one JSON object per line.
+    Observe {
+        /// The election's name.
+        name: String,
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the holder and the waiters of a lock, in queue order, with their age and token.
     ///
     /// With --all, NAME is a prefix and every held or awaited lock under it is shown: `--all
@@ -85,6 +127,16 @@ enum Command {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     distlock_core::parse_duration("duration", text).map_err(|e| e.to_string())
+}
+
+/// The value a host campaigns with unless told: `HOSTNAME:PID`.
+fn default_value() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = match host.trim() {
+        "" => "localhost",
+        host => host,
+    };
+    format!("{host}:{}", std::process::id())
 }
 
 fn init_logging(verbose: u8) {
@@ -122,8 +174,15 @@ async fn main() -> ExitCode {
         Command::Run { name, timeout, no_wait, ttl, grace, command } => {
             // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
             let progress = cli.verbose > 0 || std::io::stderr().is_terminal();
-            run::run(run::RunOptions { url, name, timeout, no_wait, ttl, grace, command, progress }).await
+            let want = run::Want::Lock;
+            run::run(run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }).await
         }
+        Command::Elect { name, value, timeout, no_wait, ttl, grace, command } => {
+            let want = run::Want::Leadership { value: value.unwrap_or_else(default_value) };
+            let progress = false;
+            run::run(run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }).await
+        }
+        Command::Observe { name, json } => observe::observe(&url, &name, json).await,
         Command::Status { name, all, json } => status::status(&url, name.as_deref().unwrap_or(""), all, json).await,
     };
     match outcome {

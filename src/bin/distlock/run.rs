@@ -1,19 +1,29 @@
-//! `distlock run NAME -- COMMAND`: hold the lock while the command runs; the command never
-//! outlives the lock (SIGTERM then SIGKILL when it is lost; the kernel kills it if distlock dies),
-//! and the session never outlives the run (closed on every way out).
+//! `distlock run NAME -- COMMAND` and `distlock elect NAME -- COMMAND`: hold the lock (or lead
+//! the election) while the command runs; the command never outlives the hold (SIGTERM then
+//! SIGKILL when it is lost; the kernel kills it if distlock dies), and the session never
+//! outlives the run (closed on every way out).
 
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use distlock::{DistributedLock, LockError, LockGuard, LockUrl, WaitProgress};
+use distlock::{DistributedLock, FencingToken, Leadership, LockError, LockGuard, LockUrl, LossReason, WaitProgress};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::exit::Exit;
 
+/// What the command runs under.
+pub enum Want {
+    /// The lock `name` (`run`).
+    Lock,
+    /// Leadership of the election `name`, campaigning with this value (`elect`).
+    Leadership { value: String },
+}
+
 pub struct RunOptions {
     pub url: String,
     pub name: String,
+    pub want: Want,
     pub timeout: Option<Duration>,
     pub no_wait: bool,
     pub ttl: Option<Duration>,
@@ -33,10 +43,57 @@ fn status_code(status: ExitStatus) -> u8 {
     }
 }
 
-fn spawn(command: &[String], name: &str, guard: &LockGuard) -> std::io::Result<Child> {
+/// What was acquired: a lock's guard or a leadership.
+enum Held {
+    Lock(LockGuard),
+    Leader(Leadership),
+}
+
+impl Held {
+    fn token(&self) -> FencingToken {
+        match self {
+            Held::Lock(guard) => guard.fencing_token(),
+            Held::Leader(leadership) => leadership.term(),
+        }
+    }
+
+    async fn lost(&self) -> LossReason {
+        match self {
+            Held::Lock(guard) => guard.lost().await,
+            Held::Leader(leadership) => leadership.lost().await,
+        }
+    }
+
+    async fn release(self) -> Result<(), LockError> {
+        match self {
+            Held::Lock(guard) => guard.release().await,
+            Held::Leader(leadership) => leadership.resign().await,
+        }
+    }
+
+    /// What the command finds in its environment.
+    fn env(&self, name: &str) -> Vec<(&'static str, String)> {
+        let token = self.token().to_string();
+        let mut env = vec![("DISTLOCK_NAME", name.to_owned()), ("DISTLOCK_FENCING_TOKEN", token.clone())];
+        if matches!(self, Held::Leader(_)) {
+            env.push(("DISTLOCK_TERM", token));
+        }
+        env
+    }
+
+    /// The hold, for messages: `lock "x" (fencing token 5)`, `leadership of "x" (term 5)`.
+    fn describe(&self, name: &str) -> String {
+        match self {
+            Held::Lock(guard) => format!("lock {name:?} (fencing token {})", guard.fencing_token()),
+            Held::Leader(leadership) => format!("leadership of {name:?} (term {})", leadership.term()),
+        }
+    }
+}
+
+fn spawn(command: &[String], env: Vec<(&'static str, String)>) -> std::io::Result<Child> {
     let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
     let mut child = Command::new(program);
-    child.args(args).env("DISTLOCK_NAME", name).env("DISTLOCK_FENCING_TOKEN", guard.fencing_token().to_string());
+    child.args(args).envs(env);
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when the
     // thread that spawned it (distlock's main thread) dies.
     unsafe {
@@ -109,7 +166,11 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
         Ok(code) => Ok(code),
         Err(Ended::Exit(exit)) => Err(exit),
         Err(Ended::Signalled(signal)) => {
-            eprintln!("distlock: stopped by signal {signal} while waiting for lock {:?}", o.name);
+            let what = match o.want {
+                Want::Lock => "lock",
+                Want::Leadership { .. } => "leadership of",
+            };
+            eprintln!("distlock: stopped by signal {signal} while waiting for {what} {:?}", o.name);
             Ok((128 + signal) as u8)
         }
     }
@@ -127,9 +188,10 @@ async fn hold_and_run(
         _ = sigterm.recv() => return Err(Ended::Signalled(libc::SIGTERM)),
         _ = sigint.recv() => return Err(Ended::Signalled(libc::SIGINT)),
     };
-    let token = guard.fencing_token();
-    tracing::info!(lock = %o.name, token = token.get(), command = ?o.command, "holding the lock: running the command");
-    let mut child = match spawn(&o.command, &o.name, &guard) {
+    let token = guard.token();
+    let held = guard.describe(&o.name);
+    tracing::info!(lock = %o.name, token = token.get(), command = ?o.command, "holding {held}: running the command");
+    let mut child = match spawn(&o.command, guard.env(&o.name)) {
         Ok(child) => child,
         Err(e) => {
             let _ = guard.release().await;
@@ -141,12 +203,11 @@ async fn hold_and_run(
     let status = tokio::select! {
         status = child.wait() => status.ok(),
         reason = guard.lost() => {
-            tracing::error!(lock = %o.name, token = token.get(), %reason, "lock lost: terminating the command");
+            tracing::error!(lock = %o.name, token = token.get(), %reason, "{held} lost: terminating the command");
             terminate(&mut child, o.grace).await;
             let _ = guard.release().await;
             return Err(Exit::Lost(format!(
-                "lock {:?} (fencing token {token}) was lost while the command ran ({reason}); the command was terminated",
-                o.name
+                "{held} was lost while the command ran ({reason}); the command was terminated"
             )).into());
         }
         _ = sigterm.recv() => terminate(&mut child, o.grace).await,
@@ -158,22 +219,30 @@ async fn hold_and_run(
     Ok(status.map(status_code).unwrap_or(1))
 }
 
-/// Takes the lock as the options say: at once or not at all, within the timeout, or waiting.
-async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<LockGuard, Ended> {
+/// Takes the lock (or leadership) as the options say: at once or not at all, within the
+/// timeout, or waiting.
+async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, Ended> {
     if o.no_wait {
-        return Ok(locks.try_lock(&o.name).await?.ok_or_else(|| {
-            Exit::NotAcquired(format!("lock {:?} is held or queued by another client (--no-wait)", o.name))
+        let held = match &o.want {
+            Want::Lock => locks.try_lock(&o.name).await?.map(Held::Lock),
+            Want::Leadership { value } => locks.try_campaign(&o.name, value).await?.map(Held::Leader),
+        };
+        return Ok(held.ok_or_else(|| {
+            Exit::NotAcquired(format!("{:?} is held or queued for by another client (--no-wait)", o.name))
         })?);
     }
     let wait = async {
-        match o.progress {
-            true => locks.lock_with_progress(&o.name, PROGRESS_EVERY, &|step| report(&o.name, &step)).await,
-            false => locks.lock(&o.name).await,
+        match (&o.want, o.progress) {
+            (Want::Lock, true) => {
+                locks.lock_with_progress(&o.name, PROGRESS_EVERY, &|step| report(&o.name, &step)).await.map(Held::Lock)
+            }
+            (Want::Lock, false) => locks.lock(&o.name).await.map(Held::Lock),
+            (Want::Leadership { value }, _) => locks.campaign(&o.name, value).await.map(Held::Leader),
         }
     };
     match o.timeout {
         Some(timeout) => Ok(tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            Exit::NotAcquired(format!("lock {:?} was not granted within {timeout:?} (--timeout)", o.name))
+            Exit::NotAcquired(format!("{:?} was not granted within {timeout:?} (--timeout)", o.name))
         })??),
         None => Ok(wait.await?),
     }
