@@ -183,6 +183,26 @@ impl Leadership {
         }
     }
 
+    /// The leadership as a plain hold, for code that treats every hold alike (run a job under
+    /// it, watch `lost()`, release): the guard's fencing token is the term, and releasing or
+    /// dropping it resigns. The way to [`Leadership::proclaim`] is given up.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// # use distlock_core::{DistributedLock, mem::MemLocks};
+    /// let elections = MemLocks::connect_default()?;
+    /// let leadership = elections.campaign("e/into-guard", "v").await?;
+    /// let term = leadership.term();
+    /// let guard = leadership.into_guard();
+    /// assert_eq!(guard.fencing_token(), term);
+    /// guard.release().await?; // resigns
+    /// assert_eq!(elections.leader("e/into-guard").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn into_guard(self) -> LockGuard {
+        self.guard
+    }
+
     /// Gives up leadership and waits for the server to confirm: the next candidate in line is
     /// elected at once. Errors as [`LockGuard::release`].
     ///

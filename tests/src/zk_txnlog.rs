@@ -75,10 +75,10 @@ fn multi_parts(line: &[u8], session: &str, zxid: u64) -> Vec<Txn> {
     txns
 }
 
-/// The sequence number of a lock znode path, for ordering.
+/// The sequence number of a queue znode path (of any recipe), for ordering: the backend's layout.
 fn sequence(path: &str) -> Option<(usize, String)> {
-    let (_, digits) = path.rsplit_once("lock-")?;
-    (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| (digits.len(), digits.to_owned()))
+    let name = path.rsplit('/').next()?;
+    distlock_zk::layout::sequence(name).map(|(_, digits)| (digits.len(), digits.to_owned()))
 }
 
 /// Replays `txns` for the queue under `lock_dir`; returns the czxids that became first, in order.

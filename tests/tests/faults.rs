@@ -1,6 +1,7 @@
 //! The fault-injection suite: for each backend and fault, three worker processes loop on one
 //! lock against a fenced store while the fault is injected into whoever holds the lock; then
-//! the checker counts violations and `docs/RELIABILITY.md` gets a row.
+//! the checker counts violations and `docs/RELIABILITY.md` gets a row. The election rows do the
+//! same with workers that campaign and resign, while an observer follows the leader.
 //!
 //! ```text
 //! cargo test -p distlock-tests --test faults                      # the short run (4 s per fault)
@@ -11,7 +12,7 @@
 //! It fails if any run breaks check (1) token order, (2) lost updates, (4) owner mismatch or
 //! (6) leftovers, or shows an overlap with no fault injected. It writes `docs/RELIABILITY.md`
 //! (or `DISTLOCK_FAULT_REPORT`). `DISTLOCK_FAULT_ONLY=zookeeper` (a substring of
-//! `backend:fault`) runs a subset.
+//! `backend:recipe:fault`) runs a subset.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,38 @@ use tokio::process::{Child, Command};
 
 const WORKERS: u32 = 3;
 const LOCK: &str = "fault/counter";
+
+/// What the workers take turns with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recipe {
+    Lock,
+    Election,
+}
+
+impl Recipe {
+    fn label(self) -> &'static str {
+        match self {
+            Recipe::Lock => "lock",
+            Recipe::Election => "election",
+        }
+    }
+
+    /// The faults each recipe runs under: every one for the lock; for the election, those that
+    /// end or freeze a leader, expire a candidate, or take the servers away.
+    fn faults(self) -> &'static [Fault] {
+        match self {
+            Recipe::Lock => &Fault::ALL,
+            Recipe::Election => &[
+                Fault::None,
+                Fault::HolderSigkill,
+                Fault::HolderSigstop,
+                Fault::WaiterCut,
+                Fault::ServerRestart,
+                Fault::LeaderKill,
+            ],
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -272,9 +305,67 @@ async fn etcd_queue_replay(endpoints: &[String], prefix: &str) -> Option<QueueRe
     (!replay.owners.is_empty()).then_some(replay)
 }
 
+/// What an observer of the election reported during a run.
+#[derive(Debug, Default)]
+struct Observed {
+    /// Leaders it reported (new terms and new values; "no leader" not counted).
+    reports: usize,
+    /// Reports of a term lower than one reported before.
+    out_of_order: usize,
+    /// Terms a worker was elected in that the observer never reported.
+    missed: usize,
+}
+
+/// Follows the election from the test process (straight to the servers, no proxy) and keeps
+/// every report. Returns once the first report (before any worker runs) is in.
+async fn start_observer(url: String) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std::sync::Mutex<Vec<u64>>>) {
+    let terms = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let kept = terms.clone();
+    let task = tokio::spawn(async move {
+        let elections = distlock::connect(&url).await.expect("the observer connects");
+        let mut observer = elections.observe(LOCK).await.expect("observe");
+        let mut first = Some(first_tx);
+        loop {
+            match observer.next().await {
+                Ok(leader) => {
+                    if let Some(leader) = leader {
+                        kept.lock().unwrap_or_else(|p| p.into_inner()).push(leader.term.get());
+                    }
+                    if let Some(first) = first.take() {
+                        let _ = first.send(());
+                    }
+                }
+                Err(error) if error.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => panic!("the observer failed: {error}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), first_rx).await.expect("the observer's first report").ok();
+    (task, terms)
+}
+
+/// Checks an observer's reports against the terms the workers were elected in.
+fn observed(reported: &[u64], elected: &[u64]) -> Observed {
+    let mut highest = 0;
+    let mut out_of_order = 0;
+    for &term in reported {
+        if term < highest {
+            out_of_order += 1;
+        }
+        highest = highest.max(term);
+    }
+    let seen: std::collections::BTreeSet<u64> = reported.iter().copied().collect();
+    let missed = elected.iter().filter(|t| !seen.contains(t)).count();
+    Observed { reports: reported.len(), out_of_order, missed }
+}
+
 struct Row {
     backend: &'static str,
+    recipe: Recipe,
     fault: Fault,
+    /// The election's observer (`None` for the lock).
+    observed: Option<Observed>,
     injected: bool,
     verdict: Verdict,
     leftovers: usize,
@@ -284,7 +375,7 @@ struct Row {
     most_entries_of_one_session: Option<usize>,
 }
 
-async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> Row {
+async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, dir: &Path) -> Row {
     let seconds = seconds.max(fault.min_seconds());
     let mut servers = Servers::start(backend, fault).await;
     let endpoints = servers.endpoints();
@@ -298,6 +389,16 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
         _ => format!("/fault-{}", uuid::Uuid::new_v4()),
     };
     let store = FencedStore::start().await.expect("the fenced store");
+    let observer = match recipe {
+        Recipe::Lock => None,
+        Recipe::Election => {
+            let url = match backend {
+                "etcd" => format!("etcd://{}/{namespace}?ttl={}s", endpoints.join(","), ttl.as_secs()),
+                _ => format!("zk://{}{namespace}?session_timeout={}ms", endpoints.join(","), ttl.as_millis()),
+            };
+            Some(start_observer(url).await)
+        }
+    };
     let mut workers = Vec::new();
     for id in 0..WORKERS {
         let proxies = ProxySet::start(&endpoints).await.expect("proxies");
@@ -309,12 +410,15 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
             ),
             _ => format!("zk://{}{namespace}?session_timeout={}ms", proxies.endpoints().join(","), ttl.as_millis()),
         };
-        let history = dir.join(format!("{backend}-{fault:?}-{id}.jsonl"));
+        let history = dir.join(format!("{backend}-{recipe:?}-{fault:?}-{id}.jsonl"));
         let _ = std::fs::remove_file(&history);
         let mut command = Command::new(env!("CARGO_BIN_EXE_fault_worker"));
         if fault == Fault::CancelAtGrant {
             // Waits of 0–300 ms: many end right around a hand-off.
             command.env("DISTLOCK_WORKER_MAX_WAIT_MS", "300");
+        }
+        if recipe == Recipe::Election {
+            command.env("DISTLOCK_WORKER_RECIPE", "election");
         }
         let child = command
             .args([
@@ -443,7 +547,24 @@ async fn run(backend: &'static str, fault: Fault, seconds: u64, dir: &Path) -> R
             .find(|e| e.worker == worker && e.t >= at && matches!(e.event, Event::Lost { .. }))
             .map(|e| (e.t - at) / 1_000_000)
     });
-    Row { backend, fault, injected, verdict, leftovers, loss_noticed_ms, most_entries_of_one_session }
+    let observed = match observer {
+        None => None,
+        Some((task, reported)) => {
+            // The last hand-off's report may still be on its way.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            task.abort();
+            let reported = reported.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let elected: Vec<u64> = entries
+                .iter()
+                .filter_map(|e| match e.event {
+                    Event::AcquireOk { token } => Some(token),
+                    _ => None,
+                })
+                .collect();
+            Some(observed(&reported, &elected))
+        }
+    };
+    Row { backend, recipe, fault, observed, injected, verdict, leftovers, loss_noticed_ms, most_entries_of_one_session }
 }
 
 /// Lock entries left in `namespace`: keys or znodes in the lock's queue (not the release record
@@ -494,13 +615,25 @@ fn report(rows: &[Row], seconds: u64) -> String {
                    queue at once by the server's record (1: one per waiter, also when the reply to its create/Txn \
                    was lost).\n\n",
     );
-    out.push_str("| backend | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | (6) most entries of one session | woken holder learns of loss |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "The election rows: the workers campaign (value `worker-N`) and resign instead of locking and \
+         releasing, their tokens are terms, and the same checks apply (a \"holder\" is the leader). Beside \
+         them an observer (`observe`, straight to the servers) follows the leader: (7) counts the leaders it \
+         reported, the reports of a term lower than one reported before, and the terms a worker was elected \
+         in that it never reported. Reports may exceed acquisitions: a candidate whose entry became first \
+         while it was cut off led by the server's record without learning it. On etcd the observer keeps the \
+         queue from one watch of its keys and must miss nothing; a ZooKeeper observer reads the new leader \
+         after each notification (watches there fire once and carry no data), so a term that begins and ends \
+         within that read can pass unseen.\n\n",
+    );
+    out.push_str("| backend | recipe | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | (6) most entries of one session | woken holder learns of loss | (7) observer: reports / out of order / missed |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let v = &r.verdict;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} | {} |\n",
             r.backend,
+            r.recipe.label(),
             r.fault.label(),
             if r.injected { "yes" } else { "NO" },
             v.operations,
@@ -514,6 +647,10 @@ fn report(rows: &[Row], seconds: u64) -> String {
             r.leftovers,
             r.most_entries_of_one_session.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             r.loss_noticed_ms.map(|ms| format!("{ms} ms after SIGCONT")).unwrap_or_else(|| "-".into()),
+            r.observed
+                .as_ref()
+                .map(|o| format!("{} / {} / {}", o.reports, o.out_of_order, o.missed))
+                .unwrap_or_else(|| "-".into()),
         ));
     }
     out
@@ -522,8 +659,9 @@ fn report(rows: &[Row], seconds: u64) -> String {
 fn print_row(row: &Row) {
     let v = &row.verdict;
     println!(
-        "{:<9} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms (6) {} / {:?}",
+        "{:<9} {:<8} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms (6) {} / {:?} (7) {:?}",
         row.backend,
+        row.recipe.label(),
         row.fault.label(),
         v.acquisitions,
         v.operations,
@@ -534,7 +672,8 @@ fn print_row(row: &Row) {
         v.owner_mismatches,
         v.worst_handoff_ms,
         row.leftovers,
-        row.most_entries_of_one_session
+        row.most_entries_of_one_session,
+        row.observed,
     );
 }
 
@@ -543,7 +682,7 @@ async fn fault_suite() {
     let seconds: u64 = std::env::var("DISTLOCK_FAULT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let report_path = std::env::var("DISTLOCK_FAULT_REPORT")
         .unwrap_or_else(|_| format!("{}/../docs/RELIABILITY.md", env!("CARGO_MANIFEST_DIR")));
-    // DISTLOCK_FAULT_ONLY=zookeeper or =etcd:no narrows the run (substring of "backend:fault label").
+    // DISTLOCK_FAULT_ONLY=zookeeper or =etcd:election narrows the run (substring of "backend:recipe:fault").
     let only = std::env::var("DISTLOCK_FAULT_ONLY").unwrap_or_default();
     let dir = distlock_tests::temp_dir("fault-histories").expect("a temp dir");
     // The two backends' runs go side by side (each run has servers, ports and files of its own):
@@ -552,11 +691,13 @@ async fn fault_suite() {
         let (only, dir) = (&only, dir.path());
         async move {
             let mut rows = Vec::new();
-            for fault in Fault::ALL {
-                if format!("{backend}:{}", fault.label()).contains(only.as_str()) {
-                    let row = run(backend, fault, seconds, dir).await;
-                    print_row(&row);
-                    rows.push(row);
+            for recipe in [Recipe::Lock, Recipe::Election] {
+                for &fault in recipe.faults() {
+                    if format!("{backend}:{}:{}", recipe.label(), fault.label()).contains(only.as_str()) {
+                        let row = run(backend, recipe, fault, seconds, dir).await;
+                        print_row(&row);
+                        rows.push(row);
+                    }
                 }
             }
             rows
@@ -585,8 +726,14 @@ async fn fault_suite() {
                 || (matches!(r.fault, Fault::HolderSigkill | Fault::HolderCut) && v.worst_handoff_ms > 3_000)
                 // A woken holder learns of its loss at once (its lease clock ran out while frozen).
                 || (r.fault == Fault::HolderSigstop && r.loss_noticed_ms.is_none_or(|ms| ms > 1_000))
+                // (7) the observer never goes back and reports leaders; on etcd (one prefix watch,
+                // no reads) it sees every term. A ZooKeeper observer reads after each notification,
+                // so a term that begins and ends within that read can pass unseen: counted, shown.
+                || r.observed.as_ref().is_some_and(|o| {
+                    o.out_of_order > 0 || o.reports == 0 || (r.backend == "etcd" && o.missed > 0)
+                })
         })
-        .map(|r| format!("{} / {}", r.backend, r.fault.label()))
+        .map(|r| format!("{} / {} / {}", r.backend, r.recipe.label(), r.fault.label()))
         .collect();
     assert!(failed.is_empty(), "fault suite: violations in {failed:?}; see {report_path}");
     println!("fault suite: {} runs, no violations; report in {report_path}", rows.len());

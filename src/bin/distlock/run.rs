@@ -6,7 +6,7 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use distlock::{DistributedLock, FencingToken, Leadership, LockError, LockGuard, LockUrl, LossReason, WaitProgress};
+use distlock::{DistributedLock, LockError, LockGuard, LockUrl, WaitProgress};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -43,39 +43,18 @@ fn status_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// What was acquired: a lock's guard or a leadership.
-enum Held {
-    Lock(LockGuard),
-    Leader(Leadership),
+/// What was acquired: a lock's guard, or a leadership as its guard (its token is the term).
+struct Held {
+    guard: LockGuard,
+    leader: bool,
 }
 
 impl Held {
-    fn token(&self) -> FencingToken {
-        match self {
-            Held::Lock(guard) => guard.fencing_token(),
-            Held::Leader(leadership) => leadership.term(),
-        }
-    }
-
-    async fn lost(&self) -> LossReason {
-        match self {
-            Held::Lock(guard) => guard.lost().await,
-            Held::Leader(leadership) => leadership.lost().await,
-        }
-    }
-
-    async fn release(self) -> Result<(), LockError> {
-        match self {
-            Held::Lock(guard) => guard.release().await,
-            Held::Leader(leadership) => leadership.resign().await,
-        }
-    }
-
     /// What the command finds in its environment.
     fn env(&self, name: &str) -> Vec<(&'static str, String)> {
-        let token = self.token().to_string();
+        let token = self.guard.fencing_token().to_string();
         let mut env = vec![("DISTLOCK_NAME", name.to_owned()), ("DISTLOCK_FENCING_TOKEN", token.clone())];
-        if matches!(self, Held::Leader(_)) {
+        if self.leader {
             env.push(("DISTLOCK_TERM", token));
         }
         env
@@ -83,9 +62,9 @@ impl Held {
 
     /// The hold, for messages: `lock "x" (fencing token 5)`, `leadership of "x" (term 5)`.
     fn describe(&self, name: &str) -> String {
-        match self {
-            Held::Lock(guard) => format!("lock {name:?} (fencing token {})", guard.fencing_token()),
-            Held::Leader(leadership) => format!("leadership of {name:?} (term {})", leadership.term()),
+        match self.leader {
+            false => format!("lock {name:?} (fencing token {})", self.guard.fencing_token()),
+            true => format!("leadership of {name:?} (term {})", self.guard.fencing_token()),
         }
     }
 }
@@ -188,10 +167,12 @@ async fn hold_and_run(
         _ = sigterm.recv() => return Err(Ended::Signalled(libc::SIGTERM)),
         _ = sigint.recv() => return Err(Ended::Signalled(libc::SIGINT)),
     };
-    let token = guard.token();
     let held = guard.describe(&o.name);
+    let env = guard.env(&o.name);
+    let guard = guard.guard;
+    let token = guard.fencing_token();
     tracing::info!(lock = %o.name, token = token.get(), command = ?o.command, "holding {held}: running the command");
-    let mut child = match spawn(&o.command, guard.env(&o.name)) {
+    let mut child = match spawn(&o.command, env) {
         Ok(child) => child,
         Err(e) => {
             let _ = guard.release().await;
@@ -224,8 +205,10 @@ async fn hold_and_run(
 async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, Ended> {
     if o.no_wait {
         let held = match &o.want {
-            Want::Lock => locks.try_lock(&o.name).await?.map(Held::Lock),
-            Want::Leadership { value } => locks.try_campaign(&o.name, value).await?.map(Held::Leader),
+            Want::Lock => locks.try_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
+            Want::Leadership { value } => {
+                locks.try_campaign(&o.name, value).await?.map(|l| Held { guard: l.into_guard(), leader: true })
+            }
         };
         return Ok(held.ok_or_else(|| {
             Exit::NotAcquired(format!("{:?} is held or queued for by another client (--no-wait)", o.name))
@@ -233,11 +216,14 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
     }
     let wait = async {
         match (&o.want, o.progress) {
-            (Want::Lock, true) => {
-                locks.lock_with_progress(&o.name, PROGRESS_EVERY, &|step| report(&o.name, &step)).await.map(Held::Lock)
+            (Want::Lock, true) => locks
+                .lock_with_progress(&o.name, PROGRESS_EVERY, &|step| report(&o.name, &step))
+                .await
+                .map(|guard| Held { guard, leader: false }),
+            (Want::Lock, false) => locks.lock(&o.name).await.map(|guard| Held { guard, leader: false }),
+            (Want::Leadership { value }, _) => {
+                locks.campaign(&o.name, value).await.map(|l| Held { guard: l.into_guard(), leader: true })
             }
-            (Want::Lock, false) => locks.lock(&o.name).await.map(Held::Lock),
-            (Want::Leadership { value }, _) => locks.campaign(&o.name, value).await.map(Held::Leader),
         }
     };
     match o.timeout {

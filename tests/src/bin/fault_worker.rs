@@ -2,6 +2,9 @@
 //! release, for a given time, logging every step to its history. It deliberately keeps going
 //! when its lock is lost (it only logs it): stopping stale writes is the fenced store's job.
 //!
+//! With `DISTLOCK_WORKER_RECIPE=election` it campaigns (value `worker-ID`) and resigns instead
+//! of locking and releasing: its holds are leaderships, their tokens terms.
+//!
 //! `fault_worker URL LOCK STORE_ADDR HISTORY WORKER_ID SECONDS`
 
 use std::sync::{Arc, Mutex};
@@ -70,6 +73,8 @@ async fn main() -> std::process::ExitCode {
     // With DISTLOCK_WORKER_MAX_WAIT_MS, each wait is cut short after a random time up to that:
     // waits then end (cancelled) around the moment of grant.
     let max_wait = std::env::var("DISTLOCK_WORKER_MAX_WAIT_MS").ok().and_then(|v| v.parse::<u64>().ok());
+    let elects = std::env::var("DISTLOCK_WORKER_RECIPE").is_ok_and(|r| r == "election");
+    let value = format!("worker-{worker}");
     while tokio::time::Instant::now() < deadline {
         record(Event::AcquireInvoke);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -77,7 +82,11 @@ async fn main() -> std::process::ExitCode {
             Some(max) => remaining.min(Duration::from_millis(1 + rng.next_millis(max))),
             None => remaining,
         };
-        let guard = match locks.lock_timeout(lock, wait).await {
+        let acquired = match elects {
+            false => locks.lock_timeout(lock, wait).await,
+            true => locks.campaign_timeout(lock, &value, wait).await.map(|l| l.map(|l| l.into_guard())),
+        };
+        let guard = match acquired {
             Ok(Some(guard)) => guard,
             Ok(None) if max_wait.is_some() && !remaining.is_zero() => continue,
             Ok(None) => break,
