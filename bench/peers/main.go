@@ -1,13 +1,16 @@
-// The peers' recipes under distlock's W1 and W2 workloads, against the same servers, so that
-// distlock's figures can be read against theirs measured on the same machine in the same hour.
-// The recipes are the libraries' own (go-zookeeper's zk.Lock, etcd's concurrency.Mutex); this
-// file only drives them and measures, the way distlock-bench does. One JSON line per run.
+// The peers' recipes under distlock's W1, W2 and W3 workloads, against the same servers, so
+// that distlock's figures can be read against theirs measured on the same machine in the same
+// hour. The recipes are the libraries' own (go-zookeeper's zk.Lock, etcd's concurrency.Mutex,
+// and with -recipe election etcd's concurrency.Election, Campaign for acquire and Resign for
+// release); this file only drives them and measures, the way distlock-bench does. One JSON
+// line per run.
 //
 // Build (Debian's Go and the libraries' Debian packages, GOPATH mode; see bench/peers/README.md):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o /tmp/peers bench/peers/main.go
 //
 // Run: /tmp/peers -etcd 127.0.0.1:2379 -zk 127.0.0.1:2181 -workload w2 -clients 8 -seconds 5
+//      /tmp/peers -etcd 127.0.0.1:2379 -recipe election -workload w2 -clients 8 -seconds 5
 package main
 
 import (
@@ -66,6 +69,32 @@ func (e *etcdLocker) close() {
 	e.client.Close()
 }
 
+// etcdCandidate is one client's candidacy in an election: Campaign to lead, Resign to step down.
+type etcdCandidate struct {
+	client   *clientv3.Client
+	session  *concurrency.Session
+	election *concurrency.Election
+}
+
+func (e *etcdCandidate) lock() error   { return e.election.Campaign(context.Background(), "bench") }
+func (e *etcdCandidate) unlock() error { return e.election.Resign(context.Background()) }
+func (e *etcdCandidate) close() {
+	e.session.Close()
+	e.client.Close()
+}
+
+func newEtcdElection(endpoint, prefix string) (locker, error) {
+	client, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	session, err := concurrency.NewSession(client, concurrency.WithTTL(10))
+	if err != nil {
+		return nil, err
+	}
+	return &etcdCandidate{client: client, session: session, election: concurrency.NewElection(session, prefix)}, nil
+}
+
 func newEtcd(endpoint, prefix string) (locker, error) {
 	client, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -89,7 +118,8 @@ func percentile(sorted []time.Duration, p float64) float64 {
 func main() {
 	etcdAddr := flag.String("etcd", "", "etcd endpoint host:port")
 	zkAddr := flag.String("zk", "", "ZooKeeper server host:port")
-	workload := flag.String("workload", "w2", "w1 (uncontended) or w2 (contended)")
+	workload := flag.String("workload", "w2", "w1 (uncontended), w2 (contended) or w3 (independent)")
+	recipe := flag.String("recipe", "lock", "lock, or election (etcd only)")
 	clients := flag.Int("clients", 8, "w2: clients, each its own session")
 	seconds := flag.Float64("seconds", 5, "w2: how long")
 	cycles := flag.Int("cycles", 1000, "w1: acquire+release cycles")
@@ -101,12 +131,17 @@ func main() {
 	}
 	var backends []backend
 	run := time.Now().UnixNano()
-	if *etcdAddr != "" {
+	if *etcdAddr != "" && *recipe == "election" {
+		backends = append(backends, backend{"etcd concurrency.Election", func(name string) (locker, error) {
+			return newEtcdElection(*etcdAddr, fmt.Sprintf("/peers/%d/%s", run, name))
+		}})
+	}
+	if *etcdAddr != "" && *recipe == "lock" {
 		backends = append(backends, backend{"etcd concurrency.Mutex", func(name string) (locker, error) {
 			return newEtcd(*etcdAddr, fmt.Sprintf("/peers/%d/%s", run, name))
 		}})
 	}
-	if *zkAddr != "" {
+	if *zkAddr != "" && *recipe == "lock" {
 		backends = append(backends, backend{"go-zookeeper zk.Lock", func(name string) (locker, error) {
 			return newZk(*zkAddr, fmt.Sprintf("/peers-%d-%s", run, name))
 		}})
@@ -119,9 +154,11 @@ func main() {
 		case "w1":
 			result, err = uncontended(b.newLocker, *cycles)
 		case "w2":
-			result, err = contended(b.newLocker, *clients, time.Duration(*seconds*float64(time.Second)))
+			result, err = contended(b.newLocker, *clients, time.Duration(*seconds*float64(time.Second)), false)
+		case "w3":
+			result, err = contended(b.newLocker, *clients, time.Duration(*seconds*float64(time.Second)), true)
 		default:
-			err = fmt.Errorf("unknown workload %q: w1 or w2", *workload)
+			err = fmt.Errorf("unknown workload %q: w1, w2 or w3", *workload)
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", b.name, err)
@@ -168,10 +205,15 @@ func uncontended(newLocker func(string) (locker, error), cycles int) (map[string
 	}, nil
 }
 
-func contended(newLocker func(string) (locker, error), clients int, d time.Duration) (map[string]interface{}, error) {
+// contended is W2 (every client on one lock) or, with independent, W3 (each client its own).
+func contended(newLocker func(string) (locker, error), clients int, d time.Duration, independent bool) (map[string]interface{}, error) {
 	lockers := []locker{}
 	for i := 0; i < clients; i++ {
-		l, err := newLocker("w2")
+		name := "w2"
+		if independent {
+			name = fmt.Sprintf("w3-%d", i)
+		}
+		l, err := newLocker(name)
 		if err != nil {
 			return nil, err
 		}
@@ -227,6 +269,15 @@ func contended(newLocker func(string) (locker, error), clients int, d time.Durat
 	fairness := 0.0
 	if min > 0 {
 		fairness = float64(max) / float64(min)
+	}
+	if independent {
+		return map[string]interface{}{
+			"clients":        clients,
+			"acquisitions":   len(waits),
+			"ops_per_s":      float64(len(waits)) / elapsed.Seconds(),
+			"acquire_p50_ms": percentile(waits, 0.5),
+			"acquire_p99_ms": percentile(waits, 0.99),
+		}, nil
 	}
 	return map[string]interface{}{
 		"clients":              clients,

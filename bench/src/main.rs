@@ -13,7 +13,10 @@
 //! with every round's ratio), `w2`
 //! (contended; with `--pause-ms` above 0, also 8 clients pausing at random after each release),
 //! `w3` (independent), `w4` (scale: waiters queued on one lock, and one session holding many
-//! locks), `w5` (local queue); none named means all. Servers: a single node of each backend
+//! locks), `w5` (local queue); the election's `e1`, `e2`, `e4` (W1, W2 and W4 with campaign
+//! and resign for acquire and release), `failover` (from a leader process's SIGKILL, and from a
+//! resign, to the next leader) and `observers` (1 to 1,000 observers of one election, `--observers`,
+//! over `--changes` changes); none named means all. Servers: a single node of each backend
 //! started through the test harness (fsync on, temp dirs, stopped at exit), or the ones given by
 //! `--etcd` / `--zk`. Servers the bench started get `--warmup` seconds (default 10) of 8 clients
 //! contending before anything is measured: ZooKeeper's JVM compiles its hot paths under load,
@@ -22,6 +25,7 @@
 //! runtime of the `--runtime` flavour (default multi-thread), in a spawned task.
 
 mod alloc;
+mod election;
 mod metrics;
 mod report;
 mod stats;
@@ -32,6 +36,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use target::{Kind, Target};
+use workloads::Recipe;
 
 /// The command line.
 struct Args {
@@ -52,6 +57,12 @@ struct Args {
     pause_ms: usize,
     /// Seconds of unmeasured load first; `None`: 10 for servers the bench starts, 0 for given ones.
     warmup: Option<f64>,
+    /// How many observers the observers workload runs with, in turn.
+    observers: Vec<usize>,
+    /// Leader changes the observers workload measures.
+    changes: usize,
+    /// Leaders the failover workload kills (and resignations it times).
+    failovers: usize,
     report: Option<std::path::PathBuf>,
     runtime: Runtime,
 }
@@ -75,7 +86,7 @@ impl Runtime {
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
-const WORKLOADS: [&str; 6] = ["floor", "w1", "w2", "w3", "w4", "w5"];
+const WORKLOADS: [&str; 11] = ["floor", "w1", "w2", "w3", "w4", "w5", "e1", "e2", "e4", "failover", "observers"];
 
 fn list(value: &str, flag: &str) -> Result<Vec<usize>, String> {
     value
@@ -99,6 +110,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         tasks: 100,
         pause_ms: 3,
         warmup: None,
+        observers: vec![1, 100, 1000],
+        changes: 20,
+        failovers: 5,
         report: None,
         runtime: Runtime::MultiThread,
     };
@@ -130,6 +144,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--many" => a.many = number(value()?)?,
             "--tasks" => a.tasks = number(value()?)?,
             "--pause-ms" => a.pause_ms = number(value()?)?,
+            "--observers" => a.observers = list(&value()?, "--observers")?,
+            "--changes" => a.changes = number(value()?)?,
+            "--failovers" => a.failovers = number(value()?)?,
             "--warmup" => {
                 let v = value()?;
                 a.warmup = Some(
@@ -157,8 +174,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if a.cycles == 0 || a.rounds == 0 || a.tasks == 0 || a.seconds <= 0.0 {
         return Err("--cycles, --rounds, --tasks and --seconds must be above zero".into());
     }
-    if a.clients.contains(&0) || a.waiters.contains(&0) {
-        return Err("--clients and --waiters take counts of 1 or more".into());
+    if a.clients.contains(&0) || a.waiters.contains(&0) || a.observers.contains(&0) {
+        return Err("--clients, --waiters and --observers take counts of 1 or more".into());
+    }
+    if a.changes == 0 || a.failovers == 0 {
+        return Err("--changes and --failovers must be above zero".into());
     }
     Ok(a)
 }
@@ -179,7 +199,7 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     };
     if warmup > 0.0 {
         eprintln!("distlock-bench: warming {} up for {warmup} s (not measured)", kind.label());
-        workloads::contended(&target, 8, Duration::from_secs_f64(warmup), Duration::ZERO).await?;
+        workloads::contended(&target, 8, Duration::from_secs_f64(warmup), Duration::ZERO, Recipe::Lock).await?;
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let duration = Duration::from_secs_f64(args.seconds);
@@ -195,11 +215,11 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     }
     if wants("w2") {
         for &n in &args.clients {
-            emit(lines, workloads::contended(&target, n, duration, Duration::ZERO).await?);
+            emit(lines, workloads::contended(&target, n, duration, Duration::ZERO, Recipe::Lock).await?);
         }
         if args.pause_ms > 0 {
             let pause = Duration::from_millis(args.pause_ms as u64);
-            emit(lines, workloads::contended(&target, 8, duration, pause).await?);
+            emit(lines, workloads::contended(&target, 8, duration, pause, Recipe::Lock).await?);
         }
     }
     if wants("w3") {
@@ -209,7 +229,7 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     }
     if wants("w4") {
         for &n in &args.waiters {
-            emit(lines, workloads::scale(&target, n).await?);
+            emit(lines, workloads::scale(&target, n, Recipe::Lock).await?);
         }
         if args.many > 0 {
             emit(lines, workloads::many_locks(&target, args.many, Duration::from_secs(10)).await?);
@@ -217,6 +237,27 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     }
     if wants("w5") {
         emit(lines, workloads::local_queue(&target, args.tasks).await?);
+    }
+    if wants("e1") {
+        emit(lines, workloads::uncontended(&target, args.cycles, Recipe::Election).await?);
+    }
+    if wants("e2") {
+        for &n in &args.clients {
+            emit(lines, workloads::contended(&target, n, duration, Duration::ZERO, Recipe::Election).await?);
+        }
+    }
+    if wants("e4") {
+        for &n in &args.waiters {
+            emit(lines, workloads::scale(&target, n, Recipe::Election).await?);
+        }
+    }
+    if wants("failover") {
+        emit(lines, election::failover(&target, args.failovers).await?);
+    }
+    if wants("observers") {
+        for &n in &args.observers {
+            emit(lines, election::observers(&target, n, args.changes).await?);
+        }
     }
     Ok(())
 }
@@ -230,6 +271,20 @@ fn main() -> std::process::ExitCode {
             .init();
     }
     let raw: Vec<String> = std::env::args().skip(1).collect();
+    // The failover workload's leader: this binary again, in a process of its own.
+    if let [lead, kind, url, name] = raw.as_slice() {
+        if lead == election::LEAD {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let led = runtime.map(|rt| rt.block_on(election::lead_until_killed(kind, url, name)));
+            return match led {
+                Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("distlock-bench {}: {e}", election::LEAD);
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let args = match parse_args(&raw) {
         Ok(args) => args,
         Err(message) => {
@@ -312,6 +367,9 @@ mod tests {
             "--warmup x",
             "--runtime tokio",
             "--runtime",
+            "--observers 1,0",
+            "--changes 0",
+            "--failovers 0",
         ] {
             assert!(args(bad).is_err(), "{bad} must be refused");
         }

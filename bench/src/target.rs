@@ -225,6 +225,15 @@ impl Target {
         }
     }
 
+    /// The URL of a client in `space` with session TTL `ttl`, for a client in another process.
+    pub fn url(&self, space: &str, ttl: Duration) -> String {
+        let ms = ttl.as_millis();
+        match self.kind {
+            Kind::Etcd => format!("etcd://{}/{space}?ttl={ms}ms", self.endpoints.join(",")),
+            Kind::Zk => format!("zk://{}/{space}?session_timeout={ms}ms", self.endpoints.join(",")),
+        }
+    }
+
     /// `n` clients, connected a few at a time.
     pub async fn clients(&self, space: &str, n: usize) -> io::Result<Vec<Arc<BenchClient>>> {
         let mut out = Vec::with_capacity(n);

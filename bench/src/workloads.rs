@@ -15,8 +15,39 @@ use crate::target::{BenchClient, Kind, Target};
 
 type Result<T> = std::io::Result<T>;
 
-fn lock_error(e: distlock_core::LockError) -> std::io::Error {
+pub(crate) fn lock_error(e: distlock_core::LockError) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+/// What a workload's clients take in turn: a lock, or leadership of an election (campaign, then
+/// resign). Both run on the same queue; the workloads measure either through the same loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    Lock,
+    Election,
+}
+
+impl Recipe {
+    /// Takes `name` as this recipe does; the guard's release gives it up (an election's resigns).
+    pub(crate) async fn take(self, client: &BenchClient, name: &str) -> Result<LockGuard> {
+        match self {
+            Recipe::Lock => client.locks.lock(name).await.map_err(lock_error),
+            Recipe::Election => client.locks.campaign(name, "bench").await.map(|l| l.into_guard()).map_err(lock_error),
+        }
+    }
+
+    /// The workload label's letter: W for the lock, E for the election.
+    fn letter(self) -> &'static str {
+        match self {
+            Recipe::Lock => "W",
+            Recipe::Election => "E",
+        }
+    }
+
+    /// The workload's label: `W2-contended`, `E2-contended`.
+    fn label(self, number: u8, what: &str) -> String {
+        format!("{}{number}-{what}", self.letter())
+    }
 }
 
 fn micros(d: Duration, per: f64) -> f64 {
@@ -48,7 +79,7 @@ pub async fn floor_round(
     let first = target.raw_floor(floor_cycles.div_ceil(2)).await?;
     let first_cpu = target.snapshot().await?.since(&before).server_cpu;
     let mut w1 = match w1_cycles {
-        Some(cycles) => Some(uncontended(target, cycles).await?),
+        Some(cycles) => Some(uncontended(target, cycles, Recipe::Lock).await?),
         None => None,
     };
     let before = target.snapshot().await?;
@@ -96,11 +127,11 @@ pub fn median_round(mut rounds: Vec<(Value, Option<Value>)>) -> Vec<Value> {
     std::iter::once(floor).chain(w1).collect()
 }
 
-/// W1: one client acquires and releases one lock `cycles` times.
-async fn uncontended(target: &Target, cycles: usize) -> Result<Value> {
-    let client = target.client("bench-w1").await?;
+/// W1 (E1): one client acquires and releases one lock (campaigns and resigns) `cycles` times.
+pub async fn uncontended(target: &Target, cycles: usize, recipe: Recipe) -> Result<Value> {
+    let client = target.client(&format!("bench-{}1", recipe.letter().to_lowercase())).await?;
     // The first cycle makes what a long-lived lock has (ZooKeeper's lock directory).
-    client.locks.lock("w1").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
+    recipe.take(&client, "w1").await?.release().await.map_err(lock_error)?;
     let idle = target.idle_requests_per_s().await?;
     let (mut acquire, mut release) = (Latencies::default(), Latencies::default());
     let counted = client.requests();
@@ -109,7 +140,7 @@ async fn uncontended(target: &Target, cycles: usize) -> Result<Value> {
     let started = Instant::now();
     for _ in 0..cycles {
         let t = Instant::now();
-        let guard = client.locks.lock("w1").await.map_err(lock_error)?;
+        let guard = recipe.take(&client, "w1").await?;
         let t2 = Instant::now();
         acquire.push(t2 - t);
         guard.release().await.map_err(lock_error)?;
@@ -122,7 +153,7 @@ async fn uncontended(target: &Target, cycles: usize) -> Result<Value> {
     let ops = n / elapsed.as_secs_f64();
     client.close().await;
     Ok(json!({
-        "workload": "W1-uncontended", "backend": target.kind.label(), "cycles": cycles,
+        "workload": recipe.label(1, "uncontended"), "backend": target.kind.label(), "cycles": cycles,
         "ops_per_s": ops.round(),
         "acquire_p50_ms": round2(acquire.percentile_ms(50.0)), "acquire_p99_ms": round2(acquire.percentile_ms(99.0)),
         "release_p50_ms": round2(release.percentile_ms(50.0)), "release_p99_ms": round2(release.percentile_ms(99.0)),
@@ -180,6 +211,7 @@ async fn run_loops(
     name_of: impl Fn(usize) -> String,
     duration: Duration,
     pause_max: Duration,
+    recipe: Recipe,
 ) -> Result<(Vec<Loop>, Duration)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -190,7 +222,7 @@ async fn run_loops(
             let mut out = Loop::default();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let guard = c.locks.lock(&name).await.map_err(lock_error)?;
+                let guard = recipe.take(&c, &name).await?;
                 out.waits.push(t.elapsed());
                 out.acquisitions += 1;
                 guard.release().await.map_err(lock_error)?;
@@ -211,18 +243,24 @@ async fn run_loops(
     Ok((loops, started.elapsed()))
 }
 
-/// W2: `n` clients, each its own session, loop acquire → release on one lock, each pausing at
-/// random up to `pause_max` after a release (0: never; the clients then take turns in a fixed
-/// order).
-pub async fn contended(target: &Target, n: usize, duration: Duration, pause_max: Duration) -> Result<Value> {
-    let space = format!("bench-w2-{n}-{}", pause_max.as_millis());
+/// W2 (E2): `n` clients, each its own session, loop acquire → release on one lock (campaign →
+/// resign), each pausing at random up to `pause_max` after a release (0: never; the clients
+/// then take turns in a fixed order).
+pub async fn contended(
+    target: &Target,
+    n: usize,
+    duration: Duration,
+    pause_max: Duration,
+    recipe: Recipe,
+) -> Result<Value> {
+    let space = format!("bench-{}2-{n}-{}", recipe.letter().to_lowercase(), pause_max.as_millis());
     let clients = target.clients(&space, n).await?;
-    clients[0].locks.lock("w2").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
+    recipe.take(&clients[0], "w2").await?.release().await.map_err(lock_error)?;
     let idle = target.idle_requests_per_s().await?;
     let counted = BenchClient::requests_of(&clients);
     let before = target.snapshot().await?;
     let cpu = own_cpu();
-    let (loops, elapsed) = run_loops(&clients, |_| "w2".to_owned(), duration, pause_max).await?;
+    let (loops, elapsed) = run_loops(&clients, |_| "w2".to_owned(), duration, pause_max, recipe).await?;
     let cpu = own_cpu() - cpu;
     let d = target.snapshot().await?.since(&before);
     let total: u64 = loops.iter().map(|l| l.acquisitions).sum();
@@ -237,7 +275,7 @@ pub async fn contended(target: &Target, n: usize, duration: Duration, pause_max:
     let t = total as f64;
     BenchClient::close_all(&clients).await;
     Ok(json!({
-        "workload": "W2-contended", "backend": target.kind.label(), "clients": n,
+        "workload": recipe.label(2, "contended"), "backend": target.kind.label(), "clients": n,
         "pause_max_ms": pause_max.as_millis() as u64,
         "seconds": round2(elapsed.as_secs_f64()), "acquisitions": total,
         "handoffs_per_s": (t / elapsed.as_secs_f64()).round(),
@@ -261,7 +299,7 @@ pub async fn independent(target: &Target, n: usize, duration: Duration) -> Resul
     }
     let cpu = own_cpu();
     let before = target.snapshot().await?;
-    let (loops, elapsed) = run_loops(&clients, |i| format!("w3-{i}"), duration, Duration::ZERO).await?;
+    let (loops, elapsed) = run_loops(&clients, |i| format!("w3-{i}"), duration, Duration::ZERO, Recipe::Lock).await?;
     let cpu = own_cpu() - cpu;
     let d = target.snapshot().await?.since(&before);
     let total: u64 = loops.iter().map(|l| l.acquisitions).sum();
@@ -308,22 +346,22 @@ struct ScaleTotals {
 /// each waiter releases as soon as it holds. Repeated until `W4_MIN_HANDOFFS` hand-offs.
 /// Per hand-off: a release and the next acquisition, so the figures read the same for 1 waiter
 /// as for 1,000.
-pub async fn scale(target: &Target, n: usize) -> Result<Value> {
-    let space = format!("bench-w4-{n}");
+pub async fn scale(target: &Target, n: usize, recipe: Recipe) -> Result<Value> {
+    let space = format!("bench-{}4-{n}", recipe.letter().to_lowercase());
     let holder = Arc::new(target.client(&space).await?);
-    holder.locks.lock("w4").await.map_err(lock_error)?.release().await.map_err(lock_error)?;
+    recipe.take(&holder, "w4").await?.release().await.map_err(lock_error)?;
     let clients = target.clients(&space, n).await?;
     let idle = target.idle_requests_per_s().await?;
     let rounds = W4_MIN_HANDOFFS.div_ceil(n);
     let mut totals = ScaleTotals { server_cpu: Some(Duration::ZERO), ..ScaleTotals::default() };
     for _ in 0..rounds {
-        scale_round(target, &holder, &clients, idle, &mut totals).await?;
+        scale_round(target, &holder, &clients, idle, &mut totals, recipe).await?;
     }
     let k = (n * rounds) as f64;
     holder.close().await;
     BenchClient::close_all(&clients).await;
     Ok(json!({
-        "workload": "W4-scale", "backend": target.kind.label(), "waiters": n, "rounds": rounds,
+        "workload": recipe.label(4, "scale"), "backend": target.kind.label(), "waiters": n, "rounds": rounds,
         "handoff_ms": round2(totals.handoff_time.as_secs_f64() * 1000.0 / k),
         "handoffs_per_s": (k / totals.handoff_time.as_secs_f64()).round(),
         "server_requests_per_acquisition": round2(totals.acquisition_requests / k),
@@ -346,12 +384,13 @@ async fn scale_round(
     clients: &[Arc<BenchClient>],
     idle: f64,
     totals: &mut ScaleTotals,
+    recipe: Recipe,
 ) -> Result<()> {
     let n = clients.len();
     let everyone: Vec<Arc<BenchClient>> = clients.iter().chain([holder]).cloned().collect();
     let counted = BenchClient::requests_of(&everyone);
     let before = target.snapshot().await?;
-    let guard = holder.locks.lock("w4").await.map_err(lock_error)?;
+    let guard = recipe.take(holder, "w4").await?;
     let holder_acquire = (BenchClient::requests_of(&everyone) - counted) as f64;
     let acquired_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (all_acquired, last_may_release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
@@ -360,7 +399,7 @@ async fn scale_round(
         let (c, acquired_count) = (c.clone(), acquired_count.clone());
         let (all_acquired, last_may_release) = (all_acquired.clone(), last_may_release.clone());
         tasks.push(tokio::spawn(async move {
-            let g = c.locks.lock("w4").await.map_err(lock_error)?;
+            let g = recipe.take(&c, "w4").await?;
             let acquired = Instant::now();
             if acquired_count.fetch_add(1, Ordering::SeqCst) + 1 == n {
                 all_acquired.notify_one();
