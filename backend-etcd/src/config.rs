@@ -337,11 +337,7 @@ impl EtcdConfig {
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```
     pub fn lock_prefix(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("{name}/")
-        } else {
-            format!("{}/{name}/", self.prefix)
-        }
+        crate::layout::queue_prefix(&self.prefix, name)
     }
 
     /// Where the release markers live: `<prefix>//released/`. A holder's release writes its
@@ -357,18 +353,14 @@ impl EtcdConfig {
     /// # Ok::<(), distlock_core::LockError>(())
     /// ```
     pub fn release_marker_prefix(&self) -> String {
-        if self.prefix.is_empty() {
-            "/released/".to_owned()
-        } else {
-            format!("{}//released/", self.prefix)
-        }
+        crate::layout::release_marker_prefix(&self.prefix)
     }
 
     /// The release marker that the session holding lease `lease_hex` (the last segment of its
     /// queue key) writes when it releases lock `name`: `<prefix>//released/<name>//<lease_hex>`.
     /// Lock names have no empty segment, so the `//` keeps every (name, lease) pair apart.
     pub(crate) fn release_marker(&self, name: &str, lease_hex: &str) -> String {
-        format!("{}{name}//{lease_hex}", self.release_marker_prefix())
+        crate::layout::release_marker(&self.prefix, name, lease_hex)
     }
 
     pub(crate) fn endpoints_label(&self) -> String {

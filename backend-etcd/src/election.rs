@@ -17,7 +17,7 @@ use distlock_core::{backend::LeaderFeed, FencingToken, Leader, LockError};
 use etcd_client::{Client, EventType, GetOptions, KeyValue, SortOrder, SortTarget, WatchOptions, WatchStream};
 
 use crate::errors::request_error;
-use crate::recipe::is_queue_key;
+use crate::layout::is_queue_key;
 
 /// The candidates of one election's queue, by create revision.
 #[derive(Debug, Default)]

@@ -51,6 +51,7 @@
 mod config;
 mod election;
 mod errors;
+pub mod layout;
 mod recipe;
 mod release_marker;
 mod session;
@@ -298,7 +299,7 @@ impl LockBackend for EtcdBackend {
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
         let prefix = self.config.lock_prefix(name.as_str());
         let response = self.keys_under("read the lock queue", &prefix).await?;
-        let queue = response.kvs().iter().filter(|kv| recipe::is_queue_key(&prefix, kv.key())).map(listed).collect();
+        let queue = response.kvs().iter().filter(|kv| layout::is_queue_key(&prefix, kv.key())).map(listed).collect();
         Ok(LockInfo::from_queue(name.clone(), queue))
     }
 
@@ -313,13 +314,8 @@ impl LockBackend for EtcdBackend {
         // names have an empty segment, or foreign keys) name no lock and are skipped.
         let mut queues: std::collections::BTreeMap<LockName, Vec<QueueEntry>> = Default::default();
         for kv in response.kvs() {
-            let Some((name, lease)) =
-                kv.key_str().ok().and_then(|k| k.strip_prefix(&root)).and_then(|k| k.rsplit_once('/'))
-            else {
-                continue;
-            };
-            let is_lease = !lease.is_empty() && lease.len() <= 16 && lease.bytes().all(|b| b.is_ascii_hexdigit());
-            if let (true, Ok(name)) = (is_lease, LockName::new(name)) {
+            let Some((name, _)) = kv.key_str().ok().and_then(|key| layout::lock_of(&root, key)) else { continue };
+            if let Ok(name) = LockName::new(name) {
                 queues.entry(name).or_default().push(listed(kv));
             }
         }

@@ -31,6 +31,7 @@ use etcd_client::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::layout::is_queue_key;
 use crate::release_marker::{marker_of, MarkerWatch};
 use crate::session::EtcdSession;
 use crate::watch::{wait_for_delete, KeyWatch, WaitEnd, Watched};
@@ -109,12 +110,6 @@ fn kvs(response: &TxnOpResponse) -> &[KeyValue] {
     }
 }
 
-/// Whether `key` is in the queue under `queue_prefix`: `<queue_prefix><lease-id hex>`, not a key
-/// of a lock named below this one (`<queue_prefix>nightly/<lease-id hex>`).
-pub(crate) fn is_queue_key(queue_prefix: &str, key: &[u8]) -> bool {
-    key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
-}
-
 /// The queue's keys in a read of the queue prefix, in the read's order; `None` if keys of locks
 /// named below this one took some of the read's limit and the server has more: then only a read
 /// without a limit tells the queue.
@@ -172,7 +167,7 @@ impl Drop for KeyCleanup {
 
 /// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`.
 pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
-    format!("{}{:x}", session.config.lock_prefix(name.as_str()), session.lease)
+    crate::layout::queue_key(&session.config.lock_prefix(name.as_str()), session.lease)
 }
 
 /// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
@@ -967,18 +962,5 @@ mod tests {
             None,
             "a retry writes nothing"
         );
-    }
-
-    #[test]
-    fn the_queue_is_the_lease_keys_right_under_the_prefix() {
-        let prefix = "distlock/jobs/";
-        assert!(is_queue_key(prefix, b"distlock/jobs/694d7a1b2c3d"));
-        // A lock named below this one, and its own queue.
-        assert!(!is_queue_key(prefix, b"distlock/jobs/nightly/694d7a1b2c3d"));
-        assert!(!is_queue_key(prefix, b"distlock/jobs/694d/694d7a1b2c3d"));
-        // The prefix itself, and keys outside it.
-        assert!(!is_queue_key(prefix, b"distlock/jobs/"));
-        assert!(!is_queue_key(prefix, b"distlock/jobsx/694d"));
-        assert!(!is_queue_key(prefix, b"distlock/other/694d"));
     }
 }

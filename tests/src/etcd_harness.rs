@@ -156,10 +156,12 @@ impl Harness for EtcdHarness {
 
     async fn delete_holder(&self, name: &str) {
         let mut admin = self.admin.clone();
-        let queue = format!("{}/{name}/", self.prefix);
-        let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
-        let holder = admin.get(queue, Some(options)).await.expect("read the queue");
-        let key = holder.kvs().first().expect("a holder to delete").key().to_vec();
+        let queue = distlock_etcd::layout::queue_prefix(&self.prefix, name);
+        let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let keys = admin.get(queue.as_str(), Some(options)).await.expect("read the queue");
+        // The first key of the queue itself: keys of locks named below this one share the range.
+        let holder = keys.kvs().iter().find(|kv| distlock_etcd::layout::is_queue_key(&queue, kv.key()));
+        let key = holder.expect("a holder to delete").key().to_vec();
         admin.delete(key, None).await.expect("delete the holder's key");
     }
 
@@ -168,10 +170,7 @@ impl Harness for EtcdHarness {
     /// (`release_markers_go_with_the_session` in the etcd backend's recipe checks that).
     async fn leftovers(&self) -> Vec<String> {
         let mut admin = self.admin.clone();
-        let markers = match EtcdBackend::builder().prefix(self.prefix.as_str()).config() {
-            Ok(config) => config.release_marker_prefix(),
-            Err(e) => return vec![format!("the test prefix is refused: {e}")],
-        };
+        let markers = distlock_etcd::layout::release_marker_prefix(&self.prefix);
         match admin.get(format!("{}/", self.prefix), Some(GetOptions::new().with_prefix().with_keys_only())).await {
             Ok(r) => r
                 .kvs()

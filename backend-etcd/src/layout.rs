@@ -1,0 +1,110 @@
+//! Where distlock's entries live in etcd, for the backend and for tools that read the same keys
+//! (the test harness, operators' scripts). The layout is that of etcd's Go `concurrency`
+//! package, so Go services, `etcdctl lock` and `etcdctl elect` share queues with distlock:
+//!
+//! - the queue of lock or election `name` is the keys `<prefix>/<name>/<lease id hex>`, one per
+//!   session, ordered by create revision; the first holds (leads); a key's value is empty for a
+//!   lock and the candidate's value for an election;
+//! - a holder that waited writes its release marker `<prefix>//released/<name>//<lease id hex>`
+//!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
+
+/// The key prefix of `name`'s queue: `<prefix>/<name>/` (Go's `concurrency` `pfx`), or
+/// `<name>/` without a prefix.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::queue_prefix("p", "x/y"), "p/x/y/");
+/// assert_eq!(distlock_etcd::layout::queue_prefix("", "x"), "x/");
+/// ```
+pub fn queue_prefix(prefix: &str, name: &str) -> String {
+    match prefix {
+        "" => format!("{name}/"),
+        prefix => format!("{prefix}/{name}/"),
+    }
+}
+
+/// The key a session with lease `lease` queues with in the queue at `queue_prefix`.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::queue_key("p/x/", 0x694d), "p/x/694d");
+/// ```
+pub fn queue_key(queue_prefix: &str, lease: i64) -> String {
+    format!("{queue_prefix}{lease:x}")
+}
+
+/// Whether `key` is in the queue at `queue_prefix`: `<queue_prefix><lease id hex>`, not a key of
+/// a lock named below this one (`<queue_prefix>nightly/<lease id hex>`).
+///
+/// ```
+/// use distlock_etcd::layout::is_queue_key;
+/// assert!(is_queue_key("p/jobs/", b"p/jobs/694d7a1b"));
+/// assert!(!is_queue_key("p/jobs/", b"p/jobs/nightly/694d7a1b"));
+/// ```
+pub fn is_queue_key(queue_prefix: &str, key: &[u8]) -> bool {
+    key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
+}
+
+/// The lock name and lease of a queue key under `root` (`<prefix>/`, or empty without a
+/// prefix): `None` for any other key (a release marker, a foreign key).
+///
+/// ```
+/// use distlock_etcd::layout::lock_of;
+/// assert_eq!(lock_of("p/", "p/jobs/nightly/694d"), Some(("jobs/nightly", "694d")));
+/// assert_eq!(lock_of("p/", "p//released/jobs//694d"), None);
+/// ```
+pub fn lock_of<'k>(root: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let (name, lease) = key.strip_prefix(root)?.rsplit_once('/')?;
+    let is_lease = !lease.is_empty() && lease.len() <= 16 && lease.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_name = !name.is_empty() && name.split('/').all(|segment| !segment.is_empty());
+    (is_lease && is_name).then_some((name, lease))
+}
+
+/// Where the release markers live: `<prefix>//released/`, or `/released/` without a prefix.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::release_marker_prefix("p"), "p//released/");
+/// ```
+pub fn release_marker_prefix(prefix: &str) -> String {
+    match prefix {
+        "" => "/released/".to_owned(),
+        prefix => format!("{prefix}//released/"),
+    }
+}
+
+/// The release marker of the session with lease `lease_hex` for lock `name`:
+/// `<prefix>//released/<name>//<lease_hex>`. Lock names have no empty segment, so the `//` keeps
+/// every (name, lease) pair apart.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::release_marker("p", "jobs", "694d"), "p//released/jobs//694d");
+/// ```
+pub fn release_marker(prefix: &str, name: &str, lease_hex: &str) -> String {
+    format!("{}{name}//{lease_hex}", release_marker_prefix(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_the_lease_keys_right_under_the_prefix() {
+        let prefix = "distlock/jobs/";
+        assert!(is_queue_key(prefix, b"distlock/jobs/694d7a1b2c3d"));
+        // A lock named below this one, and its own queue.
+        assert!(!is_queue_key(prefix, b"distlock/jobs/nightly/694d7a1b2c3d"));
+        assert!(!is_queue_key(prefix, b"distlock/jobs/694d/694d7a1b2c3d"));
+        // The prefix itself, and keys outside it.
+        assert!(!is_queue_key(prefix, b"distlock/jobs/"));
+        assert!(!is_queue_key(prefix, b"distlock/jobsx/694d"));
+        assert!(!is_queue_key(prefix, b"distlock/other/694d"));
+    }
+
+    #[test]
+    fn queue_keys_name_their_lock_and_markers_name_none() {
+        let root = "p/";
+        assert_eq!(lock_of(root, &queue_key(&queue_prefix("p", "a/b"), 0xff)), Some(("a/b", "ff")));
+        assert_eq!(lock_of(root, &release_marker("p", "a", "ff")), None);
+        assert_eq!(lock_of(root, "p/a/not-hex"), None);
+        assert_eq!(lock_of(root, "q/a/ff"), None);
+        assert_eq!(lock_of("", "a/ff"), Some(("a", "ff")));
+    }
+}
