@@ -33,18 +33,7 @@ enum Read {
 
 /// The first candidate's znode in `dir`, if any.
 async fn first_candidate(session: &ZkSession, dir: &str) -> Result<Option<String>, LockError> {
-    let children = session
-        .request("list the election's candidates", |client| {
-            let dir = dir.to_owned();
-            async move {
-                match client.get_children(&dir).await {
-                    Ok((children, _)) => Ok(children),
-                    Err(ZkError::NoNode) => Ok(Vec::new()),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await?;
+    let children = crate::recipe::list(session, dir).await?;
     Ok(queue_order(children, Some(Recipe::Election)).into_iter().next())
 }
 

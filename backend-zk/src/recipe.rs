@@ -109,7 +109,7 @@ async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option
 }
 
 /// The children of `dir`; none if it does not exist.
-async fn list(session: &ZkSession, dir: &str) -> Result<Vec<String>, LockError> {
+pub(crate) async fn list(session: &ZkSession, dir: &str) -> Result<Vec<String>, LockError> {
     session
         .request("list the lock queue", |client| {
             let dir = dir.to_owned();

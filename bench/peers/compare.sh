@@ -33,6 +33,19 @@ for round in $(seq 1 "$rounds"); do
     target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients "$clients" --pause-ms 0 --seconds "$seconds" \
       2>/dev/null >>"$results"
   done
+  # Leader election (etcd's Go concurrency.Election: Campaign, Resign) and independent locks.
+  target/peers -etcd "$etcd" -recipe election -workload w1 -cycles 2000 >>"$results"
+  target/release/distlock-bench e1 --backends etcd --etcd "$etcd" --cycles 2000 2>/dev/null >>"$results"
+  for clients in 2 8 32; do
+    target/peers -etcd "$etcd" -recipe election -workload w2 -clients "$clients" -seconds "$seconds" >>"$results"
+    target/release/distlock-bench e2 --backends etcd --etcd "$etcd" --clients "$clients" --seconds "$seconds" \
+      2>/dev/null >>"$results"
+  done
+  for clients in 8 32; do
+    target/peers -etcd "$etcd" -workload w3 -clients "$clients" -seconds "$seconds" >>"$results"
+    target/release/distlock-bench w3 --backends etcd --etcd "$etcd" --clients "$clients" --seconds "$seconds" \
+      2>/dev/null >>"$results"
+  done
 done
 eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
 wait "$SERVERS_PID" 2>/dev/null || true
@@ -47,7 +60,12 @@ runs = defaultdict(list)
 for line in open(sys.argv[1]):
     d = json.loads(line)
     who = d.get("implementation") or "distlock " + d["backend"]
-    if d["workload"] in ("w1", "W1-uncontended"):
+    election = d["workload"].startswith("E") or "Election" in who
+    if election:
+        who += " (election)"
+    if d["workload"] in ("w3", "W3-independent"):
+        runs[(who, "W3 %d clients" % d["clients"])].append((d["ops_per_s"], d["acquire_p50_ms"], d["acquire_p99_ms"], None))
+    elif d["workload"] in ("w1", "W1-uncontended", "E1-uncontended"):
         runs[(who, "W1")].append((d.get("cycles_per_s") or d.get("ops_per_s"), d["acquire_p50_ms"], d["acquire_p99_ms"], None))
     elif d["workload"] == "floor":
         runs[("raw floor " + d["backend"], "W1")].append((d["cycles_per_s"], None, None, None))
@@ -67,9 +85,11 @@ print("# distlock beside the peers, measured in one run\n")
 print(f"Written by `bench/peers/compare.sh {rounds} {seconds}` on {datetime.date.today()}: {machine}; {versions}.")
 print("One single-node etcd and one standalone ZooKeeper (fsync on, its JVM as deployed: full")
 print("compilation) serve every run, after 10 s of unmeasured contention. Each round runs")
-print("W1 (one client, 2,000 acquire+release cycles) and W2 (2, 8 and 32 clients looping on one lock,")
-print(f"{seconds} s each) for the peers' own recipes (`bench/peers/main.go`: etcd's Go `concurrency.Mutex`,")
-print("go-zookeeper's `zk.Lock`) and then for distlock (`distlock-bench`), so that a slow minute of the")
+print("W1 (one client, 2,000 acquire+release cycles), W2 (2, 8 and 32 clients looping on one lock,")
+print(f"{seconds} s each) and W3 (8 and 32 clients, each on its own lock) for the peers' own recipes")
+print("(`bench/peers/main.go`: etcd's Go `concurrency.Mutex`, go-zookeeper's `zk.Lock`; for the rows marked")
+print("election, etcd's Go `concurrency.Election` with Campaign for acquire and Resign for release, beside")
+print("distlock's `campaign` and `resign`) and then for distlock (`distlock-bench`), so that a slow minute of the")
 print("machine hits both. The raw floor is a bare put+delete (etcd) or create+delete (ZooKeeper) by")
 print("distlock-bench's Rust clients. Rates are medians over the rounds with the range; latencies are")
 print("medians of the per-run p50 and p99 (acquire latency for W1, wait for W2).\n")

@@ -9,8 +9,10 @@
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o /tmp/peers bench/peers/main.go
 //
-// Run: /tmp/peers -etcd 127.0.0.1:2379 -zk 127.0.0.1:2181 -workload w2 -clients 8 -seconds 5
-//      /tmp/peers -etcd 127.0.0.1:2379 -recipe election -workload w2 -clients 8 -seconds 5
+// Run:
+//
+//	/tmp/peers -etcd 127.0.0.1:2379 -zk 127.0.0.1:2181 -workload w2 -clients 8 -seconds 5
+//	/tmp/peers -etcd 127.0.0.1:2379 -recipe election -workload w2 -clients 8 -seconds 5
 package main
 
 import (
@@ -83,12 +85,22 @@ func (e *etcdCandidate) close() {
 	e.client.Close()
 }
 
-func newEtcdElection(endpoint, prefix string) (locker, error) {
+// newEtcdSession connects one client with its own session (a 10 s lease).
+func newEtcdSession(endpoint string) (*clientv3.Client, *concurrency.Session, error) {
 	client, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	session, err := concurrency.NewSession(client, concurrency.WithTTL(10))
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, session, nil
+}
+
+func newEtcdElection(endpoint, prefix string) (locker, error) {
+	client, session, err := newEtcdSession(endpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -96,11 +108,7 @@ func newEtcdElection(endpoint, prefix string) (locker, error) {
 }
 
 func newEtcd(endpoint, prefix string) (locker, error) {
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	session, err := concurrency.NewSession(client, concurrency.WithTTL(10))
+	client, session, err := newEtcdSession(endpoint)
 	if err != nil {
 		return nil, err
 	}

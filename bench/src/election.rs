@@ -118,7 +118,7 @@ pub async fn failover(target: &Target, rounds: usize) -> Result<Value> {
 /// Observers: `n` observers, each its own client, follow one election while two candidates
 /// take turns `changes` times (each resigns once the other waits). Per change: the delay from
 /// `resign()` to each observer's report of the new leader, and the server's requests and
-/// notifications.
+/// notifications from the resign until every observer reported.
 pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Value> {
     let space = format!("bench-observers-{n}");
     let name = "observed";
@@ -148,13 +148,19 @@ pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Valu
     }
     let mut leadership = candidates[0].locks.campaign(name, "a").await.map_err(lock_error)?;
     let idle = target.idle_requests_per_s().await?;
-    let counted = BenchClient::requests_of(&candidates);
-    let before = target.snapshot().await?;
+    // Summed over the changes, each measured from just before the resign until every observer
+    // reported the new leader: the next candidate's queuing (and the bench's polls for it) fall
+    // outside.
+    let (mut requests, mut notifications, mut client_requests) = (0.0, 0.0, 0u64);
+    let mut server_cpu = Some(Duration::ZERO);
+    let mut by_method = std::collections::BTreeMap::<String, f64>::new();
     let mut resigns = Vec::new();
     for change in 0..changes {
         let next = candidates[(change + 1) % 2].clone();
         let campaign = tokio::spawn(async move { next.locks.campaign(name, "b").await.map_err(lock_error) });
         queued(&candidates[change % 2], name, 2).await?;
+        let counted = BenchClient::requests_of(&candidates);
+        let before = target.snapshot().await?;
         let resign_at = Instant::now();
         leadership.resign().await.map_err(lock_error)?;
         leadership = campaign.await.map_err(std::io::Error::other)??;
@@ -168,9 +174,15 @@ pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Valu
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let d = target.snapshot().await?.since(&before);
+        requests += target.lock_requests(&d, idle);
+        notifications += d.notifications;
+        client_requests += BenchClient::requests_of(&candidates) - counted;
+        server_cpu = server_cpu.zip(d.server_cpu).map(|(a, b)| a + b);
+        for (method, count) in &d.by_method {
+            *by_method.entry(method.clone()).or_default() += count;
+        }
     }
-    let d = target.snapshot().await?.since(&before);
-    let client_requests = BenchClient::requests_of(&candidates) - counted;
     leadership.resign().await.map_err(lock_error)?;
     for task in tasks {
         task.abort();
@@ -190,12 +202,12 @@ pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Valu
         "workload": "E-observers", "backend": target.kind.label(), "observers": n, "changes": changes,
         "delay_p50_ms": round2(delays.percentile_ms(50.0)), "delay_p99_ms": round2(delays.percentile_ms(99.0)),
         "delay_max_ms": round2(delays.percentile_ms(100.0)),
-        "server_requests_per_change": round2(target.lock_requests(&d, idle) / c),
+        "server_requests_per_change": round2(requests / c),
         "candidate_requests_per_change": round2(client_requests as f64 / c),
-        "notifications_per_change": round2(d.notifications / c),
-        "notifications_per_observer_per_change": round2(d.notifications / c / n as f64),
-        "server_cpu_us_per_change": d.server_cpu.map(|cpu| (cpu.as_secs_f64() * 1e6 / c).round()),
-        "by_method_per_change": d.by_method.iter().map(|(m, v)| (m.clone(), json!(round2(v / c)))).collect::<serde_json::Map<_, _>>(),
+        "notifications_per_change": round2(notifications / c),
+        "notifications_per_observer_per_change": round2(notifications / c / n as f64),
+        "server_cpu_us_per_change": server_cpu.map(|cpu| (cpu.as_secs_f64() * 1e6 / c).round()),
+        "by_method_per_change": by_method.iter().map(|(m, v)| (m.clone(), json!(round2(v / c)))).collect::<serde_json::Map<_, _>>(),
         "kind": match target.kind { Kind::Etcd => "one prefix watch per observer", Kind::Zk => "a watch on the leader's znode per observer" },
     }))
 }

@@ -73,7 +73,12 @@ const WORKLOADS: &str = "The workloads:\n\n\
 - **W3**: N clients, each looping on its own lock (independent locks on one server).\n\
 - **W4**: 1 to 1,000 waiters queued on one lock, then served one by one (does a hand-off cost \
   more as the queue grows?); and one session holding many locks (keepalives, memory).\n\
-- **W5**: many tasks of one process waiting on one lock (how many server waiters they cost).\n";
+- **W5**: many tasks of one process waiting on one lock (how many server waiters they cost).\n\
+- **E1, E2, E4**: W1, W2 and W4 with leader election: `campaign` for acquire, `resign` for release.\n\
+- **Failover**: a leader in another process is SIGKILLed while a candidate waits (the time until the \
+  candidate's `campaign` returns; bound: the TTL + 1 s); then that leader resigns while another waits.\n\
+- **Observers**: 1 to 1,000 observers (each its own client) follow one election while two candidates \
+  take turns: the delay from `resign()` to each observer's report, and the server's cost per change.\n";
 
 pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -225,6 +230,81 @@ pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) ->
             ("server_waiters", "server waiters"),
             ("seconds_for_all", "all served, s"),
             ("client_requests_per_acquisition", "requests/acquisition"),
+        ],
+    );
+    let _ = writeln!(out, "## E1, E2: leader election, campaign → resign\n");
+    table(
+        &mut out,
+        &of(lines, "E1-uncontended"),
+        &[
+            ("backend", "backend"),
+            ("ops_per_s", "cycles/s"),
+            ("acquire_p50_ms", "campaign p50 ms"),
+            ("acquire_p99_ms", "campaign p99 ms"),
+            ("release_p50_ms", "resign p50 ms"),
+            ("server_requests_per_cycle", "server requests/cycle"),
+            ("by_method_per_cycle", "by method"),
+            ("server_cpu_us_per_op", "server CPU µs/cycle"),
+        ],
+    );
+    table(
+        &mut out,
+        &of(lines, "E2-contended"),
+        &[
+            ("backend", "backend"),
+            ("clients", "candidates"),
+            ("handoffs_per_s", "leadership changes/s"),
+            ("wait_p50_ms", "wait p50 ms"),
+            ("wait_p99_ms", "wait p99 ms"),
+            ("fairness_max_over_min", "max/min per candidate"),
+            ("server_requests_per_handoff", "server requests/change"),
+            ("watch_notifications_per_handoff", "notifications/change"),
+            ("server_cpu_us_per_op", "server CPU µs/change"),
+        ],
+    );
+    let _ = writeln!(out, "## E4: candidates queued in one election, then elected one by one\n");
+    table(
+        &mut out,
+        &of(lines, "E4-scale"),
+        &[
+            ("backend", "backend"),
+            ("waiters", "candidates"),
+            ("handoff_ms", "ms/change"),
+            ("server_requests_per_handoff", "server requests/change"),
+            ("client_requests_per_handoff", "client requests/change"),
+            ("watch_notifications_per_handoff", "notifications/change"),
+            ("server_cpu_us_per_handoff", "server CPU µs/change"),
+        ],
+    );
+    let _ = writeln!(out, "## Failover\n");
+    table(
+        &mut out,
+        &of(lines, "E-failover"),
+        &[
+            ("backend", "backend"),
+            ("rounds", "rounds"),
+            ("ttl_ms", "TTL ms"),
+            ("kill_to_elected_p50_ms", "SIGKILL → elected p50 ms"),
+            ("kill_to_elected_max_ms", "max ms"),
+            ("bound_ms", "bound ms"),
+            ("resign_to_elected_p50_ms", "resign → elected p50 ms"),
+            ("resign_to_elected_max_ms", "max ms"),
+        ],
+    );
+    let _ = writeln!(out, "## Observers\n");
+    table(
+        &mut out,
+        &of(lines, "E-observers"),
+        &[
+            ("backend", "backend"),
+            ("observers", "observers"),
+            ("changes", "changes"),
+            ("delay_p50_ms", "delay p50 ms"),
+            ("delay_p99_ms", "delay p99 ms"),
+            ("notifications_per_observer_per_change", "notifications/observer/change"),
+            ("server_requests_per_change", "server requests/change"),
+            ("by_method_per_change", "by method"),
+            ("server_cpu_us_per_change", "server CPU µs/change"),
         ],
     );
     let _ = writeln!(out, "## Raw JSON lines\n\n```json");

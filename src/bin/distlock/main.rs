@@ -53,21 +53,8 @@ enum Command {
     Run {
         /// The lock name, e.g. jobs/nightly-report.
         name: String,
-        /// Give up after this long (500ms, 10s, 2m) and exit 75.
-        #[arg(long, value_parser = parse_duration)]
-        timeout: Option<Duration>,
-        /// Exit 75 at once if someone else holds or waits for the lock.
-        #[arg(long, conflicts_with = "timeout")]
-        no_wait: bool,
-        /// The session TTL: how long after this host dies its lock passes on.
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Option<Duration>,
-        /// Between SIGTERM and SIGKILL when the lock is lost or distlock is stopped.
-        #[arg(long, value_parser = parse_duration, default_value = "10s")]
-        grace: Duration,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        #[command(flatten)]
+        hold: HoldArgs,
     },
     /// Campaign in election NAME (FIFO), run COMMAND while this host leads, resign when it exits.
     ///
@@ -82,21 +69,8 @@ enum Command {
         /// The value published while this host leads (default: HOSTNAME:PID).
         #[arg(long)]
         value: Option<String>,
-        /// Give up after this long (500ms, 10s, 2m) and exit 75.
-        #[arg(long, value_parser = parse_duration)]
-        timeout: Option<Duration>,
-        /// Exit 75 at once if someone else leads or campaigns.
-        #[arg(long, conflicts_with = "timeout")]
-        no_wait: bool,
-        /// The session TTL: how long after this host dies another candidate is elected.
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Option<Duration>,
-        /// Between SIGTERM and SIGKILL when leadership is lost or distlock is stopped.
-        #[arg(long, value_parser = parse_duration, default_value = "10s")]
-        grace: Duration,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        #[command(flatten)]
+        hold: HoldArgs,
     },
     /// Print the leader of election NAME, then one line per change, until interrupted.
     ///
@@ -125,8 +99,35 @@ enum Command {
     },
 }
 
+/// How `run` and `elect` wait, hold and run their command.
+#[derive(Debug, clap::Args)]
+struct HoldArgs {
+    /// Give up after this long (500ms, 10s, 2m) and exit 75.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Exit 75 at once if someone else holds, leads or waits.
+    #[arg(long, conflicts_with = "timeout")]
+    no_wait: bool,
+    /// The session TTL: how long after this host dies the lock (or leadership) passes on.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when the hold is lost or distlock is stopped.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    grace: Duration,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     distlock_core::parse_duration("duration", text).map_err(|e| e.to_string())
+}
+
+impl HoldArgs {
+    fn options(self, url: String, name: String, want: run::Want, progress: bool) -> run::RunOptions {
+        let HoldArgs { timeout, no_wait, ttl, grace, command } = self;
+        run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }
+    }
 }
 
 /// The value a host campaigns with unless told: `HOSTNAME:PID`.
@@ -171,16 +172,14 @@ async fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage.code());
     };
     let outcome = match cli.command {
-        Command::Run { name, timeout, no_wait, ttl, grace, command } => {
+        Command::Run { name, hold } => {
             // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
             let progress = cli.verbose > 0 || std::io::stderr().is_terminal();
-            let want = run::Want::Lock;
-            run::run(run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }).await
+            run::run(hold.options(url, name, run::Want::Lock, progress)).await
         }
-        Command::Elect { name, value, timeout, no_wait, ttl, grace, command } => {
+        Command::Elect { name, value, hold } => {
             let want = run::Want::Leadership { value: value.unwrap_or_else(default_value) };
-            let progress = false;
-            run::run(run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }).await
+            run::run(hold.options(url, name, want, false)).await
         }
         Command::Observe { name, json } => observe::observe(&url, &name, json).await,
         Command::Status { name, all, json } => status::status(&url, name.as_deref().unwrap_or(""), all, json).await,
