@@ -343,7 +343,7 @@ impl EtcdConfig {
     /// Where the release markers live: `<prefix>//released/`. A holder's release writes its
     /// marker for lock `name`, `<prefix>//released/<name>//<lease id hex>`, in the Txn that
     /// deletes its key, so the waiter behind it hears or reads one key, not the whole queue, to
-    /// learn that the holder itself released (see the recipe). The empty segment keeps markers
+    /// learn that the holder itself released (see the queue). The empty segment keeps markers
     /// out of every lock's queue: no lock name starts with `/`. Markers carry the releasing
     /// session's lease and go with it.
     ///

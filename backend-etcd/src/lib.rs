@@ -51,8 +51,10 @@
 mod config;
 mod election;
 mod errors;
+mod hold;
 pub mod layout;
-mod recipe;
+mod place;
+mod queue;
 mod release_marker;
 mod session;
 mod watch;
@@ -239,7 +241,7 @@ impl EtcdBackend {
     /// # }
     /// ```
     pub fn lock_key(&self, name: &LockName) -> String {
-        recipe::queue_key(&self.current(), name)
+        queue::queue_key(&self.current(), name)
     }
 
     /// A `Compare` that holds only while `guard`'s hold is still the holder's key with its
@@ -274,14 +276,14 @@ impl LockBackend for EtcdBackend {
         entry: &EntryRequest,
         on_queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
         on_queued(queued.entry());
-        Ok(recipe::grant(queued.wait_until_first().await?))
+        Ok(hold::grant(queued.wait_until_first().await?))
     }
 
     async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
-        Ok(queued.first_or_leave().await?.map(recipe::grant))
+        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        Ok(queued.first_or_leave().await?.map(hold::grant))
     }
 
     async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
@@ -324,7 +326,7 @@ impl LockBackend for EtcdBackend {
 
     async fn settle(&self, name: &LockName) {
         let session = self.current();
-        session.cleanups.wait(&recipe::queue_key(&session, name), &session.life).await;
+        session.cleanups.wait(&queue::queue_key(&session, name), &session.life).await;
     }
 
     async fn close(&self) -> Result<(), LockError> {

@@ -8,7 +8,7 @@
 //! revision's watchers by walking a map). A deletion heard first waits up to [`MARKER_GRACE`] for
 //! the marker's write, which the server sent in the same pass. Only if it does not come (a
 //! waiter that left, an expired lease, a Go or `etcdctl` holder, which write no marker, or a
-//! marker watch etcd has not synced yet) does the waiter ask the server ([`crate::recipe`]).
+//! marker watch etcd has not synced yet) does the waiter ask the server ([`crate::queue`]).
 //!
 //! A role not granted the marker prefix gets its marker watch cancelled ("permission denied")
 //! until the session learns of the refusal from a Txn and stops watching markers. etcd before
@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::recipe::Place;
+use crate::place::Place;
 use crate::session::EtcdSession;
 use crate::watch::{KeyWatch, WaitEnd, Watched};
 
@@ -106,4 +106,10 @@ impl MarkerWatch {
             session.watches.give_back(watch);
         }
     }
+}
+
+/// Notes that the server refused us the release markers: from now on the session does without.
+pub(crate) fn markers_refused(session: &EtcdSession, reason: &str) {
+    let prefix = session.config.release_marker_prefix();
+    session.markers.refuse("etcd", &prefix, reason, "grant the role read and write on that prefix to restore them");
 }

@@ -123,7 +123,7 @@ impl KeyWatch {
         self.created_at
     }
 
-    /// When the server confirmed the watch (see [`crate::recipe`]'s polls of unsynced watches).
+    /// When the server confirmed the watch (see the queue's polls of unsynced watches).
     pub(crate) fn opened_at(&self) -> Instant {
         self.opened_at
     }

@@ -1,7 +1,7 @@
 //! Reading and following an election's leader, in the layout of Curator's LeaderLatch: the
 //! candidates are the `-latch-` znodes of `<chroot>/<name>` ([`crate::layout`]), each with its
 //! candidate's value as data, and the leader is the first by sequence number (campaigning itself
-//! is the shared queue of [`crate::recipe`]).
+//! is the shared queue of [`crate::queue`]).
 //!
 //! An observer watches only the leader's znode (its data and its deletion), or, while nobody
 //! leads, the directory: a candidate joining behind the leader tells it nothing. Each change
@@ -33,7 +33,7 @@ enum Read {
 
 /// The first candidate's znode in `dir`, if any.
 async fn first_candidate(session: &ZkSession, dir: &str) -> Result<Option<String>, LockError> {
-    let children = crate::recipe::list(session, dir).await?;
+    let children = crate::queue::list(session, dir).await?;
     Ok(queue_order(children, Some(Recipe::Election)).into_iter().next())
 }
 

@@ -42,10 +42,12 @@
 mod config;
 mod election;
 mod errors;
+mod hold;
+mod inspect;
 pub mod layout;
-mod recipe;
+mod place;
+mod queue;
 mod session;
-mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,14 +166,14 @@ impl LockBackend for ZkBackend {
         entry: &EntryRequest,
         on_queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
         on_queued(queued.entry());
-        Ok(recipe::grant(queued.wait_until_first().await?))
+        Ok(hold::grant(queued.wait_until_first().await?))
     }
 
     async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let queued = recipe::enqueue(self.live_session().await?, name, entry).await?;
-        Ok(queued.first_or_leave().await?.map(recipe::grant))
+        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        Ok(queued.first_or_leave().await?.map(hold::grant))
     }
 
     async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
@@ -190,7 +192,7 @@ impl LockBackend for ZkBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        Ok(LockInfo::from_queue(name.clone(), recipe::inspect(&self.current(), name).await?))
+        Ok(LockInfo::from_queue(name.clone(), inspect::inspect(&self.current(), name).await?))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
@@ -201,7 +203,7 @@ impl LockBackend for ZkBackend {
                 chroot => chroot.to_owned(),
             },
         };
-        let locks = recipe::inspect_all(&self.current(), &top).await?;
+        let locks = inspect::inspect_all(&self.current(), &top).await?;
         Ok(locks.into_iter().map(|(name, queue)| LockInfo::from_queue(name, queue)).collect())
     }
 

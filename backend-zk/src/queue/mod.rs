@@ -10,35 +10,21 @@
 //! data (one znode) instead of listing the queue: if it names the deleted znode, the deletion
 //! was the holder's own release, so nothing is left before the waiter. A hand-off then costs the
 //! server the same at 1,000 waiters as at one.
+//!
+//! This module queues ([`enqueue`]) and leaves the queue; [`wait`] waits behind the znode the
+//! grant rule names, and [`crate::hold`] turns a granted place into a hold.
+
+pub(crate) mod wait;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use distlock_core::{
-    backend::{EntryRequest, LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
-    FencingToken, LockError, LockName, LossReason, QueueEntry,
-};
-use tokio_util::sync::CancellationToken;
-use zookeeper_client::{Acls, CreateMode, Error as ZkError, EventType, MultiWriteError, MultiWriteResult};
+use distlock_core::{backend::EntryRequest, FencingToken, LockError, LockName, QueueEntry};
+use zookeeper_client::{Acls, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult};
 
-use crate::layout::{protected_prefix, queue_order, sequence};
+use crate::layout::{protected_prefix, queue_order};
+use crate::place::Place;
 use crate::session::ZkSession;
-use crate::wait::Woken;
-
-/// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
-/// exactly the queuing and the release).
-const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
-
-/// A session's znode in one lock's queue.
-#[derive(Debug)]
-pub(crate) struct Place {
-    pub(crate) session: Arc<ZkSession>,
-    pub(crate) name: LockName,
-    pub(crate) path: String,
-    pub(crate) czxid: i64,
-    pub(crate) recipe: Recipe,
-}
+use wait::Woken;
 
 /// Removes a waiter's znode when its acquire is cancelled or fails, in the background. With no
 /// path known (a create whose reply was lost), finds it by the uuid. Until it is done, the same
@@ -76,7 +62,7 @@ impl Drop for NodeCleanup {
 
 /// Deletes `path`; a znode already gone (or gone with the session) counts as deleted. The path
 /// is unique to one hold, so a retried delete can never remove another's znode.
-async fn delete(session: &ZkSession, path: &str, op: &str) -> Result<(), LockError> {
+pub(crate) async fn delete(session: &ZkSession, path: &str, op: &str) -> Result<(), LockError> {
     let result = session
         .request(op, |client| {
             let path = path.to_owned();
@@ -324,7 +310,7 @@ impl Queued {
     }
 
     /// Waits until first: watches the znode just before ours, and the one before that
-    /// ([`crate::wait`]). If that znode was the owner at the listing (first in the queue), or the
+    /// ([`wait`]). If that znode was the owner at the listing (first in the queue), or the
     /// directory's data says it became the owner, its deletion makes us first and nothing is
     /// read then: a znode created later has a higher sequence number, so nothing can appear
     /// before ours. Otherwise the directory's data tells whether the deletion was its holder's
@@ -337,7 +323,7 @@ impl Queued {
             if self.place.recipe.grant_rule().granted_at(position) {
                 break;
             }
-            if crate::wait::predecessor_gone(&self.place, &self.dir, &queue, position).await? == Woken::First {
+            if wait::predecessor_gone(&self.place, &self.dir, &queue, position).await? == Woken::First {
                 break;
             }
         }
@@ -347,208 +333,16 @@ impl Queued {
     }
 }
 
-/// The holder's release: one multi deletes its znode and writes the znode's name as the lock
-/// directory's data (see [`crate::wait::names_any`]). A znode already gone (or gone with the
-/// session) counts as released. If the directory's data is not ours to write (a directory that
-/// another client made with its own ACL), the znode is deleted alone, and so are the session's
-/// later releases.
-pub(crate) async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockError> {
-    let Some((dir, child)) = path.rsplit_once('/').filter(|_| !session.directory_data_refused()) else {
-        return delete(session, path, "release the lock").await;
-    };
-    let released = session
-        .request("release the lock", |client| {
-            let (path, dir, child) = (path.to_owned(), dir.to_owned(), child.to_owned());
-            async move {
-                let mut multi = client.new_multi_writer();
-                multi.add_delete(&path, None)?;
-                multi.add_set_data(&dir, child.as_bytes(), None)?;
-                match multi.commit().await {
-                    Ok(_) | Err(MultiWriteError::OperationFailed { index: 0, source: ZkError::NoNode }) => Ok(None),
-                    // The directory's data could not be written: the znode is still there.
-                    Err(MultiWriteError::OperationFailed { index: 1, source }) => Ok(Some(source)),
-                    Err(e) => Err(ZkError::from(e)),
-                }
-            }
-        })
-        .await;
-    match released {
-        Ok(None) | Err(LockError::SessionExpired { .. }) => Ok(()),
-        Ok(Some(refused)) => {
-            if refused == ZkError::NoAuth {
-                session.refuse_directory_data(dir);
-            }
-            delete(session, path, "release the lock").await
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Turns the first place into a hold: a loss signal registered with the session, a watch on
-/// our own znode (after a grace period), and the release.
-pub(crate) fn grant(place: Place) -> ServerHold {
-    let token = FencingToken::new(place.czxid as u64);
-    let loss = LossSignal::new(place.name.clone(), token);
-    let registration = place.session.life.holds().register(loss.clone());
-    if place.session.life.is_ended() {
-        loss.fire(LossReason::SessionExpired);
-    }
-    let released = CancellationToken::new();
-    tokio::spawn(watch_own_node(place.session.clone(), place.path.clone(), loss.clone(), released.clone()));
-    let proclaim = (place.recipe == Recipe::Election).then(|| {
-        Arc::new(ZkProclaim { session: place.session.clone(), path: place.path.clone(), token })
-            as Arc<dyn ServerProclaim>
-    });
-    ServerHold {
-        token,
-        loss,
-        proclaim,
-        release: Box::new(ZkRelease { session: place.session, path: place.path, token, registration, released }),
-    }
-}
-
-/// Fires the loss signal if our znode is deleted by anyone but our own release.
-async fn watch_own_node(session: Arc<ZkSession>, path: String, loss: LossSignal, released: CancellationToken) {
-    let deleted = async {
-        tokio::time::sleep(OWN_NODE_WATCH_GRACE).await;
-        loop {
-            let watched = crate::wait::watch_deletion(&session, &path, "watch own znode").await;
-            match watched {
-                Ok(None) => return,
-                Ok(Some(watcher)) => {
-                    if watcher.changed().await.event_type == EventType::NodeDeleted {
-                        return;
-                    }
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    };
-    tokio::select! {
-        _ = released.cancelled() => {}
-        _ = loss.fired() => {}
-        _ = session.life.ended() => {}
-        () = deleted => {
-            if !released.is_cancelled() && !session.life.is_ended() {
-                loss.fire(LossReason::EntryDeleted);
-            }
-        }
-    }
-}
-
-/// Replaces a leader's value: a setData on our own znode, whose path is unique to this term, so
-/// it lands only while our znode exists.
-#[derive(Debug)]
-struct ZkProclaim {
-    session: Arc<ZkSession>,
-    path: String,
-    token: FencingToken,
-}
-
-#[async_trait]
-impl ServerProclaim for ZkProclaim {
-    async fn proclaim(&self, value: &[u8]) -> Result<(), LockError> {
-        let written = self
-            .session
-            .request("proclaim a new value", |client| {
-                let (path, value) = (self.path.clone(), value.to_vec());
-                async move {
-                    match client.set_data(&path, &value, None).await {
-                        Ok(_) => Ok(true),
-                        Err(ZkError::NoNode) => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                }
-            })
-            .await;
-        let lost = |reason| LockError::Lost { name: self.path.clone(), token: self.token, reason };
-        match written {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(lost(LossReason::EntryDeleted)),
-            Err(LockError::SessionExpired { .. }) => Err(lost(LossReason::SessionExpired)),
-            Err(error) => Err(error),
-        }
-    }
-}
-
-/// Deletes the holder's znode ([`release_as_holder`]).
-struct ZkRelease {
-    session: Arc<ZkSession>,
-    path: String,
-    token: FencingToken,
-    registration: u64,
-    released: CancellationToken,
-}
-
-#[async_trait]
-impl ServerRelease for ZkRelease {
-    async fn release(self: Box<Self>) -> Result<(), LockError> {
-        self.released.cancel();
-        self.session.life.holds().remove(self.registration);
-        release_as_holder(&self.session, &self.path).await.map_err(|error| LockError::ReleaseUnconfirmed {
-            name: self.path.clone(),
-            token: self.token,
-            backstop: self.session.timeout,
-            source: Some(Box::new(error)),
-        })
-    }
-}
-
-/// The queue of `name` with each znode's czxid and creation time.
-pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<QueueEntry>, LockError> {
-    let dir = session.config.lock_dir(name.as_str());
-    entries(session, &dir, list(session, &dir).await?).await
-}
-
-/// The queues of every lock directory at `top` or below it, by name: one listing per directory,
-/// one stat per lock znode. Lock znodes are ephemeral and have no children, so every other child
-/// is a directory to descend into.
-pub(crate) async fn inspect_all(session: &ZkSession, top: &str) -> Result<Vec<(LockName, Vec<QueueEntry>)>, LockError> {
-    let root = session.config.lock_dir(""); // "<chroot>/"
-    let mut locks = Vec::new();
-    let mut dirs = vec![top.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        let children = list(session, &dir).await?;
-        let (znodes, subdirs): (Vec<String>, Vec<String>) = children.into_iter().partition(|c| sequence(c).is_some());
-        dirs.extend(subdirs.iter().map(|child| format!("{}/{child}", dir.trim_end_matches('/'))));
-        let name = dir.strip_prefix(&root).map(LockName::new);
-        if let (false, Some(Ok(name))) = (znodes.is_empty(), name) {
-            locks.push((name, entries(session, &dir, znodes).await?));
-        }
-    }
-    Ok(locks)
-}
-
-/// The lock znodes among `children` of `dir` in queue order, as `inspect` lists them.
-async fn entries(session: &ZkSession, dir: &str, children: Vec<String>) -> Result<Vec<QueueEntry>, LockError> {
-    let mut entries = Vec::new();
-    for child in queue_order(children, None) {
-        let path = format!("{dir}/{child}");
-        let stat = session
-            .request("read a lock znode", |client| {
-                let path = path.clone();
-                async move { client.check_stat(&path).await }
-            })
-            .await?;
-        if let Some(stat) = stat {
-            entries.push(QueueEntry {
-                owner: child,
-                token: FencingToken::new(stat.czxid as u64),
-                since: SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)),
-            });
-        }
-    }
-    Ok(entries)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hold::release_as_holder;
+    use distlock_core::backend::Recipe;
 
     /// Whether the directory's data names `child` (released by its holder).
     async fn released_by_holder(session: &ZkSession, dir: &str, child: &str) -> Result<bool, LockError> {
-        let data = crate::wait::last_release(session, dir).await?;
-        Ok(crate::wait::names_any(data.as_deref(), [Some(child), None]))
+        let data = wait::last_release(session, dir).await?;
+        Ok(wait::names_any(data.as_deref(), [Some(child), None]))
     }
     use zookeeper_client::{Acl, AuthId, Permission};
 

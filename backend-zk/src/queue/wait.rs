@@ -15,7 +15,7 @@ use std::future::Future;
 use distlock_core::LockError;
 use zookeeper_client::{Error as ZkError, EventType, OneshotWatcher};
 
-use crate::recipe::Place;
+use crate::place::Place;
 use crate::session::ZkSession;
 
 /// What the wait for the predecessor ended with.
@@ -184,7 +184,8 @@ mod tests {
     use zookeeper_client::{Acls, CreateMode};
 
     use super::*;
-    use crate::recipe::{lock_znode_options, release_as_holder};
+    use crate::hold::release_as_holder;
+    use crate::queue::lock_znode_options;
     use crate::session::shared_test_session;
     use distlock_core::backend::Recipe;
 

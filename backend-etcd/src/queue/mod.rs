@@ -1,0 +1,391 @@
+//! The queue every recipe shares, in the key layout of etcd's Go `concurrency` package: the
+//! queue of `name` is the keys under `<prefix>/<name>/`, one per session (`<lease-id hex>`),
+//! ordered by create revision.
+//! The holder is the lowest; each waiter watches only the key just below its own. The keys of
+//! locks named below this one (`<name>/nightly`) lie under the same prefix: they are not in the
+//! queue, and reads skip them.
+//!
+//! A holder that waited also writes its release marker (`<prefix>//released/<name>//<lease-id
+//! hex>`) in the Txn that deletes its key. The waiter behind it watches that marker beside the
+//! key ([`crate::release_marker`]): hearing it written after the key's creation, it knows the
+//! deletion is the holder's own release, so nothing older is left and it is first, without a
+//! request. A deletion heard without the marker (a waiter that left, an expired lease, a Go
+//! holder) is checked with one read of the marker at the deletion's revision, and failing that
+//! of the keys below ours. A hand-off then costs the server the same at 1,000 waiters as at one:
+//! the release.
+//!
+//! A holder whose key was first from its creation writes no marker: no key can appear below it
+//! later, so every waiter behind it read it as the owner, and for such a waiter the key's
+//! deletion alone means it is first. An uncontended lock's release is then the fenced delete.
+//!
+//! This module queues ([`enqueue`]) and leaves the queue; [`wait`] waits until the recipe's
+//! grant rule grants our place (the exclusive rule of the lock and the election: first in the
+//! queue), and [`crate::hold`] turns a granted place into a hold.
+
+mod wait;
+
+use std::sync::Arc;
+
+use distlock_core::{backend::EntryRequest, FencingToken, LockError, LockName, QueueEntry};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
+
+use crate::layout::is_queue_key;
+use crate::place::Place;
+use crate::session::EtcdSession;
+use wait::recheck;
+
+/// What the server said after queuing or re-reading: the key just below ours.
+#[derive(Debug)]
+struct Predecessor {
+    key: String,
+    /// Its create revision: a session reuses its key name, so names alone can mislead.
+    revision: i64,
+    /// The revision of the read.
+    read_at: i64,
+    /// How many queue keys were below ours at that read; [`AHEAD_READ`] means that many or more.
+    ahead: usize,
+}
+
+/// How many of the keys below ours a queue read returns: the predecessor, whether it is the
+/// owner, and whether the queue ahead is short. etcd reads every key of the queue to sort them
+/// by create revision whatever the limit, so a few more cost only their bytes.
+const AHEAD_READ: i64 = 8;
+
+impl Predecessor {
+    /// From the keys below ours, newest first, read with a limit of [`AHEAD_READ`] or none: the
+    /// first is the predecessor, and it is the owner if it is alone.
+    fn from_below(below: &[&KeyValue], read_at: i64) -> Option<Self> {
+        let kv = below.first()?;
+        Some(Predecessor {
+            key: kv.key_str().unwrap_or_default().to_owned(),
+            revision: kv.create_revision(),
+            read_at,
+            ahead: below.len(),
+        })
+    }
+
+    /// It was the owner at that read: nothing was below it, so once it is gone we are first.
+    fn was_owner(&self) -> bool {
+        self.ahead == 1
+    }
+
+    /// Whether so few were ahead that the predecessor's deletion may come while a new watch is
+    /// still unsynced. A long queue does not read while its watches sync: a thousand waiters
+    /// queuing at once would otherwise send five thousand reads in 100 ms.
+    fn may_go_soon(&self) -> bool {
+        (self.ahead as i64) < AHEAD_READ
+    }
+}
+
+fn queue_range() -> GetOptions {
+    GetOptions::new().with_prefix().with_keys_only()
+}
+
+fn kvs(response: &TxnOpResponse) -> &[KeyValue] {
+    match response {
+        TxnOpResponse::Get(get) => get.kvs(),
+        _ => &[],
+    }
+}
+
+/// The queue's keys in a read of the queue prefix, in the read's order; `None` if keys of locks
+/// named below this one took some of the read's limit and the server has more: then only a read
+/// without a limit tells the queue.
+fn queue_keys<'r>(queue_prefix: &str, response: Option<&'r TxnOpResponse>) -> Option<Vec<&'r KeyValue>> {
+    let Some(TxnOpResponse::Get(get)) = response else { return Some(Vec::new()) };
+    let queue: Vec<&KeyValue> = get.kvs().iter().filter(|kv| is_queue_key(queue_prefix, kv.key())).collect();
+    (queue.len() == get.kvs().len() || !get.more()).then_some(queue)
+}
+
+/// Deletes `key` if it still has `revision` (or, with no revision known, if it still belongs
+/// to our lease): a retried delete can never remove a newer holder's key.
+pub(crate) fn fenced_delete(key: &str, revision: Option<i64>, lease: i64) -> Txn {
+    let compare = match revision {
+        Some(revision) => Compare::create_revision(key, CompareOp::Equal, revision),
+        None => Compare::lease(key, CompareOp::Equal, lease),
+    };
+    Txn::new().when([compare]).and_then([TxnOp::delete(key, None)])
+}
+
+/// Removes a waiter's key when its acquire is cancelled or fails, in the background, before the
+/// same session may queue for the same key again.
+struct KeyCleanup {
+    session: Arc<EtcdSession>,
+    key: String,
+    revision: Option<i64>,
+    armed: bool,
+}
+
+impl Drop for KeyCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let cleanup = session.cleanups.start(&key);
+        runtime.spawn(async move {
+            // Retry until it is confirmed or the session is gone (then the key is gone too).
+            loop {
+                let txn = fenced_delete(&key, revision, session.lease);
+                match session.txn("delete a cancelled waiter's key", txn).await {
+                    Ok(_) | Err(LockError::SessionExpired { .. }) => break,
+                    Err(error) if error.is_retryable() => continue,
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "could not delete a cancelled waiter's key; the lease's expiry will");
+                        break;
+                    }
+                }
+            }
+            tracing::debug!(%key, "cancelled waiter's key deleted");
+            cleanup.finish();
+        });
+    }
+}
+
+/// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`.
+pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
+    crate::layout::queue_key(&session.config.lock_prefix(name.as_str()), session.lease)
+}
+
+/// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
+pub(crate) struct Queued {
+    place: Place,
+    cleanup: KeyCleanup,
+    owner: Option<i64>,
+    predecessor: Option<Predecessor>,
+}
+
+/// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
+/// ours (the predecessor, whether it is the owner, how many are ahead). Where the session has
+/// not met others lately, a cheaper Txn goes first (see [`queue_alone`]).
+pub(crate) async fn enqueue(
+    session: Arc<EtcdSession>,
+    name: &LockName,
+    request: &EntryRequest,
+) -> Result<Queued, LockError> {
+    let value = request.value.as_slice();
+    let queue_prefix = session.config.lock_prefix(name.as_str());
+    let key = queue_key(&session, name);
+    session.cleanups.wait(&key, &session.life).await;
+    let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
+    let lease = session.lease;
+
+    if !session.contention.met_others(&queue_prefix) {
+        if let Some(revision) = queue_alone(&session, &queue_prefix, &key, value).await? {
+            cleanup.revision = Some(revision);
+            // First from its creation: no marker to write (see the module's comment).
+            let place = Place {
+                session: session.clone(),
+                name: name.clone(),
+                queue_prefix,
+                key,
+                revision,
+                writes_marker: false,
+                recipe: request.recipe,
+            };
+            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
+        }
+        tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
+    }
+
+    // One Txn: create our key if absent, and read the owner and the key just below ours.
+    let enqueue = Txn::new()
+        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_lease(lease))),
+            // Ours and the ones just below it.
+            TxnOp::get(
+                queue_prefix.as_str(),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(AHEAD_READ + 1)),
+            ),
+        ])
+        .or_else([
+            TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only())),
+            TxnOp::get(
+                queue_prefix.as_str(),
+                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1)),
+            ),
+        ]);
+    let response = session.txn("queue for the lock", enqueue).await?;
+    let read_at = revision_of(&response);
+    let ops = response.op_responses();
+    if response.succeeded() {
+        // Alone if the range holds our key only, as [`queue_alone`] asks: keys of locks named
+        // below this one count, so that a range they share does not make every other acquire
+        // cost two Txns.
+        let range_alone = matches!(ops.get(1), Some(TxnOpResponse::Get(get)) if get.kvs().len() == 1 && !get.more());
+        session.contention.record(&queue_prefix, range_alone);
+    }
+    let (revision, owner, predecessor) = if response.succeeded() {
+        match queue_keys(&queue_prefix, ops.get(1)) {
+            Some(queue) => {
+                let below = queue.get(1..).unwrap_or_default();
+                let owner = if below.is_empty() { Some(read_at) } else { None };
+                (read_at, owner, Predecessor::from_below(below, read_at))
+            }
+            // Keys of locks named below this one filled the read: read the queue itself.
+            None => (read_at, None, None),
+        }
+    } else {
+        // Our key exists already: an earlier attempt of this very request was applied.
+        let own = ops.first().map(kvs).and_then(|k| k.first()).map(KeyValue::create_revision);
+        let Some(revision) = own else {
+            return Err(LockError::Backend {
+                backend: "etcd",
+                op: "queue for the lock".into(),
+                retryable: true,
+                source: "the Txn saw our key but the read found none".into(),
+            });
+        };
+        tracing::debug!(%key, revision, "queue request was applied before: found our own key");
+        let owner = queue_keys(&queue_prefix, ops.get(1)).and_then(|q| q.first().map(|kv| kv.create_revision()));
+        (revision, owner, None)
+    };
+    cleanup.revision = Some(revision);
+    // Only the read of our key's own creation can show it was first from then on: a retry's
+    // read comes later, when keys once below ours may have gone.
+    let created_first = response.succeeded() && owner == Some(read_at);
+    let place = Place {
+        session: session.clone(),
+        name: name.clone(),
+        queue_prefix,
+        key,
+        revision,
+        writes_marker: !created_first,
+        recipe: request.recipe,
+    };
+    let mut queued = Queued { place, cleanup, owner, predecessor };
+    if queued.owner.is_none() && queued.predecessor.is_none() {
+        // Neither known: keys of locks named below this one filled the read. One read of the
+        // queue tells both.
+        queued.predecessor = recheck(&queued.place).await?;
+        if queued.predecessor.is_none() {
+            queued.owner = Some(revision);
+        }
+    }
+    Ok(queued)
+}
+
+/// Creates our key only if the lock's whole key range is empty (and our key absent): one Txn of
+/// two compares and a put, cheaper for the server than the queuing Txn's read.
+/// `Some(revision)`: our key, created first in the queue, so first from its creation.
+/// `None`: nothing written (others are queued, a lock named below this one has keys in the
+/// range, or an earlier attempt of this very request created our key): the caller queues with
+/// the read.
+async fn queue_alone(
+    session: &EtcdSession,
+    queue_prefix: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<Option<i64>, LockError> {
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(key, CompareOp::Equal, 0),
+            // Over a range: every key in it has create revision 0, so none exists.
+            Compare::create_revision(queue_prefix, CompareOp::Equal, 0).with_range(range_end(queue_prefix)),
+        ])
+        .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(session.lease)))]);
+    let response = session.txn("queue for the lock", txn).await?;
+    Ok(response.succeeded().then(|| revision_of(&response)))
+}
+
+/// The end of the key range of every key starting with `prefix` (what etcd's `WithPrefix` sends):
+/// the prefix with its last byte below 0xff incremented and what follows it dropped; all 0xff
+/// (or empty): `\0`, the end of the keyspace.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Queued {
+    /// Our key as `inspect` lists it.
+    pub(crate) fn entry(&self) -> QueueEntry {
+        QueueEntry { owner: self.place.key.clone(), token: FencingToken::new(self.place.revision as u64), since: None }
+    }
+
+    fn is_first(&self) -> bool {
+        self.owner == Some(self.place.revision)
+    }
+
+    /// The place if it is first; else leaves the queue (deleting the key) and returns `None`.
+    pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
+        if self.is_first() {
+            self.cleanup.armed = false;
+            return Ok(Some(self.place));
+        }
+        let place = &self.place;
+        let txn = fenced_delete(&place.key, Some(place.revision), place.session.lease);
+        place.session.txn("leave the queue", txn).await?;
+        self.cleanup.armed = false;
+        Ok(None)
+    }
+}
+
+/// The revision a Txn was answered at (0 if the server left the header out).
+pub(super) fn revision_of(response: &etcd_client::TxnResponse) -> i64 {
+    response.header().map(|h| h.revision()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::place::testing::place_behind;
+
+    #[test]
+    fn the_range_of_a_prefix_ends_past_its_last_key() {
+        assert_eq!(range_end("distlock/jobs/"), b"distlock/jobs0");
+        assert_eq!(range_end("a"), b"b");
+        // Prefix strings are UTF-8: a multi-byte last character has no 0xff byte.
+        assert_eq!(range_end("é"), [0xc3, 0xaa]);
+        assert_eq!(range_end(""), [0], "no prefix: the end of the keyspace");
+    }
+
+    /// On a real etcd: where the session found the queue empty, queuing asks with the cheaper
+    /// Txn, which writes nothing unless the lock's whole range is empty. A key anywhere in the
+    /// range (another holder, a lock named below this one) or our own key from an earlier
+
+    #[tokio::test]
+    async fn queuing_alone_writes_only_into_an_empty_range() {
+        let (place, client, _) = place_behind(&[]).await;
+        let mut kv = client.kv_client();
+        let session = &place.session;
+        let fresh = format!("{}fresh", place.queue_prefix);
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &fresh, b"").await.expect("queue"),
+            None,
+            "another key is in the range"
+        );
+        kv.delete(place.key.as_str(), None).await.expect("empty the queue");
+        let nested = format!("{}nightly/1", place.queue_prefix);
+        kv.put(nested.as_str(), "", None).await.expect("a lock named below this one");
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue"),
+            None,
+            "a nested lock's key"
+        );
+        kv.delete(nested.as_str(), None).await.expect("the nested lock is free");
+        let created =
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue").expect("created");
+        let ours = kv.get(place.key.as_str(), None).await.expect("read our key");
+        let ours = ours.kvs().first().expect("our key");
+        assert_eq!(
+            (ours.create_revision(), ours.lease()),
+            (created, session.lease),
+            "created at that revision, on our lease"
+        );
+        assert_eq!(
+            queue_alone(session, &place.queue_prefix, &place.key, b"").await.expect("queue"),
+            None,
+            "a retry writes nothing"
+        );
+    }
+}
