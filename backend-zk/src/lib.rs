@@ -182,13 +182,8 @@ impl LockBackend for ZkBackend {
     }
 
     async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
-        Ok(Box::new(election::LeaderWatch {
-            slot: self.session.clone(),
-            config: self.config.clone(),
-            requests: self.requests.clone(),
-            dir: self.config.lock_dir(name.as_str()),
-            watcher: None,
-        }))
+        let dir = self.config.lock_dir(name.as_str());
+        Ok(Box::new(election::LeaderWatch::new(self.session.clone(), self.config.clone(), self.requests.clone(), dir)))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {

@@ -226,9 +226,10 @@ impl Leadership {
 
 /// Follows the leader of one election: [`LeaderObserver::next`] gives the leader at the start,
 /// then every change — `Some(leader)` for a new leader or a new value, `None` when nobody
-/// leads — in term order. It never reports a term older than one it reported, and never skips
-/// a leader the server's notifications showed it (a leader that came and went between two
-/// notifications of a backend that reads on each, ZooKeeper's, can be missed).
+/// leads — in term order. It never reports a term older than one it reported. On etcd and
+/// `mem://` it misses no term; on ZooKeeper, whose watches fire once and carry no data, a term
+/// that begins and ends while the observer is disconnected, or two that end before it heard of
+/// the first, can pass unseen.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
