@@ -622,9 +622,10 @@ fn report(rows: &[Row], seconds: u64) -> String {
          reported, the reports of a term lower than one reported before, and the terms a worker was elected \
          in that it never reported. Reports may exceed acquisitions: a candidate whose entry became first \
          while it was cut off led by the server's record without learning it. On etcd the observer keeps the \
-         queue from one watch of its keys and must miss nothing; a ZooKeeper observer reads the new leader \
-         after each notification (watches there fire once and carry no data), so a term that begins and ends \
-         within that read can pass unseen.\n\n",
+         queue from one watch of its keys and must miss nothing; a ZooKeeper observer (whose watches fire \
+         once and carry no data) watches the leader and the next candidate, read ahead, and reads after each \
+         notification, so a term that begins and ends while it is disconnected can pass unseen: counted, not \
+         failed.\n\n",
     );
     out.push_str("| backend | recipe | fault | injected | store ops | acquisitions | rejected stale writes | (1) token order | (2) lost updates | (3) overlaps | (4) owner mismatch | (5) worst hand-off | (6) leftovers | (6) most entries of one session | woken holder learns of loss | (7) observer: reports / out of order / missed |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -727,8 +728,8 @@ async fn fault_suite() {
                 // A woken holder learns of its loss at once (its lease clock ran out while frozen).
                 || (r.fault == Fault::HolderSigstop && r.loss_noticed_ms.is_none_or(|ms| ms > 1_000))
                 // (7) the observer never goes back and reports leaders; on etcd (one prefix watch,
-                // no reads) it sees every term. A ZooKeeper observer reads after each notification,
-                // so a term that begins and ends within that read can pass unseen: counted, shown.
+                // no reads) it sees every term. A ZooKeeper observer cannot see a term that begins
+                // and ends while it is disconnected: counted, shown.
                 || r.observed.as_ref().is_some_and(|o| {
                     o.out_of_order > 0 || o.reports == 0 || (r.backend == "etcd" && o.missed > 0)
                 })
