@@ -165,8 +165,8 @@ pub trait DistributedLock: Send + Sync {
     async fn leader(&self, name: &str) -> Result<Option<Leader>, LockError>;
 
     /// Follows the leader of election `name`: see [`LeaderObserver`]. Takes no place in the
-    /// queue; etcd: one watch on the election's keys, ZooKeeper: a watch on the leader's znode
-    /// (or the election's directory while nobody leads).
+    /// queue; etcd: one watch on the election's keys, ZooKeeper: watches on the leader's znode
+    /// and the next candidate's (or the election's directory while nobody leads).
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves no watch behind.

@@ -18,7 +18,10 @@ pub(crate) mod wait;
 
 use std::sync::Arc;
 
-use distlock_core::{backend::EntryRequest, FencingToken, LockError, LockName, QueueEntry};
+use distlock_core::{
+    backend::{EntryRequest, Grant},
+    FencingToken, LockError, LockName, QueueEntry,
+};
 use zookeeper_client::{Acls, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult};
 
 use crate::layout::{protected_prefix, queue_order};
@@ -320,10 +323,12 @@ impl Queued {
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         loop {
             let (position, queue) = self.position().await?;
-            if self.place.recipe.grant_rule().granted_at(position) {
-                break;
-            }
-            if wait::predecessor_gone(&self.place, &self.dir, &queue, position).await? == Woken::First {
+            let ahead = queue.get(..position).unwrap_or_default();
+            let blocker = match self.place.recipe.grant_rule().decide(ahead) {
+                Grant::Granted => break,
+                Grant::WaitBehind(blocker) => blocker,
+            };
+            if wait::predecessor_gone(&self.place, &self.dir, &queue, blocker).await? == Woken::First {
                 break;
             }
         }

@@ -27,23 +27,24 @@ pub(crate) enum Woken {
     Relist,
 }
 
-/// Waits until the znode before ours (`queue[position - 1]`, `position >= 1`) goes, watching the
-/// one before it too (see the module comment). `queue` is the listing in queue order.
+/// Waits until the znode the grant rule named (`queue[blocker]`, just before ours under the
+/// exclusive rule) goes, watching the one before it too (see the module comment). `queue` is the
+/// listing in queue order.
 pub(crate) async fn predecessor_gone(
     place: &Place,
     dir: &str,
     queue: &[String],
-    position: usize,
+    blocker: usize,
 ) -> Result<Woken, LockError> {
     let session = &place.session;
-    let Some(predecessor) = position.checked_sub(1).and_then(|i| queue.get(i)) else {
+    let Some(predecessor) = queue.get(blocker) else {
         return Ok(Woken::First);
     };
-    let second = position.checked_sub(2).and_then(|i| queue.get(i)).map(String::as_str);
+    let second = blocker.checked_sub(1).and_then(|i| queue.get(i)).map(String::as_str);
     let ahead = [Some(predecessor.as_str()), second];
     // The owner at the listing is the first in it.
-    let mut predecessor_owns = position == 1;
-    let second_owned = position == 2;
+    let mut predecessor_owns = blocker == 0;
+    let second_owned = blocker == 1;
     tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_owns, "waiting for the predecessor's znode to go");
 
     // Both watches in one round trip: each request is on the wire once its future is first polled.
@@ -233,7 +234,7 @@ mod tests {
         let before = waiter.requests();
         let wait = tokio::spawn({
             let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue, 3).await }
+            async move { predecessor_gone(&place, &dir, &queue, 2).await }
         });
         release_as_holder(&others, &format!("{dir}/{}", queue[0])).await.expect("the owner releases");
         release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
@@ -263,7 +264,7 @@ mod tests {
         let (waiter, others, dir, queue) = queue_of_four().await;
         let wait = tokio::spawn({
             let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue, 3).await }
+            async move { predecessor_gone(&place, &dir, &queue, 2).await }
         });
         others.test_client().delete(&format!("{dir}/{}", queue[1]), None).await.expect("the second leaves");
         others.test_client().delete(&format!("{dir}/{}", queue[2]), None).await.expect("the predecessor leaves");

@@ -101,8 +101,7 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Must be cancel safe: it only reads.
     async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError>;
 
-    /// Starts following the leader of election `name`. Needs no session: observing takes no
-    /// place in the queue.
+    /// Starts following the leader of election `name`. Observing takes no place in the queue.
     ///
     /// # Cancel safety
     /// Must be cancel safe: a dropped call leaves no watch behind.
