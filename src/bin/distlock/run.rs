@@ -20,6 +20,16 @@ pub enum Want {
     Leadership { value: String },
 }
 
+impl Want {
+    /// What the user waits for, in messages: `lock`, `election`.
+    fn noun(&self) -> &'static str {
+        match self {
+            Want::Lock => "lock",
+            Want::Leadership { .. } => "election",
+        }
+    }
+}
+
 pub struct RunOptions {
     pub url: String,
     pub name: String,
@@ -145,11 +155,7 @@ pub async fn run(o: RunOptions) -> Result<u8, Exit> {
         Ok(code) => Ok(code),
         Err(Ended::Exit(exit)) => Err(exit),
         Err(Ended::Signalled(signal)) => {
-            let what = match o.want {
-                Want::Lock => "lock",
-                Want::Leadership { .. } => "leadership of",
-            };
-            eprintln!("distlock: stopped by signal {signal} while waiting for {what} {:?}", o.name);
+            eprintln!("distlock: stopped by signal {signal} while waiting for {} {:?}", o.want.noun(), o.name);
             Ok((128 + signal) as u8)
         }
     }
@@ -211,7 +217,11 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
             }
         };
         return Ok(held.ok_or_else(|| {
-            Exit::NotAcquired(format!("{:?} is held or queued for by another client (--no-wait)", o.name))
+            Exit::NotAcquired(format!(
+                "{} {:?} is taken or waited for by another client (--no-wait)",
+                o.want.noun(),
+                o.name
+            ))
         })?);
     }
     let wait = async {
@@ -228,7 +238,7 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
     };
     match o.timeout {
         Some(timeout) => Ok(tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            Exit::NotAcquired(format!("{:?} was not granted within {timeout:?} (--timeout)", o.name))
+            Exit::NotAcquired(format!("{} {:?} was not granted within {timeout:?} (--timeout)", o.want.noun(), o.name))
         })??),
         None => Ok(wait.await?),
     }
