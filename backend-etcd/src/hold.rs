@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
+    backend::{proclaimed, LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
     FencingToken, LockError, LossReason,
 };
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOp};
@@ -128,14 +128,8 @@ impl ServerProclaim for EtcdProclaim {
         let txn = Txn::new()
             .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)])
             .and_then([TxnOp::put(self.key.as_str(), value, Some(PutOptions::new().with_lease(session.lease)))]);
-        let lost =
-            |reason| LockError::Lost { name: self.key.clone(), token: FencingToken::new(self.revision as u64), reason };
-        match session.txn("proclaim a new value", txn).await {
-            Ok(response) if response.succeeded() => Ok(()),
-            Ok(_) => Err(lost(LossReason::EntryDeleted)),
-            Err(LockError::SessionExpired { .. }) => Err(lost(LossReason::SessionExpired)),
-            Err(error) => Err(error),
-        }
+        let written = session.txn("proclaim a new value", txn).await.map(|response| response.succeeded());
+        proclaimed(written, &self.key, FencingToken::new(self.revision as u64))
     }
 }
 

@@ -47,6 +47,11 @@ async fn candidates(session: &ZkSession, dir: &str) -> Result<Vec<String>, LockE
     Ok(queue_order(crate::queue::list(session, dir).await?, Some(Recipe::Election)))
 }
 
+/// A candidate as a leader: its znode's data is its value, its czxid its term.
+fn leader_of(data: &[u8], stat: &zookeeper_client::Stat) -> Leader {
+    Leader { value: String::from_utf8_lossy(data).into_owned(), term: FencingToken::new(stat.czxid as u64) }
+}
+
 /// A candidate's value and term, with a watch on its znode; `None` if it is gone.
 async fn read_candidate(session: &ZkSession, path: String) -> Result<Option<(Leader, OneshotWatcher)>, LockError> {
     session
@@ -54,13 +59,7 @@ async fn read_candidate(session: &ZkSession, path: String) -> Result<Option<(Lea
             let path = path.clone();
             async move {
                 match client.get_and_watch_data(&path).await {
-                    Ok((data, stat, watcher)) => Ok(Some((
-                        Leader {
-                            value: String::from_utf8_lossy(&data).into_owned(),
-                            term: FencingToken::new(stat.czxid as u64),
-                        },
-                        watcher,
-                    ))),
+                    Ok((data, stat, watcher)) => Ok(Some((leader_of(&data, &stat), watcher))),
                     Err(ZkError::NoNode) => Ok(None),
                     Err(e) => Err(e),
                 }
@@ -117,10 +116,7 @@ pub(crate) async fn leader(session: &ZkSession, dir: &str) -> Result<Option<Lead
                 let path = path.clone();
                 async move {
                     match client.get_data(&path).await {
-                        Ok((data, stat)) => Ok(Some(Leader {
-                            value: String::from_utf8_lossy(&data).into_owned(),
-                            term: FencingToken::new(stat.czxid as u64),
-                        })),
+                        Ok((data, stat)) => Ok(Some(leader_of(&data, &stat))),
                         Err(ZkError::NoNode) => Ok(None),
                         Err(e) => Err(e),
                     }

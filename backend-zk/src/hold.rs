@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
+    backend::{proclaimed, LossSignal, Recipe, ServerHold, ServerProclaim, ServerRelease},
     FencingToken, LockError, LossReason,
 };
 use tokio_util::sync::CancellationToken;
@@ -134,13 +134,7 @@ impl ServerProclaim for ZkProclaim {
                 }
             })
             .await;
-        let lost = |reason| LockError::Lost { name: self.path.clone(), token: self.token, reason };
-        match written {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(lost(LossReason::EntryDeleted)),
-            Err(LockError::SessionExpired { .. }) => Err(lost(LossReason::SessionExpired)),
-            Err(error) => Err(error),
-        }
+        proclaimed(written, &self.path, self.token)
     }
 }
 

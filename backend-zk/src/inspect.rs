@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use distlock_core::{FencingToken, LockError, LockName, QueueEntry};
 
 use crate::layout::{queue_order, sequence};
-use crate::queue::list;
+use crate::queue::{list, stat};
 use crate::session::ZkSession;
 
 /// The queue of `name` with each znode's czxid and creation time.
@@ -38,13 +38,7 @@ async fn entries(session: &ZkSession, dir: &str, children: Vec<String>) -> Resul
     let mut entries = Vec::new();
     for child in queue_order(children, None) {
         let path = format!("{dir}/{child}");
-        let stat = session
-            .request("read a lock znode", |client| {
-                let path = path.clone();
-                async move { client.check_stat(&path).await }
-            })
-            .await?;
-        if let Some(stat) = stat {
+        if let Some(stat) = stat(session, &path, "read a lock znode").await? {
             entries.push(QueueEntry {
                 owner: child,
                 token: FencingToken::new(stat.czxid as u64),

@@ -54,6 +54,16 @@ async fn start_leader(target: &Target, space: &str, name: &str) -> Result<tokio:
     }
 }
 
+/// `client` campaigns for `name` with `value` in a task of its own.
+fn spawn_campaign(
+    client: &Arc<BenchClient>,
+    name: &str,
+    value: &str,
+) -> tokio::task::JoinHandle<Result<distlock_core::Leadership>> {
+    let (client, name, value) = (client.clone(), name.to_owned(), value.to_owned());
+    tokio::spawn(async move { client.locks.campaign(&name, &value).await.map_err(lock_error) })
+}
+
 /// Waits until `name`'s queue holds `entries` entries (the leader and its candidates).
 async fn queued(client: &BenchClient, name: &str, entries: usize) -> Result<()> {
     let bound = Instant::now() + Duration::from_secs(30);
@@ -80,11 +90,7 @@ pub async fn failover(target: &Target, rounds: usize) -> Result<Value> {
     for round in 0..rounds {
         let name = format!("failover-{round}");
         let mut leader = start_leader(target, space, &name).await?;
-        let candidate = clients[0].clone();
-        let campaign = {
-            let name = name.clone();
-            tokio::spawn(async move { candidate.locks.campaign(&name, "first").await.map_err(lock_error) })
-        };
+        let campaign = spawn_campaign(&clients[0], &name, "first");
         queued(&clients[1], &name, 2).await?;
         let kill_at = Instant::now();
         leader.start_kill()?;
@@ -92,11 +98,7 @@ pub async fn failover(target: &Target, rounds: usize) -> Result<Value> {
         killed.push(kill_at.elapsed());
         let _ = leader.wait().await;
 
-        let next = clients[1].clone();
-        let campaign = {
-            let name = name.clone();
-            tokio::spawn(async move { next.locks.campaign(&name, "second").await.map_err(lock_error) })
-        };
+        let campaign = spawn_campaign(&clients[1], &name, "second");
         queued(&clients[0], &name, 2).await?;
         let resign_at = Instant::now();
         first.resign().await.map_err(lock_error)?;
@@ -156,8 +158,7 @@ pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Valu
     let mut by_method = std::collections::BTreeMap::<String, f64>::new();
     let mut resigns = Vec::new();
     for change in 0..changes {
-        let next = candidates[(change + 1) % 2].clone();
-        let campaign = tokio::spawn(async move { next.locks.campaign(name, "b").await.map_err(lock_error) });
+        let campaign = spawn_campaign(&candidates[(change + 1) % 2], name, "b");
         queued(&candidates[change % 2], name, 2).await?;
         let counted = BenchClient::requests_of(&candidates);
         let before = target.snapshot().await?;

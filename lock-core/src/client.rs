@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{EntryRequest, LockBackend, ServerProclaim};
-use crate::local_queue::LocalQueues;
+use crate::backend::{EntryRequest, LockBackend, ServerHold, ServerProclaim};
+use crate::local_queue::{LocalQueues, LocalTurn};
 use crate::{
     DistributedLock, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, LockName, QueueEntry,
     SessionState, WaitProgress,
@@ -113,7 +113,7 @@ impl<B: LockBackend> LockClient<B> {
                 }
             };
             let server = self.backend.acquire(&name, entry, &report_entry);
-            let mut hold = match &progress {
+            let hold = match &progress {
                 None => server.await?,
                 Some((every, report, (_, entry_rx))) => {
                     tokio::select! {
@@ -124,8 +124,7 @@ impl<B: LockBackend> LockClient<B> {
             };
             tracing::Span::current().record("token", hold.token.get());
             tracing::info!(recipe, lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "acquired");
-            let proclaim = hold.proclaim.take();
-            Ok(Granted { guard: LockGuard::new(name.clone(), hold, turn, runtime), proclaim })
+            Ok(Granted::new(name.clone(), hold, turn, runtime))
         }
         .instrument(span);
         let result = acquire.await;
@@ -150,11 +149,10 @@ impl<B: LockBackend> LockClient<B> {
                 return Ok(None);
             };
             match self.backend.try_acquire(&name, entry).await? {
-                Some(mut hold) => {
+                Some(hold) => {
                     tracing::Span::current().record("token", hold.token.get());
                     tracing::info!(recipe, lock = %name, token = hold.token.get(), "acquired");
-                    let proclaim = hold.proclaim.take();
-                    Ok(Some(Granted { guard: LockGuard::new(name.clone(), hold, turn, runtime), proclaim }))
+                    Ok(Some(Granted::new(name.clone(), hold, turn, runtime)))
                 }
                 None => {
                     tracing::debug!("busy: held or queued by another client");
@@ -221,6 +219,13 @@ struct Granted {
 }
 
 impl Granted {
+    /// A hold the server granted, as the client hands it out: its guard, its way to proclaim
+    /// kept beside it.
+    fn new(name: LockName, mut hold: ServerHold, turn: LocalTurn, runtime: Handle) -> Self {
+        let proclaim = hold.proclaim.take();
+        Granted { guard: LockGuard::new(name, hold, turn, runtime), proclaim }
+    }
+
     /// The leadership of a granted candidate that campaigned with `value`.
     fn leadership(self, value: &str) -> Result<Leadership, LockError> {
         let Some(proclaim) = self.proclaim else {

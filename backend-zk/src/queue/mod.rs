@@ -22,7 +22,7 @@ use distlock_core::{
     backend::{EntryRequest, Grant},
     FencingToken, LockError, LockName, QueueEntry,
 };
-use zookeeper_client::{Acls, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult};
+use zookeeper_client::{Acls, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult, Stat};
 
 use crate::layout::{protected_prefix, queue_order};
 use crate::place::Place;
@@ -88,13 +88,18 @@ async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option
     let children = list(session, dir).await?;
     let Some(child) = children.into_iter().find(|c| c.starts_with(prefix)) else { return Ok(None) };
     let path = format!("{dir}/{child}");
-    let stat = session
-        .request("read own znode", |client| {
-            let path = path.clone();
+    let stat = stat(session, &path, "read own znode").await?;
+    Ok(stat.map(|s| (path, s.czxid)))
+}
+
+/// The stat of the znode at `path`, `None` if it does not exist. `op` says what for, in errors.
+pub(crate) async fn stat(session: &ZkSession, path: &str, op: &str) -> Result<Option<Stat>, LockError> {
+    session
+        .request(op, |client| {
+            let path = path.to_owned();
             async move { client.check_stat(&path).await }
         })
-        .await?;
-    Ok(stat.map(|s| (path, s.czxid)))
+        .await
 }
 
 /// The children of `dir`; none if it does not exist.

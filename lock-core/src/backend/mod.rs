@@ -198,6 +198,29 @@ pub trait ServerProclaim: Send + Sync + std::fmt::Debug + 'static {
     async fn proclaim(&self, value: &[u8]) -> Result<(), LockError>;
 }
 
+/// What a proclaim's fenced write came to, as [`ServerProclaim::proclaim`] returns it:
+/// `Ok(true)` it landed; `Ok(false)` the entry `entry` was gone, deleted by someone else; the
+/// session's end means the term is lost with it. Other errors pass through.
+///
+/// ```
+/// use distlock_core::{backend::proclaimed, FencingToken, LockError, LossReason};
+/// let token = FencingToken::new(7);
+/// assert!(proclaimed(Ok(true), "k", token).is_ok());
+/// let gone = proclaimed(Ok(false), "k", token);
+/// assert!(matches!(gone, Err(LockError::Lost { reason: LossReason::EntryDeleted, .. })));
+/// let ended = proclaimed(Err(LockError::SessionExpired { during: "proclaim".into() }), "k", token);
+/// assert!(matches!(ended, Err(LockError::Lost { reason: LossReason::SessionExpired, .. })));
+/// ```
+pub fn proclaimed(written: Result<bool, LockError>, entry: &str, token: FencingToken) -> Result<(), LockError> {
+    let lost = |reason| LockError::Lost { name: entry.to_owned(), token, reason };
+    match written {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(lost(crate::LossReason::EntryDeleted)),
+        Err(LockError::SessionExpired { .. }) => Err(lost(crate::LossReason::SessionExpired)),
+        Err(error) => Err(error),
+    }
+}
+
 /// A backend's notifications of one election's leader, as [`crate::LeaderObserver`] reports them.
 #[async_trait]
 pub trait LeaderFeed: Send + 'static {

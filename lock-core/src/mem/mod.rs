@@ -18,8 +18,8 @@ use session::{unreachable_error, MemSession, Network};
 
 use crate::{
     backend::{
-        EntryRequest, GrantRule, LeaderFeed, LockBackend, LossSignal, OnQueued, Recipe, ServerHold, ServerProclaim,
-        ServerRelease,
+        proclaimed, EntryRequest, GrantRule, LeaderFeed, LockBackend, LossSignal, OnQueued, Recipe, ServerHold,
+        ServerProclaim, ServerRelease,
     },
     validate_ttl, Leader, LockClient, LockError, LockInfo, LockName, LossReason, QueueEntry, SessionState,
 };
@@ -441,12 +441,11 @@ impl ServerProclaim for MemProclaim {
         if shared.net.is_partitioned() {
             return Err(unreachable_error("proclaim a new value"));
         }
-        if shared.server.set_value(&self.name, self.token, value) {
-            return Ok(());
-        }
-        let reason =
-            if shared.server_ended.is_cancelled() { LossReason::SessionExpired } else { LossReason::EntryDeleted };
-        Err(LockError::Lost { name: self.name.to_string(), token: self.token, reason })
+        let written = match shared.server.set_value(&self.name, self.token, value) {
+            false if shared.server_ended.is_cancelled() => Err(shared.expired_error("proclaim a new value")),
+            landed => Ok(landed),
+        };
+        proclaimed(written, self.name.as_str(), self.token)
     }
 }
 
