@@ -356,11 +356,11 @@ impl EtcdConfig {
         crate::layout::release_marker_prefix(&self.prefix)
     }
 
-    /// The release marker that the session holding lease `lease_hex` (the last segment of its
-    /// queue key) writes when it releases lock `name`: `<prefix>//released/<name>//<lease_hex>`.
+    /// The release marker that the holder of queue entry `entry` (the last segment of its queue
+    /// key) writes when it releases lock `name`: `<prefix>//released/<name>//<entry>`.
     /// Lock names have no empty segment, so the `//` keeps every (name, lease) pair apart.
-    pub(crate) fn release_marker(&self, name: &str, lease_hex: &str) -> String {
-        crate::layout::release_marker(&self.prefix, name, lease_hex)
+    pub(crate) fn release_marker(&self, name: &str, entry: &str) -> String {
+        crate::layout::release_marker(&self.prefix, name, entry)
     }
 
     pub(crate) fn endpoints_label(&self) -> String {

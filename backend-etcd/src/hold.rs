@@ -1,6 +1,7 @@
 //! A granted place as a hold: its loss signal, a watch on its own key (after a grace period),
-//! the fenced release (with the release marker where the holder waited), and an election's
-//! proclaim.
+//! the release (a Txn fenced by the key's create revision that writes the release marker where
+//! the holder waited, else a plain delete under [`crate::key_generations`]' rule), and an
+//! election's proclaim.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         proclaim,
         release: Box::new(EtcdRelease {
             session: place.session,
+            queue_prefix: place.queue_prefix,
             key: place.key,
             revision: place.revision,
             marker,
@@ -133,10 +135,11 @@ impl ServerProclaim for EtcdProclaim {
     }
 }
 
-/// Deletes the holder's key, fenced by its create revision, and writes the release marker (if
-/// the holder has one to write) in the same Txn.
+/// Deletes the holder's key: with the release marker (if the holder has one to write) in a Txn
+/// fenced by the key's create revision, else with a plain delete.
 struct EtcdRelease {
     session: Arc<EtcdSession>,
+    queue_prefix: String,
     key: String,
     revision: i64,
     marker: Option<String>,
@@ -153,24 +156,44 @@ pub(crate) fn release_txn(key: &str, revision: i64, marker: &str, lease: i64) ->
         .and_then([TxnOp::delete(key, None), TxnOp::put(marker, key, Some(PutOptions::new().with_lease(lease)))])
 }
 
+impl EtcdRelease {
+    /// Deletes our key with one plain delete: no key of that name but ours can exist while we
+    /// hold it. If no reply says the delete was applied, it may be applied later, so the queue
+    /// moves to a new key generation ([`crate::key_generations`]) before the next hold can
+    /// queue, and a delete fenced by the key's create revision, which may be retried, finishes.
+    async fn delete_key(&self) -> Result<(), LockError> {
+        let session = &self.session;
+        session.count();
+        let mut kv = session.kv.clone();
+        let timeout = session.config.request_timeout;
+        match tokio::time::timeout(timeout, kv.delete(self.key.as_str(), None)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => tracing::debug!(key = %self.key, %error, "release's delete unconfirmed: retrying fenced"),
+            Err(_) => tracing::debug!(key = %self.key, "release's delete unanswered: retrying fenced"),
+        }
+        session.key_generations.retire(&self.queue_prefix);
+        let txn = fenced_delete(&self.key, Some(self.revision), session.lease);
+        session.txn("release the lock", txn).await.map(drop)
+    }
+}
+
 #[async_trait]
 impl ServerRelease for EtcdRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         self.released.cancel();
         self.session.life.holds().remove(self.registration);
         let session = &self.session;
-        let fenced_delete = || fenced_delete(&self.key, Some(self.revision), session.lease);
         let released = match self.marker.as_deref().filter(|_| session.markers.allowed()) {
-            None => session.txn("release the lock", fenced_delete()).await,
+            None => self.delete_key().await,
             Some(marker) => match session
                 .txn("release the lock", release_txn(&self.key, self.revision, marker, session.lease))
                 .await
             {
                 Err(LockError::Unauthorized { reason, .. }) => {
                     markers_refused(session, &reason);
-                    session.txn("release the lock", fenced_delete()).await
+                    self.delete_key().await
                 }
-                other => other,
+                other => other.map(drop),
             },
         };
         match released {

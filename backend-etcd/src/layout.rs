@@ -4,7 +4,9 @@
 //!
 //! - the queue of lock or election `name` is the keys `<prefix>/<name>/<lease id hex>`, one per
 //!   session, ordered by create revision; the first holds (leads); a key's value is empty for a
-//!   lock and the candidate's value for an election;
+//!   lock and the candidate's value for an election. After a release whose reply was lost, the
+//!   session's later keys in that queue are `<lease id hex>_<n>` (`n` counting such releases),
+//!   so that the lost delete, should the server apply it late, finds no key of ours to remove;
 //! - a holder that waited writes its release marker `<prefix>//released/<name>//<lease id hex>`
 //!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
 
@@ -22,13 +24,20 @@ pub fn queue_prefix(prefix: &str, name: &str) -> String {
     }
 }
 
-/// The key a session with lease `lease` queues with in the queue at `queue_prefix`.
+/// The key a session with lease `lease` queues with in the queue at `queue_prefix`: generation
+/// 0 is Go's key, `<lease id hex>`; each later generation (after a release of the session in
+/// that queue went unconfirmed) is `<lease id hex>_<generation>`.
 ///
 /// ```
-/// assert_eq!(distlock_etcd::layout::queue_key("p/x/", 0x694d), "p/x/694d");
+/// use distlock_etcd::layout::queue_key;
+/// assert_eq!(queue_key("p/x/", 0x694d, 0), "p/x/694d");
+/// assert_eq!(queue_key("p/x/", 0x694d, 2), "p/x/694d_2");
 /// ```
-pub fn queue_key(queue_prefix: &str, lease: i64) -> String {
-    format!("{queue_prefix}{lease:x}")
+pub fn queue_key(queue_prefix: &str, lease: i64, generation: u32) -> String {
+    match generation {
+        0 => format!("{queue_prefix}{lease:x}"),
+        n => format!("{queue_prefix}{lease:x}_{n}"),
+    }
 }
 
 /// Whether `key` is in the queue at `queue_prefix`: `<queue_prefix><lease id hex>`, not a key of
@@ -43,19 +52,23 @@ pub fn is_queue_key(queue_prefix: &str, key: &[u8]) -> bool {
     key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|rest| !rest.is_empty() && !rest.contains(&b'/'))
 }
 
-/// The lock name and lease of a queue key under `root` (`<prefix>/`, or empty without a
-/// prefix): `None` for any other key (a release marker, a foreign key).
+/// The lock name and entry (`<lease id hex>` or `<lease id hex>_<generation>`) of a queue key
+/// under `root` (`<prefix>/`, or empty without a prefix): `None` for any other key (a release
+/// marker, a foreign key).
 ///
 /// ```
 /// use distlock_etcd::layout::lock_of;
 /// assert_eq!(lock_of("p/", "p/jobs/nightly/694d"), Some(("jobs/nightly", "694d")));
+/// assert_eq!(lock_of("p/", "p/jobs/694d_1"), Some(("jobs", "694d_1")));
 /// assert_eq!(lock_of("p/", "p//released/jobs//694d"), None);
 /// ```
 pub fn lock_of<'k>(root: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    let (name, lease) = key.strip_prefix(root)?.rsplit_once('/')?;
+    let (name, entry) = key.strip_prefix(root)?.rsplit_once('/')?;
+    let (lease, generation) = entry.split_once('_').unwrap_or((entry, "1"));
     let is_lease = !lease.is_empty() && lease.len() <= 16 && lease.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_generation = !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit());
     let is_name = !name.is_empty() && name.split('/').all(|segment| !segment.is_empty());
-    (is_lease && is_name).then_some((name, lease))
+    (is_lease && is_generation && is_name).then_some((name, entry))
 }
 
 /// Where the release markers live: `<prefix>//released/`, or `/released/` without a prefix.
@@ -70,15 +83,15 @@ pub fn release_marker_prefix(prefix: &str) -> String {
     }
 }
 
-/// The release marker of the session with lease `lease_hex` for lock `name`:
-/// `<prefix>//released/<name>//<lease_hex>`. Lock names have no empty segment, so the `//` keeps
-/// every (name, lease) pair apart.
+/// The release marker of the queue entry `entry` (the last segment of its key, `<lease id hex>`
+/// or `<lease id hex>_<generation>`) of lock `name`: `<prefix>//released/<name>//<entry>`. Lock
+/// names have no empty segment, so the `//` keeps every (name, entry) pair apart.
 ///
 /// ```
 /// assert_eq!(distlock_etcd::layout::release_marker("p", "jobs", "694d"), "p//released/jobs//694d");
 /// ```
-pub fn release_marker(prefix: &str, name: &str, lease_hex: &str) -> String {
-    format!("{}{name}//{lease_hex}", release_marker_prefix(prefix))
+pub fn release_marker(prefix: &str, name: &str, entry: &str) -> String {
+    format!("{}{name}//{entry}", release_marker_prefix(prefix))
 }
 
 #[cfg(test)]
@@ -101,7 +114,10 @@ mod tests {
     #[test]
     fn queue_keys_name_their_lock_and_markers_name_none() {
         let root = "p/";
-        assert_eq!(lock_of(root, &queue_key(&queue_prefix("p", "a/b"), 0xff)), Some(("a/b", "ff")));
+        assert_eq!(lock_of(root, &queue_key(&queue_prefix("p", "a/b"), 0xff, 0)), Some(("a/b", "ff")));
+        assert_eq!(lock_of(root, &queue_key(&queue_prefix("p", "a/b"), 0xff, 3)), Some(("a/b", "ff_3")));
+        assert_eq!(lock_of(root, "p/a/ff_"), None);
+        assert_eq!(lock_of(root, "p/a/ff_x"), None);
         assert_eq!(lock_of(root, &release_marker("p", "a", "ff")), None);
         assert_eq!(lock_of(root, "p/a/not-hex"), None);
         assert_eq!(lock_of(root, "q/a/ff"), None);

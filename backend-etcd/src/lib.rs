@@ -52,6 +52,7 @@ mod config;
 mod election;
 mod errors;
 mod hold;
+mod key_generations;
 pub mod layout;
 mod place;
 mod queue;

@@ -1,8 +1,8 @@
 //! The waiter's watch on its predecessor's release marker. A holder's release writes its own
-//! marker (`<prefix>//released/<name>//<lease id hex>`) in the Txn that deletes its key. The
-//! waiter behind it watches that marker beside the key itself: a write of the marker after the
-//! key's creation is that key's release by its holder, so nothing older is left and the waiter
-//! is first, with no request after the release.
+//! marker (`<prefix>//released/<name>//<entry>`, the entry being its key's last segment) in the
+//! Txn that deletes its key. The waiter behind it watches that marker beside the key itself: a
+//! write of the marker after the key's creation is that key's release by its holder, so nothing
+//! older is left and the waiter is first, with no request after the release.
 //!
 //! The two events of that revision come to two watches, in no set order (etcd notifies a
 //! revision's watchers by walking a map). A deletion heard first waits up to [`MARKER_GRACE`] for
@@ -31,8 +31,8 @@ pub(crate) const MARKER_GRACE: Duration = Duration::from_millis(2);
 
 /// The release marker of the queue key `key` in `place`'s queue (the key's holder writes it).
 pub(crate) fn marker_of(place: &Place, key: &str) -> Option<String> {
-    let lease_hex = key.strip_prefix(place.queue_prefix.as_str())?;
-    Some(place.session.config.release_marker(place.name.as_str(), lease_hex))
+    let entry = key.strip_prefix(place.queue_prefix.as_str())?;
+    Some(place.session.config.release_marker(place.name.as_str(), entry))
 }
 
 /// A watch on the predecessor's release marker, if the session has one, or is opening one.

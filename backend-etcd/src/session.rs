@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::EtcdConfig;
 use crate::errors::{is_lease_not_found, is_transient, request_error};
+use crate::key_generations::KeyGenerations;
 use crate::watch::WatchCache;
 use crate::watch_hub::WatchHub;
 
@@ -43,6 +44,8 @@ pub(crate) struct EtcdSession {
     /// The lock queues where the session met others lately: it reads the queue when it joins
     /// them, and elsewhere first asks only whether the queue is empty.
     pub(crate) contention: RecentContention,
+    /// The queues whose keys moved to a new generation after a release went unconfirmed.
+    pub(crate) key_generations: KeyGenerations,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -94,6 +97,7 @@ impl EtcdSession {
             watches: WatchCache::default(),
             markers: ReleaseRecords::default(),
             contention: RecentContention::default(),
+            key_generations: KeyGenerations::default(),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(

@@ -101,7 +101,7 @@ async fn fence_makes_a_write_conditional_on_holding() {
     client.delete(key, None).await.expect("cleanup");
 }
 
-/// A holder whose key was first from its creation releases with the fenced delete alone (two
+/// A holder whose key was first from its creation releases with a plain delete alone (two
 /// requests a lock, no release marker): every waiter behind it read it as the owner, and such
 /// a waiter is first on the key's deletion. A holder that waited writes its marker, for a
 /// waiter that read it as a waiter, and that waiter is served on it.
@@ -128,7 +128,7 @@ async fn only_a_holder_that_waited_writes_a_release_marker() {
 
     let before = a.backend().requests();
     a.lock("marked").await.expect("a locks, alone").release().await.expect("a releases");
-    assert_eq!(a.backend().requests() - before, 2, "a Txn to take the lock, a Txn to release it");
+    assert_eq!(a.backend().requests() - before, 2, "a Txn to take the lock, a delete to release it");
     assert_eq!(markers().await, Vec::<String>::new(), "a was first from its creation: no marker");
 
     let held = a.lock("marked").await.expect("a locks, alone");
@@ -191,6 +191,67 @@ async fn an_uncontended_lock_costs_one_request_to_take_and_one_to_release() {
     assert_eq!(cheap().await, (2, 1), "its key is in the range: the reading Txn follows");
     assert_eq!(cheap().await, (1, 1), "and goes first while the range is shared");
     nested.release().await.expect("release");
+}
+
+/// A holder with no marker to write releases with a plain delete. If its reply is lost, the
+/// delete may still be applied later; the session then queues for that lock under a new key, so
+/// the lost delete, applied after the next hold began, removes nothing of it.
+#[tokio::test]
+async fn a_lost_release_reply_moves_the_lock_to_a_new_key_that_the_late_delete_cannot_remove() {
+    let h = harness().await;
+    let endpoints = &shared::etcd().await.endpoints;
+    let proxies = distlock_tests::ProxySet::start(endpoints).await.expect("proxies");
+    let locks = h
+        .builder(&proxies.endpoints())
+        .request_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect through the proxies");
+    let mut admin = distlock_tests::etcd::connect(endpoints).await.expect("an admin client");
+    let name = distlock_core::LockName::new("lost-release").expect("name");
+    let reader = admin.clone();
+    let exists = |key: String| {
+        let mut admin = reader.clone();
+        async move { !admin.get(key, None).await.expect("read").kvs().is_empty() }
+    };
+
+    let first = locks.lock("lost-release").await.expect("lock");
+    let old_key = locks.backend().lock_key(&name);
+    assert!(old_key.ends_with(&format!("/{:x}", locks.backend().lease_id())), "Go's key: {old_key}");
+    // The server applies the release's delete; the client hears nothing until its connections
+    // are reset, then retries.
+    proxies.set_mode(distlock_tests::ProxyMode::DropReplies);
+    let release = tokio::spawn(first.release());
+    wait_for("the server to apply the release", BOUND, || {
+        let exists = exists(old_key.clone());
+        async move {
+            if exists.await {
+                Err(())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await
+    .expect("the delete applied");
+    proxies.reset_connections();
+    // Confirmed by the fenced retry, or reported unconfirmed: either way the lock moved.
+    let _ = timeout(BOUND, release).await.expect("the release ends").expect("its task");
+
+    let new_key = locks.backend().lock_key(&name);
+    assert_eq!(new_key, format!("{old_key}_1"), "the next key is of the next generation");
+    let second = locks.lock("lost-release").await.expect("lock again");
+    assert!(exists(new_key.clone()).await, "the new hold's key");
+    // The lost delete, applied late.
+    admin.delete(old_key.as_str(), None).await.expect("a late delete of the old key");
+    let mut client = locks.backend().client();
+    let data = format!("{}-data/lost-release", h.prefix());
+    let write = Txn::new().when([locks.backend().fence(&second)]).and_then([TxnOp::put(data.as_str(), "x", None)]);
+    assert!(client.txn(write).await.expect("txn").succeeded(), "the new hold still fences");
+    assert!(exists(new_key.clone()).await && second.is_held(), "the late delete left the new hold alone");
+    second.release().await.expect("release");
+    assert!(!exists(new_key).await, "released");
+    admin.delete(data, None).await.expect("cleanup");
 }
 
 #[tokio::test]

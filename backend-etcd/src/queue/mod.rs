@@ -16,7 +16,8 @@
 //!
 //! A holder whose key was first from its creation writes no marker: no key can appear below it
 //! later, so every waiter behind it read it as the owner, and for such a waiter the key's
-//! deletion alone means it is first. An uncontended lock's release is then the fenced delete.
+//! deletion alone means it is first. An uncontended lock's release is then a plain delete
+//! ([`crate::key_generations`] says why that is safe).
 //!
 //! This module queues ([`enqueue`]) and leaves the queue; [`wait`] waits until the recipe's
 //! grant rule grants our place (the exclusive rule of the lock and the election: first in the
@@ -145,9 +146,13 @@ impl Drop for KeyCleanup {
     }
 }
 
-/// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`.
+/// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`, with a
+/// generation suffix where one of its releases there went unconfirmed
+/// ([`crate::key_generations`]).
 pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
-    crate::layout::queue_key(&session.config.lock_prefix(name.as_str()), session.lease)
+    let queue_prefix = session.config.lock_prefix(name.as_str());
+    let generation = session.key_generations.current(&queue_prefix);
+    crate::layout::queue_key(&queue_prefix, session.lease, generation)
 }
 
 /// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
@@ -281,12 +286,9 @@ async fn queue_alone(
     key: &str,
     value: &[u8],
 ) -> Result<Option<i64>, LockError> {
+    // Over the range, ours included: every key in it has create revision 0, so none exists.
     let txn = Txn::new()
-        .when([
-            Compare::create_revision(key, CompareOp::Equal, 0),
-            // Over a range: every key in it has create revision 0, so none exists.
-            Compare::create_revision(queue_prefix, CompareOp::Equal, 0).with_range(range_end(queue_prefix)),
-        ])
+        .when([Compare::create_revision(queue_prefix, CompareOp::Equal, 0).with_range(range_end(queue_prefix))])
         .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(session.lease)))]);
     let response = session.txn("queue for the lock", txn).await?;
     Ok(response.succeeded().then(|| revision_of(&response)))
