@@ -18,6 +18,7 @@ use etcd_client::{Client, EventType, GetOptions, KeyValue, SortOrder, SortTarget
 
 use crate::errors::request_error;
 use crate::layout::is_queue_key;
+use crate::session::EtcdSession;
 
 /// The candidates of one election's queue, by create revision.
 #[derive(Debug, Default)]
@@ -49,23 +50,25 @@ impl Candidates {
 }
 
 /// Reads the queue under `queue_prefix` with values: the candidates and the read's revision.
-async fn read_candidates(client: &Client, endpoints: &str, queue_prefix: &str) -> Result<(Candidates, i64), LockError> {
+async fn read_candidates(
+    mut kv: etcd_client::KvClient,
+    queue_prefix: String,
+) -> Result<(Candidates, i64), etcd_client::Error> {
     let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
-    let response = client
-        .kv_client()
-        .get(queue_prefix, Some(options))
-        .await
-        .map_err(|e| request_error("read the election's candidates", endpoints, e))?;
+    let response = kv.get(queue_prefix.as_str(), Some(options)).await?;
     let mut candidates = Candidates::default();
-    for kv in response.kvs().iter().filter(|kv| is_queue_key(queue_prefix, kv.key())) {
+    for kv in response.kvs().iter().filter(|kv| is_queue_key(&queue_prefix, kv.key())) {
         candidates.put(kv);
     }
     Ok((candidates, response.header().map(|h| h.revision()).unwrap_or_default()))
 }
 
-/// The leader of the election whose queue is `queue_prefix`: one read.
-pub(crate) async fn leader(client: &Client, endpoints: &str, queue_prefix: &str) -> Result<Option<Leader>, LockError> {
-    Ok(read_candidates(client, endpoints, queue_prefix).await?.0.leader())
+/// The leader of the election whose queue is `queue_prefix`: one read, retried as the session's
+/// requests are (an endpoint that is down, a reset connection).
+pub(crate) async fn leader(session: &EtcdSession, queue_prefix: &str) -> Result<Option<Leader>, LockError> {
+    let read = session
+        .request("read the election's candidates", &session.kv, |kv| read_candidates(kv, queue_prefix.to_owned()));
+    Ok(read.await?.0.leader())
 }
 
 /// Follows one election's leader (see the module's comment).
@@ -96,7 +99,9 @@ impl LeaderWatch {
 
     /// Reads the queue afresh (at the start, and after a compaction of the history).
     async fn read(&mut self) -> Result<(), LockError> {
-        let (candidates, revision) = read_candidates(&self.client, &self.endpoints, &self.queue_prefix).await?;
+        let read = read_candidates(self.client.kv_client(), self.queue_prefix.clone()).await;
+        let (candidates, revision) =
+            read.map_err(|e| request_error("read the election's candidates", &self.endpoints, e))?;
         self.candidates = candidates;
         self.seen = Some(revision);
         self.heard.push_back(self.candidates.leader());

@@ -289,8 +289,7 @@ impl LockBackend for EtcdBackend {
 
     async fn leader(&self, name: &LockName) -> Result<Option<Leader>, LockError> {
         let prefix = self.config.lock_prefix(name.as_str());
-        self.current().count();
-        election::leader(&self.client, &self.config.endpoints_label(), &prefix).await
+        election::leader(&self.current(), &prefix).await
     }
 
     async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {

@@ -65,25 +65,41 @@ impl std::fmt::Debug for EtcdSession {
 }
 
 impl EtcdSession {
-    /// Grants a lease and starts its keepalive.
+    /// Grants a lease and starts its keepalive. A grant that fails on the way (an endpoint that
+    /// is down, a connection reset) is tried again within three request timeouts, as every
+    /// request is: with one member of three down, the next attempt goes to another. A grant
+    /// that was applied but unanswered leaves a lease with nothing on it, which expires.
     pub(crate) async fn open(
         client: Client,
         config: Arc<EtcdConfig>,
         requests: Arc<AtomicU64>,
     ) -> Result<Arc<Self>, LockError> {
         let ttl = config.ttl;
-        let sent = Instant::now();
-        let mut lease_client = client.lease_client();
-        let grant = tokio::time::timeout(config.request_timeout, lease_client.grant(ttl.as_secs() as i64, None))
-            .await
-            .map_err(|_| LockError::Unreachable {
-                endpoints: config.endpoints_label(),
-                what: format!("grant a lease (no answer within {:?})", config.request_timeout),
-                source: None,
-            })?
-            .map_err(|e| request_error("grant a lease", &config.endpoints_label(), e))?;
-        requests.fetch_add(1, Ordering::Relaxed);
         let life = Arc::new(SessionLife::new("etcd", ttl));
+        let mut sent = Instant::now();
+        let grant = retry_request(
+            &life,
+            RetryPolicy::new(config.request_timeout),
+            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
+            |e| match e {
+                Some(e) => request_error("grant a lease", &config.endpoints_label(), e),
+                None => LockError::Unreachable {
+                    endpoints: config.endpoints_label(),
+                    what: format!("grant a lease (no answer within {:?})", config.request_timeout),
+                    source: None,
+                },
+            },
+            || {
+                requests.fetch_add(1, Ordering::Relaxed);
+            },
+            || {
+                sent = Instant::now();
+                let mut leases = client.lease_client();
+                async move { leases.grant(ttl.as_secs() as i64, None).await }
+            },
+            "grant a lease",
+        )
+        .await?;
         life.renewed(sent);
         let session = Arc::new(EtcdSession {
             hub: WatchHub::new(client.clone()),

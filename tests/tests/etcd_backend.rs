@@ -35,6 +35,27 @@ async fn connect_by_url_and_refuse_unreachable_endpoints_quickly() {
     assert!(started.elapsed() < Duration::from_secs(12), "bounded by the connect timeout: {:?}", started.elapsed());
 }
 
+/// A member that is down, listed beside a live one (one member of three stopped for an upgrade):
+/// connecting, locking, the election's reads and inspecting all work, each request that the
+/// client's balancer sends to the dead endpoint tried again on the live one.
+#[tokio::test]
+async fn an_endpoint_that_is_down_beside_a_live_one_fails_no_call() {
+    let h = harness().await;
+    let live = shared::etcd().await.endpoints.join(",");
+    let dead = format!("127.0.0.1:{}", distlock_tests::ports::free_port());
+    let url = format!("etcd://{dead},{live}/{}?ttl=2s", h.prefix());
+    let locks =
+        timeout(BOUND, distlock::connect(&url)).await.expect("bounded").expect("connect with one endpoint down");
+    for _ in 0..20 {
+        locks.lock("one-down").await.expect("lock").release().await.expect("release");
+    }
+    let leadership = locks.campaign("one-down-election", "me").await.expect("campaign");
+    let leader = locks.leader("one-down-election").await.expect("read the leader").expect("a leader");
+    assert_eq!((leader.value.as_str(), leader.term), ("me", leadership.term()));
+    leadership.resign().await.expect("resign");
+    assert!(locks.inspect("one-down").await.expect("inspect").holder.is_none(), "released");
+}
+
 /// Starts `etcdctl lock NAME` and returns it once it printed that it holds the lock.
 async fn etcdctl_lock(endpoints: &[String], name: &str) -> tokio::process::Child {
     let mut child = tokio::process::Command::new("etcdctl")
