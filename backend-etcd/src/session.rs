@@ -179,24 +179,37 @@ impl EtcdSession {
     }
 
     /// Revokes the lease (the session's life already ended as closed): the server deletes every
-    /// key on it, ours in every queue and our release markers, in one request. A lease already
-    /// gone counts as revoked.
+    /// key on it, ours in every queue and our release markers, in one request, retried as every
+    /// request is (a revoke applied twice finds the lease gone, which counts as revoked).
     pub(crate) async fn revoke(&self) -> Result<(), LockError> {
         let timeout = self.config.request_timeout;
-        let mut leases = self.client.lease_client();
-        self.count();
-        match tokio::time::timeout(timeout, leases.revoke(self.lease)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if is_lease_not_found(&e) => {}
-            Ok(Err(e)) => return Err(request_error("revoke the session's lease", &self.config.endpoints_label(), e)),
-            Err(_) => {
-                return Err(LockError::Unreachable {
+        // The session's own life has ended, and requests stop with it; the revoke outlives it.
+        let revoking = SessionLife::new("etcd", self.config.ttl);
+        let revoked = retry_request(
+            &revoking,
+            RetryPolicy::new(timeout),
+            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
+            |e| match e {
+                Some(e) => request_error("revoke the session's lease", &self.config.endpoints_label(), e),
+                None => LockError::Unreachable {
                     endpoints: self.config.endpoints_label(),
                     what: format!("revoke the session's lease (no answer within {timeout:?}; it ends with its TTL)"),
                     source: None,
-                })
-            }
-        }
+                },
+            },
+            || self.count(),
+            || {
+                let (mut leases, lease) = (self.client.lease_client(), self.lease);
+                async move {
+                    match leases.revoke(lease).await {
+                        Err(e) if is_lease_not_found(&e) => Ok(()),
+                        other => other.map(drop),
+                    }
+                }
+            },
+            "revoke the session's lease",
+        );
+        revoked.await?;
         tracing::info!(lease = format!("{:x}", self.lease), "etcd session closed: lease revoked");
         Ok(())
     }
