@@ -24,7 +24,7 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "    installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q debootstrap >/dev/null
+  $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q debootstrap >/dev/null
 fi
 
 started=$(date +%s)

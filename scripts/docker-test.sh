@@ -20,7 +20,7 @@ else
     echo "    installing docker-compose"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q docker-compose >/dev/null
+    $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q docker-compose >/dev/null
   fi
   compose=(docker-compose -p "$project")
 fi
@@ -77,7 +77,9 @@ suites() {
     cargo test -q -p distlock-tests --all-features --test conformance_etcd_cluster --test conformance_zk_ensemble
 }
 
-echo "--> docker/base-image.sh"
+echo "--> ${compose[*]} config -q"
+"${compose[@]}" config -q
+step "docker/base-image.sh"
 docker/base-image.sh
 step "${compose[*]} build"
 "${compose[@]}" build -q

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, then formatting, lints, the quickstart's
 # build without protoc, the docs, every test with every feature (the tests start their own etcd
-# and ZooKeeper servers), the quickstart, and the crates' packages.
+# and ZooKeeper servers), the quickstart, the suites against docker-compose.yml's containers
+# (where a Docker engine runs), and the crates' packages.
 # Afterwards it checks that no server process of the tests is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Docker engine, if installed but not running (the compose file's containers need it).
+if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  echo "==> starting dockerd"
+  (dockerd >/tmp/distlock-dockerd.log 2>&1 &)
+  for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
@@ -14,6 +21,10 @@ command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)  # the Curat
 [ -f /usr/share/java/curator-recipes.jar ] || missing+=(libcurator-recipes-java)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # test certificates for etcd over TLS
+if docker info >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)  # the base image, without a registry
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=""
@@ -68,26 +79,33 @@ cargo test --workspace --all-features || status=$?
 echo "==> quickstart (mem://, no server)"
 cargo run -q --example quickstart >/dev/null || status=$?
 
-# The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_ETCD and
-# DISTLOCK_TEST_ZK. Here they are started natively by the harness's test_servers helper.
-echo "==> against servers named by DISTLOCK_TEST_ETCD / DISTLOCK_TEST_ZK"
-cargo build -q -p distlock-tests --bin test_servers
-coproc SERVERS { exec target/debug/test_servers; }
-read -r -t 90 etcd_line <&"${SERVERS[0]}" || true
-read -r -t 90 zk_line <&"${SERVERS[0]}" || true
-if [[ "$etcd_line" == DISTLOCK_TEST_ETCD=* && "$zk_line" == DISTLOCK_TEST_ZK=* ]]; then
-  export "$etcd_line" "$zk_line"
-  echo "    $etcd_line $zk_line"
-  cargo test -q -p distlock-tests --all-features --test conformance_etcd --test conformance_zk --test smoke_etcd --test smoke_zk || status=$?
-  cargo run -q --example quickstart --features etcd,zookeeper -- "etcd://$DISTLOCK_TEST_ETCD/quickstart" >/dev/null || status=$?
-  cargo run -q --example quickstart --features etcd,zookeeper -- "zk://$DISTLOCK_TEST_ZK/quickstart" >/dev/null || status=$?
-  unset DISTLOCK_TEST_ETCD DISTLOCK_TEST_ZK
+# The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_* variables.
+# With a Docker engine: the compose file's own containers, built from docker/ (scripts/docker-test.sh).
+# Without one: servers started natively by the harness's test_servers helper.
+if docker info >/dev/null 2>&1; then
+  echo "==> against the containers of docker-compose.yml (scripts/docker-test.sh)"
+  scripts/docker-test.sh || status=1
 else
-  echo "test_servers did not start the servers"
-  status=1
+  echo "==> no Docker engine here ('docker info' failed): the compose file's containers are not tested;"
+  echo "    the same suites run against natively started servers named by DISTLOCK_TEST_ETCD / DISTLOCK_TEST_ZK"
+  cargo build -q -p distlock-tests --bin test_servers
+  coproc SERVERS { exec target/debug/test_servers; }
+  read -r -t 90 etcd_line <&"${SERVERS[0]}" || true
+  read -r -t 90 zk_line <&"${SERVERS[0]}" || true
+  if [[ "$etcd_line" == DISTLOCK_TEST_ETCD=* && "$zk_line" == DISTLOCK_TEST_ZK=* ]]; then
+    export "$etcd_line" "$zk_line"
+    echo "    $etcd_line $zk_line"
+    cargo test -q -p distlock-tests --all-features --test conformance_etcd --test conformance_zk --test smoke_etcd --test smoke_zk || status=$?
+    cargo run -q --example quickstart --features etcd,zookeeper -- "etcd://$DISTLOCK_TEST_ETCD/quickstart" >/dev/null || status=$?
+    cargo run -q --example quickstart --features etcd,zookeeper -- "zk://$DISTLOCK_TEST_ZK/quickstart" >/dev/null || status=$?
+    unset DISTLOCK_TEST_ETCD DISTLOCK_TEST_ZK
+  else
+    echo "test_servers did not start the servers"
+    status=1
+  fi
+  eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
+  wait "$SERVERS_PID" 2>/dev/null || true
 fi
-eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
-wait "$SERVERS_PID" 2>/dev/null || true
 
 echo "==> the crates package for crates.io (each verified to build from its package alone)"
 # cargo verifies each crate against the others' packages through a local registry, and treats a
