@@ -64,6 +64,45 @@ impl std::fmt::Debug for EtcdSession {
     }
 }
 
+/// Runs `attempt` (one request to etcd) as [`EtcdSession::request`] says, while `life` lasts: the
+/// retries, their budget and the errors, for the session's requests and for the grant and the
+/// revoke that begin and end a session.
+async fn retried<T, Fut>(
+    config: &EtcdConfig,
+    life: &SessionLife,
+    op: &str,
+    count: impl Fn(),
+    attempt: impl FnMut() -> Fut,
+) -> Result<T, LockError>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let timeout = config.request_timeout;
+    retry_request(
+        life,
+        RetryPolicy::new(timeout),
+        |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
+        |e| match e {
+            // A request that names our lease (a put in the queue Txn, a keepalive) fails this
+            // way once the server expired it: the session is over, whatever the op.
+            Some(e) if is_lease_not_found(&e) => {
+                life.expire();
+                LockError::SessionExpired { during: op.to_owned() }
+            }
+            Some(e) => request_error(op, &config.endpoints_label(), e),
+            None => LockError::Unreachable {
+                endpoints: config.endpoints_label(),
+                what: format!("{op} (no answer within {timeout:?})"),
+                source: None,
+            },
+        },
+        count,
+        attempt,
+        op,
+    )
+    .await
+}
+
 impl EtcdSession {
     /// Grants a lease and starts its keepalive. A grant that fails on the way (an endpoint that
     /// is down, a connection reset) is tried again within three request timeouts, as every
@@ -77,18 +116,10 @@ impl EtcdSession {
         let ttl = config.ttl;
         let life = Arc::new(SessionLife::new("etcd", ttl));
         let mut sent = Instant::now();
-        let grant = retry_request(
+        let grant = retried(
+            &config,
             &life,
-            RetryPolicy::new(config.request_timeout),
-            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
-            |e| match e {
-                Some(e) => request_error("grant a lease", &config.endpoints_label(), e),
-                None => LockError::Unreachable {
-                    endpoints: config.endpoints_label(),
-                    what: format!("grant a lease (no answer within {:?})", config.request_timeout),
-                    source: None,
-                },
-            },
+            "grant a lease",
             || {
                 requests.fetch_add(1, Ordering::Relaxed);
             },
@@ -97,7 +128,6 @@ impl EtcdSession {
                 let mut leases = client.lease_client();
                 async move { leases.grant(ttl.as_secs() as i64, None).await }
             },
-            "grant a lease",
         )
         .await?;
         life.renewed(sent);
@@ -143,30 +173,7 @@ impl EtcdSession {
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let timeout = self.config.request_timeout;
-        retry_request(
-            &self.life,
-            RetryPolicy::new(timeout),
-            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
-            |e| match e {
-                // A request that names our lease (a put in the queue Txn, a keepalive) fails
-                // this way once the server expired it: the session is over, whatever the op.
-                Some(e) if is_lease_not_found(&e) => {
-                    self.life.expire();
-                    LockError::SessionExpired { during: op.to_owned() }
-                }
-                Some(e) => request_error(op, &self.config.endpoints_label(), e),
-                None => LockError::Unreachable {
-                    endpoints: self.config.endpoints_label(),
-                    what: format!("{op} (no answer within {timeout:?})"),
-                    source: None,
-                },
-            },
-            || self.count(),
-            || attempt(client.clone()),
-            op,
-        )
-        .await
+        retried(&self.config, &self.life, op, || self.count(), || attempt(client.clone())).await
     }
 
     /// One Txn through [`EtcdSession::request`].
@@ -182,21 +189,12 @@ impl EtcdSession {
     /// key on it, ours in every queue and our release markers, in one request, retried as every
     /// request is (a revoke applied twice finds the lease gone, which counts as revoked).
     pub(crate) async fn revoke(&self) -> Result<(), LockError> {
-        let timeout = self.config.request_timeout;
         // The session's own life has ended, and requests stop with it; the revoke outlives it.
         let revoking = SessionLife::new("etcd", self.config.ttl);
-        let revoked = retry_request(
+        let revoked = retried(
+            &self.config,
             &revoking,
-            RetryPolicy::new(timeout),
-            |e| if is_transient(e) { Attempt::Transient(()) } else { Attempt::Fatal(()) },
-            |e| match e {
-                Some(e) => request_error("revoke the session's lease", &self.config.endpoints_label(), e),
-                None => LockError::Unreachable {
-                    endpoints: self.config.endpoints_label(),
-                    what: format!("revoke the session's lease (no answer within {timeout:?}; it ends with its TTL)"),
-                    source: None,
-                },
-            },
+            "revoke the session's lease",
             || self.count(),
             || {
                 let (mut leases, lease) = (self.client.lease_client(), self.lease);
@@ -207,7 +205,6 @@ impl EtcdSession {
                     }
                 }
             },
-            "revoke the session's lease",
         );
         revoked.await?;
         tracing::info!(lease = format!("{:x}", self.lease), "etcd session closed: lease revoked");
