@@ -242,6 +242,9 @@ impl Drop for EtcdSession {
     }
 }
 
+/// How many keepalive streams in a row may fail before the session counts as suspended.
+const QUICK_RETRIES: u32 = 3;
+
 /// Keeps the lease alive while the session lives (the session aborts it when dropped): one
 /// keepalive every TTL/3 on one stream; reopens the stream after errors; reports renewals,
 /// expiry and silence through [`SessionLife`].
@@ -252,6 +255,21 @@ async fn keep_alive(
     request_timeout: Duration,
 ) {
     let interval = life.clock().ttl() / 3;
+    // Streams that failed in a row, since the last renewal. The first failures are tried again
+    // at once: with one member of several down, a stream the channel put on the dead member
+    // fails at once and the next goes to a live one. The session counts as suspended only when
+    // the failures go on and no renewal came for a while (a second, or one keepalive interval
+    // if shorter): a session just renewed is not out of touch because one member is down.
+    let mut failures = 0u32;
+    let broken = |failures: &mut u32| {
+        *failures += 1;
+        let clock = life.clock();
+        let last_renewal = clock.deadline() + clock.margin() - clock.ttl();
+        if *failures > QUICK_RETRIES && last_renewal.elapsed() > interval.min(Duration::from_secs(1)) {
+            life.suspended();
+        }
+        Duration::from_millis(if *failures > QUICK_RETRIES { 200 } else { 10 })
+    };
     let renew = async {
         loop {
             let opened = tokio::time::timeout(request_timeout, leases.keep_alive(lease)).await;
@@ -262,8 +280,7 @@ async fn keep_alive(
                     return;
                 }
                 Ok(Err(_)) | Err(_) => {
-                    life.suspended();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(broken(&mut failures)).await;
                     continue;
                 }
             };
@@ -288,6 +305,7 @@ async fn keep_alive(
                             }
                             if let Some(sent) = sent {
                                 life.renewed(sent);
+                                failures = 0;
                             }
                         }
                         Ok(None) | Err(_) => break,
@@ -295,8 +313,7 @@ async fn keep_alive(
                 }
             }
             tracing::debug!(lease = format!("{lease:x}"), "etcd keepalive stream broken; reopening");
-            life.suspended();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(broken(&mut failures)).await;
         }
     };
     tokio::select! {

@@ -93,7 +93,12 @@ impl Faults for EtcdFaults {
     async fn drop_next_reply(&self) {
         // Swallow replies until the server has created this client's key, then reset the
         // connections: the client's Txn was applied, but it never heard so.
-        let suffix = format!("/{:x}", self.locks.backend().lease_id());
+        // Our key: its last segment is our lease id, with a key generation after it if one of
+        // our releases went unconfirmed (`<lease hex>_<n>`, see distlock_etcd::layout).
+        let lease = format!("{:x}", self.locks.backend().lease_id());
+        let ours = move |key: &str| {
+            key.rsplit_once('/').is_some_and(|(_, entry)| entry.split('_').next() == Some(lease.as_str()))
+        };
         let mut admin = self.admin.clone();
         let mut stream = admin
             .watch(format!("{}/", self.prefix), Some(WatchOptions::new().with_prefix()))
@@ -104,8 +109,7 @@ impl Faults for EtcdFaults {
         tokio::spawn(async move {
             while let Ok(Some(response)) = stream.message().await {
                 let created = response.events().iter().any(|e| {
-                    e.event_type() == EventType::Put
-                        && e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| k.ends_with(&suffix))
+                    e.event_type() == EventType::Put && e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(&ours)
                 });
                 if created {
                     // Counted first: the client may hear of the reset and finish before this task runs on.

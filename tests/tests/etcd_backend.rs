@@ -35,19 +35,29 @@ async fn connect_by_url_and_refuse_unreachable_endpoints_quickly() {
     assert!(started.elapsed() < Duration::from_secs(12), "bounded by the connect timeout: {:?}", started.elapsed());
 }
 
-/// A member that is down, listed beside a live one (one member of three stopped for an upgrade):
+/// Members that are down, listed beside a live one (members stopped for an upgrade):
 /// connecting, locking, the election's reads and inspecting all work, each request that the
-/// client's balancer sends to the dead endpoint tried again on the live one.
+/// client's balancer sends to the dead endpoint tried again on the live one, and the session
+/// stays connected.
 #[tokio::test]
-async fn an_endpoint_that_is_down_beside_a_live_one_fails_no_call() {
+async fn endpoints_that_are_down_beside_a_live_one_fail_no_call() {
     let h = harness().await;
     let live = shared::etcd().await.endpoints.join(",");
-    let dead = format!("127.0.0.1:{}", distlock_tests::ports::free_port());
-    let url = format!("etcd://{dead},{live}/{}?ttl=2s", h.prefix());
+    // Two dead members: one refuses connections; one accepts them and closes them at once, as a
+    // proxy or load balancer in front of a stopped member does (the client keeps trying it).
+    let refusing = format!("127.0.0.1:{}", distlock_tests::ports::free_port());
+    let nothing_behind = format!("127.0.0.1:{}", distlock_tests::ports::free_port()).parse().expect("an address");
+    let closing = distlock_tests::TcpProxy::start(nothing_behind).await.expect("a proxy to nowhere");
+    let url = format!("etcd://{refusing},{},{live}/{}?ttl=2s", closing.endpoint(), h.prefix());
     let locks =
         timeout(BOUND, distlock::connect(&url)).await.expect("bounded").expect("connect with one endpoint down");
     for _ in 0..20 {
         locks.lock("one-down").await.expect("lock").release().await.expect("release");
+        assert_eq!(
+            locks.session_state(),
+            distlock_core::SessionState::Connected,
+            "one member down is not out of touch"
+        );
     }
     let leadership = locks.campaign("one-down-election", "me").await.expect("campaign");
     let leader = locks.leader("one-down-election").await.expect("read the leader").expect("a leader");
