@@ -76,6 +76,14 @@ suites() {
   DISTLOCK_TEST_ETCD_CLUSTER=$etcd DISTLOCK_TEST_ZK_CLUSTER=$zk \
     cargo test -q -p distlock-tests --all-features --test conformance_etcd_cluster --test conformance_zk_ensemble
 }
+# The quickstart on both URLs; both run, whichever fails.
+quickstarts() {
+  local failed=0 url
+  for url in "etcd://$etcd/quickstart" "zk://$zk/quickstart"; do
+    cargo run -q --example quickstart --features etcd,zookeeper -- "$url" >/dev/null || failed=1
+  done
+  return $failed
+}
 
 echo "--> ${compose[*]} config -q"
 "${compose[@]}" config -q
@@ -92,8 +100,7 @@ suites || status=1
 DISTLOCK_TEST_ETCD=$etcd DISTLOCK_TEST_ZK=$zk \
   cargo test -q -p distlock-tests --all-features --test smoke_etcd --test smoke_zk -- shared_ four_letter \
   || status=1
-cargo run -q --example quickstart --features etcd,zookeeper -- "etcd://$etcd/quickstart" >/dev/null || status=1
-cargo run -q --example quickstart --features etcd,zookeeper -- "zk://$zk/quickstart" >/dev/null || status=1
+quickstarts || status=1
 after="$(etcd_revision) $(zk_zxid)"
 echo "    etcd revision and ZooKeeper zxid before: $before, after: $after"
 if [ "${before%% *}" = "${after%% *}" ] || [ "${before##* }" = "${after##* }" ]; then
@@ -103,5 +110,4 @@ fi
 step "${compose[*]} kill etcd1 zk1, then conformance again on the survivors"
 "${compose[@]}" kill etcd1 zk1
 suites || status=1
-cargo run -q --example quickstart --features etcd,zookeeper -- "etcd://$etcd/quickstart" >/dev/null || status=1
-cargo run -q --example quickstart --features etcd,zookeeper -- "zk://$zk/quickstart" >/dev/null || status=1
+quickstarts || status=1

@@ -150,9 +150,12 @@ impl Drop for KeyCleanup {
 /// generation suffix where one of its releases there went unconfirmed
 /// ([`crate::key_generations`]).
 pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
-    let queue_prefix = session.config.lock_prefix(name.as_str());
-    let generation = session.key_generations.current(&queue_prefix);
-    crate::layout::queue_key(&queue_prefix, session.lease, generation)
+    key_in(session, &session.config.lock_prefix(name.as_str()))
+}
+
+/// The key `session` queues with in the queue at `queue_prefix` (see [`queue_key`]).
+fn key_in(session: &EtcdSession, queue_prefix: &str) -> String {
+    crate::layout::queue_key(queue_prefix, session.lease, session.key_generations.current(queue_prefix))
 }
 
 /// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
@@ -173,24 +176,25 @@ pub(crate) async fn enqueue(
 ) -> Result<Queued, LockError> {
     let value = request.value.as_slice();
     let queue_prefix = session.config.lock_prefix(name.as_str());
-    let key = queue_key(&session, name);
+    let key = key_in(&session, &queue_prefix);
     session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
     let lease = session.lease;
+    let place_at = |queue_prefix: String, key: String, revision: i64, writes_marker: bool| Place {
+        session: session.clone(),
+        name: name.clone(),
+        queue_prefix,
+        key,
+        revision,
+        writes_marker,
+        recipe: request.recipe,
+    };
 
     if !session.contention.met_others(&queue_prefix) {
         if let Some(revision) = queue_alone(&session, &queue_prefix, &key, value).await? {
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
-            let place = Place {
-                session: session.clone(),
-                name: name.clone(),
-                queue_prefix,
-                key,
-                revision,
-                writes_marker: false,
-                recipe: request.recipe,
-            };
+            let place = place_at(queue_prefix, key, revision, false);
             return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
         }
         tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
@@ -253,15 +257,7 @@ pub(crate) async fn enqueue(
     // Only the read of our key's own creation can show it was first from then on: a retry's
     // read comes later, when keys once below ours may have gone.
     let created_first = response.succeeded() && owner == Some(read_at);
-    let place = Place {
-        session: session.clone(),
-        name: name.clone(),
-        queue_prefix,
-        key,
-        revision,
-        writes_marker: !created_first,
-        recipe: request.recipe,
-    };
+    let place = place_at(queue_prefix, key, revision, !created_first);
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if queued.owner.is_none() && queued.predecessor.is_none() {
         // Neither known: keys of locks named below this one filled the read. One read of the
