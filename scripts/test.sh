@@ -40,6 +40,10 @@ leftovers() {
 }
 
 started=$(date +%s)
+# A test process that dies of a signal leaves a core file, and scripts/crash-report.sh prints its
+# threads' stacks at the end (the kernel's core_pattern permitting).
+ulimit -c unlimited 2>/dev/null || true
+scripts/crash-report.sh >/dev/null || true   # an earlier run's
 # Every temp dir of this run (servers' data and logs, fault-suite histories) under one directory
 # of its own, removed at the end: a second run on the same machine keeps its own.
 TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/distlock-run-XXXXXX")
@@ -119,6 +123,7 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* \
 CARGO_TARGET_DIR=$verify cargo package -q --workspace --exclude distlock-tests --exclude distlock-bench \
   --allow-dirty || status=1
 
+scripts/crash-report.sh || status=1
 left=$(leftovers)
 if [ -n "$left" ]; then
   echo "==> server processes were left running by the tests:"
