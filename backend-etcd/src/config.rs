@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use distlock_core::backend::Recipe;
 use distlock_core::{parse_duration, validate_ttl, LockClient, LockError, LockUrl};
 
 use crate::EtcdBackend;
@@ -338,6 +339,16 @@ impl EtcdConfig {
     /// ```
     pub fn lock_prefix(&self, name: &str) -> String {
         crate::layout::queue_prefix(&self.prefix, name)
+    }
+
+    /// The key prefix of the queue that `recipe`'s entries for `name` join: the lock's (and the
+    /// election's) [`EtcdConfig::lock_prefix`], or the read-write lock's
+    /// [`crate::layout::read_write_prefix`].
+    pub(crate) fn queue_prefix(&self, name: &str, recipe: Recipe) -> String {
+        match recipe {
+            Recipe::Read | Recipe::Write => crate::layout::read_write_prefix(&self.prefix, name),
+            _ => self.lock_prefix(name),
+        }
     }
 
     /// Where the release markers live: `<prefix>//released/`. A holder's release writes its

@@ -53,7 +53,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         proclaim,
         release: Box::new(EtcdRelease {
             session: place.session,
-            queue_prefix: place.queue_prefix,
+            key_stem: place.key_stem,
             key: place.key,
             revision: place.revision,
             marker,
@@ -139,7 +139,8 @@ impl ServerProclaim for EtcdProclaim {
 /// fenced by the key's create revision, else with a plain delete.
 struct EtcdRelease {
     session: Arc<EtcdSession>,
-    queue_prefix: String,
+    /// What our key's name starts with: a delete that may land late retires its generation.
+    key_stem: String,
     key: String,
     revision: i64,
     marker: Option<String>,
@@ -171,7 +172,7 @@ impl EtcdRelease {
             Ok(Err(error)) => tracing::debug!(key = %self.key, %error, "release's delete unconfirmed: retrying fenced"),
             Err(_) => tracing::debug!(key = %self.key, "release's delete unanswered: retrying fenced"),
         }
-        session.key_generations.retire(&self.queue_prefix);
+        session.key_generations.retire(&self.key_stem);
         let txn = fenced_delete(&self.key, Some(self.revision), session.lease);
         session.txn("release the lock", txn).await.map(drop)
     }

@@ -7,8 +7,13 @@
 //!   lock and the candidate's value for an election. After a release whose reply was lost, the
 //!   session's later keys in that queue are `<lease id hex>_<n>` (`n` counting such releases),
 //!   so that the lost delete, should the server apply it late, finds no key of ours to remove;
+//! - the queue of read-write lock `name` is the keys `<prefix>//rw/<name>//r<lease id hex>`
+//!   (readers) and `...//w<lease id hex>` (writers), ordered by create revision: apart from the
+//!   lock's queue, so a Go Mutex on `name` neither sees them nor is seen by them;
 //! - a holder that waited writes its release marker `<prefix>//released/<name>//<lease id hex>`
 //!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
+
+use distlock_core::backend::Recipe;
 
 /// The key prefix of `name`'s queue: `<prefix>/<name>/` (Go's `concurrency` `pfx`), or
 /// `<name>/` without a prefix.
@@ -69,6 +74,52 @@ pub fn lock_of<'k>(root: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
     let is_generation = !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit());
     let is_name = !name.is_empty() && name.split('/').all(|segment| !segment.is_empty());
     (is_lease && is_generation && is_name).then_some((name, entry))
+}
+
+/// The key prefix of read-write lock `name`'s queue, where its readers and writers queue
+/// together: `<prefix>//rw/<name>//` (`/rw/<name>//` without a prefix). The empty segments keep
+/// it apart from every lock's and election's queue (Go's `concurrency` layout, which a Go Mutex
+/// or `etcdctl lock` on `name` uses) and from the read-write locks named below `name`.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::read_write_prefix("p", "x/y"), "p//rw/x/y//");
+/// assert_eq!(distlock_etcd::layout::read_write_prefix("", "x"), "/rw/x//");
+/// ```
+pub fn read_write_prefix(prefix: &str, name: &str) -> String {
+    match prefix {
+        "" => format!("/rw/{name}//"),
+        prefix => format!("{prefix}//rw/{name}//"),
+    }
+}
+
+/// What the keys of a `recipe`'s entries start with in the queue at `queue_prefix`: a reader's
+/// `r`, a writer's `w` before the lease id; a lock's and an election's nothing (Go's layout).
+///
+/// ```
+/// use distlock_core::backend::Recipe;
+/// use distlock_etcd::layout::key_stem;
+/// assert_eq!(key_stem("p//rw/x//", Recipe::Read), "p//rw/x//r");
+/// assert_eq!(key_stem("p/x/", Recipe::Lock), "p/x/");
+/// ```
+pub fn key_stem(queue_prefix: &str, recipe: Recipe) -> String {
+    match recipe {
+        Recipe::Read => format!("{queue_prefix}r"),
+        Recipe::Write => format!("{queue_prefix}w"),
+        _ => queue_prefix.to_owned(),
+    }
+}
+
+/// Whether `key`, in the queue at `queue_prefix`, is a reader's (see [`key_stem`]): it holds
+/// beside other readers, so its release says nothing about who is first.
+///
+/// ```
+/// use distlock_etcd::layout::is_reader_key;
+/// assert!(is_reader_key("p//rw/x//", b"p//rw/x//r694d"));
+/// assert!(!is_reader_key("p//rw/x//", b"p//rw/x//w694d"));
+/// ```
+pub fn is_reader_key(queue_prefix: &str, key: &[u8]) -> bool {
+    queue_prefix.ends_with("//")
+        && key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|entry| entry.starts_with(b"r"))
 }
 
 /// Where the release markers live: `<prefix>//released/`, or `/released/` without a prefix.

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use distlock_core::{backend::Recipe, LockName};
+use distlock_core::backend::{Grant, Recipe};
+use distlock_core::LockName;
+use etcd_client::KeyValue;
 
 use crate::session::EtcdSession;
 
@@ -11,14 +13,40 @@ use crate::session::EtcdSession;
 pub(crate) struct Place {
     pub(crate) session: Arc<EtcdSession>,
     pub(crate) name: LockName,
+    /// The queue's key prefix: every key directly under it is in the queue.
     pub(crate) queue_prefix: String,
+    /// What our key's name starts with ([`crate::layout::key_stem`]): its generations count
+    /// per stem ([`crate::key_generations`]).
+    pub(crate) key_stem: String,
     pub(crate) key: String,
     pub(crate) revision: i64,
     /// Whether our release must write our release marker ([`crate::release_marker::marker_of`] our key): not when our
     /// key was first from its creation (see [`crate::queue`]).
     pub(crate) writes_marker: bool,
-    /// The recipe the key was queued for: an election's hold can proclaim.
+    /// The recipe the key was queued for: it decides which key ahead blocks ours, and an
+    /// election's hold can proclaim.
     pub(crate) recipe: Recipe,
+}
+
+impl Place {
+    /// The key ahead of ours that blocks it, from the keys below ours read newest first (a
+    /// read of the whole queue below, or the first few, which holds the predecessor): by the
+    /// recipe's grant rule, the key just below ours, or for a reader the nearest writer's; with
+    /// how many keys of the read lie at or below it. `None`: nothing read blocks us.
+    pub(crate) fn blocker<'r>(&self, below: &[&'r KeyValue]) -> Option<(&'r KeyValue, usize)> {
+        let ahead: Vec<&KeyValue> = below.iter().rev().copied().collect();
+        let is_exclusive = |kv: &&KeyValue| !crate::layout::is_reader_key(&self.queue_prefix, kv.key());
+        match self.recipe.grant_rule().decide(&ahead, is_exclusive) {
+            Grant::Granted => None,
+            Grant::WaitBehind(index) => ahead.get(index).map(|kv| (*kv, index + 1)),
+        }
+    }
+
+    /// Whether waiting needs the whole queue below our key read, not its first few keys: a
+    /// reader's blocker may lie below any number of readers.
+    pub(crate) fn reads_all_below(&self) -> bool {
+        !self.recipe.is_exclusive()
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +76,9 @@ pub(crate) mod testing {
         }
         let own_key = format!("{queue_prefix}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
-        (Place { session, name, queue_prefix, key, revision, writes_marker: true, recipe: Recipe::Lock }, client, keys)
+        let key_stem = queue_prefix.clone();
+        let place =
+            Place { session, name, queue_prefix, key_stem, key, revision, writes_marker: true, recipe: Recipe::Lock };
+        (place, client, keys)
     }
 }

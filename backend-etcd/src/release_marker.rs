@@ -30,7 +30,12 @@ use crate::watch::{KeyWatch, WaitEnd, Watched};
 pub(crate) const MARKER_GRACE: Duration = Duration::from_millis(2);
 
 /// The release marker of the queue key `key` in `place`'s queue (the key's holder writes it).
+/// A reader's key has none: readers hold side by side, so a reader's release never means that
+/// it was first.
 pub(crate) fn marker_of(place: &Place, key: &str) -> Option<String> {
+    if crate::layout::is_reader_key(&place.queue_prefix, key.as_bytes()) {
+        return None;
+    }
     let entry = key.strip_prefix(place.queue_prefix.as_str())?;
     Some(place.session.config.release_marker(place.name.as_str(), entry))
 }

@@ -12,6 +12,7 @@ use distlock_core::{
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::{Error as ZkError, EventType, MultiWriteError};
 
+use crate::layout::is_shared;
 use crate::place::Place;
 use crate::queue::delete;
 use crate::session::ZkSession;
@@ -24,9 +25,10 @@ const OWN_NODE_WATCH_GRACE: Duration = Duration::from_millis(200);
 /// directory's data (see [`crate::queue::wait::names_any`]). A znode already gone (or gone with the
 /// session) counts as released. If the directory's data is not ours to write (a directory that
 /// another client made with its own ACL), the znode is deleted alone, and so are the session's
-/// later releases.
+/// later releases. A reader's znode is deleted alone: its name would tell a waiter nothing.
 pub(crate) async fn release_as_holder(session: &ZkSession, path: &str) -> Result<(), LockError> {
-    let Some((dir, child)) = path.rsplit_once('/').filter(|_| !session.directory_data_refused()) else {
+    let writes_name = |(_, child): &(&str, &str)| !session.directory_data_refused() && !is_shared(child);
+    let Some((dir, child)) = path.rsplit_once('/').filter(writes_name) else {
         return delete(session, path, "release the lock").await;
     };
     let released = session

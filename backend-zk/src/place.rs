@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use distlock_core::{backend::Recipe, LockName};
+use distlock_core::backend::{Grant, Recipe};
+use distlock_core::LockName;
 
 use crate::session::ZkSession;
 
@@ -14,4 +15,12 @@ pub(crate) struct Place {
     pub(crate) path: String,
     pub(crate) czxid: i64,
     pub(crate) recipe: Recipe,
+}
+
+impl Place {
+    /// What the recipe's grant rule says with `ahead` (znode names, in queue order) before our
+    /// znode: a reader waits only for writers.
+    pub(crate) fn decide(&self, ahead: &[String]) -> Grant {
+        self.recipe.grant_rule().decide(ahead, |child| !crate::layout::is_shared(child))
+    }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{EntryRequest, LockBackend, ServerHold, ServerProclaim};
+use crate::backend::{EntryRequest, LockBackend, Recipe, ServerHold, ServerProclaim};
 use crate::local_queue::{LocalQueues, LocalTurn};
 use crate::{
     DistributedLock, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, LockName, QueueEntry,
@@ -85,6 +85,22 @@ impl<B: LockBackend> LockClient<B> {
         Ok(())
     }
 
+    /// Refuses a read-write lock's side while this client holds the other side of the same
+    /// name: the request would queue behind its own hold (locally, and on the server) forever.
+    fn check_not_waiting_for_itself(&self, name: &LockName, entry: &EntryRequest) -> Result<(), LockError> {
+        let held = self.local.held(name);
+        match (held, entry.recipe) {
+            (Some(held @ Recipe::Read), Recipe::Write) | (Some(held @ Recipe::Write), Recipe::Read) => {
+                Err(LockError::WouldWaitForItself {
+                    name: name.to_string(),
+                    held: held.noun(),
+                    asked: entry.recipe.noun(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The one acquire path of every recipe: local queue, server queue, grant. `progress` gets
     /// the wait's steps when given, at one queue read per `every`.
     async fn acquire(
@@ -94,13 +110,14 @@ impl<B: LockBackend> LockClient<B> {
         progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
     ) -> Result<Granted, LockError> {
         self.check_open()?;
+        self.check_not_waiting_for_itself(&name, entry)?;
         let runtime = current_runtime()?;
         let recipe = entry.recipe.noun();
         let span = tracing::info_span!("distlock.acquire", recipe, lock = %name, token = tracing::field::Empty);
         let acquire = async {
             let started = Instant::now();
             tracing::debug!("queued locally");
-            let turn = self.local.join(&name).turn().await;
+            let mut turn = self.local.join(&name).turn().await;
             tracing::debug!("first in local queue: queuing on the server");
             // Progress: the entry goes to the caller and to the queue reads; without it, nothing
             // is made for it.
@@ -124,6 +141,7 @@ impl<B: LockBackend> LockClient<B> {
             };
             tracing::Span::current().record("token", hold.token.get());
             tracing::info!(recipe, lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "acquired");
+            turn.holds(entry.recipe);
             Ok(Granted::new(name.clone(), hold, turn, runtime))
         }
         .instrument(span);
@@ -140,11 +158,12 @@ impl<B: LockBackend> LockClient<B> {
     /// [`LockClient::acquire`] without waiting: `None` if the entry is not granted at once.
     async fn try_acquire(&self, name: LockName, entry: &EntryRequest) -> Result<Option<Granted>, LockError> {
         self.check_open()?;
+        self.check_not_waiting_for_itself(&name, entry)?;
         let runtime = current_runtime()?;
         let recipe = entry.recipe.noun();
         let span = tracing::info_span!("distlock.try_acquire", recipe, lock = %name, token = tracing::field::Empty);
         async {
-            let Some(turn) = self.local.join(&name).try_turn() else {
+            let Some(mut turn) = self.local.join(&name).try_turn() else {
                 tracing::debug!("busy: another task of this client holds or waits for it");
                 return Ok(None);
             };
@@ -152,6 +171,7 @@ impl<B: LockBackend> LockClient<B> {
                 Some(hold) => {
                     tracing::Span::current().record("token", hold.token.get());
                     tracing::info!(recipe, lock = %name, token = hold.token.get(), "acquired");
+                    turn.holds(entry.recipe);
                     Ok(Some(Granted::new(name.clone(), hold, turn, runtime)))
                 }
                 None => {
@@ -278,6 +298,22 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
         // Validate first, so a bad name is an error and not a timeout.
         let name = LockName::new(name)?;
         Ok(self.acquire_timeout(name, &EntryRequest::lock(), timeout).await?.map(|g| g.guard))
+    }
+
+    async fn read_lock(&self, name: &str) -> Result<LockGuard, LockError> {
+        Ok(self.acquire(LockName::new(name)?, &EntryRequest::read_write(true), None).await?.guard)
+    }
+
+    async fn try_read_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError> {
+        Ok(self.try_acquire(LockName::new(name)?, &EntryRequest::read_write(true)).await?.map(|g| g.guard))
+    }
+
+    async fn write_lock(&self, name: &str) -> Result<LockGuard, LockError> {
+        Ok(self.acquire(LockName::new(name)?, &EntryRequest::read_write(false), None).await?.guard)
+    }
+
+    async fn try_write_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError> {
+        Ok(self.try_acquire(LockName::new(name)?, &EntryRequest::read_write(false)).await?.map(|g| g.guard))
     }
 
     async fn campaign(&self, name: &str, value: &str) -> Result<Leadership, LockError> {

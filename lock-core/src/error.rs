@@ -135,6 +135,20 @@ pub enum LockError {
         source: BoxError,
     },
 
+    /// This client already holds the other side of read-write lock `name`: a write lock asked
+    /// for while it holds a read lock (an upgrade) or a read lock while it holds the write lock
+    /// would wait for its own hold forever. Release the hold first (for a downgrade, the write
+    /// hold already excludes everyone: keep using it, or `reenter()` it for another task).
+    #[error("this client holds the {held} of {name:?}: a {asked} would wait for it forever; release it first")]
+    WouldWaitForItself {
+        /// The read-write lock's name.
+        name: String,
+        /// The side held: `"read lock"` or `"write lock"`.
+        held: &'static str,
+        /// The side asked for.
+        asked: &'static str,
+    },
+
     /// The client was shut down; make a new one.
     #[error("the lock client is closed; create a new client")]
     Closed,
@@ -162,6 +176,7 @@ impl LockError {
             | LockError::Lost { .. }
             | LockError::ReleaseUnconfirmed { .. }
             | LockError::Unauthorized { .. }
+            | LockError::WouldWaitForItself { .. }
             | LockError::Closed => false,
         }
     }

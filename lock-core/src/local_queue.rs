@@ -6,12 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
 
+use crate::backend::Recipe;
 use crate::LockName;
 
 /// One client's local queues, by name. `tokio::sync::Mutex` is FIFO-fair, which gives the order.
 #[derive(Debug, Default)]
 pub(crate) struct LocalQueues {
     queues: Mutex<HashMap<LockName, Arc<FairMutex<()>>>>,
+    /// The recipe of each name's hold, while a task of this client holds it.
+    held: Mutex<HashMap<LockName, Recipe>>,
 }
 
 /// A task's membership in a local queue; removes the queue from the map when its last member
@@ -28,7 +31,8 @@ pub(crate) struct LocalSlot {
 pub(crate) struct LocalTurn {
     // Field order matters: the turn is given up before the slot checks whether it was the last.
     _turn: OwnedMutexGuard<()>,
-    _slot: LocalSlot,
+    slot: LocalSlot,
+    holds: bool,
 }
 
 impl LocalQueues {
@@ -42,6 +46,30 @@ impl LocalQueues {
         let queue = self.map().entry(name.clone()).or_default().clone();
         LocalSlot { queues: self.clone(), name: name.clone(), queue }
     }
+
+    /// The recipe of this client's hold of `name`, while a task of this client holds it.
+    pub(crate) fn held(&self, name: &LockName) -> Option<Recipe> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    }
+}
+
+impl LocalTurn {
+    /// Records that this turn now holds `name` as `recipe` (the server granted it), until the
+    /// turn is given up.
+    pub(crate) fn holds(&mut self, recipe: Recipe) {
+        let queues = &self.slot.queues;
+        queues.held.lock().unwrap_or_else(|p| p.into_inner()).insert(self.slot.name.clone(), recipe);
+        self.holds = true;
+    }
+}
+
+impl Drop for LocalTurn {
+    fn drop(&mut self) {
+        if self.holds {
+            let queues = &self.slot.queues;
+            queues.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.slot.name);
+        }
+    }
 }
 
 impl LocalSlot {
@@ -50,13 +78,13 @@ impl LocalSlot {
     /// Cancel safe: a dropped wait leaves the queue.
     pub(crate) async fn turn(self) -> LocalTurn {
         let turn = self.queue.clone().lock_owned().await;
-        LocalTurn { _turn: turn, _slot: self }
+        LocalTurn { _turn: turn, slot: self, holds: false }
     }
 
     /// Takes the turn only if no other local task has it or waits for it.
     pub(crate) fn try_turn(self) -> Option<LocalTurn> {
         let turn = self.queue.clone().try_lock_owned().ok()?;
-        Some(LocalTurn { _turn: turn, _slot: self })
+        Some(LocalTurn { _turn: turn, slot: self, holds: false })
     }
 }
 

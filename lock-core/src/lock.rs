@@ -113,6 +113,75 @@ pub trait DistributedLock: Send + Sync {
     /// ```
     async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError>;
 
+    /// Waits for the read side of read-write lock `name` (Curator's
+    /// `InterProcessReadWriteLock.readLock()`): any number of readers hold together, while no
+    /// writer does. Readers and writers queue FIFO together, so a reader that arrives behind a
+    /// waiting writer waits for that writer: neither side starves. The guard's fencing token
+    /// grows with queue order across both sides, so a store fencing with it refuses a stale
+    /// writer once a newer reader or writer got in. The read-write lock `name` is apart from
+    /// the lock and the election of the same name.
+    ///
+    /// A task of this client that holds the write lock of `name` gets
+    /// [`LockError::WouldWaitForItself`] (no silent downgrade); tasks of one client that read
+    /// `name` take turns locally: share one hold with [`LockGuard::reenter`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, mem::{MemLocks, MemServer}};
+    ///
+    /// let server = MemServer::new();
+    /// let (a, b) = (MemLocks::connect_to(&server)?, MemLocks::connect_to(&server)?);
+    /// let reading = a.read_lock("prices").await?;
+    /// let also_reading = b.read_lock("prices").await?; // readers share
+    /// assert!(b.try_write_lock("prices").await.is_err()); // this client reads: no upgrade
+    /// assert!(MemLocks::connect_to(&server)?.try_write_lock("prices").await?.is_none());
+    /// reading.release().await?;
+    /// also_reading.release().await?;
+    /// # Ok(()) }
+    /// ```
+    async fn read_lock(&self, name: &str) -> Result<LockGuard, LockError>;
+
+    /// Takes the read side of read-write lock `name` only if no writer holds or waits ahead:
+    /// `Ok(None)` otherwise, and then its entry is gone from the server when this returns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    async fn try_read_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError>;
+
+    /// Waits for the write side of read-write lock `name` (Curator's
+    /// `InterProcessReadWriteLock.writeLock()`): held by one writer, with no reader, once
+    /// everything queued ahead of it is gone. See [`DistributedLock::read_lock`] for the queue.
+    /// A task of this client that holds the read lock of `name` gets
+    /// [`LockError::WouldWaitForItself`] (no silent upgrade: it would wait for itself).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, mem::{MemLocks, MemServer}};
+    ///
+    /// let server = MemServer::new();
+    /// let (a, b) = (MemLocks::connect_to(&server)?, MemLocks::connect_to(&server)?);
+    /// let writing = a.write_lock("prices").await?;
+    /// assert!(b.try_read_lock("prices").await?.is_none()); // a writer excludes readers
+    /// let token = writing.fencing_token();
+    /// writing.release().await?;
+    /// assert!(b.read_lock("prices").await?.fencing_token() > token);
+    /// # Ok(()) }
+    /// ```
+    async fn write_lock(&self, name: &str) -> Result<LockGuard, LockError>;
+
+    /// Takes the write side of read-write lock `name` only if nobody holds or waits for either
+    /// side: `Ok(None)` otherwise, and then its entry is gone from the server when this returns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    async fn try_write_lock(&self, name: &str) -> Result<Option<LockGuard>, LockError>;
+
     /// Campaigns in election `name` with `value`: waits in FIFO order behind the candidates
     /// that campaigned before, and returns the [`Leadership`] once this candidate leads. Its
     /// term is a fencing token, strictly greater for every later leader; `value` is what

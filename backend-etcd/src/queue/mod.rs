@@ -49,21 +49,30 @@ struct Predecessor {
     ahead: usize,
 }
 
+/// `options` with `limit`, if any.
+fn limited(options: GetOptions, limit: Option<i64>) -> GetOptions {
+    match limit {
+        Some(limit) => options.with_limit(limit),
+        None => options,
+    }
+}
+
 /// How many of the keys below ours a queue read returns: the predecessor, whether it is the
 /// owner, and whether the queue ahead is short. etcd reads every key of the queue to sort them
 /// by create revision whatever the limit, so a few more cost only their bytes.
 const AHEAD_READ: i64 = 8;
 
 impl Predecessor {
-    /// From the keys below ours, newest first, read with a limit of [`AHEAD_READ`] or none: the
-    /// first is the predecessor, and it is the owner if it is alone.
-    fn from_below(below: &[&KeyValue], read_at: i64) -> Option<Self> {
-        let kv = below.first()?;
+    /// From the keys below ours, newest first, read with a limit of [`AHEAD_READ`] or none:
+    /// the key the place's grant rule waits behind ([`Place::blocker`]: the first, for all but a
+    /// reader), which is the owner if nothing read lies below it.
+    fn from_below(place: &Place, below: &[&KeyValue], read_at: i64) -> Option<Self> {
+        let (kv, ahead) = place.blocker(below)?;
         Some(Predecessor {
             key: kv.key_str().unwrap_or_default().to_owned(),
             revision: kv.create_revision(),
             read_at,
-            ahead: below.len(),
+            ahead,
         })
     }
 
@@ -153,9 +162,9 @@ pub(crate) fn queue_key(session: &EtcdSession, name: &LockName) -> String {
     key_in(session, &session.config.lock_prefix(name.as_str()))
 }
 
-/// The key `session` queues with in the queue at `queue_prefix` (see [`queue_key`]).
-fn key_in(session: &EtcdSession, queue_prefix: &str) -> String {
-    crate::layout::queue_key(queue_prefix, session.lease, session.key_generations.current(queue_prefix))
+/// The key `session` queues with under `key_stem` (see [`queue_key`]).
+fn key_in(session: &EtcdSession, key_stem: &str) -> String {
+    crate::layout::queue_key(key_stem, session.lease, session.key_generations.current(key_stem))
 }
 
 /// A place in the queue, not yet known to be first. Dropped unconsumed, its key is removed.
@@ -175,20 +184,25 @@ pub(crate) async fn enqueue(
     request: &EntryRequest,
 ) -> Result<Queued, LockError> {
     let value = request.value.as_slice();
-    let queue_prefix = session.config.lock_prefix(name.as_str());
-    let key = key_in(&session, &queue_prefix);
+    let queue_prefix = session.config.queue_prefix(name.as_str(), request.recipe);
+    let key_stem = crate::layout::key_stem(&queue_prefix, request.recipe);
+    let key = key_in(&session, &key_stem);
     session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
     let lease = session.lease;
+    // A reader's release says nothing of who is first: it writes no marker.
     let place_at = |queue_prefix: String, key: String, revision: i64, writes_marker: bool| Place {
         session: session.clone(),
         name: name.clone(),
         queue_prefix,
+        key_stem: key_stem.clone(),
         key,
         revision,
-        writes_marker,
+        writes_marker: writes_marker && request.recipe.is_exclusive(),
         recipe: request.recipe,
     };
+    // A reader reads every key below its own: its blocker may lie below any number of readers.
+    let ahead_read = (request.recipe.is_exclusive()).then_some(AHEAD_READ + 1);
 
     if !session.contention.met_others(&queue_prefix) {
         if let Some(revision) = queue_alone(&session, &queue_prefix, &key, value).await? {
@@ -208,7 +222,7 @@ pub(crate) async fn enqueue(
             // Ours and the ones just below it.
             TxnOp::get(
                 queue_prefix.as_str(),
-                Some(queue_range().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(AHEAD_READ + 1)),
+                Some(limited(queue_range().with_sort(SortTarget::Create, SortOrder::Descend), ahead_read)),
             ),
         ])
         .or_else([
@@ -233,7 +247,14 @@ pub(crate) async fn enqueue(
             Some(queue) => {
                 let below = queue.get(1..).unwrap_or_default();
                 let owner = if below.is_empty() { Some(read_at) } else { None };
-                (read_at, owner, Predecessor::from_below(below, read_at))
+                let predecessor = Predecessor::from_below(
+                    &place_at(queue_prefix.clone(), key.clone(), read_at, false),
+                    below,
+                    read_at,
+                );
+                // A reader with no writer below holds beside the readers below it.
+                let owner = owner.or_else(|| predecessor.is_none().then_some(read_at));
+                (read_at, owner, predecessor)
             }
             // Keys of locks named below this one filled the read: read the queue itself.
             None => (read_at, None, None),

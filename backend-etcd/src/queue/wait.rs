@@ -250,14 +250,11 @@ async fn predecessor_in(
     }
 }
 
-/// The keys just below ours, newest first: `limit` of them, or all.
+/// The keys just below ours, newest first: `limit` of them, or all (always all for a reader).
 fn queue_below(place: &Place, limit: Option<i64>) -> GetOptions {
     let below =
         queue_range().with_max_create_revision(place.revision - 1).with_sort(SortTarget::Create, SortOrder::Descend);
-    match limit {
-        Some(limit) => below.with_limit(limit),
-        None => below,
-    }
+    limited(below, limit.filter(|_| !place.reads_all_below()))
 }
 
 /// If our key still has our revision, read [`queue_below`] it.
@@ -271,7 +268,7 @@ fn place_read(place: &Place, limit: Option<i64>) -> Txn {
 /// we are first); `None` if keys of locks named below this one filled its limit.
 fn predecessor_of(place: &Place, read_at: i64, below: Option<&TxnOpResponse>) -> Option<Option<Predecessor>> {
     let below = queue_keys(&place.queue_prefix, below)?;
-    Some(Predecessor::from_below(&below, read_at))
+    Some(Predecessor::from_below(place, &below, read_at))
 }
 
 #[cfg(test)]

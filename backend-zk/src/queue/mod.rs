@@ -307,8 +307,8 @@ impl Queued {
 
     /// The place if it is first; else leaves the queue (deleting the znode) and returns `None`.
     pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
-        let (position, _) = self.position().await?;
-        if !self.place.recipe.grant_rule().granted_at(position) {
+        let (position, queue) = self.position().await?;
+        if self.place.decide(&queue[..position]) != Grant::Granted {
             delete(&self.place.session, &self.place.path, "leave the queue").await?;
             self.cleanup.armed = false;
             return Ok(None);
@@ -329,7 +329,7 @@ impl Queued {
         loop {
             let (position, queue) = self.position().await?;
             let ahead = queue.get(..position).unwrap_or_default();
-            let blocker = match self.place.recipe.grant_rule().decide(ahead) {
+            let blocker = match self.place.decide(ahead) {
                 Grant::Granted => break,
                 Grant::WaitBehind(blocker) => blocker,
             };

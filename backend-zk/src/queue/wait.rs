@@ -110,14 +110,17 @@ pub(crate) async fn predecessor_gone(
 }
 
 /// Whether the lock directory's data (the name of the znode whose holder released last) names
-/// one of `children`. Only a holder's release writes a znode's name there, in the multi that
-/// deletes that znode; names are unique (uuid and sequence number). So if it names the
-/// predecessor, that was the owner and is gone; if it names the second, the predecessor became the
-/// owner then, since nothing can be queued between it and the second. Either way, once the
-/// predecessor is gone, nothing is left before us.
+/// one of `children` that held exclusively. Only a holder's release writes a znode's name there,
+/// in the multi that deletes that znode; names are unique (uuid and sequence number). An
+/// exclusive holder (of a lock, an election, a write lock) is first in its queue, so if the data
+/// names the predecessor, that was the owner and is gone; if it names the second, the predecessor
+/// became the owner then, since nothing can be queued between it and the second. Either way, once
+/// the predecessor is gone, nothing is left before us that blocks us. A reader's release says
+/// nothing of the sort (other readers may hold beside it), so readers write no name and a
+/// reader's name never counts.
 pub(crate) fn names_any(data: Option<&[u8]>, children: [Option<&str>; 2]) -> bool {
     let Some(data) = data else { return false };
-    children.into_iter().flatten().any(|child| data == child.as_bytes())
+    children.into_iter().flatten().any(|child| data == child.as_bytes() && !crate::layout::is_shared(child))
 }
 
 /// The lock directory's data: the name of the znode whose holder released last (`None` if the

@@ -23,6 +23,10 @@ pub enum Recipe {
     /// A leader election: Curator's LeaderLatch, etcd's `concurrency.Election`. The entry
     /// carries the candidate's value.
     Election,
+    /// The read side of a read-write lock: Curator's InterProcessReadWriteLock read lock.
+    Read,
+    /// The write side of a read-write lock: Curator's InterProcessReadWriteLock write lock.
+    Write,
 }
 
 impl Recipe {
@@ -34,7 +38,35 @@ impl Recipe {
     /// ```
     pub fn grant_rule(self) -> GrantRule {
         match self {
-            Recipe::Lock | Recipe::Election => GrantRule::Exclusive,
+            Recipe::Lock | Recipe::Election | Recipe::Write => GrantRule::Exclusive,
+            Recipe::Read => GrantRule::Shared,
+        }
+    }
+
+    /// Whether an entry of this recipe excludes every entry behind it while it holds: all but
+    /// the read lock's. A release of an exclusive holder means it was first in its queue.
+    ///
+    /// ```
+    /// use distlock_core::backend::Recipe;
+    /// assert!(Recipe::Write.is_exclusive() && !Recipe::Read.is_exclusive());
+    /// ```
+    pub fn is_exclusive(self) -> bool {
+        self.grant_rule() == GrantRule::Exclusive
+    }
+
+    /// The recipes whose entries share one queue with this recipe's: the read and the write
+    /// lock share theirs; the lock and the election each have their own.
+    ///
+    /// ```
+    /// use distlock_core::backend::Recipe;
+    /// assert_eq!(Recipe::Read.queue_family(), &[Recipe::Read, Recipe::Write]);
+    /// assert_eq!(Recipe::Lock.queue_family(), &[Recipe::Lock]);
+    /// ```
+    pub fn queue_family(self) -> &'static [Recipe] {
+        match self {
+            Recipe::Lock => &[Recipe::Lock],
+            Recipe::Election => &[Recipe::Election],
+            Recipe::Read | Recipe::Write => &[Recipe::Read, Recipe::Write],
         }
     }
 
@@ -47,6 +79,8 @@ impl Recipe {
         match self {
             Recipe::Lock => "lock",
             Recipe::Election => "election",
+            Recipe::Read => "read lock",
+            Recipe::Write => "write lock",
         }
     }
 }
@@ -79,22 +113,32 @@ impl EntryRequest {
     pub fn candidate(value: &str) -> Self {
         EntryRequest { recipe: Recipe::Election, value: value.as_bytes().to_vec() }
     }
+
+    /// An entry of a read-write lock's read (`shared`) or write side: no value.
+    pub fn read_write(shared: bool) -> Self {
+        EntryRequest { recipe: if shared { Recipe::Read } else { Recipe::Write }, value: Vec::new() }
+    }
 }
 
 /// When an entry is granted, given the entries ahead of it in the queue. The answer names the
-/// one entry to wait behind, so that a release wakes only the waiter it admits (herd-free).
+/// one entry to wait behind, so that a release wakes only the waiters it admits (herd-free).
 ///
 /// ```
-/// use distlock_core::backend::{Grant, GrantRule};
-/// let ahead = ["holder", "waiter"];
-/// assert_eq!(GrantRule::Exclusive.decide(&ahead), Grant::WaitBehind(1));
-/// assert_eq!(GrantRule::Exclusive.decide::<&str>(&[]), Grant::Granted);
+/// use distlock_core::backend::{Grant, GrantRule, Recipe};
+/// let ahead = [Recipe::Write, Recipe::Read];
+/// assert_eq!(GrantRule::Exclusive.decide(&ahead, |r| r.is_exclusive()), Grant::WaitBehind(1));
+/// assert_eq!(GrantRule::Shared.decide(&ahead, |r| r.is_exclusive()), Grant::WaitBehind(0));
+/// assert_eq!(GrantRule::Shared.decide(&[Recipe::Read], |r| r.is_exclusive()), Grant::Granted);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GrantRule {
-    /// Granted when nothing is ahead; waits behind its predecessor (the lock, the election).
+    /// Granted when nothing is ahead; waits behind its predecessor (the lock, the election, the
+    /// write lock).
     Exclusive,
+    /// Granted when no exclusive entry is ahead; waits behind the nearest exclusive entry ahead
+    /// (the read lock): a writer's release wakes the readers up to the next writer.
+    Shared,
 }
 
 /// A [`GrantRule`]'s answer for one entry.
@@ -107,27 +151,19 @@ pub enum Grant {
 }
 
 impl GrantRule {
-    /// Decides for an entry with `ahead` before it, in queue order (oldest first).
-    pub fn decide<E>(self, ahead: &[E]) -> Grant {
+    /// Decides for an entry with `ahead` before it, in queue order (oldest first);
+    /// `is_exclusive` tells an exclusive entry (of the lock, the election, the write lock)
+    /// from a shared one (the read lock's).
+    pub fn decide<E>(self, ahead: &[E], is_exclusive: impl Fn(&E) -> bool) -> Grant {
         match self {
             GrantRule::Exclusive => match ahead.len() {
                 0 => Grant::Granted,
                 n => Grant::WaitBehind(n - 1),
             },
-        }
-    }
-
-    /// Whether an entry at `position` in the queue (0 = oldest) is granted, where only the
-    /// position is known (a read of the keys ahead of ours that stopped at a limit).
-    ///
-    /// ```
-    /// use distlock_core::backend::GrantRule;
-    /// assert!(GrantRule::Exclusive.granted_at(0));
-    /// assert!(!GrantRule::Exclusive.granted_at(3));
-    /// ```
-    pub fn granted_at(self, position: usize) -> bool {
-        match self {
-            GrantRule::Exclusive => position == 0,
+            GrantRule::Shared => match ahead.iter().rposition(is_exclusive) {
+                None => Grant::Granted,
+                Some(writer) => Grant::WaitBehind(writer),
+            },
         }
     }
 }
@@ -135,14 +171,37 @@ impl GrantRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Recipe::{Read as R, Write as W};
 
     #[test]
     fn the_exclusive_rule_grants_the_head_and_waits_behind_the_predecessor() {
-        let table: &[(&[u32], Grant)] =
-            &[(&[], Grant::Granted), (&[7], Grant::WaitBehind(0)), (&[7, 8, 9], Grant::WaitBehind(2))];
+        let table: &[(&[Recipe], Grant)] =
+            &[(&[], Grant::Granted), (&[R], Grant::WaitBehind(0)), (&[W, R, R], Grant::WaitBehind(2))];
         for (ahead, expected) in table {
-            assert_eq!(GrantRule::Exclusive.decide(ahead), *expected, "{ahead:?}");
-            assert_eq!(GrantRule::Exclusive.granted_at(ahead.len()), *expected == Grant::Granted);
+            assert_eq!(GrantRule::Exclusive.decide(ahead, |r| r.is_exclusive()), *expected, "{ahead:?}");
         }
+    }
+
+    #[test]
+    fn the_shared_rule_waits_only_for_the_nearest_writer_ahead() {
+        let table: &[(&[Recipe], Grant)] = &[
+            (&[], Grant::Granted),
+            (&[R, R], Grant::Granted),
+            (&[W], Grant::WaitBehind(0)),
+            (&[R, W, R], Grant::WaitBehind(1)),
+            (&[W, R, W, R, R], Grant::WaitBehind(2)),
+        ];
+        for (ahead, expected) in table {
+            assert_eq!(GrantRule::Shared.decide(ahead, |r| r.is_exclusive()), *expected, "{ahead:?}");
+        }
+    }
+
+    #[test]
+    fn readers_and_writers_share_a_queue_and_locks_and_elections_have_their_own() {
+        for recipe in [Recipe::Lock, Recipe::Election, R, W] {
+            assert!(recipe.queue_family().contains(&recipe), "{recipe:?}");
+            assert_eq!(recipe.is_exclusive(), recipe != R, "{recipe:?}");
+        }
+        assert_eq!(R.queue_family(), W.queue_family());
     }
 }

@@ -83,9 +83,7 @@ impl Harness for MemHarness {
     }
 
     async fn leftovers(&self) -> Vec<String> {
-        match self.server.entry_count() {
-            0 => Vec::new(),
-            n => vec![format!("{n} queue entries")],
-        }
+        let n = self.server.entry_count();
+        (1..=n).map(|i| format!("queue entry {i} of {n}")).collect()
     }
 }

@@ -19,6 +19,7 @@ mod input;
 mod liveness;
 mod mem_harness;
 mod ownership;
+mod read_write;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use input::*;
 pub use liveness::*;
 pub use mem_harness::MemHarness;
 pub use ownership::*;
+pub use read_write::*;
 
 use crate::{DistributedLock, LockError, LockGuard, LockInfo};
 
@@ -125,6 +127,12 @@ macro_rules! conformance_tests {
             candidate_whose_session_expires_is_never_elected,
             cut_off_leader_learns_before_a_successor_is_elected,
             giving_up_a_campaign_leaves_nothing,
+            readers_share_and_a_writer_excludes_everyone,
+            read_write_exclusion_under_contention,
+            readers_behind_a_waiting_writer_wait_for_it,
+            asking_for_the_other_side_of_a_held_name_is_an_error,
+            a_dead_readers_or_writers_place_is_freed,
+            a_dropped_writer_wait_lets_the_readers_behind_it_in,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {

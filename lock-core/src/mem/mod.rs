@@ -14,11 +14,12 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 pub use server::MemServer;
+use server::QueueId;
 use session::{unreachable_error, MemSession, Network};
 
 use crate::{
     backend::{
-        proclaimed, EntryRequest, GrantRule, LeaderFeed, LockBackend, LossSignal, OnQueued, Recipe, ServerHold,
+        proclaimed, EntryRequest, Grant, LeaderFeed, LockBackend, LossSignal, OnQueued, Recipe, ServerHold,
         ServerProclaim, ServerRelease,
     },
     validate_ttl, Leader, LockClient, LockError, LockInfo, LockName, LossReason, QueueEntry, SessionState,
@@ -272,6 +273,7 @@ impl MemBackend {
 struct QueuedEntry {
     session: Arc<MemSession>,
     name: LockName,
+    queue: QueueId,
     token: crate::FencingToken,
     recipe: Recipe,
     armed: bool,
@@ -282,9 +284,9 @@ impl Drop for QueuedEntry {
         if !self.armed {
             return;
         }
-        let (session, name, token) = (self.session.clone(), self.name.clone(), self.token);
+        let (session, name, queue, token) = (self.session.clone(), self.name.clone(), self.queue.clone(), self.token);
         if !session.shared.net.is_partitioned() {
-            session.shared.server.remove(&name, token);
+            session.shared.server.remove(&queue, token);
             tracing::debug!(lock = %name, token = token.get(), "mem: cancelled waiter removed");
             return;
         }
@@ -293,7 +295,7 @@ impl Drop for QueuedEntry {
             runtime.spawn(async move {
                 let shared = &session.shared;
                 tokio::select! {
-                    _ = shared.net.healed() => { shared.server.remove(&name, token); }
+                    _ = shared.net.healed() => { shared.server.remove(&queue, token); }
                     _ = shared.server_ended.cancelled() => {}
                 }
             });
@@ -302,6 +304,23 @@ impl Drop for QueuedEntry {
 }
 
 impl MemBackend {
+    /// Queues the current session for `name` as `request` asks: the entry, removed again if
+    /// it is dropped armed, and the server's answer.
+    fn enqueue(&self, name: &LockName, request: &EntryRequest) -> Result<(QueuedEntry, server::Enqueued), LockError> {
+        let session = self.live_session()?;
+        let enqueued = session.shared.enqueue(name, request.recipe, &request.value)?;
+        let queue = QueueId::of(name, request.recipe);
+        let entry = QueuedEntry {
+            session,
+            name: name.clone(),
+            queue,
+            token: enqueued.token,
+            recipe: request.recipe,
+            armed: true,
+        };
+        Ok((entry, enqueued))
+    }
+
     async fn wait_until_first(&self, entry: &QueuedEntry, wake: &tokio::sync::Notify) -> Result<(), LockError> {
         let shared = &entry.session.shared;
         let during = || format!("waiting for lock {:?}", entry.name.as_str());
@@ -315,8 +334,8 @@ impl MemBackend {
                 }
                 continue;
             }
-            match shared.server.position(&entry.name, entry.token, counted) {
-                Some(position) if entry.rule().granted_at(position) => return Ok(()),
+            match shared.server.grant(&entry.queue, entry.token, entry.recipe, counted) {
+                Some(Grant::Granted) => return Ok(()),
                 Some(_) => {}
                 None if shared.server_ended.is_cancelled() => return Err(shared.expired_error(&during())),
                 None => {
@@ -328,7 +347,7 @@ impl MemBackend {
                     })
                 }
             }
-            let recheck_at = shared.server.next_expiry_ahead(&entry.name, entry.token);
+            let recheck_at = shared.server.next_expiry_ahead(&entry.queue, entry.token);
             tokio::select! {
                 _ = wake.notified() => {
                     counted = true;
@@ -378,17 +397,12 @@ impl MemBackend {
             release: Box::new(MemRelease {
                 session: entry.session.clone(),
                 name: entry.name.clone(),
+                queue: entry.queue.clone(),
                 token: entry.token,
                 registration,
                 released,
             }),
         }
-    }
-}
-
-impl QueuedEntry {
-    fn rule(&self) -> GrantRule {
-        self.recipe.grant_rule()
     }
 }
 
@@ -402,6 +416,7 @@ async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
 struct MemRelease {
     session: Arc<MemSession>,
     name: LockName,
+    queue: QueueId,
     token: crate::FencingToken,
     registration: u64,
     released: CancellationToken,
@@ -421,7 +436,7 @@ impl ServerRelease for MemRelease {
                 source: Some(Box::new(unreachable_error("delete the lock entry"))),
             });
         }
-        shared.server.remove(&self.name, self.token);
+        shared.server.remove(&self.queue, self.token);
         Ok(())
     }
 }
@@ -481,10 +496,7 @@ impl LockBackend for MemBackend {
         request: &EntryRequest,
         queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let session = self.live_session()?;
-        let enqueued = session.shared.enqueue(name, &request.value)?;
-        let entry =
-            QueuedEntry { session, name: name.clone(), token: enqueued.token, recipe: request.recipe, armed: true };
+        let (entry, enqueued) = self.enqueue(name, request)?;
         queued(QueueEntry {
             owner: server::owner_of(entry.session.shared.id),
             token: entry.token,
@@ -495,12 +507,9 @@ impl LockBackend for MemBackend {
     }
 
     async fn try_acquire(&self, name: &LockName, request: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let session = self.live_session()?;
-        let enqueued = session.shared.enqueue(name, &request.value)?;
-        let entry =
-            QueuedEntry { session, name: name.clone(), token: enqueued.token, recipe: request.recipe, armed: true };
-        match entry.session.shared.server.position(name, enqueued.token, false) {
-            Some(position) if entry.rule().granted_at(position) => Ok(Some(Self::into_hold(entry, enqueued.deleted))),
+        let (entry, enqueued) = self.enqueue(name, request)?;
+        match entry.session.shared.server.grant(&entry.queue, enqueued.token, entry.recipe, false) {
+            Some(Grant::Granted) => Ok(Some(Self::into_hold(entry, enqueued.deleted))),
             _ => Ok(None), // dropping `entry` removes it again
         }
     }

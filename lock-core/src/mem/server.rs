@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Grant, Recipe};
 use crate::{FencingToken, Leader, LockName, QueueEntry};
 
 /// An in-process lock server. Clones share the same server; clients connected to one server
@@ -47,9 +48,9 @@ struct ServerState {
     revision: u64,
     next_session: u64,
     sessions: HashMap<u64, SessionRecord>,
-    queues: HashMap<LockName, VecDeque<Entry>>,
+    queues: HashMap<QueueId, VecDeque<Entry>>,
     /// Observers of each name's first entry: told of every change of it or of its value.
-    observers: HashMap<LockName, broadcast::Sender<Option<Leader>>>,
+    observers: HashMap<QueueId, broadcast::Sender<Option<Leader>>>,
 }
 
 /// How many changes an observer may fall behind before it re-reads the leader.
@@ -62,10 +63,32 @@ struct SessionRecord {
     ended: CancellationToken,
 }
 
+/// Which queue of a name: the lock's and the election's (one queue, as on etcd), or the
+/// read-write lock's, where readers and writers queue together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct QueueId {
+    name: LockName,
+    read_write: bool,
+}
+
+impl QueueId {
+    /// The queue that entries of `recipe` for `name` join.
+    pub(crate) fn of(name: &LockName, recipe: Recipe) -> Self {
+        QueueId { name: name.clone(), read_write: matches!(recipe, Recipe::Read | Recipe::Write) }
+    }
+
+    /// The queue of the lock (and election) `name`.
+    fn lock(name: &LockName) -> Self {
+        QueueId::of(name, Recipe::Lock)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     session: u64,
     token: FencingToken,
+    /// Whether the entry excludes all behind it while it holds (all but a reader's).
+    exclusive: bool,
     value: Vec<u8>,
     since: SystemTime,
     wake: Arc<Notify>,
@@ -156,10 +179,11 @@ impl MemServer {
     pub fn delete_holder(&self, name: &LockName) -> Option<FencingToken> {
         let mut state = self.state();
         state.sweep(Instant::now());
-        let queue = state.queues.get_mut(name)?;
+        let queue_id = QueueId::lock(name);
+        let queue = state.queues.get_mut(&queue_id)?;
         let entry = queue.pop_front()?;
         entry.deleted.cancel();
-        state.after_removal(name, true);
+        state.after_removal(&queue_id, true);
         Some(entry.token)
     }
 
@@ -216,32 +240,40 @@ impl MemServer {
         Ok(())
     }
 
-    /// Queues session `id` for `name`, or returns its existing entry: a retried enqueue never
-    /// makes a second entry.
-    pub(crate) fn enqueue(&self, id: u64, name: &LockName, value: &[u8]) -> Result<Enqueued, SessionGone> {
+    /// Queues session `id` for `name` with an entry of `recipe`, or returns its existing entry:
+    /// a retried enqueue never makes a second entry.
+    pub(crate) fn enqueue(
+        &self,
+        id: u64,
+        name: &LockName,
+        recipe: Recipe,
+        value: &[u8],
+    ) -> Result<Enqueued, SessionGone> {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
         if !state.sessions.contains_key(&id) {
             return Err(SessionGone);
         }
-        if let Some(existing) = state.queues.get(name).and_then(|q| q.iter().find(|e| e.session == id)) {
+        let queue_id = QueueId::of(name, recipe);
+        if let Some(existing) = state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.session == id)) {
             return Ok(existing.enqueued());
         }
         state.revision += 1;
         let entry = Entry {
             session: id,
             token: FencingToken::new(state.revision),
+            exclusive: recipe.is_exclusive(),
             value: value.to_vec(),
             since: SystemTime::now(),
             wake: Arc::default(),
             deleted: CancellationToken::new(),
         };
         let enqueued = entry.enqueued();
-        let queue = state.queues.entry(name.clone()).or_default();
+        let queue = state.queues.entry(queue_id.clone()).or_default();
         queue.push_back(entry);
         if queue.len() == 1 {
-            state.publish(name);
+            state.publish(&queue_id);
         }
         Ok(enqueued)
     }
@@ -251,13 +283,14 @@ impl MemServer {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        let Some(queue) = state.queues.get_mut(name) else { return false };
+        let queue_id = QueueId::lock(name);
+        let Some(queue) = state.queues.get_mut(&queue_id) else { return false };
         let Some(index) = queue.iter().position(|e| e.token == token) else { return false };
         if let Some(entry) = queue.get_mut(index) {
             entry.value = value.to_vec();
         }
         if index == 0 {
-            state.publish(name);
+            state.publish(&queue_id);
         }
         true
     }
@@ -267,7 +300,7 @@ impl MemServer {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        state.leader(name)
+        state.leader(&QueueId::lock(name))
     }
 
     /// The leader of `name` now and a receiver of every later change, read atomically.
@@ -275,27 +308,35 @@ impl MemServer {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        let receiver =
-            state.observers.entry(name.clone()).or_insert_with(|| broadcast::channel(OBSERVER_BACKLOG).0).subscribe();
-        (state.leader(name), receiver)
+        let queue_id = QueueId::lock(name);
+        let receiver = state
+            .observers
+            .entry(queue_id.clone())
+            .or_insert_with(|| broadcast::channel(OBSERVER_BACKLOG).0)
+            .subscribe();
+        (state.leader(&queue_id), receiver)
     }
 
-    /// The entry's place in line (0 = holder), or `None` if it is gone. `counted` says whether
-    /// this read is a request of its own (a re-read after a wake-up) or part of an earlier one.
-    pub(crate) fn position(&self, name: &LockName, token: FencingToken, counted: bool) -> Option<usize> {
+    /// What the entry's grant rule says of the entries ahead of it, or `None` if it is gone.
+    /// `counted` says whether this read is a request of its own (a re-read after a wake-up) or
+    /// part of an earlier one.
+    pub(crate) fn grant(&self, queue: &QueueId, token: FencingToken, recipe: Recipe, counted: bool) -> Option<Grant> {
         if counted {
             self.count();
         }
         let mut state = self.state();
         state.sweep(Instant::now());
-        state.queues.get(name)?.iter().position(|e| e.token == token)
+        let entries = state.queues.get(queue)?;
+        let position = entries.iter().position(|e| e.token == token)?;
+        let ahead: Vec<bool> = entries.iter().take(position).map(|e| e.exclusive).collect();
+        Some(recipe.grant_rule().decide(&ahead, |exclusive| *exclusive))
     }
 
     /// When the earliest session ahead of `token` in `name`'s queue expires, if it stops
     /// renewing: a waiter must look again then.
-    pub(crate) fn next_expiry_ahead(&self, name: &LockName, token: FencingToken) -> Option<Instant> {
+    pub(crate) fn next_expiry_ahead(&self, queue: &QueueId, token: FencingToken) -> Option<Instant> {
         let state = self.state();
-        let queue = state.queues.get(name)?;
+        let queue = state.queues.get(queue)?;
         queue
             .iter()
             .take_while(|e| e.token != token)
@@ -305,14 +346,14 @@ impl MemServer {
 
     /// Deletes the entry with exactly this token (a fenced delete: it can never remove a newer
     /// entry). Returns whether it existed.
-    pub(crate) fn remove(&self, name: &LockName, token: FencingToken) -> bool {
+    pub(crate) fn remove(&self, queue_id: &QueueId, token: FencingToken) -> bool {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        let Some(queue) = state.queues.get_mut(name) else { return false };
+        let Some(queue) = state.queues.get_mut(queue_id) else { return false };
         let Some(index) = queue.iter().position(|e| e.token == token) else { return false };
         queue.remove(index);
-        state.after_removal(name, index == 0);
+        state.after_removal(queue_id, index == 0);
         true
     }
 
@@ -321,7 +362,7 @@ impl MemServer {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        state.queues.get(name).map(|q| q.iter().map(Entry::listed).collect()).unwrap_or_default()
+        state.queues.get(&QueueId::lock(name)).map(|q| q.iter().map(Entry::listed).collect()).unwrap_or_default()
     }
 
     /// The queues of every lock named `under` or below it (all with `None`), holder first.
@@ -338,8 +379,8 @@ impl MemServer {
         state
             .queues
             .iter()
-            .filter(|(name, queue)| !queue.is_empty() && is_under(name))
-            .map(|(name, queue)| (name.clone(), queue.iter().map(Entry::listed).collect()))
+            .filter(|(id, queue)| !id.read_write && !queue.is_empty() && is_under(&id.name))
+            .map(|(id, queue)| (id.name.clone(), queue.iter().map(Entry::listed).collect()))
             .collect()
     }
 }
@@ -379,40 +420,55 @@ impl ServerState {
     fn end_session(&mut self, id: u64) -> bool {
         let Some(record) = self.sessions.remove(&id) else { return false };
         record.ended.cancel();
-        let names: Vec<LockName> = self.queues.keys().cloned().collect();
-        for name in names {
-            let Some(queue) = self.queues.get_mut(&name) else { continue };
+        let queue_ids: Vec<QueueId> = self.queues.keys().cloned().collect();
+        for queue_id in queue_ids {
+            let Some(queue) = self.queues.get_mut(&queue_id) else { continue };
             let head_before = queue.front().map(|e| e.token);
+            let len_before = queue.len();
             queue.retain(|e| e.session != id);
             let head_changed = queue.front().map(|e| e.token) != head_before;
-            self.after_removal(&name, head_changed);
+            if queue.len() != len_before {
+                self.after_removal(&queue_id, head_changed);
+            }
         }
         true
     }
 
-    fn leader(&self, name: &LockName) -> Option<Leader> {
-        self.queues.get(name).and_then(|q| q.front()).map(Entry::leader)
+    fn leader(&self, queue: &QueueId) -> Option<Leader> {
+        self.queues.get(queue).and_then(|q| q.front()).map(Entry::leader)
     }
 
-    /// Tells `name`'s observers its current leader; forgets the channel once nobody listens.
-    fn publish(&mut self, name: &LockName) {
-        let leader = self.leader(name);
-        if let Some(observers) = self.observers.get(name) {
+    /// Tells the queue's observers its current leader; forgets the channel once nobody listens.
+    fn publish(&mut self, queue: &QueueId) {
+        let leader = self.leader(queue);
+        if let Some(observers) = self.observers.get(queue) {
             if observers.send(leader).is_err() {
-                self.observers.remove(name);
+                self.observers.remove(queue);
             }
         }
     }
 
-    /// After an entry left `name`'s queue: wakes the new head if the head changed (only it: no
-    /// herd) and tells the observers, and forgets empty queues.
-    fn after_removal(&mut self, name: &LockName, head_changed: bool) {
+    /// After an entry left a queue: wakes the entries the removal may have granted (only those:
+    /// no herd) and tells the observers of a new head, and forgets empty queues. In a lock's
+    /// queue that is the new head; in a read-write lock's, the head and, when it is a reader,
+    /// the readers behind it up to the first writer.
+    fn after_removal(&mut self, queue_id: &QueueId, head_changed: bool) {
         if head_changed {
-            self.publish(name);
+            self.publish(queue_id);
         }
-        match self.queues.get(name) {
+        match self.queues.get(queue_id) {
             Some(queue) if queue.is_empty() => {
-                self.queues.remove(name);
+                self.queues.remove(queue_id);
+            }
+            Some(queue) if queue_id.read_write => {
+                let mut granted = queue.iter().enumerate().take_while(|(i, e)| *i == 0 || !e.exclusive);
+                if let Some((_, head)) = granted.next() {
+                    let readers_too = !head.exclusive;
+                    head.wake.notify_one();
+                    for (_, reader) in granted.filter(|_| readers_too) {
+                        reader.wake.notify_one();
+                    }
+                }
             }
             Some(queue) if head_changed => {
                 if let Some(head) = queue.front() {

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{Enqueued, MemServer};
-use crate::{backend::SessionLife, LockError, LockName};
+use crate::backend::{Recipe, SessionLife};
+use crate::{LockError, LockName};
 
 /// The client's simulated network to the server, shared by all its sessions.
 #[derive(Debug, Default)]
@@ -150,13 +151,13 @@ impl SessionShared {
     }
 
     /// Enqueues, retrying when the reply is lost: the server finds the session's own entry.
-    pub(crate) fn enqueue(&self, name: &LockName, value: &[u8]) -> Result<Enqueued, LockError> {
+    pub(crate) fn enqueue(&self, name: &LockName, recipe: Recipe, value: &[u8]) -> Result<Enqueued, LockError> {
         loop {
             if self.net.is_partitioned() {
                 return Err(unreachable_error("queue for the lock"));
             }
             let sent = Instant::now();
-            let reply = self.server.enqueue(self.id, name, value);
+            let reply = self.server.enqueue(self.id, name, recipe, value);
             if self.net.reply_lost() {
                 tracing::debug!(lock = %name, "mem: enqueue reply lost; retrying");
                 continue;
