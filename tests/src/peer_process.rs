@@ -105,30 +105,42 @@ fn curator_classpath(classes: &std::path::Path) -> String {
     path.join(":")
 }
 
-/// Compiles `tests/java/CuratorLatch.java` once per test binary; the directory of its class.
-fn curator_latch_classes() -> &'static Result<PathBuf, String> {
+/// Compiles the Curator peers in `tests/java` once per test binary; the directory of their classes.
+fn curator_peer_classes() -> &'static Result<PathBuf, String> {
     static CLASSES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     CLASSES.get_or_init(|| {
-        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/CuratorLatch.java");
+        let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java");
         let out = crate::temp_dir("java-peers").map_err(|e| e.to_string())?.keep();
         let status = std::process::Command::new("javac")
             .args(["-nowarn", "-cp", &curator_classpath(&out), "-d"])
             .arg(&out)
-            .arg(&source)
+            .args(["CuratorLatch.java", "CuratorReadWrite.java"].map(|file| sources.join(file)))
             .status()
             .map_err(|e| format!("javac (Debian default-jdk-headless): {e}"))?;
-        status.success().then_some(out).ok_or_else(|| format!("javac failed on {}: {status}", source.display()))
+        status.success().then_some(out).ok_or_else(|| format!("javac failed on {}: {status}", sources.display()))
     })
+}
+
+/// Starts the Curator peer `class` with `args`, named `what` in failure messages.
+async fn curator_peer(what: &str, class: &str, args: &[&str]) -> LinePeer {
+    let classes = tokio::task::spawn_blocking(curator_peer_classes).await.expect("javac task");
+    let classes = classes.as_ref().expect("the Curator peers compile");
+    let mut command = Command::new("java");
+    command.args(["-cp", &curator_classpath(classes), class]).args(args);
+    LinePeer::spawn(what, command).expect("java (Debian default-jre-headless)")
 }
 
 /// Starts a Curator LeaderLatch participant `id` on `path` (a full path, no chroot) of the
 /// ensemble at `hosts`. See `tests/java/CuratorLatch.java` for what it prints.
 pub async fn curator_latch(hosts: &str, path: &str, id: &str) -> LinePeer {
-    let classes = tokio::task::spawn_blocking(curator_latch_classes).await.expect("javac task");
-    let classes = classes.as_ref().expect("the Curator peer compiles");
-    let mut command = Command::new("java");
-    command.args(["-cp", &curator_classpath(classes), "CuratorLatch", hosts, path, id]);
-    LinePeer::spawn(&format!("Curator LeaderLatch {id}"), command).expect("java (Debian default-jre-headless)")
+    curator_peer(&format!("Curator LeaderLatch {id}"), "CuratorLatch", &[hosts, path, id]).await
+}
+
+/// Starts a Curator InterProcessReadWriteLock's read (`shared`) or write side on `path` (a full
+/// path, no chroot) of the ensemble at `hosts`. See `tests/java/CuratorReadWrite.java`.
+pub async fn curator_read_write(hosts: &str, path: &str, shared: bool) -> LinePeer {
+    let side = if shared { "read" } else { "write" };
+    curator_peer(&format!("Curator {side} lock"), "CuratorReadWrite", &[hosts, path, side]).await
 }
 
 /// Starts `etcdctl elect` with `args` (a name and a proposal, or `-l` and a name) against

@@ -1,5 +1,6 @@
 //! ZooKeeper-specific behaviour on real servers: URL connection, a Curator holder written by
-//! hand, leader loss, the whole ensemble down and back, long queues.
+//! hand, leader loss, the whole ensemble down and back, long queues, and interop with real
+//! Curator (LeaderLatch, InterProcessReadWriteLock).
 
 use std::time::Duration;
 
@@ -240,4 +241,61 @@ async fn curator_leader_latch_and_distlock_elect_one_leader_each_way() {
     assert_eq!(leader.value, "curator-2");
     curator.send("close").await;
     curator.line(BOUND, |l| l == "closed").await;
+}
+
+/// Curator's InterProcessReadWriteLock (real Curator, from Debian's libcurator-recipes-java) and
+/// distlock's read-write lock on the same path, each way: a writer of either keeps the other's
+/// readers and writers out until it releases, and readers of both hold together.
+#[tokio::test]
+async fn curator_read_write_lock_and_distlock_share_and_exclude_each_way() {
+    let h = harness().await;
+    let hosts = shared::zookeeper().await.endpoints.join(",");
+    let path = format!("{}/rw", h.chroot());
+    let (ours, other) = (h.client().await, h.client().await);
+
+    // Curator writes: distlock's reader waits for it.
+    let mut curator_writer = peer_process::curator_read_write(&hosts, &path, false).await;
+    curator_writer.line(BOUND, |l| l == "acquired").await;
+    assert!(ours.try_read_lock("rw").await.expect("try_read_lock").is_none(), "distlock reads while Curator writes");
+    let reader = ours.clone();
+    let reading = tokio::spawn(async move { reader.read_lock("rw").await.expect("read_lock") });
+    wait_for_queue(ours.as_ref(), "rw", BOUND, "distlock's reader to queue behind Curator's writer", |i| {
+        i.waiters.len() == 1
+    })
+    .await;
+    let released_at = Instant::now();
+    curator_writer.send("release").await;
+    curator_writer.line(BOUND, |l| l == "released").await;
+    let ours_reading = timeout(BOUND, reading).await.expect("distlock reads after Curator's writer").expect("task");
+    assert!(Instant::now() >= released_at);
+
+    // distlock reads: Curator's reader holds beside it; Curator's writer waits for both.
+    let mut curator_reader = peer_process::curator_read_write(&hosts, &path, true).await;
+    curator_reader.line(BOUND, |l| l == "acquired").await;
+    let mut curator_writer = peer_process::curator_read_write(&hosts, &path, false).await;
+    wait_for_queue(ours.as_ref(), "rw", BOUND, "Curator's writer to queue", |i| i.waiters.len() == 2).await;
+    ours_reading.release().await.expect("release");
+    assert!(!curator_writer.printed(|l| l == "acquired"), "Curator's writer got in beside Curator's reader");
+    curator_reader.send("release").await;
+    curator_reader.line(BOUND, |l| l == "released").await;
+    curator_writer.line(BOUND, |l| l == "acquired").await;
+
+    // Curator writes again: distlock's writer waits for it, then holds alone.
+    assert!(other.try_write_lock("rw").await.expect("try_write_lock").is_none(), "distlock writes beside Curator");
+    let writer = other.clone();
+    let writing = tokio::spawn(async move { writer.write_lock("rw").await.expect("write_lock") });
+    wait_for_queue(ours.as_ref(), "rw", BOUND, "distlock's writer to queue", |i| i.waiters.len() == 1).await;
+    curator_writer.send("release").await;
+    curator_writer.line(BOUND, |l| l == "released").await;
+    let ours_writing = timeout(BOUND, writing).await.expect("distlock writes after Curator").expect("task");
+    let mut curator_reader = peer_process::curator_read_write(&hosts, &path, true).await;
+    wait_for_queue(ours.as_ref(), "rw", BOUND, "Curator's reader to queue behind distlock's writer", |i| {
+        i.waiters.len() == 1
+    })
+    .await;
+    assert!(!curator_reader.printed(|l| l == "acquired"), "Curator reads while distlock writes");
+    ours_writing.release().await.expect("release");
+    curator_reader.line(BOUND, |l| l == "acquired").await;
+    curator_reader.send("release").await;
+    curator_reader.line(BOUND, |l| l == "released").await;
 }

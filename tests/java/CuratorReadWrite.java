@@ -1,0 +1,59 @@
+// One side of a Curator InterProcessReadWriteLock, for distlock's interop tests: takes the read
+// or the write lock on a path beside distlock and reports when it holds. Built by the tests
+// with javac against Debian's libcurator-recipes-java.
+//
+// Usage: java CuratorReadWrite <connect string> <lock path> read|write
+// Prints, one line each, flushed: "acquired" once it holds the lock; after the first line read
+// on standard input (or its end) it releases (or stops waiting) and prints "released".
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.util.concurrent.CountDownLatch;
+
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+
+public class CuratorReadWrite {
+    private static synchronized void say(String line) {
+        System.out.println(line);
+        System.out.flush();
+    }
+
+    public static void main(String[] args) throws Exception {
+        CuratorFramework client = CuratorFrameworkFactory.builder()
+                .connectString(args[0])
+                .sessionTimeoutMs(4000)
+                .connectionTimeoutMs(4000)
+                .retryPolicy(new ExponentialBackoffRetry(100, 5))
+                .build();
+        client.start();
+        client.blockUntilConnected();
+        InterProcessReadWriteLock lock = new InterProcessReadWriteLock(client, args[1]);
+        InterProcessMutex side = args[2].equals("read") ? lock.readLock() : lock.writeLock();
+
+        // Curator's locks belong to the thread that acquired them: it also releases.
+        CountDownLatch stop = new CountDownLatch(1);
+        Thread holder = new Thread(() -> {
+            try {
+                side.acquire();
+                say("acquired");
+                stop.await();
+                side.release();
+            } catch (Exception e) {
+                // Interrupted while waiting: the end of input came first.
+            }
+        });
+        holder.start();
+        new BufferedReader(new InputStreamReader(System.in)).readLine();
+        if (side.isAcquiredInThisProcess()) {
+            stop.countDown();
+        } else {
+            holder.interrupt();
+        }
+        holder.join();
+        say("released");
+        client.close();
+    }
+}
