@@ -569,3 +569,39 @@ async fn etcd_lost_leadership_terminates_the_command_and_exits_70() {
 async fn zookeeper_lost_leadership_terminates_the_command_and_exits_70() {
     lost_leadership_terminates_the_command_and_exits_70(zookeeper().await).await;
 }
+
+/// `run --shared` holds the read side of a read-write lock beside other readers, `run
+/// --exclusive` its write side alone, and neither gets in beside a writer.
+async fn shared_runs_read_together_and_exclusive_runs_write_alone(b: Backend) {
+    let holder = b.harness.client().await;
+    let reading = holder.read_lock("cli/rw").await.expect("read_lock");
+    let run = |args: &[&str]| distlock(&b.url, args).output();
+    let shared = run(&["run", "--shared", "--no-wait", "cli/rw", "--", "sh", "-c", "echo $DISTLOCK_FENCING_TOKEN"])
+        .await
+        .expect("run --shared");
+    assert_eq!(shared.status.code(), Some(0), "a reader beside a reader: {}", String::from_utf8_lossy(&shared.stderr));
+    let token: u64 = String::from_utf8_lossy(&shared.stdout).trim().parse().expect("the reader's fencing token");
+    assert!(token > reading.fencing_token().get(), "the later reader's token is greater");
+    let exclusive = run(&["run", "--exclusive", "--no-wait", "cli/rw", "--", "true"]).await.expect("run --exclusive");
+    assert_eq!(exclusive.status.code(), Some(75), "a writer beside a reader");
+    reading.release().await.expect("release");
+
+    let writing = holder.write_lock("cli/rw").await.expect("write_lock");
+    let shared = run(&["run", "--shared", "--no-wait", "cli/rw", "--", "true"]).await.expect("run --shared");
+    assert_eq!(shared.status.code(), Some(75), "a reader beside a writer");
+    let both = run(&["run", "--shared", "--exclusive", "cli/rw", "--", "true"]).await.expect("run");
+    assert_eq!(both.status.code(), Some(64), "--shared and --exclusive together are a usage error");
+    writing.release().await.expect("release");
+    let exclusive = run(&["run", "--exclusive", "--no-wait", "cli/rw", "--", "true"]).await.expect("run --exclusive");
+    assert_eq!(exclusive.status.code(), Some(0), "{}", String::from_utf8_lossy(&exclusive.stderr));
+}
+
+#[tokio::test]
+async fn etcd_shared_runs_read_together_and_exclusive_runs_write_alone() {
+    shared_runs_read_together_and_exclusive_runs_write_alone(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_shared_runs_read_together_and_exclusive_runs_write_alone() {
+    shared_runs_read_together_and_exclusive_runs_write_alone(zookeeper().await).await;
+}

@@ -49,10 +49,22 @@ enum Command {
     /// The command gets DISTLOCK_NAME and DISTLOCK_FENCING_TOKEN in its environment. If the lock
     /// is lost, the command gets SIGTERM, then SIGKILL after --grace. If distlock itself dies,
     /// the command is killed with it: no critical section outlives its lock.
+    ///
+    /// With --shared or --exclusive, NAME is a read-write lock instead: --shared runs take its
+    /// read side together, an --exclusive run takes its write side alone. A plain run is the
+    /// lock NAME (etcdctl lock, Curator's InterProcessMutex), a queue apart from the read-write
+    /// lock's: writers that must exclude --shared readers run with --exclusive.
     #[command(after_help = EXIT_CODES)]
     Run {
         /// The lock name, e.g. jobs/nightly-report.
         name: String,
+        /// Hold the read side of read-write lock NAME: with other --shared runs, without any
+        /// --exclusive one.
+        #[arg(long, conflicts_with = "exclusive")]
+        shared: bool,
+        /// Hold the write side of read-write lock NAME: alone, without any --shared run.
+        #[arg(long)]
+        exclusive: bool,
         #[command(flatten)]
         hold: HoldArgs,
     },
@@ -172,10 +184,15 @@ async fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage.code());
     };
     let outcome = match cli.command {
-        Command::Run { name, hold } => {
+        Command::Run { name, shared, exclusive, hold } => {
             // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
             let progress = cli.verbose > 0 || std::io::stderr().is_terminal();
-            run::run(hold.options(url, name, run::Want::Lock, progress)).await
+            let want = match (shared, exclusive) {
+                (true, _) => run::Want::Read,
+                (_, true) => run::Want::Write,
+                _ => run::Want::Lock,
+            };
+            run::run(hold.options(url, name, want, progress)).await
         }
         Command::Elect { name, value, hold } => {
             let want = run::Want::Leadership { value: value.unwrap_or_else(default_value) };

@@ -16,15 +16,21 @@ use crate::exit::Exit;
 pub enum Want {
     /// The lock `name` (`run`).
     Lock,
+    /// The read side of read-write lock `name` (`run --shared`).
+    Read,
+    /// The write side of read-write lock `name` (`run --exclusive`).
+    Write,
     /// Leadership of the election `name`, campaigning with this value (`elect`).
     Leadership { value: String },
 }
 
 impl Want {
-    /// What the user waits for, in messages: `lock`, `election`.
+    /// What the user waits for, in messages: `lock`, `read lock`, `write lock`, `election`.
     fn noun(&self) -> &'static str {
         match self {
             Want::Lock => "lock",
+            Want::Read => "read lock",
+            Want::Write => "write lock",
             Want::Leadership { .. } => "election",
         }
     }
@@ -212,6 +218,8 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
     if o.no_wait {
         let held = match &o.want {
             Want::Lock => locks.try_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
+            Want::Read => locks.try_read_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
+            Want::Write => locks.try_write_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
             Want::Leadership { value } => {
                 locks.try_campaign(&o.name, value).await?.map(|l| Held { guard: l.into_guard(), leader: true })
             }
@@ -231,6 +239,8 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
                 .await
                 .map(|guard| Held { guard, leader: false }),
             (Want::Lock, false) => locks.lock(&o.name).await.map(|guard| Held { guard, leader: false }),
+            (Want::Read, _) => locks.read_lock(&o.name).await.map(|guard| Held { guard, leader: false }),
+            (Want::Write, _) => locks.write_lock(&o.name).await.map(|guard| Held { guard, leader: false }),
             (Want::Leadership { value }, _) => {
                 locks.campaign(&o.name, value).await.map(|l| Held { guard: l.into_guard(), leader: true })
             }
