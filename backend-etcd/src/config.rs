@@ -342,11 +342,13 @@ impl EtcdConfig {
     }
 
     /// The key prefix of the queue that `recipe`'s entries for `name` join: the lock's (and the
-    /// election's) [`EtcdConfig::lock_prefix`], or the read-write lock's
-    /// [`crate::layout::read_write_prefix`].
+    /// election's) [`EtcdConfig::lock_prefix`], the read-write lock's
+    /// [`crate::layout::read_write_prefix`], or the semaphore's
+    /// [`crate::layout::semaphore_prefix`].
     pub(crate) fn queue_prefix(&self, name: &str, recipe: Recipe) -> String {
         match recipe {
             Recipe::Read | Recipe::Write => crate::layout::read_write_prefix(&self.prefix, name),
+            Recipe::Permit(_) => crate::layout::semaphore_prefix(&self.prefix, name),
             _ => self.lock_prefix(name),
         }
     }

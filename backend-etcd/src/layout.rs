@@ -10,6 +10,8 @@
 //! - the queue of read-write lock `name` is the keys `<prefix>//rw/<name>//r<lease id hex>`
 //!   (readers) and `...//w<lease id hex>` (writers), ordered by create revision: apart from the
 //!   lock's queue, so a Go Mutex on `name` neither sees them nor is seen by them;
+//! - the queue of semaphore `name` is the keys `<prefix>//sem/<name>//p<permits>-<lease id hex>`,
+//!   ordered by create revision;
 //! - a holder that waited writes its release marker `<prefix>//released/<name>//<lease id hex>`
 //!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
 
@@ -92,8 +94,36 @@ pub fn read_write_prefix(prefix: &str, name: &str) -> String {
     }
 }
 
+/// The key prefix of semaphore `name`'s queue: `<prefix>//sem/<name>//` (`/sem/<name>//`
+/// without a prefix), apart from every other recipe's queue as [`read_write_prefix`] is.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::semaphore_prefix("p", "api"), "p//sem/api//");
+/// ```
+pub fn semaphore_prefix(prefix: &str, name: &str) -> String {
+    match prefix {
+        "" => format!("/sem/{name}//"),
+        prefix => format!("{prefix}//sem/{name}//"),
+    }
+}
+
+/// The number of permits a permit's key in the queue at `queue_prefix` carries
+/// (`p<permits>-<lease id hex>`, see [`key_stem`]); `None` for any other key.
+///
+/// ```
+/// use distlock_etcd::layout::permits_of;
+/// assert_eq!(permits_of("p//sem/api//", b"p//sem/api//p4-694d"), Some(4));
+/// assert_eq!(permits_of("p//sem/api//", b"p//sem/api//694d"), None);
+/// ```
+pub fn permits_of(queue_prefix: &str, key: &[u8]) -> Option<u32> {
+    let entry = std::str::from_utf8(key.strip_prefix(queue_prefix.as_bytes())?).ok()?;
+    let (permits, _) = entry.strip_prefix('p')?.split_once('-')?;
+    permits.bytes().all(|b| b.is_ascii_digit()).then(|| permits.parse().ok()).flatten()
+}
+
 /// What the keys of a `recipe`'s entries start with in the queue at `queue_prefix`: a reader's
-/// `r`, a writer's `w` before the lease id; a lock's and an election's nothing (Go's layout).
+/// `r`, a writer's `w`, a permit's `p<permits>-` before the lease id; a lock's and an
+/// election's nothing (Go's layout).
 ///
 /// ```
 /// use distlock_core::backend::Recipe;
@@ -105,6 +135,7 @@ pub fn key_stem(queue_prefix: &str, recipe: Recipe) -> String {
     match recipe {
         Recipe::Read => format!("{queue_prefix}r"),
         Recipe::Write => format!("{queue_prefix}w"),
+        Recipe::Permit(permits) => format!("{queue_prefix}p{permits}-"),
         _ => queue_prefix.to_owned(),
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use distlock_core::backend::{Grant, Recipe};
-use distlock_core::LockName;
+use distlock_core::{LockError, LockName};
 use etcd_client::KeyValue;
 
 use crate::session::EtcdSession;
@@ -29,16 +29,22 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// The key ahead of ours that blocks it, from the keys below ours read newest first (a
-    /// read of the whole queue below, or the first few, which holds the predecessor): by the
-    /// recipe's grant rule, the key just below ours, or for a reader the nearest writer's; with
-    /// how many keys of the read lie at or below it. `None`: nothing read blocks us.
-    pub(crate) fn blocker<'r>(&self, below: &[&'r KeyValue]) -> Option<(&'r KeyValue, usize)> {
+    /// What the recipe's grant rule says, given the keys below ours read newest first (a read
+    /// of the whole queue below, or the first few, which holds the predecessor), with those
+    /// keys oldest first, as the answer indexes them.
+    pub(crate) fn decide<'r>(&self, below: &[&'r KeyValue]) -> (Grant, Vec<&'r KeyValue>) {
         let ahead: Vec<&KeyValue> = below.iter().rev().copied().collect();
         let is_exclusive = |kv: &&KeyValue| !crate::layout::is_reader_key(&self.queue_prefix, kv.key());
-        match self.recipe.grant_rule().decide(&ahead, is_exclusive) {
-            Grant::Granted => None,
-            Grant::WaitBehind(index) => ahead.get(index).map(|kv| (*kv, index + 1)),
+        (self.recipe.grant_rule().decide(&ahead, is_exclusive), ahead)
+    }
+
+    /// The key ahead of ours that blocks it, where the rule waits behind one key (the key just
+    /// below ours, or for a reader the nearest writer's), with how many keys of the read lie at
+    /// or below it. `None`: nothing read blocks us, or the rule waits otherwise (a permit).
+    pub(crate) fn blocker<'r>(&self, below: &[&'r KeyValue]) -> Option<(&'r KeyValue, usize)> {
+        match self.decide(below) {
+            (Grant::WaitBehind(index), ahead) => ahead.get(index).map(|kv| (*kv, index + 1)),
+            _ => None,
         }
     }
 
@@ -46,6 +52,29 @@ impl Place {
     /// reader's blocker may lie below any number of readers.
     pub(crate) fn reads_all_below(&self) -> bool {
         !self.recipe.is_exclusive()
+    }
+
+    /// The value our key was created with: for a permit its number of permits, else empty
+    /// (an election's value is kept by its proclaim).
+    pub(crate) fn recipe_value(&self) -> Vec<u8> {
+        match self.recipe {
+            Recipe::Permit(permits) => permits.to_string().into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// For a permit: refuses to wait where keys `below` ours carry another number of permits
+    /// (clients disagree on the semaphore's size).
+    pub(crate) fn check_permits(&self, below: &[&KeyValue]) -> Result<(), LockError> {
+        let Recipe::Permit(asked) = self.recipe else { return Ok(()) };
+        let other = below
+            .iter()
+            .filter_map(|kv| crate::layout::permits_of(&self.queue_prefix, kv.key()))
+            .find(|queued| *queued != asked.get());
+        match other {
+            Some(queued) => Err(LockError::PermitsMismatch { name: self.name.to_string(), queued, asked: asked.get() }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -255,17 +255,32 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
 ///
 /// Cancel safe: dropping the future closes the watch.
 async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from_revision: i64) -> WaitEnd {
+    let wanted = |response: &etcd_client::WatchResponse| event_after(response, watched, from_revision - 1);
+    wait_for_matching(session, key, watched.options(), from_revision, wanted).await
+}
+
+/// Waits until the watch on `key` with `options`, from `from_revision` on, delivers a response
+/// in which `wanted` finds an event (its revision). Retries broken watches forever from the same
+/// revision; the caller bounds the wait (session end, cancellation).
+///
+/// Cancel safe: dropping the future closes the watch.
+pub(crate) async fn wait_for_matching(
+    session: &EtcdSession,
+    key: &str,
+    options: WatchOptions,
+    from_revision: i64,
+    wanted: impl Fn(&etcd_client::WatchResponse) -> Option<i64>,
+) -> WaitEnd {
     let mut backoff = Duration::from_millis(20);
     loop {
         session.count();
-        let options = watched.options().with_start_revision(from_revision);
-        match session.hub.watch(key, options).await {
+        match session.hub.watch(key, options.clone().with_start_revision(from_revision)).await {
             Ok(mut stream) => {
                 while let Some(response) = stream.message().await {
                     if response.compact_revision() > 0 {
                         return WaitEnd::Compacted;
                     }
-                    if let Some(revision) = event_after(&response, watched, from_revision - 1) {
+                    if let Some(revision) = wanted(&response) {
                         return WaitEnd::Happened { revision };
                     }
                     if response.canceled() {

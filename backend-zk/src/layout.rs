@@ -4,60 +4,78 @@
 //! `_c_<uuid>-<marker><seq>` (Curator's protected mode), ordered by sequence number. The marker
 //! tells the recipe: `lock-` for a lock (InterProcessMutex, and LeaderSelector, which is built
 //! on it), `latch-` for an election (LeaderLatch), `__READ__` and `__WRIT__` for the two sides
-//! of a read-write lock (InterProcessReadWriteLock), which queue together.
+//! of a read-write lock (InterProcessReadWriteLock), which queue together; `permits<N>-` for a
+//! permit of a semaphore of N permits (distlock's own: see docs/zookeeper.md).
 
 use distlock_core::backend::Recipe;
 
-/// The marker Curator puts before the sequence number of a `recipe`'s znodes.
+/// The marker Curator puts before the sequence number of a `recipe`'s znodes; a semaphore's
+/// permits (distlock's own layout) carry their number: `permits<N>-`.
 ///
 /// ```
+/// use std::num::NonZeroU32;
 /// use distlock_core::backend::Recipe;
 /// assert_eq!(distlock_zk::layout::marker(Recipe::Lock), "lock-");
 /// assert_eq!(distlock_zk::layout::marker(Recipe::Election), "latch-");
 /// assert_eq!(distlock_zk::layout::marker(Recipe::Read), "__READ__");
+/// assert_eq!(distlock_zk::layout::marker(Recipe::Permit(NonZeroU32::new(4).unwrap())), "permits4-");
 /// ```
-pub fn marker(recipe: Recipe) -> &'static str {
+pub fn marker(recipe: Recipe) -> String {
     match recipe {
-        Recipe::Election => "latch-",
-        Recipe::Read => "__READ__",
-        Recipe::Write => "__WRIT__",
-        _ => "lock-",
+        Recipe::Election => "latch-".to_owned(),
+        Recipe::Read => "__READ__".to_owned(),
+        Recipe::Write => "__WRIT__".to_owned(),
+        Recipe::Permit(permits) => format!("permits{permits}-"),
+        _ => "lock-".to_owned(),
     }
 }
 
-/// Every recipe distlock reads, by marker.
-const RECIPES: [Recipe; 4] = [Recipe::Lock, Recipe::Election, Recipe::Read, Recipe::Write];
+/// The recipes whose markers are fixed, by marker.
+const FIXED: [(Recipe, &str); 4] =
+    [(Recipe::Lock, "lock-"), (Recipe::Election, "latch-"), (Recipe::Read, "__READ__"), (Recipe::Write, "__WRIT__")];
 
 /// The marker and sequence number of a queue znode's name (`..lock-0000000042`), if it is one.
 ///
 /// ```
-/// assert_eq!(distlock_zk::layout::sequence("_c_x-latch-0000000042"), Some(("latch-", "0000000042")));
+/// assert_eq!(distlock_zk::layout::sequence("_c_x-latch-0000000042"), Some(("latch-".to_owned(), "0000000042")));
 /// assert_eq!(distlock_zk::layout::sequence("nightly"), None);
 /// ```
-pub fn sequence(child: &str) -> Option<(&'static str, &str)> {
+pub fn sequence(child: &str) -> Option<(String, &str)> {
     recipe_and_sequence(child).map(|(recipe, digits)| (marker(recipe), digits))
 }
 
 /// The recipe of a queue znode, by its marker.
 ///
 /// ```
+/// use std::num::NonZeroU32;
 /// use distlock_core::backend::Recipe;
-/// assert_eq!(distlock_zk::layout::recipe_of("_c_x-__WRIT__0000000007"), Some(Recipe::Write));
-/// assert_eq!(distlock_zk::layout::recipe_of("nightly"), None);
+/// use distlock_zk::layout::recipe_of;
+/// assert_eq!(recipe_of("_c_x-__WRIT__0000000007"), Some(Recipe::Write));
+/// assert_eq!(recipe_of("_c_x-permits3-0000000007"), Some(Recipe::Permit(NonZeroU32::new(3).unwrap())));
+/// assert_eq!(recipe_of("nightly"), None);
 /// ```
 pub fn recipe_of(child: &str) -> Option<Recipe> {
     recipe_and_sequence(child).map(|(recipe, _)| recipe)
 }
 
-/// Whether a queue znode holds shared (a reader's): its release does not mean it was first.
+/// Whether a queue znode holds beside others (a reader's, a permit's): its release does not
+/// mean it was first.
 pub(crate) fn is_shared(child: &str) -> bool {
     recipe_of(child).is_some_and(|recipe| !recipe.is_exclusive())
 }
 
 fn recipe_and_sequence(child: &str) -> Option<(Recipe, &str)> {
-    RECIPES.into_iter().find_map(|recipe| {
-        let (_, digits) = child.rsplit_once(marker(recipe))?;
-        (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit())).then_some((recipe, digits))
+    let is_sequence = |digits: &str| digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit());
+    let fixed = FIXED.into_iter().find_map(|(recipe, marker)| {
+        let (_, digits) = child.rsplit_once(marker)?;
+        is_sequence(digits).then_some((recipe, digits))
+    });
+    fixed.or_else(|| {
+        // `..-permits<N>-<seq>`
+        let (head, digits) = child.rsplit_once('-')?;
+        let (_, permits) = head.rsplit_once("-permits")?;
+        let permits = permits.parse().ok().filter(|_| permits.bytes().all(|b| b.is_ascii_digit()))?;
+        is_sequence(digits).then_some((Recipe::Permit(permits), digits))
     })
 }
 
@@ -72,7 +90,7 @@ fn recipe_and_sequence(child: &str) -> Option<(Recipe, &str)> {
 /// assert_eq!(distlock_zk::layout::queue_order(children, None), ["_c_a-latch-0000000003", "_c_b-lock-0000000012"]);
 /// ```
 pub fn queue_order(mut children: Vec<String>, recipe: Option<Recipe>) -> Vec<String> {
-    children.retain(|c| recipe_of(c).is_some_and(|of| recipe.is_none_or(|r| r.queue_family().contains(&of))));
+    children.retain(|c| recipe_of(c).is_some_and(|of| recipe.is_none_or(|r| r.shares_queue_with(of))));
     let digits = |c: &String| sequence(c).map(|(_, d)| d.to_owned()).unwrap_or_default();
     children.sort_by(|a, b| {
         let (a, b) = (digits(a), digits(b));
@@ -127,6 +145,20 @@ mod tests {
         assert_eq!(queue_order(children, Some(Recipe::Lock)), ["_c_l-lock-0000000002"]);
         assert!(is_shared("_c_r-__READ__0000000003") && !is_shared("_c_w-__WRIT__0000000004"));
         assert!(!is_shared("_c_l-lock-0000000002"));
+    }
+
+    #[test]
+    fn permits_carry_their_number_and_share_one_queue() {
+        let children = vec![
+            "_c_b-permits3-0000000012".to_owned(),
+            "_c_a-permits2-0000000011".to_owned(),
+            "_c_l-lock-0000000010".to_owned(),
+            "_c_x-permits-0000000013".to_owned(), // no number: not a permit
+            "_c_y-permits3x-0000000014".to_owned(),
+        ];
+        let three = Recipe::Permit(std::num::NonZeroU32::new(3).unwrap());
+        assert_eq!(queue_order(children, Some(three)), ["_c_a-permits2-0000000011", "_c_b-permits3-0000000012"]);
+        assert!(is_shared("_c_b-permits3-0000000012"));
     }
 
     #[test]

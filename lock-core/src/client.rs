@@ -261,6 +261,13 @@ impl Granted {
     }
 }
 
+/// The entry of a permit of a semaphore of `permits` permits: at least one.
+fn permit_request(permits: u32) -> Result<EntryRequest, LockError> {
+    let permits = std::num::NonZeroU32::new(permits)
+        .ok_or_else(|| LockError::invalid_config("permits", "a semaphore needs at least 1 permit, got 0"))?;
+    Ok(EntryRequest::permit(permits))
+}
+
 /// A prefix of lock names as `inspect_all` takes it: the lock directory it names (`None`: all)
 /// and whether only the locks strictly below it count (a trailing `/`).
 fn parse_prefix(prefix: &str) -> Result<(Option<LockName>, bool), LockError> {
@@ -298,6 +305,16 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
         // Validate first, so a bad name is an error and not a timeout.
         let name = LockName::new(name)?;
         Ok(self.acquire_timeout(name, &EntryRequest::lock(), timeout).await?.map(|g| g.guard))
+    }
+
+    async fn acquire_permit(&self, name: &str, permits: u32) -> Result<LockGuard, LockError> {
+        let name = LockName::new(name)?;
+        Ok(self.acquire(name, &permit_request(permits)?, None).await?.guard)
+    }
+
+    async fn try_acquire_permit(&self, name: &str, permits: u32) -> Result<Option<LockGuard>, LockError> {
+        let name = LockName::new(name)?;
+        Ok(self.try_acquire(name, &permit_request(permits)?).await?.map(|g| g.guard))
     }
 
     async fn read_lock(&self, name: &str) -> Result<LockGuard, LockError> {

@@ -149,6 +149,20 @@ pub enum LockError {
         asked: &'static str,
     },
 
+    /// Clients disagree on a semaphore's number of permits: entries of `name` are queued with
+    /// `queued` permits, and this client asked with `asked`. Nothing of this request is left on
+    /// the server. Every client of a semaphore must ask with the same number; it changes once
+    /// all holders and waiters with the old number are gone.
+    #[error("semaphore {name:?} is in use with {queued} permits, and this client asked with {asked}: use one number for every client (it changes once nobody holds or waits with the old one)")]
+    PermitsMismatch {
+        /// The semaphore's name.
+        name: String,
+        /// The number the entries already queued carry.
+        queued: u32,
+        /// The number this client asked with.
+        asked: u32,
+    },
+
     /// The client was shut down; make a new one.
     #[error("the lock client is closed; create a new client")]
     Closed,
@@ -177,6 +191,7 @@ impl LockError {
             | LockError::ReleaseUnconfirmed { .. }
             | LockError::Unauthorized { .. }
             | LockError::WouldWaitForItself { .. }
+            | LockError::PermitsMismatch { .. }
             | LockError::Closed => false,
         }
     }

@@ -113,6 +113,44 @@ pub trait DistributedLock: Send + Sync {
     /// ```
     async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError>;
 
+    /// Waits for one of the `permits` permits of semaphore `name` (Curator's
+    /// `InterProcessSemaphoreV2`, Redisson's `RSemaphore`, kazoo's `Semaphore`): at most
+    /// `permits` clients hold one at a time, granted in FIFO order. Each permit is a guard with
+    /// a fencing token of its own and [`LockGuard::lost`]; a permit of a session that dies is
+    /// freed with it. A release wakes only the waiter it admits, whichever holder releases.
+    ///
+    /// Every client of `name` must ask with the same number: one that asks with another while
+    /// entries with the first are queued gets [`LockError::PermitsMismatch`] (the number is
+    /// carried by each entry on the server, so it changes once nobody holds or waits with the
+    /// old one). A client holds at most one permit of a name at a time; its tasks take turns.
+    /// A semaphore `name` is apart from the lock, the election and the read-write lock `name`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// use distlock_core::{DistributedLock, mem::{MemLocks, MemServer}};
+    ///
+    /// let server = MemServer::new();
+    /// let workers: Vec<MemLocks> = (0..3).map(|_| MemLocks::connect_to(&server)).collect::<Result<_, _>>()?;
+    /// let first = workers[0].acquire_permit("fragile-api", 2).await?;
+    /// let second = workers[1].acquire_permit("fragile-api", 2).await?;
+    /// assert!(workers[2].try_acquire_permit("fragile-api", 2).await?.is_none()); // both taken
+    /// first.release().await?;
+    /// let third = workers[2].acquire_permit("fragile-api", 2).await?;
+    /// assert!(third.fencing_token() > second.fencing_token());
+    /// # Ok(()) }
+    /// ```
+    async fn acquire_permit(&self, name: &str, permits: u32) -> Result<LockGuard, LockError>;
+
+    /// Takes a permit of semaphore `name` only if one is free and nobody waits:
+    /// `Ok(None)` otherwise, and then its entry is gone from the server when this returns.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`DistributedLock::lock`].
+    async fn try_acquire_permit(&self, name: &str, permits: u32) -> Result<Option<LockGuard>, LockError>;
+
     /// Waits for the read side of read-write lock `name` (Curator's
     /// `InterProcessReadWriteLock.readLock()`): any number of readers hold together, while no
     /// writer does. Readers and writers queue FIFO together, so a reader that arrives behind a

@@ -23,11 +23,13 @@
 //! grant rule grants our place (the exclusive rule of the lock and the election: first in the
 //! queue), and [`crate::hold`] turns a granted place into a hold.
 
+mod permits;
 mod wait;
 
 use std::sync::Arc;
 
-use distlock_core::{backend::EntryRequest, FencingToken, LockError, LockName, QueueEntry};
+use distlock_core::backend::{EntryRequest, Grant};
+use distlock_core::{FencingToken, LockError, LockName, QueueEntry};
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
@@ -242,22 +244,20 @@ pub(crate) async fn enqueue(
         let range_alone = matches!(ops.get(1), Some(TxnOpResponse::Get(get)) if get.kvs().len() == 1 && !get.more());
         session.contention.record(&queue_prefix, range_alone);
     }
-    let (revision, owner, predecessor) = if response.succeeded() {
+    // `read`: whether the queue below our key is known from the Txn's read.
+    let (revision, owner, predecessor, read) = if response.succeeded() {
         match queue_keys(&queue_prefix, ops.get(1)) {
             Some(queue) => {
                 let below = queue.get(1..).unwrap_or_default();
-                let owner = if below.is_empty() { Some(read_at) } else { None };
-                let predecessor = Predecessor::from_below(
-                    &place_at(queue_prefix.clone(), key.clone(), read_at, false),
-                    below,
-                    read_at,
-                );
-                // A reader with no writer below holds beside the readers below it.
-                let owner = owner.or_else(|| predecessor.is_none().then_some(read_at));
-                (read_at, owner, predecessor)
+                let place = place_at(queue_prefix.clone(), key.clone(), read_at, false);
+                place.check_permits(below)?;
+                // Granted at once: first, or a reader with no writer below, or a permit within
+                // the permits.
+                let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
+                (read_at, owner, Predecessor::from_below(&place, below, read_at), true)
             }
             // Keys of locks named below this one filled the read: read the queue itself.
-            None => (read_at, None, None),
+            None => (read_at, None, None, false),
         }
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.
@@ -272,7 +272,7 @@ pub(crate) async fn enqueue(
         };
         tracing::debug!(%key, revision, "queue request was applied before: found our own key");
         let owner = queue_keys(&queue_prefix, ops.get(1)).and_then(|q| q.first().map(|kv| kv.create_revision()));
-        (revision, owner, None)
+        (revision, owner, None, true)
     };
     cleanup.revision = Some(revision);
     // Only the read of our key's own creation can show it was first from then on: a retry's
@@ -280,9 +280,9 @@ pub(crate) async fn enqueue(
     let created_first = response.succeeded() && owner == Some(read_at);
     let place = place_at(queue_prefix, key, revision, !created_first);
     let mut queued = Queued { place, cleanup, owner, predecessor };
-    if queued.owner.is_none() && queued.predecessor.is_none() {
-        // Neither known: keys of locks named below this one filled the read. One read of the
-        // queue tells both.
+    if !read {
+        // Keys of locks named below this one filled the read. One read of the queue tells
+        // the owner and the predecessor (only a limited read, the lock's, can be filled so).
         queued.predecessor = recheck(&queued.place).await?;
         if queued.predecessor.is_none() {
             queued.owner = Some(revision);

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use distlock_core::backend::Recipe;
 use distlock_core::LockError;
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
 use tokio::time::Instant;
@@ -22,6 +23,9 @@ impl Queued {
     /// was the owner when we read (and our lease is surely alive); otherwise one read finds the
     /// key now below ours.
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
+        if let Recipe::Permit(_) = self.place.recipe {
+            return self.wait_for_permit().await;
+        }
         if !self.is_first() {
             let place = &self.place;
             let session = &place.session;
@@ -158,7 +162,11 @@ async fn read_all_below(place: &Place) -> Result<Option<Predecessor>, LockError>
 
 /// Sends [`place_read`] as `op`: the read's revision and its response, or the error for our key
 /// gone.
-async fn read_place(place: &Place, op: &str, limit: Option<i64>) -> Result<(i64, etcd_client::TxnResponse), LockError> {
+pub(super) async fn read_place(
+    place: &Place,
+    op: &str,
+    limit: Option<i64>,
+) -> Result<(i64, etcd_client::TxnResponse), LockError> {
     let response = place.session.txn(op, place_read(place, limit)).await?;
     if !response.succeeded() {
         return Err(place_gone(place).await);

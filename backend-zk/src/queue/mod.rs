@@ -287,7 +287,10 @@ impl Queued {
         let own = place.path.rsplit('/').next().unwrap_or_default();
         let queue = queue_order(listing, Some(place.recipe));
         match queue.iter().position(|c| c == own) {
-            Some(position) => Ok((position, queue)),
+            Some(position) => {
+                place.check_permits(&queue[..position])?;
+                Ok((position, queue))
+            }
             None => {
                 let during = format!("waiting for lock {:?}", place.name.as_str());
                 if place.session.life.is_ended() {
@@ -326,16 +329,32 @@ impl Queued {
     /// shortcut also needs the session's lease clock to say the session surely lives (so its
     /// expiry has not taken our znode).
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
+        let mut waited_for_permit = false;
         loop {
             let (position, queue) = self.position().await?;
             let ahead = queue.get(..position).unwrap_or_default();
-            let blocker = match self.place.decide(ahead) {
+            match self.place.decide(ahead) {
                 Grant::Granted => break,
-                Grant::WaitBehind(blocker) => blocker,
-            };
-            if wait::predecessor_gone(&self.place, &self.dir, &queue, blocker).await? == Woken::First {
-                break;
+                Grant::WaitBehind(blocker) => {
+                    if wait::predecessor_gone(&self.place, &self.dir, &queue, blocker).await? == Woken::First {
+                        break;
+                    }
+                }
+                Grant::WaitForAnyAhead => {
+                    waited_for_permit = true;
+                    if wait::any_ahead_gone(&self.place, &self.dir, position).await? == Woken::First {
+                        break;
+                    }
+                }
+                Grant::WaitUntilGranted(predecessor) => {
+                    waited_for_permit = true;
+                    wait::granted_or_gone(&self.place, &self.dir, &queue[predecessor]).await?;
+                }
             }
+        }
+        if waited_for_permit {
+            // The waiter behind us may be watching us to become the first waiter.
+            wait::mark_granted(&self.place).await?;
         }
         tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
         self.cleanup.armed = false;

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 
+use distlock_core::backend::Grant;
 use distlock_core::LockError;
 use zookeeper_client::{Error as ZkError, EventType, OneshotWatcher};
 
@@ -107,6 +108,78 @@ pub(crate) async fn predecessor_gone(
         return Ok(Woken::First);
     }
     Ok(Woken::Relist)
+}
+
+/// A semaphore's first waiter (at `position`, with only holders ahead): watches the lock
+/// directory's children (one getChildren with a watch, which only this waiter sets) until fewer
+/// holders are ahead: any holder's release admits it, whichever it is. A change that admits it
+/// not (a waiter joining or leaving behind it) costs one listing more.
+pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) -> Result<Woken, LockError> {
+    let session = &place.session;
+    let own = place.path.rsplit('/').next().unwrap_or_default();
+    tracing::debug!(lock = %place.name, token = place.czxid, position, "first waiter for a permit: watching the holders");
+    loop {
+        let (children, watcher) = session
+            .request("watch the semaphore's holders", |client| {
+                let dir = dir.to_owned();
+                async move { client.list_and_watch_children(&dir).await }
+            })
+            .await?;
+        let queue = crate::layout::queue_order(children, Some(place.recipe));
+        let Some(now) = queue.iter().position(|c| c == own) else { return Ok(Woken::Relist) };
+        match place.decide(&queue[..now]) {
+            Grant::Granted if session.life.surely_alive() => return Ok(Woken::First),
+            Grant::WaitForAnyAhead => {}
+            _ => return Ok(Woken::Relist),
+        }
+        tokio::select! {
+            biased;
+            _ = session.life.ended() => {
+                return Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) });
+            }
+            _ = watcher.changed() => {}
+        }
+    }
+}
+
+/// A semaphore's waiter further back: waits until its predecessor `predecessor` (a waiter at
+/// the listing) is deleted or marks itself granted ([`mark_granted`]): then it may be the
+/// first waiter, and lists again. One exists with a watch; a mark made before it shows in the
+/// znode's data version.
+pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str) -> Result<(), LockError> {
+    let session = &place.session;
+    let path = format!("{dir}/{predecessor}");
+    tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "waiting for the predecessor to get a permit or leave");
+    let (stat, watcher) = session
+        .request("watch the waiter ahead", |client| {
+            let path = path.clone();
+            async move { client.check_and_watch_stat(&path).await }
+        })
+        .await?;
+    if stat.is_none_or(|stat| stat.version > 0) {
+        return Ok(());
+    }
+    tokio::select! {
+        biased;
+        _ = session.life.ended() => {
+            Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) })
+        }
+        _ = watcher.changed() => Ok(()),
+    }
+}
+
+/// Marks our znode granted (a setData of its own data): the waiter behind us, which watches it,
+/// becomes the first waiter. Only a permit granted after waiting marks: a permit granted at once
+/// was seen holding by every waiter behind it.
+pub(crate) async fn mark_granted(place: &Place) -> Result<(), LockError> {
+    let value = place.recipe_value();
+    place
+        .session
+        .request("mark our permit granted", |client| {
+            let (path, value) = (place.path.clone(), value.clone());
+            async move { client.set_data(&path, &value, None).await.map(drop) }
+        })
+        .await
 }
 
 /// Whether the lock directory's data (the name of the znode whose holder released last) names

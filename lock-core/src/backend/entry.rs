@@ -7,6 +7,8 @@
 //! cancellation, ambiguous replies and loss once, and asks the rule which entry ahead of its own
 //! to wait behind.
 
+use std::num::NonZeroU32;
+
 /// The recipe an entry is queued for. It picks the entry's name on the server (etcd: both use
 /// Go's `concurrency` layout; ZooKeeper: Curator's `-lock-` or `-latch-` znodes) and its
 /// [`GrantRule`].
@@ -27,6 +29,8 @@ pub enum Recipe {
     Read,
     /// The write side of a read-write lock: Curator's InterProcessReadWriteLock write lock.
     Write,
+    /// A permit of a counting semaphore with this many permits: at most that many entries hold.
+    Permit(NonZeroU32),
 }
 
 impl Recipe {
@@ -40,11 +44,13 @@ impl Recipe {
         match self {
             Recipe::Lock | Recipe::Election | Recipe::Write => GrantRule::Exclusive,
             Recipe::Read => GrantRule::Shared,
+            Recipe::Permit(permits) => GrantRule::Permits(permits),
         }
     }
 
     /// Whether an entry of this recipe excludes every entry behind it while it holds: all but
-    /// the read lock's. A release of an exclusive holder means it was first in its queue.
+    /// the read lock's and the semaphore's. A release of an exclusive holder means it was first
+    /// in its queue.
     ///
     /// ```
     /// use distlock_core::backend::Recipe;
@@ -54,20 +60,26 @@ impl Recipe {
         self.grant_rule() == GrantRule::Exclusive
     }
 
-    /// The recipes whose entries share one queue with this recipe's: the read and the write
-    /// lock share theirs; the lock and the election each have their own.
+    /// Whether entries of this recipe and of `other` queue together: the read and the write
+    /// lock's do, and permits of a semaphore whatever their number (so that clients that
+    /// disagree on it meet); the lock and the election each have their own queue.
     ///
     /// ```
+    /// use std::num::NonZeroU32;
     /// use distlock_core::backend::Recipe;
-    /// assert_eq!(Recipe::Read.queue_family(), &[Recipe::Read, Recipe::Write]);
-    /// assert_eq!(Recipe::Lock.queue_family(), &[Recipe::Lock]);
+    /// assert!(Recipe::Read.shares_queue_with(Recipe::Write));
+    /// assert!(!Recipe::Lock.shares_queue_with(Recipe::Write));
+    /// let (two, three) = (NonZeroU32::new(2).unwrap(), NonZeroU32::new(3).unwrap());
+    /// assert!(Recipe::Permit(two).shares_queue_with(Recipe::Permit(three)));
     /// ```
-    pub fn queue_family(self) -> &'static [Recipe] {
-        match self {
-            Recipe::Lock => &[Recipe::Lock],
-            Recipe::Election => &[Recipe::Election],
-            Recipe::Read | Recipe::Write => &[Recipe::Read, Recipe::Write],
-        }
+    pub fn shares_queue_with(self, other: Recipe) -> bool {
+        matches!(
+            (self, other),
+            (Recipe::Lock, Recipe::Lock)
+                | (Recipe::Election, Recipe::Election)
+                | (Recipe::Read | Recipe::Write, Recipe::Read | Recipe::Write)
+                | (Recipe::Permit(_), Recipe::Permit(_))
+        )
     }
 
     /// What a span or an error calls an entry of this recipe's: `"lock"` or `"election"`.
@@ -81,6 +93,7 @@ impl Recipe {
             Recipe::Election => "election",
             Recipe::Read => "read lock",
             Recipe::Write => "write lock",
+            Recipe::Permit(_) => "permit",
         }
     }
 }
@@ -114,6 +127,12 @@ impl EntryRequest {
         EntryRequest { recipe: Recipe::Election, value: value.as_bytes().to_vec() }
     }
 
+    /// An entry of a semaphore with `permits` permits; its value is that number in decimal,
+    /// for operators reading the server.
+    pub fn permit(permits: NonZeroU32) -> Self {
+        EntryRequest { recipe: Recipe::Permit(permits), value: permits.to_string().into_bytes() }
+    }
+
     /// An entry of a read-write lock's read (`shared`) or write side: no value.
     pub fn read_write(shared: bool) -> Self {
         EntryRequest { recipe: if shared { Recipe::Read } else { Recipe::Write }, value: Vec::new() }
@@ -139,6 +158,13 @@ pub enum GrantRule {
     /// Granted when no exclusive entry is ahead; waits behind the nearest exclusive entry ahead
     /// (the read lock): a writer's release wakes the readers up to the next writer.
     Shared,
+    /// Granted when fewer than this many entries are ahead (a semaphore's permits). The first
+    /// waiter, with exactly that many holders ahead, is admitted by any of them leaving, so it
+    /// waits for any entry ahead to go. A waiter further back waits for its predecessor to go
+    /// or to be granted: it becomes the first waiter then, and no release goes unnoticed however
+    /// the holders leave (watching the entry that many places ahead would miss a holder ahead of
+    /// that one leaving first).
+    Permits(NonZeroU32),
 }
 
 /// A [`GrantRule`]'s answer for one entry.
@@ -148,6 +174,13 @@ pub enum Grant {
     Granted,
     /// Blocked: wait until the entry at this index of `ahead` is gone, then ask again.
     WaitBehind(usize),
+    /// Blocked by holders only, any of which admits it by leaving (a semaphore's first waiter):
+    /// wait until any entry of `ahead` is gone; then it holds.
+    WaitForAnyAhead,
+    /// Blocked by waiters too (a semaphore's later waiter): wait until the entry at this index
+    /// of `ahead` (the predecessor) is gone or granted, then ask again. An entry granted after
+    /// waiting under this rule therefore tells its successor (a backend marks it).
+    WaitUntilGranted(usize),
 }
 
 impl GrantRule {
@@ -164,6 +197,14 @@ impl GrantRule {
                 None => Grant::Granted,
                 Some(writer) => Grant::WaitBehind(writer),
             },
+            GrantRule::Permits(permits) => {
+                let permits = permits.get() as usize;
+                match ahead.len() {
+                    n if n < permits => Grant::Granted,
+                    n if n == permits => Grant::WaitForAnyAhead,
+                    n => Grant::WaitUntilGranted(n - 1),
+                }
+            }
         }
     }
 }
@@ -197,11 +238,28 @@ mod tests {
     }
 
     #[test]
-    fn readers_and_writers_share_a_queue_and_locks_and_elections_have_their_own() {
-        for recipe in [Recipe::Lock, Recipe::Election, R, W] {
-            assert!(recipe.queue_family().contains(&recipe), "{recipe:?}");
-            assert_eq!(recipe.is_exclusive(), recipe != R, "{recipe:?}");
+    fn the_permits_rule_admits_that_many_and_chains_the_waiters_behind() {
+        let two = GrantRule::Permits(NonZeroU32::new(2).unwrap());
+        let table: &[(&[Recipe], Grant)] = &[
+            (&[], Grant::Granted),
+            (&[R], Grant::Granted),
+            (&[R, R], Grant::WaitForAnyAhead),
+            (&[R, R, R], Grant::WaitUntilGranted(2)),
+            (&[R, R, R, R, R], Grant::WaitUntilGranted(4)),
+        ];
+        for (ahead, expected) in table {
+            assert_eq!(two.decide(ahead, |r| r.is_exclusive()), *expected, "{ahead:?}");
         }
-        assert_eq!(R.queue_family(), W.queue_family());
+    }
+
+    #[test]
+    fn readers_and_writers_share_a_queue_and_locks_and_elections_have_their_own() {
+        let permit = Recipe::Permit(NonZeroU32::new(3).unwrap());
+        for recipe in [Recipe::Lock, Recipe::Election, R, W, permit] {
+            assert!(recipe.shares_queue_with(recipe), "{recipe:?}");
+            assert_eq!(recipe.is_exclusive(), ![R, permit].contains(&recipe), "{recipe:?}");
+        }
+        assert!(R.shares_queue_with(W) && W.shares_queue_with(R));
+        assert!(!Recipe::Lock.shares_queue_with(Recipe::Election) && !permit.shares_queue_with(W));
     }
 }

@@ -20,6 +20,7 @@ mod liveness;
 mod mem_harness;
 mod ownership;
 mod read_write;
+mod semaphore;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use liveness::*;
 pub use mem_harness::MemHarness;
 pub use ownership::*;
 pub use read_write::*;
+pub use semaphore::*;
 
 use crate::{DistributedLock, LockError, LockGuard, LockInfo};
 
@@ -133,6 +135,13 @@ macro_rules! conformance_tests {
             asking_for_the_other_side_of_a_held_name_is_an_error,
             a_dead_readers_or_writers_place_is_freed,
             a_dropped_writer_wait_lets_the_readers_behind_it_in,
+            at_most_n_permits_under_contention,
+            permits_are_granted_in_queue_order,
+            an_out_of_order_release_admits_the_first_waiter,
+            a_waiter_leaving_between_does_not_hold_up_the_one_behind,
+            a_dead_holders_permit_is_freed,
+            clients_that_disagree_on_permits_get_a_clear_error,
+            permit_requests_per_grant_do_not_grow_with_waiters,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {
@@ -207,6 +216,18 @@ pub async fn wait_for_queue(
     match result {
         Ok(info) => info,
         Err(last) => panic!("timed out after {bound:?} waiting for {what}; last seen: {last}"),
+    }
+}
+
+/// Waits until the server holds exactly `n` queue entries (the test's namespace is its own).
+pub(crate) async fn entries_become(h: &dyn Harness, n: usize, what: &str) {
+    let seen = wait_for(what, PROMPTLY, || async {
+        let left = h.leftovers().await;
+        (left.len() == n).then_some(()).ok_or(left)
+    })
+    .await;
+    if let Err(last) = seen {
+        panic!("timed out after {PROMPTLY:?} waiting for {what}; entries: {last:?}");
     }
 }
 

@@ -7,20 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{unique_name, wait_for, within, Harness, PROMPTLY};
+use super::{entries_become, unique_name, within, Harness, PROMPTLY};
 use crate::{DistributedLock, LockError, LockGuard};
-
-/// Waits until the server holds exactly `n` queue entries (the test's namespace is its own).
-async fn entries_become(h: &dyn Harness, n: usize, what: &str) {
-    let seen = wait_for(what, PROMPTLY, || async {
-        let left = h.leftovers().await;
-        (left.len() == n).then_some(()).ok_or(left)
-    })
-    .await;
-    if let Err(last) = seen {
-        panic!("timed out after {PROMPTLY:?} waiting for {what}; entries: {last:?}");
-    }
-}
 
 /// A read (`shared`) or write lock taken in a task of its own.
 fn spawn_lock(client: Arc<dyn DistributedLock>, name: &str, shared: bool) -> tokio::task::JoinHandle<LockGuard> {

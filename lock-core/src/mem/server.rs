@@ -63,18 +63,30 @@ struct SessionRecord {
     ended: CancellationToken,
 }
 
-/// Which queue of a name: the lock's and the election's (one queue, as on etcd), or the
-/// read-write lock's, where readers and writers queue together.
+/// Which queue of a name: the lock's and the election's (one queue, as on etcd), the
+/// read-write lock's (readers and writers together), or the semaphore's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct QueueId {
     name: LockName,
-    read_write: bool,
+    kind: QueueKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum QueueKind {
+    Lock,
+    ReadWrite,
+    Semaphore,
 }
 
 impl QueueId {
     /// The queue that entries of `recipe` for `name` join.
     pub(crate) fn of(name: &LockName, recipe: Recipe) -> Self {
-        QueueId { name: name.clone(), read_write: matches!(recipe, Recipe::Read | Recipe::Write) }
+        let kind = match recipe {
+            Recipe::Read | Recipe::Write => QueueKind::ReadWrite,
+            Recipe::Permit(_) => QueueKind::Semaphore,
+            _ => QueueKind::Lock,
+        };
+        QueueId { name: name.clone(), kind }
     }
 
     /// The queue of the lock (and election) `name`.
@@ -87,8 +99,10 @@ impl QueueId {
 struct Entry {
     session: u64,
     token: FencingToken,
-    /// Whether the entry excludes all behind it while it holds (all but a reader's).
+    /// Whether the entry excludes all behind it while it holds (all but a reader's and a permit's).
     exclusive: bool,
+    /// A permit's number of permits.
+    permits: Option<u32>,
     value: Vec<u8>,
     since: SystemTime,
     wake: Arc<Notify>,
@@ -108,6 +122,15 @@ pub(crate) struct Enqueued {
 /// The session is gone on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SessionGone;
+
+/// Why the server refused to queue an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The session is gone.
+    SessionGone,
+    /// The semaphore's entries carry this other number of permits.
+    PermitsMismatch(u32),
+}
 
 impl MemServer {
     /// A new, empty server.
@@ -242,28 +265,30 @@ impl MemServer {
 
     /// Queues session `id` for `name` with an entry of `recipe`, or returns its existing entry:
     /// a retried enqueue never makes a second entry.
-    pub(crate) fn enqueue(
-        &self,
-        id: u64,
-        name: &LockName,
-        recipe: Recipe,
-        value: &[u8],
-    ) -> Result<Enqueued, SessionGone> {
+    pub(crate) fn enqueue(&self, id: u64, name: &LockName, recipe: Recipe, value: &[u8]) -> Result<Enqueued, Refused> {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
         if !state.sessions.contains_key(&id) {
-            return Err(SessionGone);
+            return Err(Refused::SessionGone);
         }
         let queue_id = QueueId::of(name, recipe);
         if let Some(existing) = state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.session == id)) {
             return Ok(existing.enqueued());
+        }
+        let permits = match recipe {
+            Recipe::Permit(permits) => Some(permits.get()),
+            _ => None,
+        };
+        if let Some(other) = state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.permits != permits)) {
+            return Err(Refused::PermitsMismatch(other.permits.unwrap_or_default()));
         }
         state.revision += 1;
         let entry = Entry {
             session: id,
             token: FencingToken::new(state.revision),
             exclusive: recipe.is_exclusive(),
+            permits,
             value: value.to_vec(),
             since: SystemTime::now(),
             wake: Arc::default(),
@@ -379,7 +404,7 @@ impl MemServer {
         state
             .queues
             .iter()
-            .filter(|(id, queue)| !id.read_write && !queue.is_empty() && is_under(&id.name))
+            .filter(|(id, queue)| id.kind == QueueKind::Lock && !queue.is_empty() && is_under(&id.name))
             .map(|(id, queue)| (id.name.clone(), queue.iter().map(Entry::listed).collect()))
             .collect()
     }
@@ -451,7 +476,8 @@ impl ServerState {
     /// After an entry left a queue: wakes the entries the removal may have granted (only those:
     /// no herd) and tells the observers of a new head, and forgets empty queues. In a lock's
     /// queue that is the new head; in a read-write lock's, the head and, when it is a reader,
-    /// the readers behind it up to the first writer.
+    /// the readers behind it up to the first writer; in a semaphore's, the entries within the
+    /// permits.
     fn after_removal(&mut self, queue_id: &QueueId, head_changed: bool) {
         if head_changed {
             self.publish(queue_id);
@@ -460,7 +486,14 @@ impl ServerState {
             Some(queue) if queue.is_empty() => {
                 self.queues.remove(queue_id);
             }
-            Some(queue) if queue_id.read_write => {
+            Some(queue) if queue_id.kind == QueueKind::Semaphore => {
+                // The holders, one of which may just have been admitted.
+                let permits = queue.front().and_then(|e| e.permits).unwrap_or(1) as usize;
+                for entry in queue.iter().take(permits) {
+                    entry.wake.notify_one();
+                }
+            }
+            Some(queue) if queue_id.kind == QueueKind::ReadWrite => {
                 let mut granted = queue.iter().enumerate().take_while(|(i, e)| *i == 0 || !e.exclusive);
                 if let Some((_, head)) = granted.next() {
                     let readers_too = !head.exclusive;

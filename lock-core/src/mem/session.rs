@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{Enqueued, MemServer};
+use super::server::{Enqueued, MemServer, Refused};
 use crate::backend::{Recipe, SessionLife};
 use crate::{LockError, LockName};
 
@@ -167,7 +167,15 @@ impl SessionShared {
                     self.life.renewed(sent);
                     Ok(enqueued)
                 }
-                Err(_) => {
+                Err(Refused::PermitsMismatch(queued)) => Err(LockError::PermitsMismatch {
+                    name: name.to_string(),
+                    queued,
+                    asked: match recipe {
+                        Recipe::Permit(permits) => permits.get(),
+                        _ => 0,
+                    },
+                }),
+                Err(Refused::SessionGone) => {
                     self.life.expire();
                     Err(self.expired_error(&format!("queuing for lock {name:?}")))
                 }
