@@ -605,3 +605,31 @@ async fn etcd_shared_runs_read_together_and_exclusive_runs_write_alone() {
 async fn zookeeper_shared_runs_read_together_and_exclusive_runs_write_alone() {
     shared_runs_read_together_and_exclusive_runs_write_alone(zookeeper().await).await;
 }
+
+/// `run --permits N` holds one of the N permits of a semaphore: a run gets in beside fewer than
+/// N holders and not beside N, and a run that asks with another N is told so (64).
+async fn permit_runs_share_a_semaphore(b: Backend) {
+    let (first, second) = (b.harness.client().await, b.harness.client().await);
+    let held = first.acquire_permit("cli/pool", 2).await.expect("a permit");
+    let run = |args: &[&str]| distlock(&b.url, args).output();
+    let beside = run(&["run", "--permits", "2", "--no-wait", "cli/pool", "--", "true"]).await.expect("run");
+    assert_eq!(beside.status.code(), Some(0), "a second permit of 2: {}", String::from_utf8_lossy(&beside.stderr));
+    let also = second.acquire_permit("cli/pool", 2).await.expect("a second permit");
+    let full = run(&["run", "--permits", "2", "--no-wait", "cli/pool", "--", "true"]).await.expect("run");
+    assert_eq!(full.status.code(), Some(75), "a third permit of 2");
+    let other = run(&["run", "--permits", "3", "cli/pool", "--", "true"]).await.expect("run");
+    assert_eq!(other.status.code(), Some(64), "another number of permits");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("2 permits"), "{}", String::from_utf8_lossy(&other.stderr));
+    held.release().await.expect("release");
+    also.release().await.expect("release");
+}
+
+#[tokio::test]
+async fn etcd_permit_runs_share_a_semaphore() {
+    permit_runs_share_a_semaphore(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_permit_runs_share_a_semaphore() {
+    permit_runs_share_a_semaphore(zookeeper().await).await;
+}

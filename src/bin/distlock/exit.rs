@@ -52,7 +52,9 @@ impl From<LockError> for Exit {
             LockError::InvalidName { .. }
             | LockError::InvalidConfig { .. }
             | LockError::InvalidUrl { .. }
-            | LockError::BackendNotEnabled { .. } => Exit::BadInput(message),
+            | LockError::BackendNotEnabled { .. }
+            | LockError::PermitsMismatch { .. }
+            | LockError::WouldWaitForItself { .. } => Exit::BadInput(message),
             LockError::Lost { .. } => Exit::Lost(message),
             LockError::Unauthorized { .. } => Exit::NoPermission(message),
             _ => Exit::Unavailable(format!("{message}; check the service and retry")),

@@ -53,7 +53,9 @@ enum Command {
     /// With --shared or --exclusive, NAME is a read-write lock instead: --shared runs take its
     /// read side together, an --exclusive run takes its write side alone. A plain run is the
     /// lock NAME (etcdctl lock, Curator's InterProcessMutex), a queue apart from the read-write
-    /// lock's: writers that must exclude --shared readers run with --exclusive.
+    /// lock's: writers that must exclude --shared readers run with --exclusive. With --permits
+    /// N, NAME is a semaphore: at most N runs hold a permit at a time (every run of NAME must
+    /// pass the same N).
     #[command(after_help = EXIT_CODES)]
     Run {
         /// The lock name, e.g. jobs/nightly-report.
@@ -63,8 +65,11 @@ enum Command {
         #[arg(long, conflicts_with = "exclusive")]
         shared: bool,
         /// Hold the write side of read-write lock NAME: alone, without any --shared run.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "permits")]
         exclusive: bool,
+        /// Hold one of the N permits of semaphore NAME (at least 1).
+        #[arg(long, value_name = "N", conflicts_with = "shared")]
+        permits: Option<u32>,
         #[command(flatten)]
         hold: HoldArgs,
     },
@@ -184,12 +189,13 @@ async fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage.code());
     };
     let outcome = match cli.command {
-        Command::Run { name, shared, exclusive, hold } => {
+        Command::Run { name, shared, exclusive, permits, hold } => {
             // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
             let progress = cli.verbose > 0 || std::io::stderr().is_terminal();
-            let want = match (shared, exclusive) {
-                (true, _) => run::Want::Read,
-                (_, true) => run::Want::Write,
+            let want = match (shared, exclusive, permits) {
+                (true, _, _) => run::Want::Read,
+                (_, true, _) => run::Want::Write,
+                (_, _, Some(permits)) => run::Want::Permit(permits),
                 _ => run::Want::Lock,
             };
             run::run(hold.options(url, name, want, progress)).await

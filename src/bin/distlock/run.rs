@@ -20,17 +20,21 @@ pub enum Want {
     Read,
     /// The write side of read-write lock `name` (`run --exclusive`).
     Write,
+    /// One of this many permits of semaphore `name` (`run --permits N`).
+    Permit(u32),
     /// Leadership of the election `name`, campaigning with this value (`elect`).
     Leadership { value: String },
 }
 
 impl Want {
-    /// What the user waits for, in messages: `lock`, `read lock`, `write lock`, `election`.
+    /// What the user waits for, in messages: `lock`, `read lock`, `write lock`, `semaphore`,
+    /// `election`.
     fn noun(&self) -> &'static str {
         match self {
             Want::Lock => "lock",
             Want::Read => "read lock",
             Want::Write => "write lock",
+            Want::Permit(_) => "semaphore",
             Want::Leadership { .. } => "election",
         }
     }
@@ -220,6 +224,9 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
             Want::Lock => locks.try_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
             Want::Read => locks.try_read_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
             Want::Write => locks.try_write_lock(&o.name).await?.map(|guard| Held { guard, leader: false }),
+            Want::Permit(permits) => {
+                locks.try_acquire_permit(&o.name, *permits).await?.map(|guard| Held { guard, leader: false })
+            }
             Want::Leadership { value } => {
                 locks.try_campaign(&o.name, value).await?.map(|l| Held { guard: l.into_guard(), leader: true })
             }
@@ -241,6 +248,9 @@ async fn acquire(locks: &dyn DistributedLock, o: &RunOptions) -> Result<Held, En
             (Want::Lock, false) => locks.lock(&o.name).await.map(|guard| Held { guard, leader: false }),
             (Want::Read, _) => locks.read_lock(&o.name).await.map(|guard| Held { guard, leader: false }),
             (Want::Write, _) => locks.write_lock(&o.name).await.map(|guard| Held { guard, leader: false }),
+            (Want::Permit(permits), _) => {
+                locks.acquire_permit(&o.name, *permits).await.map(|guard| Held { guard, leader: false })
+            }
             (Want::Leadership { value }, _) => {
                 locks.campaign(&o.name, value).await.map(|l| Held { guard: l.into_guard(), leader: true })
             }
