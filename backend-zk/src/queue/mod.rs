@@ -349,6 +349,10 @@ impl Queued {
                 Grant::WaitUntilGranted(predecessor) => {
                     waited_for_permit = true;
                     wait::granted_or_gone(&self.place, &self.dir, &queue[predecessor]).await?;
+                    // Most likely the first waiter now: the listing that tells also watches.
+                    if wait::any_ahead_gone(&self.place, &self.dir, position).await? == Woken::First {
+                        break;
+                    }
                 }
             }
         }

@@ -110,10 +110,12 @@ pub(crate) async fn predecessor_gone(
     Ok(Woken::Relist)
 }
 
-/// A semaphore's first waiter (at `position`, with only holders ahead): watches the lock
-/// directory's children (one getChildren with a watch, which only this waiter sets) until fewer
-/// holders are ahead: any holder's release admits it, whichever it is. A change that admits it
-/// not (a waiter joining or leaving behind it) costs one listing more.
+/// A semaphore's first waiter (at `position` at the last listing, with only holders ahead):
+/// watches the lock directory's children (one getChildren with a watch, which only the first
+/// waiter keeps) until fewer holders are ahead: any holder's release admits it, whichever it
+/// is. A change that admits it not (a waiter joining or leaving behind it) costs one listing
+/// more. `Relist` if the listing shows it is not the first waiter (a waiter woken by its
+/// predecessor tries this first: the listing then costs nothing extra).
 pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) -> Result<Woken, LockError> {
     let session = &place.session;
     let own = place.path.rsplit('/').next().unwrap_or_default();

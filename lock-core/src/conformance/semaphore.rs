@@ -206,10 +206,12 @@ async fn requests_per_grant(h: &dyn Harness, count: usize) -> f64 {
 }
 
 /// Herd-free: the requests a grant costs stay flat as waiters grow, since a release wakes only
-/// the waiter it admits.
+/// the waiter it admits (and that waiter the one behind it, when it is granted).
 pub async fn permit_requests_per_grant_do_not_grow_with_waiters(h: &dyn Harness) {
-    let few = requests_per_grant(h, 2).await;
-    let many = requests_per_grant(h, 10).await;
-    assert!(many <= few + 0.5, "requests per grant grew with waiters: {few:.2} with 2, {many:.2} with 10 (a herd)");
+    let few = requests_per_grant(h, 3).await;
+    let many = requests_per_grant(h, 12).await;
+    // The last grants of a run cost a little less (nobody behind reads), hence the slack; a
+    // herd, every waiter reading on every release, would add about half the waiters per grant.
+    assert!(many <= few + 1.0, "requests per grant grew with waiters: {few:.2} with 3, {many:.2} with 12 (a herd)");
     assert!(few >= 1.0, "a grant costs at least one request ({few:.2} measured): the request counter is not counting");
 }
