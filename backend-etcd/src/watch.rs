@@ -264,7 +264,7 @@ async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from
 /// revision; the caller bounds the wait (session end, cancellation).
 ///
 /// Cancel safe: dropping the future closes the watch.
-pub(crate) async fn wait_for_matching(
+async fn wait_for_matching(
     session: &EtcdSession,
     key: &str,
     options: WatchOptions,

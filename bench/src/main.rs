@@ -86,7 +86,8 @@ impl Runtime {
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
-const WORKLOADS: [&str; 11] = ["floor", "w1", "w2", "w3", "w4", "w5", "e1", "e2", "e4", "failover", "observers"];
+const WORKLOADS: [&str; 14] =
+    ["floor", "w1", "w2", "w3", "w4", "w5", "e1", "e2", "e4", "failover", "observers", "r2", "s1", "s2"];
 
 fn list(value: &str, flag: &str) -> Result<Vec<usize>, String> {
     value
@@ -249,6 +250,22 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     if wants("e4") {
         for &n in &args.waiters {
             emit(lines, workloads::scale(&target, n, Recipe::Election).await?);
+        }
+    }
+    if wants("r2") {
+        for read_percent in [90, 50] {
+            for &n in &args.clients {
+                let recipe = Recipe::ReadWrite { read_percent };
+                emit(lines, workloads::contended(&target, n, duration, Duration::ZERO, recipe).await?);
+            }
+        }
+    }
+    if wants("s1") {
+        emit(lines, workloads::uncontended(&target, args.cycles, Recipe::Permits(4)).await?);
+    }
+    if wants("s2") {
+        for &n in &args.clients {
+            emit(lines, workloads::contended(&target, n, duration, Duration::ZERO, Recipe::Permits(4)).await?);
         }
     }
     if wants("failover") {

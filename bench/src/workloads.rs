@@ -25,6 +25,12 @@ pub(crate) fn lock_error(e: distlock_core::LockError) -> std::io::Error {
 pub enum Recipe {
     Lock,
     Election,
+    /// A read-write lock, each acquisition a read one in `read_percent` (at random).
+    ReadWrite {
+        read_percent: u64,
+    },
+    /// A semaphore of this many permits.
+    Permits(u32),
 }
 
 impl Recipe {
@@ -33,20 +39,55 @@ impl Recipe {
         match self {
             Recipe::Lock => client.locks.lock(name).await.map_err(lock_error),
             Recipe::Election => client.locks.campaign(name, "bench").await.map(|l| l.into_guard()).map_err(lock_error),
+            Recipe::ReadWrite { read_percent } if next_percent() < read_percent => {
+                client.locks.read_lock(name).await.map_err(lock_error)
+            }
+            Recipe::ReadWrite { .. } => client.locks.write_lock(name).await.map_err(lock_error),
+            Recipe::Permits(permits) => client.locks.acquire_permit(name, permits).await.map_err(lock_error),
         }
     }
 
-    /// The workload label's letter: W for the lock, E for the election.
+    /// The workload label's letter: W for the lock, E for the election, R for the read-write
+    /// lock, S for the semaphore.
     fn letter(self) -> &'static str {
         match self {
             Recipe::Lock => "W",
             Recipe::Election => "E",
+            Recipe::ReadWrite { .. } => "R",
+            Recipe::Permits(_) => "S",
+        }
+    }
+
+    /// The recipe's parameters, for the workload's line.
+    fn parameters(self) -> Value {
+        match self {
+            Recipe::ReadWrite { read_percent } => json!({ "read_percent": read_percent }),
+            Recipe::Permits(permits) => json!({ "permits": permits }),
+            _ => json!({}),
         }
     }
 
     /// The workload's label: `W2-contended`, `E2-contended`.
     fn label(self, number: u8, what: &str) -> String {
         format!("{}{number}-{what}", self.letter())
+    }
+}
+
+/// A number in 0..100, from one xorshift sequence shared by all clients (a fixed seed: runs
+/// draw the same sequence of reads and writes).
+fn next_percent() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    loop {
+        let mut next = x;
+        next ^= next << 13;
+        next ^= next >> 7;
+        next ^= next << 17;
+        match STATE.compare_exchange_weak(x, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next % 100,
+            Err(seen) => x = seen,
+        }
     }
 }
 
@@ -276,6 +317,7 @@ pub async fn contended(
     BenchClient::close_all(&clients).await;
     Ok(json!({
         "workload": recipe.label(2, "contended"), "backend": target.kind.label(), "clients": n,
+        "recipe": recipe.parameters(),
         "pause_max_ms": pause_max.as_millis() as u64,
         "seconds": round2(elapsed.as_secs_f64()), "acquisitions": total,
         "handoffs_per_s": (t / elapsed.as_secs_f64()).round(),

@@ -358,7 +358,7 @@ impl Queued {
         }
         if waited_for_permit {
             // The waiter behind us may be watching us to become the first waiter.
-            wait::mark_granted(&self.place).await?;
+            wait::mark_granted(&self.place);
         }
         tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
         self.cleanup.armed = false;

@@ -172,16 +172,21 @@ pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str)
 
 /// Marks our znode granted (a setData of its own data): the waiter behind us, which watches it,
 /// becomes the first waiter. Only a permit granted after waiting marks: a permit granted at once
-/// was seen holding by every waiter behind it.
-pub(crate) async fn mark_granted(place: &Place) -> Result<(), LockError> {
-    let value = place.recipe_value();
-    place
-        .session
-        .request("mark our permit granted", |client| {
-            let (path, value) = (place.path.clone(), value.clone());
-            async move { client.set_data(&path, &value, None).await.map(drop) }
-        })
-        .await
+/// was seen holding by every waiter behind it. In the background: the holder need not wait for
+/// it, and if the holder releases first, the waiter behind hears the deletion instead.
+pub(crate) fn mark_granted(place: &Place) {
+    let (session, path, value) = (place.session.clone(), place.path.clone(), place.recipe_value());
+    tokio::spawn(async move {
+        let marked = session
+            .request("mark our permit granted", |client| {
+                let (path, value) = (path.clone(), value.clone());
+                async move { client.set_data(&path, &value, None).await.map(drop) }
+            })
+            .await;
+        if let Err(error) = marked {
+            tracing::debug!(%path, %error, "could not mark the permit granted; the waiter behind hears its release");
+        }
+    });
 }
 
 /// Whether the lock directory's data (the name of the znode whose holder released last) names
