@@ -13,16 +13,8 @@ rounds=${1:-3}
 seconds=${2:-5}
 
 python3 -c "import kazoo" 2>/dev/null || pip install -q kazoo >&2
-cargo build -q --release -p distlock-bench
-cargo build -q -p distlock-tests --bin test_servers
-coproc SERVERS { exec target/debug/test_servers --as-deployed; }
-read -r -t 90 etcd_line <&"${SERVERS[0]}"
-read -r -t 90 zk_line <&"${SERVERS[0]}"
-etcd=${etcd_line#DISTLOCK_TEST_ETCD=}
-zk=${zk_line#DISTLOCK_TEST_ZK=}
-target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients 8 --seconds 1 --warmup 10 >/dev/null 2>&1
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+# shellcheck source=bench/peers/servers.sh
+source bench/peers/servers.sh
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
@@ -37,8 +29,7 @@ for round in $(seq 1 "$rounds"); do
   done
   target/release/distlock-bench s2 r2 --etcd "$etcd" --zk "$zk" --clients 8,32 --seconds "$seconds" 2>/dev/null >>"$results"
 done
-exec {SERVERS[1]}>&-
-wait "$SERVERS_PID" 2>/dev/null || true
+stop_servers
 
 python3 - "$results" "$rounds" "$seconds" <<'PY'
 import json, statistics, sys
@@ -77,5 +68,6 @@ for (w, clients, impl), vals in sorted(rows.items(), key=lambda kv: (kv[0][0], k
     waits = [v[2] for v in vals if v[2] is not None]
     rng = "%s-%s" % (round(min(rates)), round(max(rates))) if len(rates) > 1 else ""
     med = lambda xs: statistics.median(xs) if xs else float("nan")
-    print("| %s | %s | %s | %s (%s) | %.2f | %.2f |" % (w, clients, impl, round(med(rates)), rng, med(waits), med(reqs)))
+    rate = "%s (%s)" % (round(med(rates)), rng) if rng else str(round(med(rates)))
+    print("| %s | %s | %s | %s | %.2f | %.2f |" % (w, clients, impl, rate, med(waits), med(reqs)))
 PY

@@ -11,18 +11,8 @@ rounds=${1:-3}
 seconds=${2:-5}
 
 GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/peers bench/peers/main.go
-cargo build -q --release -p distlock-bench
-cargo build -q -p distlock-tests --bin test_servers
-
-# ZooKeeper's JVM as deployed (full compilation), warmed up under load before the first round.
-coproc SERVERS { exec target/debug/test_servers --as-deployed; }
-read -r -t 90 etcd_line <&"${SERVERS[0]}"
-read -r -t 90 zk_line <&"${SERVERS[0]}"
-etcd=${etcd_line#DISTLOCK_TEST_ETCD=}
-zk=${zk_line#DISTLOCK_TEST_ZK=}
-target/release/distlock-bench w2 --etcd "$etcd" --zk "$zk" --clients 8 --seconds 1 --warmup 10 >/dev/null 2>&1
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+# shellcheck source=bench/peers/servers.sh
+source bench/peers/servers.sh
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
@@ -47,8 +37,7 @@ for round in $(seq 1 "$rounds"); do
       2>/dev/null >>"$results"
   done
 done
-eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
-wait "$SERVERS_PID" 2>/dev/null || true
+stop_servers
 
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 versions="$(etcd --version | head -1), ZooKeeper $(basename /usr/share/java/zookeeper-3*.jar .jar | cut -d- -f2), $(go version | cut -d' ' -f3)"

@@ -11,25 +11,11 @@ import java.io.InputStreamReader;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.leader.LeaderLatch;
-import org.apache.curator.retry.ExponentialBackoffRetry;
 
 public class CuratorLatch {
-    private static synchronized void say(String line) {
-        System.out.println(line);
-        System.out.flush();
-    }
-
     public static void main(String[] args) throws Exception {
-        CuratorFramework client = CuratorFrameworkFactory.builder()
-                .connectString(args[0])
-                .sessionTimeoutMs(4000)
-                .connectionTimeoutMs(4000)
-                .retryPolicy(new ExponentialBackoffRetry(100, 5))
-                .build();
-        client.start();
-        client.blockUntilConnected();
+        CuratorFramework client = CuratorPeer.connect(args[0]);
         LeaderLatch latch = new LeaderLatch(client, args[1], args[2]);
         latch.start();
 
@@ -40,7 +26,7 @@ public class CuratorLatch {
                 try {
                     String now = latch.getLeader().getId();
                     if (!now.equals(last)) {
-                        say("leader " + now);
+                        CuratorPeer.say("leader " + now);
                         last = now;
                     }
                     Thread.sleep(20);
@@ -55,7 +41,7 @@ public class CuratorLatch {
         Thread elected = new Thread(() -> {
             try {
                 latch.await();
-                say("elected");
+                CuratorPeer.say("elected");
             } catch (Exception e) {
                 // Closed before it was elected.
             }
@@ -66,7 +52,7 @@ public class CuratorLatch {
         new BufferedReader(new InputStreamReader(System.in)).readLine();
         done.set(true);
         latch.close();
-        say("closed");
+        CuratorPeer.say("closed");
         client.close();
     }
 }

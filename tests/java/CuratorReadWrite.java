@@ -10,26 +10,12 @@ import java.io.InputStreamReader;
 import java.util.concurrent.CountDownLatch;
 
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
-import org.apache.curator.retry.ExponentialBackoffRetry;
 
 public class CuratorReadWrite {
-    private static synchronized void say(String line) {
-        System.out.println(line);
-        System.out.flush();
-    }
-
     public static void main(String[] args) throws Exception {
-        CuratorFramework client = CuratorFrameworkFactory.builder()
-                .connectString(args[0])
-                .sessionTimeoutMs(4000)
-                .connectionTimeoutMs(4000)
-                .retryPolicy(new ExponentialBackoffRetry(100, 5))
-                .build();
-        client.start();
-        client.blockUntilConnected();
+        CuratorFramework client = CuratorPeer.connect(args[0]);
         InterProcessReadWriteLock lock = new InterProcessReadWriteLock(client, args[1]);
         InterProcessMutex side = args[2].equals("read") ? lock.readLock() : lock.writeLock();
 
@@ -38,7 +24,7 @@ public class CuratorReadWrite {
         Thread holder = new Thread(() -> {
             try {
                 side.acquire();
-                say("acquired");
+                CuratorPeer.say("acquired");
                 stop.await();
                 side.release();
             } catch (Exception e) {
@@ -53,7 +39,7 @@ public class CuratorReadWrite {
             holder.interrupt();
         }
         holder.join();
-        say("released");
+        CuratorPeer.say("released");
         client.close();
     }
 }

@@ -114,7 +114,7 @@ fn curator_peer_classes() -> &'static Result<PathBuf, String> {
         let status = std::process::Command::new("javac")
             .args(["-nowarn", "-cp", &curator_classpath(&out), "-d"])
             .arg(&out)
-            .args(["CuratorLatch.java", "CuratorReadWrite.java"].map(|file| sources.join(file)))
+            .args(["CuratorPeer.java", "CuratorLatch.java", "CuratorReadWrite.java"].map(|file| sources.join(file)))
             .status()
             .map_err(|e| format!("javac (Debian default-jdk-headless): {e}"))?;
         status.success().then_some(out).ok_or_else(|| format!("javac failed on {}: {status}", sources.display()))
