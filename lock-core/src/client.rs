@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{EntryRequest, LockBackend, Recipe, ServerHold, ServerProclaim};
-use crate::local_queue::{LocalQueues, LocalTurn};
+use crate::local_queue::{LocalKey, LocalQueues, LocalTurn};
 use crate::{
     DistributedLock, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, LockName, QueueEntry,
     SessionState, WaitProgress,
@@ -88,7 +88,7 @@ impl<B: LockBackend> LockClient<B> {
     /// Refuses a read-write lock's side while this client holds the other side of the same
     /// name: the request would queue behind its own hold (locally, and on the server) forever.
     fn check_not_waiting_for_itself(&self, name: &LockName, entry: &EntryRequest) -> Result<(), LockError> {
-        let held = self.local.held(name);
+        let held = self.local.held(&LocalKey::new(name, entry.recipe));
         match (held, entry.recipe) {
             (Some(held @ Recipe::Read), Recipe::Write) | (Some(held @ Recipe::Write), Recipe::Read) => {
                 Err(LockError::WouldWaitForItself {
@@ -117,7 +117,7 @@ impl<B: LockBackend> LockClient<B> {
         let acquire = async {
             let started = Instant::now();
             tracing::debug!("queued locally");
-            let mut turn = self.local.join(&name).turn().await;
+            let mut turn = self.local.join(&LocalKey::new(&name, entry.recipe)).turn().await;
             tracing::debug!("first in local queue: queuing on the server");
             // Progress: the entry goes to the caller and to the queue reads; without it, nothing
             // is made for it.
@@ -163,7 +163,7 @@ impl<B: LockBackend> LockClient<B> {
         let recipe = entry.recipe.noun();
         let span = tracing::info_span!("distlock.try_acquire", recipe, lock = %name, token = tracing::field::Empty);
         async {
-            let Some(mut turn) = self.local.join(&name).try_turn() else {
+            let Some(mut turn) = self.local.join(&LocalKey::new(&name, entry.recipe)).try_turn() else {
                 tracing::debug!("busy: another task of this client holds or waits for it");
                 return Ok(None);
             };

@@ -1,5 +1,7 @@
 //! The per-client local queue (docs/DESIGN.md, semantic 9): tasks of one client that want the same name line
-//! up here in FIFO order, and only the head takes a place in the server's queue.
+//! up here in FIFO order, and only the head takes a place in the server's queue. A name's lock
+//! and election (one queue on etcd) share a local queue; its read-write lock and its semaphore,
+//! queues of their own on every server, have their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,28 @@ use crate::LockName;
 /// One client's local queues, by name. `tokio::sync::Mutex` is FIFO-fair, which gives the order.
 #[derive(Debug, Default)]
 pub(crate) struct LocalQueues {
-    queues: Mutex<HashMap<LockName, Arc<FairMutex<()>>>>,
-    /// The recipe of each name's hold, while a task of this client holds it.
-    held: Mutex<HashMap<LockName, Recipe>>,
+    queues: Mutex<HashMap<LocalKey, Arc<FairMutex<()>>>>,
+    /// The recipe of each queue's hold, while a task of this client holds it.
+    held: Mutex<HashMap<LocalKey, Recipe>>,
+}
+
+/// Which local queue: a name and the kind of server queue its recipe joins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct LocalKey {
+    name: LockName,
+    kind: u8,
+}
+
+impl LocalKey {
+    /// The local queue of `recipe`'s entries for `name`.
+    pub(crate) fn new(name: &LockName, recipe: Recipe) -> Self {
+        let kind = match recipe {
+            Recipe::Read | Recipe::Write => 1,
+            Recipe::Permit(_) => 2,
+            _ => 0,
+        };
+        LocalKey { name: name.clone(), kind }
+    }
 }
 
 /// A task's membership in a local queue; removes the queue from the map when its last member
@@ -22,7 +43,7 @@ pub(crate) struct LocalQueues {
 #[derive(Debug)]
 pub(crate) struct LocalSlot {
     queues: Arc<LocalQueues>,
-    name: LockName,
+    key: LocalKey,
     queue: Arc<FairMutex<()>>,
 }
 
@@ -36,29 +57,30 @@ pub(crate) struct LocalTurn {
 }
 
 impl LocalQueues {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LockName, Arc<FairMutex<()>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LocalKey, Arc<FairMutex<()>>>> {
         // Every critical section below is a single map operation: poison cannot leave it broken.
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Joins the local queue of `name`.
-    pub(crate) fn join(self: &Arc<Self>, name: &LockName) -> LocalSlot {
-        let queue = self.map().entry(name.clone()).or_default().clone();
-        LocalSlot { queues: self.clone(), name: name.clone(), queue }
+    /// Joins the local queue `key`.
+    pub(crate) fn join(self: &Arc<Self>, key: &LocalKey) -> LocalSlot {
+        let queue = self.map().entry(key.clone()).or_default().clone();
+        LocalSlot { queues: self.clone(), key: key.clone(), queue }
     }
 
-    /// The recipe of this client's hold of `name`, while a task of this client holds it.
-    pub(crate) fn held(&self, name: &LockName) -> Option<Recipe> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    /// The recipe of this client's hold in the local queue `key`, while a task of this client
+    /// holds it.
+    pub(crate) fn held(&self, key: &LocalKey) -> Option<Recipe> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
     }
 }
 
 impl LocalTurn {
-    /// Records that this turn now holds `name` as `recipe` (the server granted it), until the
-    /// turn is given up.
+    /// Records that this turn now holds as `recipe` (the server granted it), until the turn is
+    /// given up.
     pub(crate) fn holds(&mut self, recipe: Recipe) {
         let queues = &self.slot.queues;
-        queues.held.lock().unwrap_or_else(|p| p.into_inner()).insert(self.slot.name.clone(), recipe);
+        queues.held.lock().unwrap_or_else(|p| p.into_inner()).insert(self.slot.key.clone(), recipe);
         self.holds = true;
     }
 }
@@ -67,7 +89,7 @@ impl Drop for LocalTurn {
     fn drop(&mut self) {
         if self.holds {
             let queues = &self.slot.queues;
-            queues.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.slot.name);
+            queues.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.slot.key);
         }
     }
 }
@@ -93,8 +115,8 @@ impl Drop for LocalSlot {
         let mut map = self.queues.map();
         // Only the map's reference and this slot's are left: nobody else waits or holds a turn.
         // (A turn gives up its guard, and a cancelled wait its future, before the slot drops.)
-        if map.get(&self.name).is_some_and(|q| Arc::ptr_eq(q, &self.queue) && Arc::strong_count(q) == 2) {
-            map.remove(&self.name);
+        if map.get(&self.key).is_some_and(|q| Arc::ptr_eq(q, &self.queue) && Arc::strong_count(q) == 2) {
+            map.remove(&self.key);
         }
     }
 }
@@ -114,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn turns_are_fifo_and_unused_names_are_forgotten() {
         let queues = Arc::new(LocalQueues::default());
-        let name = LockName::new("a").unwrap();
+        let name = LocalKey::new(&LockName::new("a").unwrap(), Recipe::Lock);
         let first = queues.join(&name).turn().await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
@@ -140,7 +162,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_leaves_nothing() {
         let queues = Arc::new(LocalQueues::default());
-        let name = LockName::new("a").unwrap();
+        let name = LocalKey::new(&LockName::new("a").unwrap(), Recipe::Lock);
         let held = queues.join(&name).turn().await;
         let waited = tokio::time::timeout(Duration::from_millis(10), queues.join(&name).turn()).await;
         assert!(waited.is_err());

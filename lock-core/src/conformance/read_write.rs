@@ -136,7 +136,8 @@ pub async fn readers_behind_a_waiting_writer_wait_for_it(h: &dyn Harness) {
 }
 
 /// No silent upgrade or downgrade: a client holding one side of a name is refused the other
-/// side at once (it would wait for its own hold), and nothing is queued for it.
+/// side at once (it would wait for its own hold), and nothing is queued for it; the lock and
+/// the semaphore of that name it takes beside it.
 pub async fn asking_for_the_other_side_of_a_held_name_is_an_error(h: &dyn Harness) {
     let name = unique_name("rw-upgrade");
     let client = h.client().await;
@@ -148,6 +149,11 @@ pub async fn asking_for_the_other_side_of_a_held_name_is_an_error(h: &dyn Harnes
         assert!(matches!(result, Err(LockError::WouldWaitForItself { .. })), "upgrade: {result:?}");
     }
     entries_become(h, 1, "only the read hold on the server").await;
+    // The lock and the semaphore of the same name are other queues, locally too.
+    let lock = within(PROMPTLY, "the lock of the name while reading it", client.lock(&name)).await.expect("lock");
+    let permit = within(PROMPTLY, "a permit of the name", client.acquire_permit(&name, 1)).await.expect("permit");
+    lock.release().await.expect("release");
+    permit.release().await.expect("release");
     reading.release().await.expect("release");
     let writing = client.write_lock(&name).await.expect("write_lock once the read is released");
     let result = within(PROMPTLY, "read_lock while writing", client.read_lock(&name)).await;
