@@ -43,7 +43,12 @@ impl Queued {
             let Some(wanted) = Wanted::of(&standing, permits) else { break };
             // The watch first, then (unless the last read came after its creation) a read: no
             // event falls between them.
-            let Some((mut watch, created)) = open_watch(place, &wanted).await else { continue };
+            let Some((mut watch, created)) = open_watch(place, &wanted).await else {
+                // Refused or broken: read again after a pause (a read fails once the session
+                // has ended).
+                tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+                continue;
+            };
             let standing = if created <= standing.at { standing } else { read_standing(place).await? };
             if Wanted::of(&standing, permits).as_ref() != Some(&wanted) {
                 known = Some(standing);
@@ -84,6 +89,9 @@ impl Queued {
         });
     }
 }
+
+/// How long a waiter pauses before it reads again when its watch could not be opened.
+const WATCH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where a permit stood in its queue: at revision `at`, with `ahead` keys below its own, the
 /// nearest of them `predecessor`.
