@@ -34,36 +34,53 @@ impl Queued {
         let during = || format!("waiting for a permit of {:?}", place.name.as_str());
         let Recipe::Permit(permits) = place.recipe else { return Err(not_a_permit(place)) };
         let permits = permits.get() as usize;
-        let mut known: Option<Standing> = None;
+        // The last read, while it still tells where we stand; and what to watch before reading
+        // again, when an event made it likely (a predecessor that went or was granted: we are
+        // most likely the first waiter now).
+        let mut standing: Option<Standing> = None;
+        let mut likely: Option<Wanted> = None;
         loop {
-            let standing = match known.take() {
-                Some(standing) => standing,
-                None => read_standing(place).await?,
+            let wanted = match (&standing, likely.take()) {
+                (Some(now), _) => match Wanted::of(now, permits) {
+                    Some(wanted) => wanted,
+                    None => break,
+                },
+                (None, Some(likely)) => likely,
+                (None, None) => {
+                    standing = Some(read_standing(place).await?);
+                    continue;
+                }
             };
-            let Some(wanted) = Wanted::of(&standing, permits) else { break };
             // The watch first, then (unless the last read came after its creation) a read: no
             // event falls between them.
             let Some((mut watch, created)) = open_watch(place, &wanted).await else {
                 // Refused or broken: read again after a pause (a read fails once the session
                 // has ended).
                 tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+                standing = None;
                 continue;
             };
-            let standing = if created <= standing.at { standing } else { read_standing(place).await? };
-            if Wanted::of(&standing, permits).as_ref() != Some(&wanted) {
-                known = Some(standing);
+            let now = match standing.take() {
+                Some(now) if created <= now.at => now,
+                _ => read_standing(place).await?,
+            };
+            if Wanted::of(&now, permits).as_ref() != Some(&wanted) {
+                standing = Some(now);
                 continue;
             }
-            tracing::debug!(lock = %place.name, token = place.revision, at = standing.at, ahead = standing.ahead, ?wanted, "waiting for a permit");
+            tracing::debug!(lock = %place.name, token = place.revision, at = now.at, ahead = now.ahead, ?wanted, "waiting for a permit");
             let heard = tokio::select! {
                 biased;
                 _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
-                heard = next_event(&mut watch, &wanted, place.revision, standing.at) => heard,
+                heard = next_event(&mut watch, &wanted, place.revision, now.at) => heard,
             };
             // The first waiter, on a holder's deletion, holds, if our own key surely lives (our
-            // lease does). Anything else: look again.
-            if heard && wanted == Wanted::HolderLeft && session.life.surely_alive() {
-                break;
+            // lease does). A waiter further back, on its predecessor's event, most likely is the
+            // first waiter now. Anything else: read again.
+            match wanted {
+                Wanted::HolderLeft if heard && session.life.surely_alive() => break,
+                Wanted::Predecessor(_) if heard => likely = Some(Wanted::HolderLeft),
+                _ => {}
             }
         }
         self.mark_granted();

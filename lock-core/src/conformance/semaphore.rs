@@ -33,8 +33,8 @@ async fn queue_in_order(
     waiting
 }
 
-/// Many clients loop on a semaphore of 3: never more than 3 inside, 3 inside at some point,
-/// and every permit has a token of its own.
+/// All 3 permits of a semaphore can be held at once; then many clients loop on it: never more
+/// than 3 inside, and every permit has a token of its own.
 pub async fn at_most_n_permits_under_contention(h: &dyn Harness) {
     const PERMITS: u32 = 3;
     const CLIENTS: usize = 7;
@@ -42,9 +42,20 @@ pub async fn at_most_n_permits_under_contention(h: &dyn Harness) {
     let name = unique_name("permits-contention");
     let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let client = h.client().await;
+        clients.push(h.client().await);
+    }
+    // All of the permits can be held at once.
+    let mut held = Vec::new();
+    for client in clients.iter().take(PERMITS as usize) {
+        held.push(within(PROMPTLY, "a free permit", client.acquire_permit(&name, PERMITS)).await.expect("permit"));
+    }
+    for permit in held {
+        permit.release().await.expect("release");
+    }
+    let mut tasks = Vec::new();
+    for client in clients {
         let (name, inside, most, tokens) = (name.clone(), inside.clone(), most.clone(), tokens.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
@@ -63,7 +74,6 @@ pub async fn at_most_n_permits_under_contention(h: &dyn Harness) {
     }
     let most = most.load(Ordering::SeqCst);
     assert!(most <= PERMITS as usize, "{most} held permits of {PERMITS} at once");
-    assert_eq!(most, PERMITS as usize, "never were all {PERMITS} permits in use: the semaphore under-admits");
     let mut tokens = tokens.lock().unwrap().clone();
     let all = tokens.len();
     tokens.sort();
@@ -205,13 +215,15 @@ async fn requests_per_grant(h: &dyn Harness, count: usize) -> f64 {
     spent as f64 / count as f64
 }
 
-/// Herd-free: the requests a grant costs stay flat as waiters grow, since a release wakes only
-/// the waiter it admits (and that waiter the one behind it, when it is granted).
+/// Herd-free: the requests a grant costs stay flat as waiters grow (3 or 20), since a release
+/// wakes only the waiter it admits (and that waiter the one behind it, when it is granted).
 pub async fn permit_requests_per_grant_do_not_grow_with_waiters(h: &dyn Harness) {
     let few = requests_per_grant(h, 3).await;
-    let many = requests_per_grant(h, 12).await;
-    // The last grants of a run cost a little less (nobody behind reads), hence the slack; a
-    // herd, every waiter reading on every release, would add about half the waiters per grant.
-    assert!(many <= few + 1.0, "requests per grant grew with waiters: {few:.2} with 3, {many:.2} with 12 (a herd)");
+    let many = requests_per_grant(h, 20).await;
+    // The last grants of a run cost a little less (nobody behind reads), and with a member down
+    // a request retried past it, or a keepalive stream reopened during the longer run, counts
+    // too, hence the slack; a herd, every waiter reading on every release, would add about half
+    // the waiters per grant (10 here).
+    assert!(many <= few + 3.0, "requests per grant grew with waiters: {few:.2} with 3, {many:.2} with 20 (a herd)");
     assert!(few >= 1.0, "a grant costs at least one request ({few:.2} measured): the request counter is not counting");
 }
