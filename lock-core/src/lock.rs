@@ -124,6 +124,8 @@ pub trait DistributedLock: Send + Sync {
     /// carried by each entry on the server, so it changes once nobody holds or waits with the
     /// old one). A client holds at most one permit of a name at a time; its tasks take turns.
     /// A semaphore `name` is apart from the lock, the election and the read-write lock `name`.
+    /// Its layout on the servers is distlock's own: Curator's semaphore clients do not share it
+    /// (docs/zookeeper.md says why).
     ///
     /// # Cancel safety
     /// Cancel safe, as [`DistributedLock::lock`].
