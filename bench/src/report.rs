@@ -75,6 +75,8 @@ const WORKLOADS: &str = "The workloads:\n\n\
   more as the queue grows?); and one session holding many locks (keepalives, memory).\n\
 - **W5**: many tasks of one process waiting on one lock (how many server waiters they cost).\n\
 - **E1, E2, E4**: W1, W2 and W4 with leader election: `campaign` for acquire, `resign` for release.\n\
+- **R2**: W2 with a read-write lock, each acquisition a read one at 90% or 50% (at random).\n\
+- **S1, S2**: W1 and W2 with a semaphore of 4 permits: `acquire_permit` for acquire.\n\
 - **Failover**: a leader in another process is SIGKILLed while a candidate waits (the time until the \
   candidate's `campaign` returns; bound: the TTL + 1 s); then that leader resigns while another waits.\n\
 - **Observers**: 1 to 1,000 observers (each its own client) follow one election while two candidates \
@@ -274,6 +276,35 @@ pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) ->
             ("client_requests_per_handoff", "client requests/change"),
             ("watch_notifications_per_handoff", "notifications/change"),
             ("server_cpu_us_per_handoff", "server CPU µs/change"),
+        ],
+    );
+    let _ = writeln!(out, "## R2, S1, S2: the read-write lock and the semaphore\n");
+    let _ = writeln!(out, "An acquisition is a read or write hold (R2), or a permit of 4 (S1, S2).\n");
+    table(
+        &mut out,
+        &of(lines, "S1-uncontended"),
+        &[
+            ("backend", "backend"),
+            ("ops_per_s", "cycles/s"),
+            ("acquire_p50_ms", "acquire p50 ms"),
+            ("release_p50_ms", "release p50 ms"),
+            ("server_requests_per_cycle", "server requests/cycle"),
+        ],
+    );
+    let mut contended = of(lines, "R2-contended");
+    contended.extend(of(lines, "S2-contended"));
+    table(
+        &mut out,
+        &contended,
+        &[
+            ("workload", "workload"),
+            ("backend", "backend"),
+            ("recipe", "recipe"),
+            ("clients", "N"),
+            ("handoffs_per_s", "acquisitions/s"),
+            ("wait_p50_ms", "wait p50 ms"),
+            ("wait_p99_ms", "wait p99 ms"),
+            ("server_requests_per_handoff", "server requests/acquisition"),
         ],
     );
     let _ = writeln!(out, "## Failover\n");

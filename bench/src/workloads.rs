@@ -1,5 +1,5 @@
-//! The workloads W1 to W5 (defined in docs/BENCHMARKS.md), each generic over the backend, each returning one JSON
-//! object (printed as one line by `main`).
+//! The workloads W1 to W5, E1 to E4, R2, S1 and S2 (defined in docs/BENCHMARKS.md), each generic over
+//! the backend and the recipe, each returning one JSON object (printed as one line by `main`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
