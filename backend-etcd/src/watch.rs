@@ -93,29 +93,8 @@ impl KeyWatch {
     ///
     /// Cancel safe: dropping the future closes the watch.
     pub(crate) async fn try_open(session: &EtcdSession, key: &str, watched: Watched) -> Option<KeyWatch> {
-        session.count();
-        match session.hub.watch(key, watched.options()).await {
-            Ok(mut stream) => match stream.message().await {
-                Some(created) if created.created() && !created.canceled() => {
-                    let created_at = created.header().map(|h| h.revision()).unwrap_or_default();
-                    Some(KeyWatch {
-                        key: key.to_owned(),
-                        watched,
-                        stream: Some(stream),
-                        created_at,
-                        opened_at: Instant::now(),
-                    })
-                }
-                other => {
-                    tracing::debug!(key, ?other, "etcd watch not confirmed");
-                    None
-                }
-            },
-            Err(error) => {
-                tracing::debug!(key, %error, "etcd watch could not be created");
-                None
-            }
-        }
+        let (stream, created_at) = open_confirmed(session, key, watched.options()).await?;
+        Some(KeyWatch { key: key.to_owned(), watched, stream: Some(stream), created_at, opened_at: Instant::now() })
     }
 
     /// The revision the watch starts after.
@@ -245,6 +224,30 @@ fn first_after(events: impl IntoIterator<Item = (EventType, i64)>, kind: EventTy
         .find(|&revision| revision > after)
 }
 
+/// Opens a watch on `key` with `options` "from now" and waits for the server's confirmation:
+/// the watch and the revision it starts after (every later event of `key` reaches it); `None`
+/// if the server refused or cancelled it (a key the role may not read) or the stream failed.
+///
+/// Cancel safe: dropping the future closes the watch.
+pub(crate) async fn open_confirmed(session: &EtcdSession, key: &str, options: WatchOptions) -> Option<(HubWatch, i64)> {
+    session.count();
+    match session.hub.watch(key, options).await {
+        Ok(mut stream) => match stream.message().await {
+            Some(created) if created.created() && !created.canceled() => {
+                Some((stream, created.header().map(|h| h.revision()).unwrap_or_default()))
+            }
+            other => {
+                tracing::debug!(key, ?other, "etcd watch not confirmed");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::debug!(key, %error, "etcd watch could not be created");
+            None
+        }
+    }
+}
+
 /// Waits until `key` is deleted at a revision `>= from_revision`: [`wait_for_event`].
 pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revision: i64) -> WaitEnd {
     wait_for_event(session, key, Watched::Deletions, from_revision).await
@@ -255,32 +258,17 @@ pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revis
 ///
 /// Cancel safe: dropping the future closes the watch.
 async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from_revision: i64) -> WaitEnd {
-    let wanted = |response: &etcd_client::WatchResponse| event_after(response, watched, from_revision - 1);
-    wait_for_matching(session, key, watched.options(), from_revision, wanted).await
-}
-
-/// Waits until the watch on `key` with `options`, from `from_revision` on, delivers a response
-/// in which `wanted` finds an event (its revision). Retries broken watches forever from the same
-/// revision; the caller bounds the wait (session end, cancellation).
-///
-/// Cancel safe: dropping the future closes the watch.
-async fn wait_for_matching(
-    session: &EtcdSession,
-    key: &str,
-    options: WatchOptions,
-    from_revision: i64,
-    wanted: impl Fn(&etcd_client::WatchResponse) -> Option<i64>,
-) -> WaitEnd {
     let mut backoff = Duration::from_millis(20);
     loop {
         session.count();
-        match session.hub.watch(key, options.clone().with_start_revision(from_revision)).await {
+        let options = watched.options().with_start_revision(from_revision);
+        match session.hub.watch(key, options).await {
             Ok(mut stream) => {
                 while let Some(response) = stream.message().await {
                     if response.compact_revision() > 0 {
                         return WaitEnd::Compacted;
                     }
-                    if let Some(revision) = wanted(&response) {
+                    if let Some(revision) = event_after(&response, watched, from_revision - 1) {
                         return WaitEnd::Happened { revision };
                     }
                     if response.canceled() {

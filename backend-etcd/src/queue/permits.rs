@@ -20,6 +20,7 @@ use etcd_client::{
 use super::wait::read_place;
 use super::{queue_keys, Queued};
 use crate::place::Place;
+use crate::watch::open_confirmed;
 use crate::watch_hub::HubWatch;
 
 impl Queued {
@@ -97,7 +98,7 @@ impl Queued {
         let place = &self.place;
         let (session, key, revision) = (place.session.clone(), place.key.clone(), place.revision);
         let txn = Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, revision)]).and_then([
-            TxnOp::put(key.as_str(), place.recipe_value(), Some(PutOptions::new().with_lease(session.lease))),
+            TxnOp::put(key.as_str(), place.recipe.value(), Some(PutOptions::new().with_lease(session.lease))),
         ]);
         tokio::spawn(async move {
             if let Err(error) = session.txn("mark our permit granted", txn).await {
@@ -149,33 +150,15 @@ async fn read_standing(place: &Place) -> Result<Standing, LockError> {
     Ok(Standing { at, ahead: below.len(), predecessor })
 }
 
-/// Opens the watch `wanted` "from now" and waits for the server's confirmation: the watch and
-/// the revision it starts after; `None` if it could not be opened (the caller reads again).
+/// Opens the watch `wanted` "from now" ([`open_confirmed`]): the watch and the revision it
+/// starts after; `None` if it could not be opened (the caller reads again).
 async fn open_watch(place: &Place, wanted: &Wanted) -> Option<(HubWatch, i64)> {
-    let session = &place.session;
-    let (key, options) = match wanted {
-        Wanted::HolderLeft => (
-            place.queue_prefix.as_str(),
-            WatchOptions::new().with_prefix().with_prev_key().with_filters([WatchFilterType::NoPut]),
-        ),
-        Wanted::Predecessor(key) => (key.as_str(), WatchOptions::new()),
-    };
-    session.count();
-    let mut watch = match session.hub.watch(key, options).await {
-        Ok(watch) => watch,
-        Err(error) => {
-            tracing::debug!(key, %error, "etcd watch could not be created");
-            return None;
+    match wanted {
+        Wanted::HolderLeft => {
+            let options = WatchOptions::new().with_prefix().with_prev_key().with_filters([WatchFilterType::NoPut]);
+            open_confirmed(&place.session, &place.queue_prefix, options).await
         }
-    };
-    match watch.message().await {
-        Some(created) if created.created() && !created.canceled() => {
-            Some((watch, created.header().map(|h| h.revision()).unwrap_or_default()))
-        }
-        other => {
-            tracing::debug!(key, ?other, "etcd watch not confirmed");
-            None
-        }
+        Wanted::Predecessor(key) => open_confirmed(&place.session, key, WatchOptions::new()).await,
     }
 }
 
