@@ -192,15 +192,15 @@ pub(crate) async fn enqueue(
     session.cleanups.wait(&key, &session.life).await;
     let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
     let lease = session.lease;
-    // A reader's release says nothing of who is first: it writes no marker.
-    let place_at = |queue_prefix: String, key: String, revision: i64, writes_marker: bool| Place {
+    // A place that writes no marker; the queuing Txn's read decides whether it does.
+    let place_at = |queue_prefix: String, key: String, revision: i64| Place {
         session: session.clone(),
         name: name.clone(),
         queue_prefix,
         key_stem: key_stem.clone(),
         key,
         revision,
-        writes_marker: writes_marker && request.recipe.is_exclusive(),
+        writes_marker: false,
         recipe: request.recipe,
     };
     // A reader reads every key below its own: its blocker may lie below any number of readers.
@@ -210,7 +210,7 @@ pub(crate) async fn enqueue(
         if let Some(revision) = queue_alone(&session, &queue_prefix, &key, value).await? {
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
-            let place = place_at(queue_prefix, key, revision, false);
+            let place = place_at(queue_prefix, key, revision);
             return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
         }
         tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
@@ -244,20 +244,22 @@ pub(crate) async fn enqueue(
         let range_alone = matches!(ops.get(1), Some(TxnOpResponse::Get(get)) if get.kvs().len() == 1 && !get.more());
         session.contention.record(&queue_prefix, range_alone);
     }
+    // Our place as the Txn created it; an earlier attempt's key has its own revision, and only
+    // the creation's read can tell whether we write a marker (below).
+    let mut place = place_at(queue_prefix, key, read_at);
     // `read`: whether the queue below our key is known from the Txn's read.
-    let (revision, owner, predecessor, read) = if response.succeeded() {
-        match queue_keys(&queue_prefix, ops.get(1)) {
+    let (owner, predecessor, read) = if response.succeeded() {
+        match queue_keys(&place.queue_prefix, ops.get(1)) {
             Some(queue) => {
                 let below = queue.get(1..).unwrap_or_default();
-                let place = place_at(queue_prefix.clone(), key.clone(), read_at, false);
                 place.check_permits(below)?;
                 // Granted at once: first, or a reader with no writer below, or a permit within
                 // the permits.
                 let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
-                (read_at, owner, Predecessor::from_below(&place, below, read_at), true)
+                (owner, Predecessor::from_below(&place, below, read_at), true)
             }
             // Keys of locks named below this one filled the read: read the queue itself.
-            None => (read_at, None, None, false),
+            None => (None, None, false),
         }
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.
@@ -270,15 +272,18 @@ pub(crate) async fn enqueue(
                 source: "the Txn saw our key but the read found none".into(),
             });
         };
-        tracing::debug!(%key, revision, "queue request was applied before: found our own key");
-        let owner = queue_keys(&queue_prefix, ops.get(1)).and_then(|q| q.first().map(|kv| kv.create_revision()));
-        (revision, owner, None, true)
+        tracing::debug!(key = %place.key, revision, "queue request was applied before: found our own key");
+        place.revision = revision;
+        let owner = queue_keys(&place.queue_prefix, ops.get(1)).and_then(|q| q.first().map(|kv| kv.create_revision()));
+        (owner, None, true)
     };
+    let revision = place.revision;
     cleanup.revision = Some(revision);
     // Only the read of our key's own creation can show it was first from then on: a retry's
-    // read comes later, when keys once below ours may have gone.
+    // read comes later, when keys once below ours may have gone. A reader's release says
+    // nothing of who is first: it writes no marker.
     let created_first = response.succeeded() && owner == Some(read_at);
-    let place = place_at(queue_prefix, key, revision, !created_first);
+    place.writes_marker = !created_first && request.recipe.is_exclusive();
     let mut queued = Queued { place, cleanup, owner, predecessor };
     if !read {
         // Keys of locks named below this one filled the read. One read of the queue tells
