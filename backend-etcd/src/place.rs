@@ -54,27 +54,11 @@ impl Place {
         !self.recipe.is_exclusive()
     }
 
-    /// The value our key was created with: for a permit its number of permits, else empty
-    /// (an election's value is kept by its proclaim).
-    pub(crate) fn recipe_value(&self) -> Vec<u8> {
-        match self.recipe {
-            Recipe::Permit(permits) => permits.to_string().into_bytes(),
-            _ => Vec::new(),
-        }
-    }
-
     /// For a permit: refuses to wait where keys `below` ours carry another number of permits
     /// (clients disagree on the semaphore's size).
     pub(crate) fn check_permits(&self, below: &[&KeyValue]) -> Result<(), LockError> {
-        let Recipe::Permit(asked) = self.recipe else { return Ok(()) };
-        let other = below
-            .iter()
-            .filter_map(|kv| crate::layout::permits_of(&self.queue_prefix, kv.key()))
-            .find(|queued| *queued != asked.get());
-        match other {
-            Some(queued) => Err(LockError::PermitsMismatch { name: self.name.to_string(), queued, asked: asked.get() }),
-            None => Ok(()),
-        }
+        let queued = below.iter().filter_map(|kv| crate::layout::permits_of(&self.queue_prefix, kv.key()));
+        self.recipe.check_permits(&self.name, queued)
     }
 }
 

@@ -18,27 +18,14 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// The value our znode was created with, for a permit its number of permits.
-    pub(crate) fn recipe_value(&self) -> Vec<u8> {
-        match self.recipe {
-            Recipe::Permit(permits) => permits.to_string().into_bytes(),
-            _ => Vec::new(),
-        }
-    }
-
     /// For a permit: refuses to wait where the entries `ahead` carry another number of
     /// permits (clients disagree on the semaphore's size).
     pub(crate) fn check_permits(&self, ahead: &[String]) -> Result<(), LockError> {
-        let Recipe::Permit(asked) = self.recipe else { return Ok(()) };
-        let other = ahead.iter().filter_map(|child| crate::layout::recipe_of(child)).find(|r| *r != self.recipe);
-        match other {
-            Some(Recipe::Permit(queued)) => Err(LockError::PermitsMismatch {
-                name: self.name.to_string(),
-                queued: queued.get(),
-                asked: asked.get(),
-            }),
-            _ => Ok(()),
-        }
+        let queued = ahead.iter().filter_map(|child| match crate::layout::recipe_of(child) {
+            Some(Recipe::Permit(queued)) => Some(queued.get()),
+            _ => None,
+        });
+        self.recipe.check_permits(&self.name, queued)
     }
 
     /// What the recipe's grant rule says with `ahead` (znode names, in queue order) before our

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
 
-use crate::backend::Recipe;
+use crate::backend::{QueueKind, Recipe};
 use crate::LockName;
 
 /// One client's local queues, by name. `tokio::sync::Mutex` is FIFO-fair, which gives the order.
@@ -23,18 +23,13 @@ pub(crate) struct LocalQueues {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct LocalKey {
     name: LockName,
-    kind: u8,
+    kind: QueueKind,
 }
 
 impl LocalKey {
     /// The local queue of `recipe`'s entries for `name`.
     pub(crate) fn new(name: &LockName, recipe: Recipe) -> Self {
-        let kind = match recipe {
-            Recipe::Read | Recipe::Write => 1,
-            Recipe::Permit(_) => 2,
-            _ => 0,
-        };
-        LocalKey { name: name.clone(), kind }
+        LocalKey { name: name.clone(), kind: recipe.queue_kind() }
     }
 }
 

@@ -175,7 +175,7 @@ pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str)
 /// was seen holding by every waiter behind it. In the background: the holder need not wait for
 /// it, and if the holder releases first, the waiter behind hears the deletion instead.
 pub(crate) fn mark_granted(place: &Place) {
-    let (session, path, value) = (place.session.clone(), place.path.clone(), place.recipe_value());
+    let (session, path, value) = (place.session.clone(), place.path.clone(), place.recipe.value());
     tokio::spawn(async move {
         let marked = session
             .request("mark our permit granted", |client| {

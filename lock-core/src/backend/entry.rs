@@ -9,6 +9,8 @@
 
 use std::num::NonZeroU32;
 
+use crate::{LockError, LockName};
+
 /// The recipe an entry is queued for. It picks the entry's name on the server (etcd: both use
 /// Go's `concurrency` layout; ZooKeeper: Curator's `-lock-` or `-latch-` znodes) and its
 /// [`GrantRule`].
@@ -82,6 +84,56 @@ impl Recipe {
         )
     }
 
+    /// The value an entry of this recipe carries of itself: a permit's number of permits in
+    /// decimal (for operators reading the server, and for its grant's mark); empty for the
+    /// others (an election's candidate brings its own).
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use distlock_core::backend::Recipe;
+    /// assert_eq!(Recipe::Permit(NonZeroU32::new(4).unwrap()).value(), b"4");
+    /// assert!(Recipe::Lock.value().is_empty());
+    /// ```
+    pub fn value(self) -> Vec<u8> {
+        match self {
+            Recipe::Permit(permits) => permits.to_string().into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Which kind of queue entries of this recipe join, for the queues kept in this crate (the
+    /// `mem://` server's, a client's local ones): the lock and the election one (as on etcd),
+    /// the read-write lock's readers and writers another, a semaphore's permits a third.
+    pub(crate) fn queue_kind(self) -> QueueKind {
+        match self {
+            Recipe::Lock | Recipe::Election => QueueKind::Lock,
+            Recipe::Read | Recipe::Write => QueueKind::ReadWrite,
+            Recipe::Permit(_) => QueueKind::Semaphore,
+        }
+    }
+
+    /// For a permit of `name`: `LockError::PermitsMismatch` if any of `queued` (the numbers of
+    /// permits the entries already in the queue carry) is not this permit's. Nothing for the
+    /// other recipes.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use distlock_core::{backend::Recipe, LockError, LockName};
+    /// let name = LockName::new("api")?;
+    /// let two = Recipe::Permit(NonZeroU32::new(2).unwrap());
+    /// assert!(two.check_permits(&name, [2, 2]).is_ok());
+    /// assert!(matches!(two.check_permits(&name, [2, 3]), Err(LockError::PermitsMismatch { queued: 3, asked: 2, .. })));
+    /// assert!(Recipe::Lock.check_permits(&name, [3]).is_ok());
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn check_permits(self, name: &LockName, queued: impl IntoIterator<Item = u32>) -> Result<(), LockError> {
+        let Recipe::Permit(asked) = self else { return Ok(()) };
+        match queued.into_iter().find(|queued| *queued != asked.get()) {
+            Some(queued) => Err(LockError::PermitsMismatch { name: name.to_string(), queued, asked: asked.get() }),
+            None => Ok(()),
+        }
+    }
+
     /// What a span or an error calls an entry of this recipe's: `"lock"` or `"election"`.
     ///
     /// ```
@@ -96,6 +148,14 @@ impl Recipe {
             Recipe::Permit(_) => "permit",
         }
     }
+}
+
+/// The kinds of queue a name has (see [`Recipe::queue_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum QueueKind {
+    Lock,
+    ReadWrite,
+    Semaphore,
 }
 
 /// What [`crate::backend::LockBackend::acquire`] is asked to queue.
@@ -130,7 +190,8 @@ impl EntryRequest {
     /// An entry of a semaphore with `permits` permits; its value is that number in decimal,
     /// for operators reading the server.
     pub fn permit(permits: NonZeroU32) -> Self {
-        EntryRequest { recipe: Recipe::Permit(permits), value: permits.to_string().into_bytes() }
+        let recipe = Recipe::Permit(permits);
+        EntryRequest { recipe, value: recipe.value() }
     }
 
     /// An entry of a read-write lock's read (`shared`) or write side: no value.

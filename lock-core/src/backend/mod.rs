@@ -22,6 +22,7 @@ mod session_slot;
 mod state_cell;
 
 pub use crate::loss::LossSignal;
+pub(crate) use entry::QueueKind;
 pub use entry::{EntryRequest, Grant, GrantRule, Recipe};
 pub use holds::HoldRegistry;
 pub use lease_clock::LeaseClock;

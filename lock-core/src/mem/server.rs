@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Grant, Recipe};
+use crate::backend::{Grant, QueueKind, Recipe};
 use crate::{FencingToken, Leader, LockName, QueueEntry};
 
 /// An in-process lock server. Clones share the same server; clients connected to one server
@@ -71,22 +71,10 @@ pub(crate) struct QueueId {
     kind: QueueKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum QueueKind {
-    Lock,
-    ReadWrite,
-    Semaphore,
-}
-
 impl QueueId {
     /// The queue that entries of `recipe` for `name` join.
     pub(crate) fn of(name: &LockName, recipe: Recipe) -> Self {
-        let kind = match recipe {
-            Recipe::Read | Recipe::Write => QueueKind::ReadWrite,
-            Recipe::Permit(_) => QueueKind::Semaphore,
-            _ => QueueKind::Lock,
-        };
-        QueueId { name: name.clone(), kind }
+        QueueId { name: name.clone(), kind: recipe.queue_kind() }
     }
 
     /// The queue of the lock (and election) `name`.
