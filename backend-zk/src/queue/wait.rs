@@ -140,9 +140,15 @@ pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) ->
                 return Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) });
             }
             _ = watcher.changed() => {}
+            // A backstop, not the mechanism: a children watch of the compose ensemble once went
+            // unheard (a release of a holder admitted nobody for 10 s), cause not found.
+            _ = tokio::time::sleep(PERMIT_RELIST) => {}
         }
     }
 }
+
+/// How long a semaphore's waiter trusts a watch that has not fired before it lists again.
+const PERMIT_RELIST: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A semaphore's waiter further back: waits until its predecessor `predecessor` (a waiter at
 /// the listing) is deleted or marks itself granted ([`mark_granted`]): then it may be the
@@ -167,6 +173,7 @@ pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str)
             Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) })
         }
         _ = watcher.changed() => Ok(()),
+        _ = tokio::time::sleep(PERMIT_RELIST) => Ok(()),
     }
 }
 
