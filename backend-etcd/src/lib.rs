@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distlock_core::{
-    backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, ServerHold, SessionSlot},
+    backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, Recipe, ServerHold, SessionSlot},
     Leader, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
@@ -326,7 +326,11 @@ impl LockBackend for EtcdBackend {
 
     async fn settle(&self, name: &LockName) {
         let session = self.current();
-        session.cleanups.wait(&queue::queue_key(&session, name), &session.life).await;
+        // Every queue of the name: the timed-out wait was in one of them.
+        for recipe in [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)] {
+            let queue_prefix = session.config.queue_prefix(name.as_str(), recipe);
+            session.cleanups.wait(&queue_prefix, &session.life).await;
+        }
     }
 
     async fn close(&self) -> Result<(), LockError> {

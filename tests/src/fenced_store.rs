@@ -2,10 +2,12 @@
 //! fencing token with every read and write, remembers the highest token it has seen per key,
 //! refuses any operation with a lower one, and logs every accept and reject with
 //! CLOCK_MONOTONIC times. (Fencing reads too stops a paused holder's read-modify-write from
-//! overwriting its successor's.)
+//! overwriting its successor's.) A read-write lock's readers read with `SHARED`: readers hold
+//! side by side with tokens in any order, so a shared read is refused only below the highest
+//! token of a read or write of an exclusive holder, and an exclusive operation below any.
 //!
-//! Protocol, one line each way: `READ key token` → `OK value` | `REJECT highest`;
-//! `WRITE key token value` → `OK` | `REJECT highest`.
+//! Protocol, one line each way: `READ key token` and `SHARED key token` → `OK value` |
+//! `REJECT highest`; `WRITE key token value` → `OK` | `REJECT highest`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,7 +47,10 @@ pub struct StoreEvent {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The highest token accepted per key, of any operation.
     highest: HashMap<String, u64>,
+    /// The highest token accepted per key, of an exclusive holder's read or write.
+    highest_exclusive: HashMap<String, u64>,
     values: HashMap<String, u64>,
     log: Vec<StoreEvent>,
 }
@@ -109,12 +114,19 @@ fn handle(state: &Mutex<State>, line: &str) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
     let (op, key, token, value) = match parts.as_slice() {
         ["READ", key, token] => ("read", *key, token.parse::<u64>(), None),
+        ["SHARED", key, token] => ("shared_read", *key, token.parse::<u64>(), None),
         ["WRITE", key, token, value] => ("write", *key, token.parse::<u64>(), value.parse::<u64>().ok()),
-        _ => return "ERR expected READ key token | WRITE key token value".into(),
+        _ => return "ERR expected READ key token | SHARED key token | WRITE key token value".into(),
     };
     let Ok(token) = token else { return "ERR the token is not a number".into() };
     let mut s = state.lock().unwrap();
-    let highest = s.highest.get(key).copied().unwrap_or(0);
+    let shared = op == "shared_read";
+    let highest = match shared {
+        true => s.highest_exclusive.get(key),
+        false => s.highest.get(key),
+    }
+    .copied()
+    .unwrap_or(0);
     let accepted = token >= highest;
     let current = s.values.get(key).copied().unwrap_or(0);
     let value = match (op, value) {
@@ -123,14 +135,18 @@ fn handle(state: &Mutex<State>, line: &str) -> String {
         _ => current,
     };
     if accepted {
-        s.highest.insert(key.to_owned(), token);
+        let any = s.highest.entry(key.to_owned()).or_default();
+        *any = (*any).max(token);
+        if !shared {
+            s.highest_exclusive.insert(key.to_owned(), token);
+        }
         if op == "write" {
             s.values.insert(key.to_owned(), value);
         }
     }
     s.log.push(StoreEvent { t: monotonic_ns(), op: op.into(), key: key.into(), token, value, accepted });
     match (accepted, op) {
-        (true, "read") => format!("OK {value}"),
+        (true, "read" | "shared_read") => format!("OK {value}"),
         (true, _) => "OK".into(),
         (false, _) => format!("REJECT {highest}"),
     }
@@ -152,5 +168,17 @@ mod tests {
         assert!(handle(&state, "DELETE k").starts_with("ERR"));
         let log = &state.lock().unwrap().log;
         assert_eq!(log.iter().filter(|e| !e.accepted).count(), 2);
+    }
+
+    #[test]
+    fn shared_reads_are_refused_only_below_an_exclusive_holder() {
+        let state = Mutex::new(State::default());
+        assert_eq!(handle(&state, "WRITE k 5 1"), "OK");
+        assert_eq!(handle(&state, "SHARED k 8"), "OK 1");
+        assert_eq!(handle(&state, "SHARED k 6"), "OK 1", "a reader beside a later one");
+        assert_eq!(handle(&state, "SHARED k 4"), "REJECT 5", "a reader from before the writer");
+        assert_eq!(handle(&state, "WRITE k 7 2"), "REJECT 8", "a writer from before a reader that read");
+        assert_eq!(handle(&state, "READ k 9"), "OK 1");
+        assert_eq!(handle(&state, "SHARED k 8"), "REJECT 9");
     }
 }

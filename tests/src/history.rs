@@ -13,8 +13,12 @@ use crate::fenced_store::monotonic_ns;
 pub enum Event {
     /// `lock()` called.
     AcquireInvoke,
-    /// `lock()` returned a guard with this token.
-    AcquireOk { token: u64 },
+    /// `lock()` returned a guard with this token; `shared`: a read lock's.
+    AcquireOk {
+        token: u64,
+        #[serde(default)]
+        shared: bool,
+    },
     /// `lock()` failed.
     AcquireError { message: String },
     /// The guard's `lost()` fired.

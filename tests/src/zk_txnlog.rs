@@ -2,13 +2,13 @@
 //! ZooKeeper's `TxnLogToolkit` and replayed. Creates and deletes (also those inside a multi: a
 //! lock taken alone, a holder's release) and session closes (an expired or closed session's
 //! ephemeral znodes go with it) give the queue of a lock directory at every zxid, and so the
-//! czxids (fencing tokens) that ever held the lock, and the most entries one session had in the
-//! queue at once.
+//! czxids (fencing tokens) that its grant rule ever granted, and the most entries one session
+//! had in the queue at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::checker::QueueReplay;
+use crate::checker::{GrantRule, QueueReplay};
 use crate::zk::CLASSPATH;
 
 /// One transaction that changes a lock directory's queue.
@@ -81,36 +81,39 @@ fn sequence(path: &str) -> Option<(usize, String)> {
     distlock_zk::layout::sequence(name).map(|(_, digits)| (digits.len(), digits.to_owned()))
 }
 
-/// Replays `txns` for the queue under `lock_dir`; returns the czxids that became first, in order.
-fn replay(txns: &[Txn], lock_dir: &str) -> QueueReplay {
+/// Whether a queue znode's path is a reader's (of a read-write lock): the backend's layout.
+fn is_reader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    distlock_zk::layout::recipe_of(name) == Some(distlock_core::backend::Recipe::Read)
+}
+
+/// Replays `txns` for the queue under `lock_dir`; returns the czxids `rule` granted, in order.
+fn replay(txns: &[Txn], lock_dir: &str, rule: GrantRule) -> QueueReplay {
     let prefix = format!("{lock_dir}/");
     let mut queue: BTreeMap<(usize, String), (u64, String, String)> = BTreeMap::new();
-    let mut owners = Vec::new();
-    let mut most = 0;
+    let mut replay = QueueReplay::default();
     for txn in txns {
         match txn {
             Txn::Create { session, zxid, path } if path.starts_with(&prefix) => {
                 if let Some(seq) = sequence(path) {
                     queue.insert(seq, (*zxid, session.clone(), path.clone()));
-                    most = most.max(queue.values().filter(|(_, s, _)| s == session).count());
+                    let of_session = queue.values().filter(|(_, s, _)| s == session).count();
+                    replay.most_entries_of_one_session = replay.most_entries_of_one_session.max(of_session);
                 }
             }
             Txn::Delete { path } => queue.retain(|_, (_, _, p)| p != path),
             Txn::CloseSession { session } => queue.retain(|_, (_, s, _)| s != session),
             Txn::Create { .. } => {}
         }
-        if let Some((_, (czxid, _, _))) = queue.first_key_value() {
-            if owners.last() != Some(czxid) {
-                owners.push(*czxid);
-            }
-        }
+        let entries: Vec<(u64, bool)> = queue.values().map(|(czxid, _, path)| (*czxid, is_reader(path))).collect();
+        replay.observe(rule, &entries);
     }
-    QueueReplay { owners, most_entries_of_one_session: most }
+    replay
 }
 
-/// The tokens that were ever first in line in `lock_dir`, from the transaction logs in
+/// The tokens `rule` ever granted in `lock_dir`, from the transaction logs in
 /// `data_dir/version-2` (one server's data directory). `None` if the logs cannot be read.
-pub fn replay_queue(data_dir: &Path, lock_dir: &str) -> Option<QueueReplay> {
+pub fn replay_queue(data_dir: &Path, lock_dir: &str, rule: GrantRule) -> Option<QueueReplay> {
     let mut logs: Vec<_> = std::fs::read_dir(data_dir.join("version-2"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -128,7 +131,7 @@ pub fn replay_queue(data_dir: &Path, lock_dir: &str) -> Option<QueueReplay> {
         // newline byte in it loses only what follows, after its delete).
         txns.extend(output.stdout.split(|&b| b == b'\n').flat_map(parse));
     }
-    (!txns.is_empty()).then(|| replay(&txns, lock_dir))
+    (!txns.is_empty()).then(|| replay(&txns, lock_dir, rule))
 }
 
 #[cfg(test)]
@@ -148,13 +151,31 @@ mod tests {
         ];
         let txns: Vec<Txn> = lines.iter().flat_map(|l| parse(l.as_bytes())).collect();
         assert_eq!(txns.len(), 6);
-        let replayed = replay(&txns, "/l/x");
-        assert_eq!(replayed.owners, [0x10, 0x11, 0x12]);
+        let replayed = replay(&txns, "/l/x", GrantRule::Exclusive);
+        assert_eq!(replayed.granted, [0x10, 0x11, 0x12]);
         assert_eq!(replayed.most_entries_of_one_session, 1);
         // A create whose reply was lost, retried without finding the first: two entries of 0xc.
         let twice = "t session 0xc cxid 0x3 zxid 0x17 create2 /l/x/_c_5-lock-0000000003,,[31,s{'world,'anyone}";
         let txns: Vec<Txn> = lines.iter().chain([&twice]).flat_map(|l| parse(l.as_bytes())).collect();
-        assert_eq!(replay(&txns, "/l/x").most_entries_of_one_session, 2);
+        assert_eq!(replay(&txns, "/l/x", GrantRule::Exclusive).most_entries_of_one_session, 2);
+    }
+
+    #[test]
+    fn replays_readers_and_permits_by_their_rules() {
+        let create = |zxid: u32, name: &str| {
+            format!("t session 0x{zxid:x} cxid 0x1 zxid 0x{zxid:x} create2 /l/x/{name},,[31,s{{'world,'anyone}}")
+        };
+        let lines = [
+            create(0x10, "_c_1-__READ__0000000000"),
+            create(0x11, "_c_2-__READ__0000000001"),
+            create(0x12, "_c_3-__WRIT__0000000002"),
+            create(0x13, "_c_4-__READ__0000000003"),
+            "t session 0x11 cxid 0x2 zxid 0x14 delete '/l/x/_c_2-__READ__0000000001".to_owned(),
+            "t session 0x10 cxid 0x2 zxid 0x15 delete '/l/x/_c_1-__READ__0000000000".to_owned(),
+        ];
+        let txns: Vec<Txn> = lines.iter().flat_map(|l| parse(l.as_bytes())).collect();
+        assert_eq!(replay(&txns, "/l/x", GrantRule::ReadWrite).granted, [0x10, 0x11, 0x12]);
+        assert_eq!(replay(&txns, "/l/x", GrantRule::Permits(3)).granted, [0x10, 0x11, 0x12, 0x13]);
     }
 
     /// A multi's line as `TxnLogToolkit` prints it: `head`, then `part` (`create:` or `delete:`)
@@ -181,7 +202,8 @@ mod tests {
         let create = "t session 0xb cxid 0x1 zxid 0x11 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
         let first = "t session 0xa cxid 0x1 zxid 0x10 create2 /l/x/_c_1-lock-0000000000,,[31,s{'world,'anyone}";
         let txns: Vec<Txn> = [first.as_bytes(), create.as_bytes(), &line].into_iter().flat_map(parse).collect();
-        assert_eq!(replay(&txns, "/l/x").owners, [0x10, 0x11], "the release hands the lock to the next");
+        let replayed = replay(&txns, "/l/x", GrantRule::Exclusive);
+        assert_eq!(replayed.granted, [0x10, 0x11], "the release hands the lock to the next");
     }
 
     #[test]
@@ -200,8 +222,8 @@ mod tests {
         let release = release_line("t session 0xa cxid 0x6 zxid 0x13", path);
         let next = "t session 0xb cxid 0x2 zxid 0x12 create2 /l/x/_c_2-lock-0000000001,,[31,s{'world,'anyone}";
         let txns: Vec<Txn> = [&line[..], next.as_bytes(), &release].into_iter().flat_map(parse).collect();
-        let replayed = replay(&txns, "/l/x");
-        assert_eq!(replayed.owners, [0x11, 0x12], "the multi's znode held first, then the next");
+        let replayed = replay(&txns, "/l/x", GrantRule::Exclusive);
+        assert_eq!(replayed.granted, [0x11, 0x12], "the multi's znode held first, then the next");
         assert_eq!(replayed.most_entries_of_one_session, 1);
     }
 }

@@ -1,7 +1,9 @@
 //! The fault-injection suite: for each backend and fault, three worker processes loop on one
 //! lock against a fenced store while the fault is injected into whoever holds the lock; then
 //! the checker counts violations and `docs/RELIABILITY.md` gets a row. The election rows do the
-//! same with workers that campaign and resign, while an observer follows the leader.
+//! same with workers that campaign and resign, while an observer follows the leader; the
+//! read-write lock's with workers that read (shared, fenced reads) or write at random; the
+//! semaphore's with workers that take one of two permits.
 //!
 //! ```text
 //! cargo test -p distlock-tests --test faults                      # the short run (4 s per fault)
@@ -20,7 +22,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use distlock_core::conformance::Harness;
-use distlock_tests::checker::{check, QueueReplay, Verdict};
+use distlock_tests::checker::{check, GrantRule, QueueReplay, Verdict};
 use distlock_tests::fenced_store::FencedStore;
 use distlock_tests::history::{self, Event};
 use distlock_tests::{EtcdCluster, EtcdHarness, ProxyMode, ProxySet, ZkEnsemble, ZkHarness};
@@ -34,13 +36,53 @@ const LOCK: &str = "fault/counter";
 enum Recipe {
     Lock,
     Election,
+    ReadWrite,
+    /// A semaphore of [`PERMITS`] permits.
+    Semaphore,
 }
 
+/// The semaphore rows' permits: fewer than the workers, so that one of them waits.
+const PERMITS: usize = 2;
+
 impl Recipe {
+    const ALL: [Recipe; 4] = [Recipe::Lock, Recipe::Election, Recipe::ReadWrite, Recipe::Semaphore];
+
     fn label(self) -> &'static str {
         match self {
             Recipe::Lock => "lock",
             Recipe::Election => "election",
+            Recipe::ReadWrite => "read-write lock",
+            Recipe::Semaphore => "semaphore (2 permits)",
+        }
+    }
+
+    /// The checker's statement of who may hold.
+    fn rule(self) -> GrantRule {
+        match self {
+            Recipe::Lock | Recipe::Election => GrantRule::Exclusive,
+            Recipe::ReadWrite => GrantRule::ReadWrite,
+            Recipe::Semaphore => GrantRule::Permits(PERMITS),
+        }
+    }
+
+    /// The worker's `DISTLOCK_WORKER_RECIPE`.
+    fn worker_recipe(self) -> String {
+        match self {
+            Recipe::Lock => "lock".into(),
+            Recipe::Election => "election".into(),
+            Recipe::ReadWrite => "read-write".into(),
+            Recipe::Semaphore => format!("permits={PERMITS}"),
+        }
+    }
+
+    /// Where the queue of `LOCK` lives in `namespace`: an etcd key prefix, a ZooKeeper directory
+    /// (the backends' own layouts).
+    fn queue(self, backend: &str, namespace: &str) -> String {
+        match (backend, self) {
+            ("etcd", Recipe::ReadWrite) => distlock_etcd::layout::read_write_prefix(namespace, LOCK),
+            ("etcd", Recipe::Semaphore) => distlock_etcd::layout::semaphore_prefix(namespace, LOCK),
+            ("etcd", _) => format!("{namespace}/{LOCK}/"),
+            _ => format!("{namespace}/{LOCK}"),
         }
     }
 
@@ -56,6 +98,18 @@ impl Recipe {
                 Fault::WaiterCut,
                 Fault::ServerRestart,
                 Fault::LeaderKill,
+            ],
+            // Those that end, freeze or cut off a holder, expire a waiter, cancel waits at the
+            // grant or lose a reply: each a way for a reader, a writer or a permit to be held
+            // twice or leaked.
+            Recipe::ReadWrite | Recipe::Semaphore => &[
+                Fault::None,
+                Fault::HolderSigkill,
+                Fault::HolderSigstop,
+                Fault::HolderCut,
+                Fault::WaiterCut,
+                Fault::CancelAtGrant,
+                Fault::ReleaseReplyDropped,
             ],
         }
     }
@@ -117,10 +171,12 @@ impl Fault {
     /// faults keep the servers unusable for 3 to 4 s. Dropping a waiter's create reply needs a
     /// worker caught in its 0–50 ms between a release and its next queuing, and a guess that
     /// misses costs up to 600 ms: the injection window (a third of the run) gets room for
-    /// several guesses.
-    fn min_seconds(self) -> u64 {
-        match self {
-            Fault::AllDownAndBack | Fault::LeaderPartitioned | Fault::CreateReplyDropped => 7,
+    /// several guesses. A semaphore's killed holder's permit comes back only after its session
+    /// expires (2 s), and must be seen back, in use, before the run ends.
+    fn min_seconds(self, recipe: Recipe) -> u64 {
+        match (self, recipe) {
+            (Fault::AllDownAndBack | Fault::LeaderPartitioned | Fault::CreateReplyDropped, _) => 7,
+            (Fault::HolderSigkill, Recipe::Semaphore) => 7,
             _ => 0,
         }
     }
@@ -268,10 +324,10 @@ fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-/// The tokens that were ever first in line, and the most keys one lease had in the queue at
-/// once, from etcd's own revision history of the prefix (replayed by a watch from revision 1
-/// until the stream goes quiet).
-async fn etcd_queue_replay(endpoints: &[String], prefix: &str) -> Option<QueueReplay> {
+/// The tokens `rule` ever granted, and the most keys one lease had in the queue at once, from
+/// etcd's own revision history of the prefix (replayed by a watch from revision 1 until the
+/// stream goes quiet).
+async fn etcd_queue_replay(endpoints: &[String], prefix: &str, rule: GrantRule) -> Option<QueueReplay> {
     use distlock_etcd::etcd_client::{EventType, WatchOptions};
     let mut stream = None;
     for endpoint in endpoints {
@@ -298,14 +354,14 @@ async fn etcd_queue_replay(endpoints: &[String], prefix: &str) -> Option<QueueRe
                 }
                 EventType::Delete => queue.retain(|_, (key, _)| key.as_slice() != kv.key()),
             }
-            if let Some((&head, _)) = queue.first_key_value() {
-                if replay.owners.last() != Some(&(head as u64)) {
-                    replay.owners.push(head as u64);
-                }
-            }
+            let entries: Vec<(u64, bool)> = queue
+                .iter()
+                .map(|(&revision, (key, _))| (revision as u64, distlock_etcd::layout::is_reader_key(prefix, key)))
+                .collect();
+            replay.observe(rule, &entries);
         }
     }
-    (!replay.owners.is_empty()).then_some(replay)
+    (!replay.granted.is_empty()).then_some(replay)
 }
 
 /// What an observer of the election reported during a run.
@@ -379,7 +435,7 @@ struct Row {
 }
 
 async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, dir: &Path) -> Row {
-    let seconds = seconds.max(fault.min_seconds());
+    let seconds = seconds.max(fault.min_seconds(recipe));
     let mut servers = Servers::start(backend, fault).await;
     let endpoints = servers.endpoints();
     let harness: Box<dyn Harness> = match backend {
@@ -391,9 +447,10 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
         "etcd" => format!("fault-{}", uuid::Uuid::new_v4()),
         _ => format!("/fault-{}", uuid::Uuid::new_v4()),
     };
+    let queue = recipe.queue(backend, &namespace);
     let store = FencedStore::start().await.expect("the fenced store");
     let observer = match recipe {
-        Recipe::Lock => None,
+        Recipe::Lock | Recipe::ReadWrite | Recipe::Semaphore => None,
         Recipe::Election => {
             let url = match backend {
                 "etcd" => format!("etcd://{}/{namespace}?ttl={}s", endpoints.join(","), ttl.as_secs()),
@@ -420,9 +477,7 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
             // Waits of 0–300 ms: many end right around a hand-off.
             command.env("DISTLOCK_WORKER_MAX_WAIT_MS", "300");
         }
-        if recipe == Recipe::Election {
-            command.env("DISTLOCK_WORKER_RECIPE", "election");
-        }
+        command.env("DISTLOCK_WORKER_RECIPE", recipe.worker_recipe());
         let child = command
             .args([
                 &url,
@@ -481,14 +536,14 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
             Fault::CreateReplyDropped | Fault::ReleaseReplyDropped => {
                 // Swallow the worker's replies until its request has visibly been applied (its
                 // queue entry appears, or its hold's entry goes), then reset its connections.
-                let before = leftovers(backend, &endpoints, &namespace).await;
+                let before = leftovers(backend, &endpoints, &queue).await;
                 workers[h].proxies.set_mode(ProxyMode::DropReplies);
                 // Bounded well below the injection window, so that a wrong guess (the worker
                 // picked as holder had just released and queued again) leaves time to retry: a
                 // right one is applied within the hold's 0–200 ms.
                 let bound = Duration::from_millis(600);
                 let applied = distlock_core::conformance::wait_for("the request to be applied", bound, || async {
-                    let now = leftovers(backend, &endpoints, &namespace).await;
+                    let now = leftovers(backend, &endpoints, &queue).await;
                     let changed = if fault == Fault::CreateReplyDropped { now > before } else { now < before };
                     if changed {
                         Ok(())
@@ -518,7 +573,7 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
     }
     let leftovers =
         distlock_core::conformance::wait_for("the namespace to empty", ttl * 3 + Duration::from_secs(5), || async {
-            let left = leftovers(backend, &endpoints, &namespace).await;
+            let left = leftovers(backend, &endpoints, &queue).await;
             if left == 0 {
                 Ok(0)
             } else {
@@ -529,19 +584,17 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
         .unwrap_or_else(|left| left);
     let histories: Vec<PathBuf> = workers.iter().map(|w| w.history.clone()).collect();
     let replay = match &servers {
-        Servers::Etcd(_) => etcd_queue_replay(&endpoints, &format!("{namespace}/{LOCK}/")).await,
+        Servers::Etcd(_) => etcd_queue_replay(&endpoints, &queue, recipe.rule()).await,
         // Every member's log holds every committed transaction: read the longest one.
         Servers::Zk(ensemble) => ensemble
             .members
             .iter()
-            .filter_map(|m| {
-                distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &format!("{namespace}/{LOCK}"))
-            })
-            .max_by_key(|r| r.owners.len()),
+            .filter_map(|m| distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &queue, recipe.rule()))
+            .max_by_key(|r| r.granted.len()),
     };
     let entries = history::read(&histories);
-    let owners = replay.as_ref().map(|r| r.owners.as_slice());
-    let verdict = check(&entries, &deaths, &store.log(), store.value("counter"), owners);
+    let granted = replay.as_ref().map(|r| r.granted.as_slice());
+    let verdict = check(recipe.rule(), &entries, &deaths, &store.log(), store.value("counter"), granted);
     let most_entries_of_one_session = replay.as_ref().map(|r| r.most_entries_of_one_session);
     // How long the paused holder took, once woken, to learn that its lock was lost.
     let loss_noticed_ms = woken.and_then(|(worker, at)| {
@@ -560,7 +613,7 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
             let elected: Vec<u64> = entries
                 .iter()
                 .filter_map(|e| match e.event {
-                    Event::AcquireOk { token } => Some(token),
+                    Event::AcquireOk { token, .. } => Some(token),
                     _ => None,
                 })
                 .collect();
@@ -570,21 +623,20 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
     Row { backend, recipe, fault, observed, injected, verdict, leftovers, loss_noticed_ms, most_entries_of_one_session }
 }
 
-/// Lock entries left in `namespace`: keys or znodes in the lock's queue (not the release record
-/// beside it, which goes with the session that last released).
-async fn leftovers(backend: &str, endpoints: &[String], namespace: &str) -> usize {
+/// Entries left in `queue` (see [`Recipe::queue`]): keys or znodes in the queue (not the release
+/// record beside it, which goes with the session that last released).
+async fn leftovers(backend: &str, endpoints: &[String], queue: &str) -> usize {
     match backend {
         "etcd" => {
             let Ok(mut client) = distlock_tests::etcd::connect(endpoints).await else { return usize::MAX };
             let options = distlock_etcd::etcd_client::GetOptions::new().with_prefix().with_count_only();
-            let queue = format!("{namespace}/{LOCK}/");
             client.get(queue, Some(options)).await.map(|r| r.count() as usize).unwrap_or(usize::MAX)
         }
         _ => {
             let Ok(client) = distlock_tests::zk::connect(&endpoints.join(","), Duration::from_secs(4)).await else {
                 return usize::MAX;
             };
-            match client.get_children(&format!("{namespace}/{LOCK}")).await {
+            match client.get_children(queue).await {
                 Ok((children, _)) => distlock_tests::zk_harness::lock_znodes(children).len(),
                 Err(_) => 0,
             }
@@ -605,19 +657,35 @@ fn report(rows: &[Row], seconds: u64) -> String {
     out.push_str(&format!(
         "Each run lasted {seconds} s (at least 7 s for the two cluster-wide faults, which keep the servers \
          unusable for 3 to 4 s, and for the dropped create reply, whose injection needs a worker caught \
-         between a release and its next queuing and may take several guesses). The etcd runs and the ZooKeeper runs go side by side, each on servers of its \
+         between a release and its next queuing and may take several guesses, and for a semaphore's killed \
+         holder, whose permit comes back after its session's 2 s). The etcd runs and the ZooKeeper runs go side by side, each on servers of its \
          own.\n\n"
     ));
     out.push_str(
-        "Checks: (1) accepted operations with a lower token than an earlier accepted one; (2) acknowledged \
-                   increments missing from the final value; (3) overlapping [acquire-ok, min(release, lost)] \
-                   intervals — must be 0 without faults, counted honestly under pauses and partitions (fencing is \
-                   what keeps them harmless); (4) acquisitions whose token never was first in line by the server's \
-                   own record (etcd: the revision history of the prefix; ZooKeeper: the transaction log, replayed); (5) the worst gap between one hold's end and \
-                   the next hold's start, which must stay within TTL + 1 s (3 s) when the holder is killed or cut off; \
-                   (6) lock entries left on the server after the run, and the most entries one session had in the \
-                   queue at once by the server's record (1: one per waiter, also when the reply to its create/Txn \
-                   was lost).\n\n",
+        "Checks: (1) accepted operations with a lower token than an earlier accepted one they may not follow \
+                   (a reader's shared read may follow a higher reader's, nothing else may); (2) acknowledged \
+                   increments missing from the final value; (3) holds that began, by the workers' histories \
+                   ([acquire-ok, min(release, lost)]), while holds they may not share with were open (for the \
+                   lock any, for a writer any, for a reader a writer's, for a permit two others) — must be 0 \
+                   without faults, counted honestly under pauses and partitions (fencing is what keeps them \
+                   harmless); (4) acquisitions whose token the server's own record never granted, by the \
+                   recipe's rule applied to the queue at every revision (etcd: the revision history of the \
+                   prefix; ZooKeeper: the transaction log, replayed): the first entry for the lock, readers \
+                   before the first writer or a writer first for the read-write lock, the first two entries \
+                   for the semaphore; (5) the longest time the lock (a permit) stood free while a worker \
+                   waited, which must stay within TTL + 1 s (3 s) when the holder is killed or cut off; \
+                   (6) entries left on the server after the run, and the most entries one session had in the \
+                   queue at once by the server's record (1: one per waiter, also when the reply to its \
+                   create/Txn was lost, or when its wait was cancelled and it queued again at once).\n\n",
+    );
+    out.push_str(
+        "The read-write lock rows: each worker takes the read lock or the write lock at random; a \
+         reader makes one fenced shared read (the store refuses it below the highest token a writer \
+         used, and refuses a writer below any token a reader used), a writer the lock's read and \
+         write. The semaphore rows: three workers take one of two permits and touch no store; the \
+         bound is (3) by the histories and (4) by the server's record. When a permit holder is \
+         killed, (5) also gives the time until the two survivors held both permits at once again: \
+         the dead session's permit came back (within TTL + 1 s, or the run fails), not leaked.\n\n",
     );
     out.push_str(
         "The election rows: the workers campaign (value `worker-N`) and resign instead of locking and \
@@ -636,7 +704,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
     for r in rows {
         let v = &r.verdict;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms{} | {} | {} | {} | {} |\n",
             r.backend,
             r.recipe.label(),
             r.fault.label(),
@@ -649,6 +717,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
             v.overlaps,
             v.owner_mismatches.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             v.worst_handoff_ms,
+            v.permits_back_ms.map(|ms| format!("; every permit held again {ms} ms after the kill")).unwrap_or_default(),
             r.leftovers,
             r.most_entries_of_one_session.map(|m| m.to_string()).unwrap_or_else(|| "not checked".into()),
             r.loss_noticed_ms.map(|ms| format!("{ms} ms after SIGCONT")).unwrap_or_else(|| "-".into()),
@@ -664,7 +733,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
 fn print_row(row: &Row) {
     let v = &row.verdict;
     println!(
-        "{:<9} {:<8} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms (6) {} / {:?} (7) {:?}",
+        "{:<9} {:<8} {:<36} acquisitions {:>4} ops {:>5} rejected {:>3} | (1) {} (2) {} (3) {} (4) {:?} (5) {} ms {:?} (6) {} / {:?} (7) {:?}",
         row.backend,
         row.recipe.label(),
         row.fault.label(),
@@ -676,6 +745,7 @@ fn print_row(row: &Row) {
         v.overlaps,
         v.owner_mismatches,
         v.worst_handoff_ms,
+        v.permits_back_ms,
         row.leftovers,
         row.most_entries_of_one_session,
         row.observed,
@@ -696,7 +766,7 @@ async fn fault_suite() {
         let (only, dir) = (&only, dir.path());
         async move {
             let mut rows = Vec::new();
-            for recipe in [Recipe::Lock, Recipe::Election] {
+            for recipe in Recipe::ALL {
                 for &fault in recipe.faults() {
                     if format!("{backend}:{}:{}", recipe.label(), fault.label()).contains(only.as_str()) {
                         let row = run(backend, recipe, fault, seconds, dir).await;
@@ -729,6 +799,10 @@ async fn fault_suite() {
                 || v.acquisitions == 0
                 // (5) liveness: a dead or cut-off holder's lock passes on within TTL + 1 s.
                 || (matches!(r.fault, Fault::HolderSigkill | Fault::HolderCut) && v.worst_handoff_ms > 3_000)
+                // No permit leaked: a killed holder's permit is back in use within TTL + 1 s.
+                || (r.recipe == Recipe::Semaphore
+                    && r.fault == Fault::HolderSigkill
+                    && v.permits_back_ms.is_none_or(|ms| ms > 3_000))
                 // A woken holder learns of its loss at once (its lease clock ran out while frozen).
                 || (r.fault == Fault::HolderSigstop && r.loss_noticed_ms.is_none_or(|ms| ms > 1_000))
                 // (7) the observer never goes back and reports leaders; on etcd (one prefix watch,

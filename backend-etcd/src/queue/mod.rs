@@ -122,9 +122,12 @@ pub(crate) fn fenced_delete(key: &str, revision: Option<i64>, lease: i64) -> Txn
 }
 
 /// Removes a waiter's key when its acquire is cancelled or fails, in the background, before the
-/// same session may queue for the same key again.
+/// same session may queue in the same queue again (with the same key, or as the other side of
+/// a read-write lock): one entry per session in a queue, always.
 struct KeyCleanup {
     session: Arc<EtcdSession>,
+    /// The queue's prefix, by which the session's pending cleanups are kept.
+    queue_prefix: String,
     key: String,
     revision: Option<i64>,
     armed: bool,
@@ -137,7 +140,7 @@ impl Drop for KeyCleanup {
         }
         let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let cleanup = session.cleanups.start(&key);
+        let cleanup = session.cleanups.start(&self.queue_prefix);
         runtime.spawn(async move {
             // Retry until it is confirmed or the session is gone (then the key is gone too).
             loop {
@@ -189,8 +192,14 @@ pub(crate) async fn enqueue(
     let queue_prefix = session.config.queue_prefix(name.as_str(), request.recipe);
     let key_stem = crate::layout::key_stem(&queue_prefix, request.recipe);
     let key = key_in(&session, &key_stem);
-    session.cleanups.wait(&key, &session.life).await;
-    let mut cleanup = KeyCleanup { session: session.clone(), key: key.clone(), revision: None, armed: true };
+    session.cleanups.wait(&queue_prefix, &session.life).await;
+    let mut cleanup = KeyCleanup {
+        session: session.clone(),
+        queue_prefix: queue_prefix.clone(),
+        key: key.clone(),
+        revision: None,
+        armed: true,
+    };
     let lease = session.lease;
     // A place that writes no marker; the queuing Txn's read decides whether it does.
     let place_at = |queue_prefix: String, key: String, revision: i64| Place {
