@@ -321,15 +321,6 @@ impl EtcdConfig {
         self.ttl
     }
 
-    /// Where every lock's keys lie: `<prefix>/`, or the whole key space without a prefix.
-    pub(crate) fn root(&self) -> String {
-        if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        }
-    }
-
     /// The key prefix of lock `name`'s queue: `<prefix>/<name>/` (Go's `concurrency.Mutex` pfx).
     ///
     /// ```

@@ -16,6 +16,7 @@
 //!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
 
 use distlock_core::backend::Recipe;
+use distlock_core::EntryKind;
 
 /// The key prefix of `name`'s queue: `<prefix>/<name>/` (Go's `concurrency` `pfx`), or
 /// `<name>/` without a prefix.
@@ -104,6 +105,77 @@ pub fn semaphore_prefix(prefix: &str, name: &str) -> String {
     match prefix {
         "" => format!("/sem/{name}//"),
         prefix => format!("{prefix}//sem/{name}//"),
+    }
+}
+
+/// Where the queues of every read-write lock (`tag` `rw`) or semaphore (`sem`) begin:
+/// `<prefix>//<tag>/`, or `/<tag>/` without a prefix.
+fn recipe_root(prefix: &str, tag: &str) -> String {
+    match prefix {
+        "" => format!("/{tag}/"),
+        prefix => format!("{prefix}//{tag}/"),
+    }
+}
+
+/// The key range holding the queues of every read-write lock (`Recipe::Read`) or semaphore
+/// (`Recipe::Permit`) named `dir` or below it (every one with `None`); for any other recipe,
+/// every lock's and election's ([`queue_prefix`] of `dir`, or everything under `<prefix>/`).
+///
+/// ```
+/// use distlock_core::backend::Recipe;
+/// use distlock_etcd::layout::queues_under;
+/// assert_eq!(queues_under("p", Some("jobs"), Recipe::Read), "p//rw/jobs/");
+/// assert_eq!(queues_under("p", None, Recipe::Lock), "p/");
+/// ```
+pub fn queues_under(prefix: &str, dir: Option<&str>, recipe: Recipe) -> String {
+    let root = match recipe {
+        Recipe::Read | Recipe::Write => recipe_root(prefix, "rw"),
+        Recipe::Permit(_) => recipe_root(prefix, "sem"),
+        _ => return dir.map_or_else(|| lock_root(prefix), |dir| queue_prefix(prefix, dir)),
+    };
+    match dir {
+        Some(dir) => format!("{root}{dir}/"),
+        None => root,
+    }
+}
+
+/// The name and kind of a queue key of any recipe under `prefix` (see the module comment);
+/// `None` for any other key (a release marker, a foreign key).
+///
+/// ```
+/// use distlock_core::EntryKind;
+/// use distlock_etcd::layout::entry_of;
+/// assert_eq!(entry_of("p", "p/jobs/694d"), Some(("jobs", EntryKind::Exclusive)));
+/// assert_eq!(entry_of("p", "p//rw/a/b//r694d"), Some(("a/b", EntryKind::Read)));
+/// assert_eq!(entry_of("p", "p//sem/api//p4-694d_1"), Some(("api", EntryKind::Permit(4))));
+/// assert_eq!(entry_of("p", "p//released/jobs//694d"), None);
+/// ```
+pub fn entry_of<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, EntryKind)> {
+    let is_lease = |entry: &str| lock_of("", &format!("x/{entry}")).is_some();
+    if let Some(rest) = key.strip_prefix(&recipe_root(prefix, "rw")) {
+        let (name, entry) = rest.rsplit_once("//")?;
+        let kind = match entry.split_at_checked(1)? {
+            ("r", lease) if is_lease(lease) => EntryKind::Read,
+            ("w", lease) if is_lease(lease) => EntryKind::Write,
+            _ => return None,
+        };
+        return Some((name, kind));
+    }
+    if let Some(rest) = key.strip_prefix(&recipe_root(prefix, "sem")) {
+        let (name, entry) = rest.rsplit_once("//")?;
+        let (permits, lease) = entry.strip_prefix('p')?.split_once('-')?;
+        let permits =
+            permits.parse().ok().filter(|_| permits.bytes().all(|b| b.is_ascii_digit()) && is_lease(lease))?;
+        return Some((name, EntryKind::Permit(permits)));
+    }
+    lock_of(&lock_root(prefix), key).map(|(name, _)| (name, EntryKind::Exclusive))
+}
+
+/// Where every lock's and election's queue begins: `<prefix>/`, or nothing without a prefix.
+fn lock_root(prefix: &str) -> String {
+    match prefix {
+        "" => String::new(),
+        prefix => format!("{prefix}/"),
     }
 }
 

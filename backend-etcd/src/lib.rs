@@ -67,7 +67,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distlock_core::{
     backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, Recipe, ServerHold, SessionSlot},
-    Leader, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
+    EntryKind, Leader, LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, QueueEntry, SessionState,
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget};
 
@@ -299,29 +299,44 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        let prefix = self.config.lock_prefix(name.as_str());
-        let response = self.keys_under("read the lock queue", &prefix).await?;
-        let queue = response.kvs().iter().filter(|kv| layout::is_queue_key(&prefix, kv.key())).map(listed).collect();
-        Ok(LockInfo::from_queue(name.clone(), queue))
+        // The lock's queue, the read-write lock's, the semaphore's: keys directly in each.
+        let mut queues = Vec::new();
+        for recipe in [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)] {
+            let queue_prefix = self.config.queue_prefix(name.as_str(), recipe);
+            let response = self.keys_under("read a queue", &queue_prefix).await?;
+            let entries = response.kvs().iter().filter_map(|kv| {
+                let (of, kind) = layout::entry_of(&self.config.prefix, kv.key_str().ok()?)?;
+                (of == name.as_str()).then(|| listed(kv, kind))
+            });
+            queues.push(entries.collect());
+        }
+        Ok(LockInfo::of_queues(name.clone(), queues))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
-        let root = self.config.root();
-        let range = match under {
-            Some(dir) => self.config.lock_prefix(dir.as_str()),
-            None => root.clone(),
-        };
-        let response = self.keys_under("read the lock queues", &range).await?;
-        // Every queue key is <root><name>/<lease-id hex>; other keys (release markers, whose
-        // names have an empty segment, or foreign keys) name no lock and are skipped.
-        let mut queues: std::collections::BTreeMap<LockName, Vec<QueueEntry>> = Default::default();
-        for kv in response.kvs() {
-            let Some((name, _)) = kv.key_str().ok().and_then(|key| layout::lock_of(&root, key)) else { continue };
-            if let Ok(name) = LockName::new(name) {
-                queues.entry(name).or_default().push(listed(kv));
+        // One queue per name and kind of queue (a read-write lock's readers and writers are one).
+        let mut queues: std::collections::BTreeMap<(LockName, u8), Vec<QueueEntry>> = Default::default();
+        for (order, recipe) in
+            [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)].into_iter().enumerate()
+        {
+            let range = layout::queues_under(&self.config.prefix, under.map(LockName::as_str), recipe);
+            let response = self.keys_under("read the queues", &range).await?;
+            // Keys that are no queue's (release markers, another recipe's, foreign keys) are skipped.
+            for kv in response.kvs() {
+                let Some((name, kind)) = kv.key_str().ok().and_then(|key| layout::entry_of(&self.config.prefix, key))
+                else {
+                    continue;
+                };
+                // The lock range (everything under `<prefix>/`) holds the other queues too.
+                if queue_order(kind) != order {
+                    continue;
+                }
+                if let Ok(name) = LockName::new(name) {
+                    queues.entry((name, order as u8)).or_default().push(listed(kv, kind));
+                }
             }
         }
-        Ok(queues.into_iter().map(|(name, queue)| LockInfo::from_queue(name, queue)).collect())
+        Ok(queues.into_iter().map(|((name, _), queue)| LockInfo::from_queue(name, queue)).collect())
     }
 
     async fn settle(&self, name: &LockName) {
@@ -359,11 +374,22 @@ impl EtcdBackend {
     }
 }
 
+/// Which of a name's queues an entry of `kind` is in: the lock's, the read-write lock's, the
+/// semaphore's.
+fn queue_order(kind: EntryKind) -> usize {
+    match kind {
+        EntryKind::Read | EntryKind::Write => 1,
+        EntryKind::Permit(_) => 2,
+        _ => 0,
+    }
+}
+
 /// A queue key as `inspect` lists it: the key is the owner, its create revision the token.
-fn listed(kv: &etcd_client::KeyValue) -> QueueEntry {
+fn listed(kv: &etcd_client::KeyValue, kind: EntryKind) -> QueueEntry {
     QueueEntry {
         owner: kv.key_str().unwrap_or_default().to_owned(),
         token: distlock_core::FencingToken::new(kv.create_revision() as u64),
         since: None,
+        kind,
     }
 }

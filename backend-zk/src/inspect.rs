@@ -1,17 +1,23 @@
-//! Reading queues for operators: one lock's, or every lock's under a directory.
+//! Reading queues for operators: one name's, or every name's under a directory. A directory
+//! holds a queue per recipe (a lock's, an election's, a read-write lock's, a semaphore's).
 
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use distlock_core::backend::Recipe;
 use distlock_core::{FencingToken, LockError, LockName, QueueEntry};
 
-use crate::layout::{queue_order, sequence};
+use crate::layout::{queue_order, recipe_of, sequence};
 use crate::queue::{list, stat};
 use crate::session::ZkSession;
 
-/// The queue of `name` with each znode's czxid and creation time.
-pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<QueueEntry>, LockError> {
+/// One recipe of each queue a directory can hold, in the order `inspect` shows them.
+const QUEUES: [Recipe; 4] = [Recipe::Lock, Recipe::Election, Recipe::Read, Recipe::Permit(NonZeroU32::MIN)];
+
+/// The queues of `name` (see [`QUEUES`]), each with its znodes' czxids and creation times.
+pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<Vec<QueueEntry>>, LockError> {
     let dir = session.config.lock_dir(name.as_str());
-    entries(session, &dir, list(session, &dir).await?).await
+    queues(session, &dir, list(session, &dir).await?).await
 }
 
 /// The queues of every lock directory at `top` or below it, by name: one listing per directory,
@@ -27,24 +33,33 @@ pub(crate) async fn inspect_all(session: &ZkSession, top: &str) -> Result<Vec<(L
         dirs.extend(subdirs.iter().map(|child| format!("{}/{child}", dir.trim_end_matches('/'))));
         let name = dir.strip_prefix(&root).map(LockName::new);
         if let (false, Some(Ok(name))) = (znodes.is_empty(), name) {
-            locks.push((name, entries(session, &dir, znodes).await?));
+            for queue in queues(session, &dir, znodes).await?.into_iter().filter(|q| !q.is_empty()) {
+                locks.push((name.clone(), queue));
+            }
         }
     }
     Ok(locks)
 }
 
-/// The lock znodes among `children` of `dir` in queue order, as `inspect` lists them.
-async fn entries(session: &ZkSession, dir: &str, children: Vec<String>) -> Result<Vec<QueueEntry>, LockError> {
-    let mut entries = Vec::new();
-    for child in queue_order(children, None) {
-        let path = format!("{dir}/{child}");
-        if let Some(stat) = stat(session, &path, "read a lock znode").await? {
-            entries.push(QueueEntry {
-                owner: child,
-                token: FencingToken::new(stat.czxid as u64),
-                since: SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)),
-            });
+/// The queues among `children` of `dir` (see [`QUEUES`]), each in queue order, as `inspect`
+/// lists them.
+async fn queues(session: &ZkSession, dir: &str, children: Vec<String>) -> Result<Vec<Vec<QueueEntry>>, LockError> {
+    let mut queues = Vec::new();
+    for recipe in QUEUES {
+        let mut entries = Vec::new();
+        for child in queue_order(children.clone(), Some(recipe)) {
+            let path = format!("{dir}/{child}");
+            let Some(kind) = recipe_of(&child).map(Recipe::entry_kind) else { continue };
+            if let Some(stat) = stat(session, &path, "read a queue znode").await? {
+                entries.push(QueueEntry {
+                    owner: child,
+                    token: FencingToken::new(stat.czxid as u64),
+                    since: SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(stat.ctime.max(0) as u64)),
+                    kind,
+                });
+            }
         }
+        queues.push(entries);
     }
-    Ok(entries)
+    Ok(queues)
 }

@@ -187,7 +187,7 @@ impl LockBackend for ZkBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        Ok(LockInfo::from_queue(name.clone(), inspect::inspect(&self.current(), name).await?))
+        Ok(LockInfo::of_queues(name.clone(), inspect::inspect(&self.current(), name).await?))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {

@@ -48,7 +48,7 @@ pub use client::LockClient;
 pub use election::{Leader, LeaderObserver, Leadership};
 pub use error::{BoxError, LockError};
 pub use guard::LockGuard;
-pub use info::{LockInfo, QueueEntry};
+pub use info::{EntryKind, LockInfo, QueueEntry};
 pub use lock::{DistributedLock, DistributedLockExt};
 pub use lock_url::{HostPort, LockUrl};
 pub use loss::LossReason;

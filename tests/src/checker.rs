@@ -230,8 +230,7 @@ pub fn check(
     let holds = holds(history, deaths);
     verdict.acquisitions = holds.len();
     for (i, hold) in holds.iter().enumerate() {
-        let open: Vec<Hold> =
-            holds[..i].iter().filter(|a| a.end.is_none_or(|end| hold.start < end)).copied().collect();
+        let open: Vec<Hold> = holds[..i].iter().filter(|a| a.end.is_none_or(|end| hold.start < end)).copied().collect();
         if !rule.may_join(&open, hold.shared) {
             verdict.overlaps += 1;
         }
@@ -384,7 +383,7 @@ mod tests {
             entry(1, 0, ok(5)), // dies at 10 ms, holding
             entry(2, ms, ok(6)),
             entry(2, 50 * ms, Event::ReleaseInvoke { token: 6 }),
-            entry(3, 60 * ms, ok(7)), // one permit still the dead one's
+            entry(3, 60 * ms, ok(7)),    // one permit still the dead one's
             entry(2, 2_000 * ms, ok(8)), // both survivors hold: it came back
         ];
         let died = BTreeMap::from([(1, 10 * ms)]);

@@ -633,3 +633,76 @@ async fn etcd_permit_runs_share_a_semaphore() {
 async fn zookeeper_permit_runs_share_a_semaphore() {
     permit_runs_share_a_semaphore(zookeeper().await).await;
 }
+
+/// `distlock status` tells a read-write lock from a semaphore (and its number of permits), lists
+/// every holder, and gives each entry its kind and fencing token; `--all` lists both queues.
+async fn status_shows_the_kind_holders_and_tokens_of_shared_queues(b: Backend) {
+    let (a, c, d) = (b.harness.client().await, b.harness.client().await, b.harness.client().await);
+    let readers = [
+        a.read_lock("cli/shared/rw").await.expect("read_lock"),
+        c.read_lock("cli/shared/rw").await.expect("read_lock"),
+    ];
+    let writing = tokio::spawn(async move { d.write_lock("cli/shared/rw").await.expect("write_lock") });
+    distlock_core::conformance::wait_for_queue(a.as_ref(), "cli/shared/rw", BOUND, "the writer to queue", |i| {
+        i.waiters.len() == 1
+    })
+    .await;
+    let permits = [
+        a.acquire_permit("cli/shared/pool", 3).await.expect("a permit"),
+        c.acquire_permit("cli/shared/pool", 3).await.expect("a permit"),
+    ];
+
+    let json = |args: &'static [&'static str]| {
+        let url = b.url.clone();
+        async move {
+            let output = distlock(&url, args).output().await.expect("status");
+            assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+        }
+    };
+    let rw = json(&["status", "--json", "cli/shared/rw"]).await;
+    assert_eq!((rw["kind"].as_str(), rw["holders"].as_u64()), (Some("read-write lock"), Some(2)), "{rw}");
+    let kinds: Vec<(&str, &str)> = rw["queue"]
+        .as_array()
+        .expect("a queue")
+        .iter()
+        .filter_map(|e| Some((e["role"].as_str()?, e["kind"].as_str()?)))
+        .collect();
+    assert_eq!(kinds, [("holder", "read"), ("holder", "read"), ("waiter", "write")]);
+    for (entry, guard) in rw["queue"].as_array().expect("a queue").iter().zip(&readers) {
+        assert_eq!(entry["fencing_token"], guard.fencing_token().get());
+    }
+    let pool = json(&["status", "--json", "cli/shared/pool"]).await;
+    assert_eq!(
+        (pool["kind"].as_str(), pool["permits"].as_u64(), pool["holders"].as_u64()),
+        (Some("semaphore"), Some(3), Some(2))
+    );
+    assert_eq!(pool["queue"][1]["fencing_token"], permits[1].fencing_token().get());
+    assert_eq!(pool["queue"][1]["kind"], "permit of 3");
+    let all = json(&["status", "--all", "--json", "cli/shared/"]).await;
+    let names: Vec<(&str, &str)> = all["locks"]
+        .as_array()
+        .expect("locks")
+        .iter()
+        .filter_map(|l| Some((l["name"].as_str()?, l["kind"].as_str()?)))
+        .collect();
+    assert_eq!(names, [("cli/shared/pool", "semaphore"), ("cli/shared/rw", "read-write lock")]);
+
+    let table = distlock(&b.url, &["status", "cli/shared/pool"]).output().await.expect("status");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("semaphore of 3 permits, 2 held, 0 waiting") && text.contains("permit of 3"), "{text}");
+    for guard in readers.into_iter().chain(permits) {
+        guard.release().await.expect("release");
+    }
+    timeout(BOUND, writing).await.expect("the writer").expect("task").release().await.expect("release");
+}
+
+#[tokio::test]
+async fn etcd_status_shows_the_kind_holders_and_tokens_of_shared_queues() {
+    status_shows_the_kind_holders_and_tokens_of_shared_queues(etcd().await).await;
+}
+
+#[tokio::test]
+async fn zookeeper_status_shows_the_kind_holders_and_tokens_of_shared_queues() {
+    status_shows_the_kind_holders_and_tokens_of_shared_queues(zookeeper().await).await;
+}

@@ -589,7 +589,9 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
         Servers::Zk(ensemble) => ensemble
             .members
             .iter()
-            .filter_map(|m| distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &queue, recipe.rule()))
+            .filter_map(|m| {
+                distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &queue, recipe.rule())
+            })
             .max_by_key(|r| r.granted.len()),
     };
     let entries = history::read(&histories);

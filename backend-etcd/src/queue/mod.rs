@@ -342,7 +342,12 @@ fn range_end(prefix: &str) -> Vec<u8> {
 impl Queued {
     /// Our key as `inspect` lists it.
     pub(crate) fn entry(&self) -> QueueEntry {
-        QueueEntry { owner: self.place.key.clone(), token: FencingToken::new(self.place.revision as u64), since: None }
+        QueueEntry {
+            owner: self.place.key.clone(),
+            token: FencingToken::new(self.place.revision as u64),
+            since: None,
+            kind: self.place.recipe.entry_kind(),
+        }
     }
 
     fn is_first(&self) -> bool {

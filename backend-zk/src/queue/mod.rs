@@ -273,7 +273,12 @@ impl Queued {
     /// Our znode as `inspect` lists it.
     pub(crate) fn entry(&self) -> QueueEntry {
         let name = self.place.path.rsplit_once('/').map_or(self.place.path.as_str(), |(_, name)| name);
-        QueueEntry { owner: name.to_owned(), token: FencingToken::new(self.place.czxid as u64), since: None }
+        QueueEntry {
+            owner: name.to_owned(),
+            token: FencingToken::new(self.place.czxid as u64),
+            since: None,
+            kind: self.place.recipe.entry_kind(),
+        }
     }
 
     /// Our znode's place in the current listing (0 = first) and the queue itself. The first

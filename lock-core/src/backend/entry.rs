@@ -134,6 +134,21 @@ impl Recipe {
         }
     }
 
+    /// What `inspect` calls an entry of this recipe's.
+    ///
+    /// ```
+    /// use distlock_core::{backend::Recipe, EntryKind};
+    /// assert_eq!(Recipe::Election.entry_kind(), EntryKind::Exclusive);
+    /// ```
+    pub fn entry_kind(self) -> crate::EntryKind {
+        match self {
+            Recipe::Lock | Recipe::Election => crate::EntryKind::Exclusive,
+            Recipe::Read => crate::EntryKind::Read,
+            Recipe::Write => crate::EntryKind::Write,
+            Recipe::Permit(permits) => crate::EntryKind::Permit(permits.get()),
+        }
+    }
+
     /// What a span or an error calls an entry of this recipe's: `"lock"` or `"election"`.
     ///
     /// ```
@@ -156,6 +171,11 @@ pub(crate) enum QueueKind {
     Lock,
     ReadWrite,
     Semaphore,
+}
+
+impl QueueKind {
+    /// Every kind, in the order `inspect` looks at a name's queues.
+    pub(crate) const ALL: [QueueKind; 3] = [QueueKind::Lock, QueueKind::ReadWrite, QueueKind::Semaphore];
 }
 
 /// What [`crate::backend::LockBackend::acquire`] is asked to queue.

@@ -135,6 +135,7 @@ macro_rules! conformance_tests {
             asking_for_the_other_side_of_a_held_name_is_an_error,
             a_dead_readers_or_writers_place_is_freed,
             a_dropped_writer_wait_lets_the_readers_behind_it_in,
+            inspect_shows_the_readers_holding_and_the_writer_waiting,
             at_most_n_permits_under_contention,
             permits_are_granted_in_queue_order,
             an_out_of_order_release_admits_the_first_waiter,
@@ -142,6 +143,7 @@ macro_rules! conformance_tests {
             a_dead_holders_permit_is_freed,
             clients_that_disagree_on_permits_get_a_clear_error,
             permit_requests_per_grant_do_not_grow_with_waiters,
+            inspect_shows_each_permit_held_and_the_waiters,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {

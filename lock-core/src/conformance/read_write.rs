@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{entries_become, unique_name, within, Harness, PROMPTLY};
-use crate::{DistributedLock, LockError, LockGuard};
+use crate::{DistributedLock, EntryKind, FencingToken, LockError, LockGuard};
 
 /// A read (`shared`) or write lock taken in a task of its own.
 fn spawn_lock(client: Arc<dyn DistributedLock>, name: &str, shared: bool) -> tokio::task::JoinHandle<LockGuard> {
@@ -199,4 +199,27 @@ pub async fn a_dropped_writer_wait_lets_the_readers_behind_it_in(h: &dyn Harness
     let reader = within(PROMPTLY, "the reader gets in once the writer's entry is gone", reader).await.expect("reader");
     reader.release().await.expect("release");
     holding.release().await.expect("release");
+}
+
+/// `inspect` shows a read-write lock's readers holding together and the writer behind them
+/// waiting, each entry with its kind and token.
+pub async fn inspect_shows_the_readers_holding_and_the_writer_waiting(h: &dyn Harness) {
+    let name = unique_name("rw-inspect");
+    let (a, b, c) = (h.client().await, h.client().await, h.client().await);
+    let first = within(PROMPTLY, "a reads", a.read_lock(&name)).await.expect("a reads");
+    let second = within(PROMPTLY, "b reads", b.read_lock(&name)).await.expect("b reads");
+    let writing = spawn_lock(c.clone(), &name, false);
+    entries_become(h, 3, "the writer to queue behind the readers").await;
+    let info = a.inspect(&name).await.expect("inspect");
+    let holders: Vec<(EntryKind, FencingToken)> = info.holders().map(|e| (e.kind, e.token)).collect();
+    assert_eq!(holders, [(EntryKind::Read, first.fencing_token()), (EntryKind::Read, second.fencing_token())]);
+    assert_eq!(info.waiters.iter().map(|e| e.kind).collect::<Vec<_>>(), [EntryKind::Write]);
+    assert!(info.waiters[0].token > second.fencing_token(), "the writer's token comes after the readers'");
+    first.release().await.expect("release");
+    second.release().await.expect("release");
+    let writer = within(PROMPTLY, "the writer gets in", writing).await.expect("writer");
+    let info = a.inspect(&name).await.expect("inspect");
+    assert_eq!(info.holder.as_ref().map(|e| (e.kind, e.token)), Some((EntryKind::Write, writer.fencing_token())));
+    assert!(info.also_holding.is_empty() && info.waiters.is_empty());
+    writer.release().await.expect("release");
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{entries_become, unique_name, within, Harness, PROMPTLY};
-use crate::{DistributedLock, LockError, LockGuard};
+use crate::{DistributedLock, EntryKind, FencingToken, LockError, LockGuard};
 
 /// A permit of `name` (of `permits`) taken in a task of its own.
 fn spawn_permit(client: Arc<dyn DistributedLock>, name: &str, permits: u32) -> tokio::task::JoinHandle<LockGuard> {
@@ -226,4 +226,28 @@ pub async fn permit_requests_per_grant_do_not_grow_with_waiters(h: &dyn Harness)
     // the waiters per grant (10 here).
     assert!(many <= few + 3.0, "requests per grant grew with waiters: {few:.2} with 3, {many:.2} with 20 (a herd)");
     assert!(few >= 1.0, "a grant costs at least one request ({few:.2} measured): the request counter is not counting");
+}
+
+/// `inspect` shows a semaphore's N permits held, each with its token and the number of
+/// permits, and the waiters behind them.
+pub async fn inspect_shows_each_permit_held_and_the_waiters(h: &dyn Harness) {
+    let name = unique_name("sem-inspect");
+    let clients = [h.client().await, h.client().await, h.client().await];
+    let mut held = Vec::new();
+    for client in &clients[..2] {
+        held.push(within(PROMPTLY, "a permit", client.acquire_permit(&name, 2)).await.expect("a permit"));
+    }
+    let waiting = queue_in_order(h, &clients[2..], &name, 2, 2).await;
+    let info = clients[0].inspect(&name).await.expect("inspect");
+    let holders: Vec<(EntryKind, FencingToken)> = info.holders().map(|e| (e.kind, e.token)).collect();
+    let expected: Vec<(EntryKind, FencingToken)> =
+        held.iter().map(|g| (EntryKind::Permit(2), g.fencing_token())).collect();
+    assert_eq!(holders, expected);
+    assert_eq!(info.waiters.iter().map(|e| e.kind).collect::<Vec<_>>(), [EntryKind::Permit(2)]);
+    for guard in held {
+        guard.release().await.expect("release");
+    }
+    for task in waiting {
+        within(PROMPTLY, "the waiter gets a permit", task).await.expect("waiter").release().await.expect("release");
+    }
 }

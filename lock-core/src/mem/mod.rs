@@ -501,6 +501,7 @@ impl LockBackend for MemBackend {
             owner: server::owner_of(entry.session.shared.id),
             token: entry.token,
             since: Some(SystemTime::now()),
+            kind: request.recipe.entry_kind(),
         });
         self.wait_until_first(&entry, &enqueued.wake).await?;
         Ok(Self::into_hold(entry, enqueued.deleted))
@@ -533,7 +534,7 @@ impl LockBackend for MemBackend {
         if self.net.is_partitioned() {
             return Err(unreachable_error("read the lock queue"));
         }
-        Ok(LockInfo::from_queue(name.clone(), self.server.snapshot(name)))
+        Ok(LockInfo::of_queues(name.clone(), self.server.snapshot(name)))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {

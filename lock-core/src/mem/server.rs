@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Grant, QueueKind, Recipe};
-use crate::{FencingToken, Leader, LockName, QueueEntry};
+use crate::{EntryKind, FencingToken, Leader, LockName, QueueEntry};
 
 /// An in-process lock server. Clones share the same server; clients connected to one server
 /// exclude each other exactly as clients of one etcd cluster do.
@@ -87,10 +87,8 @@ impl QueueId {
 struct Entry {
     session: u64,
     token: FencingToken,
-    /// Whether the entry excludes all behind it while it holds (all but a reader's and a permit's).
-    exclusive: bool,
-    /// A permit's number of permits.
-    permits: Option<u32>,
+    /// What the entry holds or waits for (its grant rule).
+    kind: EntryKind,
     value: Vec<u8>,
     since: SystemTime,
     wake: Arc<Notify>,
@@ -264,19 +262,17 @@ impl MemServer {
         if let Some(existing) = state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.session == id)) {
             return Ok(existing.enqueued());
         }
-        let permits = match recipe {
-            Recipe::Permit(permits) => Some(permits.get()),
-            _ => None,
-        };
-        if let Some(other) = state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.permits != permits)) {
-            return Err(Refused::PermitsMismatch(other.permits.unwrap_or_default()));
+        let kind = recipe.entry_kind();
+        if let Some(other) =
+            state.queues.get(&queue_id).and_then(|q| q.iter().find(|e| e.permits() != permits_of(kind)))
+        {
+            return Err(Refused::PermitsMismatch(other.permits().unwrap_or_default()));
         }
         state.revision += 1;
         let entry = Entry {
             session: id,
             token: FencingToken::new(state.revision),
-            exclusive: recipe.is_exclusive(),
-            permits,
+            kind,
             value: value.to_vec(),
             since: SystemTime::now(),
             wake: Arc::default(),
@@ -341,7 +337,7 @@ impl MemServer {
         state.sweep(Instant::now());
         let entries = state.queues.get(queue)?;
         let position = entries.iter().position(|e| e.token == token)?;
-        let ahead: Vec<bool> = entries.iter().take(position).map(|e| e.exclusive).collect();
+        let ahead: Vec<bool> = entries.iter().take(position).map(Entry::exclusive).collect();
         Some(recipe.grant_rule().decide(&ahead, |exclusive| *exclusive))
     }
 
@@ -371,11 +367,15 @@ impl MemServer {
     }
 
     /// The queue of `name`, holder first.
-    pub(crate) fn snapshot(&self, name: &LockName) -> Vec<QueueEntry> {
+    pub(crate) fn snapshot(&self, name: &LockName) -> Vec<Vec<QueueEntry>> {
         self.count();
         let mut state = self.state();
         state.sweep(Instant::now());
-        state.queues.get(&QueueId::lock(name)).map(|q| q.iter().map(Entry::listed).collect()).unwrap_or_default()
+        QueueKind::ALL
+            .iter()
+            .map(|&kind| QueueId { name: name.clone(), kind })
+            .map(|id| state.queues.get(&id).map(|q| q.iter().map(Entry::listed).collect()).unwrap_or_default())
+            .collect()
     }
 
     /// The queues of every lock named `under` or below it (all with `None`), holder first.
@@ -392,7 +392,7 @@ impl MemServer {
         state
             .queues
             .iter()
-            .filter(|(id, queue)| id.kind == QueueKind::Lock && !queue.is_empty() && is_under(&id.name))
+            .filter(|(id, queue)| !queue.is_empty() && is_under(&id.name))
             .map(|(id, queue)| (id.name.clone(), queue.iter().map(Entry::listed).collect()))
             .collect()
     }
@@ -401,7 +401,25 @@ impl MemServer {
 impl Entry {
     /// This entry as `inspect` lists it; `owner` names the session.
     fn listed(&self) -> QueueEntry {
-        QueueEntry { owner: owner_of(self.session), token: self.token, since: Some(self.since) }
+        QueueEntry { owner: owner_of(self.session), token: self.token, since: Some(self.since), kind: self.kind }
+    }
+
+    /// Whether the entry excludes all behind it while it holds (all but a reader's and a permit's).
+    fn exclusive(&self) -> bool {
+        matches!(self.kind, EntryKind::Exclusive | EntryKind::Write)
+    }
+
+    /// A permit's number of permits.
+    fn permits(&self) -> Option<u32> {
+        permits_of(self.kind)
+    }
+}
+
+/// The number of permits of a permit's entry.
+fn permits_of(kind: EntryKind) -> Option<u32> {
+    match kind {
+        EntryKind::Permit(permits) => Some(permits),
+        _ => None,
     }
 }
 
@@ -476,15 +494,15 @@ impl ServerState {
             }
             Some(queue) if queue_id.kind == QueueKind::Semaphore => {
                 // The holders, one of which may just have been admitted.
-                let permits = queue.front().and_then(|e| e.permits).unwrap_or(1) as usize;
+                let permits = queue.front().and_then(Entry::permits).unwrap_or(1) as usize;
                 for entry in queue.iter().take(permits) {
                     entry.wake.notify_one();
                 }
             }
             Some(queue) if queue_id.kind == QueueKind::ReadWrite => {
-                let mut granted = queue.iter().enumerate().take_while(|(i, e)| *i == 0 || !e.exclusive);
+                let mut granted = queue.iter().enumerate().take_while(|(i, e)| *i == 0 || !e.exclusive());
                 if let Some((_, head)) = granted.next() {
-                    let readers_too = !head.exclusive;
+                    let readers_too = !head.exclusive();
                     head.wake.notify_one();
                     for (_, reader) in granted.filter(|_| readers_too) {
                         reader.wake.notify_one();

@@ -1,7 +1,7 @@
-//! `distlock status NAME` (or `--all PREFIX`): the holder and waiters of locks, as a table or
-//! JSON.
+//! `distlock status NAME` (or `--all PREFIX`): the holders and waiters of locks, read-write
+//! locks and semaphores, each entry with its kind and fencing token, as a table or JSON.
 
-use distlock::{LockInfo, LockUrl, QueueEntry};
+use distlock::{EntryKind, LockInfo, LockUrl, QueueEntry};
 
 use crate::exit::Exit;
 
@@ -39,9 +39,19 @@ pub async fn status(url: &str, name: &str, all: bool, json: bool) -> Result<u8, 
     Ok(0)
 }
 
-/// The holder first, then the waiters, each with its role.
+/// The holders first, then the waiters, each with its role.
 fn queue(info: &LockInfo) -> Vec<(&'static str, &QueueEntry)> {
-    info.holder.iter().map(|h| ("holder", h)).chain(info.waiters.iter().map(|w| ("waiter", w))).collect()
+    info.holders().map(|h| ("holder", h)).chain(info.waiters.iter().map(|w| ("waiter", w))).collect()
+}
+
+/// What the queue is of, for people and for JSON: `lock`, `read-write lock` or `semaphore`,
+/// and a semaphore's number of permits.
+fn what(info: &LockInfo) -> (&'static str, Option<u32>) {
+    match info.kind() {
+        Some(EntryKind::Read | EntryKind::Write) => ("read-write lock", None),
+        Some(EntryKind::Permit(permits)) => ("semaphore", Some(permits)),
+        _ => ("lock", None),
+    }
 }
 
 fn to_json(info: &LockInfo) -> serde_json::Value {
@@ -52,13 +62,22 @@ fn to_json(info: &LockInfo) -> serde_json::Value {
             serde_json::json!({
                 "position": position,
                 "role": role,
+                "kind": e.kind.to_string(),
                 "owner": e.owner,
                 "fencing_token": e.token.get(),
                 "age_s": age_secs(e),
             })
         })
         .collect();
-    serde_json::json!({ "name": info.name.as_str(), "held": info.holder.is_some(), "queue": rows })
+    let (kind, permits) = what(info);
+    serde_json::json!({
+        "name": info.name.as_str(),
+        "kind": kind,
+        "permits": permits,
+        "held": info.holder.is_some(),
+        "holders": info.holders().count(),
+        "queue": rows,
+    })
 }
 
 fn print_table(info: &LockInfo) {
@@ -68,10 +87,17 @@ fn print_table(info: &LockInfo) {
         println!("{name}: free (no holder, no waiters)");
         return;
     }
-    println!("{name}: {} waiting", info.waiters.len());
-    println!("{:<4} {:<7} {:>14} {:>9}  owner", "pos", "role", "fencing_token", "age");
+    let holding = info.holders().count();
+    match what(info) {
+        ("lock", _) => println!("{name}: lock, {} waiting", info.waiters.len()),
+        (kind, Some(permits)) => {
+            println!("{name}: {kind} of {permits} permits, {holding} held, {} waiting", info.waiters.len())
+        }
+        (kind, None) => println!("{name}: {kind}, {holding} holding, {} waiting", info.waiters.len()),
+    }
+    println!("{:<4} {:<7} {:<13} {:>14} {:>9}  owner", "pos", "role", "kind", "fencing_token", "age");
     for (position, (role, e)) in entries.iter().enumerate() {
         let age = age_secs(e).map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
-        println!("{position:<4} {role:<7} {:>14} {age:>9}  {}", e.token, e.owner);
+        println!("{position:<4} {role:<7} {:<13} {:>14} {age:>9}  {}", e.kind.to_string(), e.token, e.owner);
     }
 }

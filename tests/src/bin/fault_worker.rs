@@ -169,17 +169,17 @@ async fn main() -> std::process::ExitCode {
         let value = match read {
             None => None,
             Some(read) => match store.call(read).await {
-            Some(reply) => match reply.strip_prefix("OK ").and_then(|v| v.parse::<u64>().ok()) {
-                Some(value) => {
-                    record(Event::Read { token, value, ok: true });
-                    Some(value)
-                }
-                None => {
-                    record(Event::Read { token, value: 0, ok: false });
-                    None
-                }
-            },
-            None => return std::process::ExitCode::from(69),
+                Some(reply) => match reply.strip_prefix("OK ").and_then(|v| v.parse::<u64>().ok()) {
+                    Some(value) => {
+                        record(Event::Read { token, value, ok: true });
+                        Some(value)
+                    }
+                    None => {
+                        record(Event::Read { token, value: 0, ok: false });
+                        None
+                    }
+                },
+                None => return std::process::ExitCode::from(69),
             },
         };
         tokio::time::sleep(Duration::from_millis(rng.next_millis(200))).await;
