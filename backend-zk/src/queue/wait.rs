@@ -147,33 +147,42 @@ pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) ->
     }
 }
 
-/// How long a semaphore's waiter trusts a watch that has not fired before it lists again.
+/// How long a semaphore's first waiter trusts a children watch that has not fired before it
+/// lists again (one listing a second, of the one first waiter of a semaphore).
 const PERMIT_RELIST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a waiter further back trusts its predecessor's watch before it looks at that one
+/// znode again (never the whole queue: a thousand waiters listing a thousand names each, every
+/// second, would swamp the server).
+const PREDECESSOR_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A semaphore's waiter further back: waits until its predecessor `predecessor` (a waiter at
 /// the listing) is deleted or marks itself granted ([`mark_granted`]): then it may be the
 /// first waiter, and lists again. One exists with a watch; a mark made before it shows in the
-/// znode's data version.
+/// znode's data version. As a backstop for a watch that goes unheard (see [`any_ahead_gone`]),
+/// the exists is repeated every [`PREDECESSOR_RECHECK`].
 pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str) -> Result<(), LockError> {
     let session = &place.session;
     let path = format!("{dir}/{predecessor}");
     tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "waiting for the predecessor to get a permit or leave");
-    let (stat, watcher) = session
-        .request("watch the waiter ahead", |client| {
-            let path = path.clone();
-            async move { client.check_and_watch_stat(&path).await }
-        })
-        .await?;
-    if stat.is_none_or(|stat| stat.version > 0) {
-        return Ok(());
-    }
-    tokio::select! {
-        biased;
-        _ = session.life.ended() => {
-            Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) })
+    loop {
+        let (stat, watcher) = session
+            .request("watch the waiter ahead", |client| {
+                let path = path.clone();
+                async move { client.check_and_watch_stat(&path).await }
+            })
+            .await?;
+        if stat.is_none_or(|stat| stat.version > 0) {
+            return Ok(());
         }
-        _ = watcher.changed() => Ok(()),
-        _ = tokio::time::sleep(PERMIT_RELIST) => Ok(()),
+        tokio::select! {
+            biased;
+            _ = session.life.ended() => {
+                return Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) });
+            }
+            _ = watcher.changed() => return Ok(()),
+            _ = tokio::time::sleep(PREDECESSOR_RECHECK) => {}
+        }
     }
 }
 
