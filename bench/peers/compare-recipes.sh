@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # distlock's read-write lock and semaphore beside kazoo's (ReadLock/WriteLock, Semaphore), on the
-# same ZooKeeper in the same run, alternating, ROUNDS times each (distlock on etcd too); prints a
-# Markdown page with the median (and range) per implementation and workload.
+# same ZooKeeper in the same run, alternating, ROUNDS times each (distlock on etcd too); then, once,
+# the flat-cost rounds: 10 to 1,000 waiters queued behind a semaphore of 4 (distlock's S4 and
+# kazoo's, kazoo to 100: a thread and a session per waiter), and distlock's read-write lock (R4).
+# Prints a Markdown page with the median (and range) per implementation and workload.
 #
 #   bench/peers/compare-recipes.sh [ROUNDS] [SECONDS] > docs/PEERS-recipes.md
 #
@@ -29,14 +31,24 @@ for round in $(seq 1 "$rounds"); do
   done
   target/release/distlock-bench s2 r2 --etcd "$etcd" --zk "$zk" --clients 8,32 --seconds "$seconds" 2>/dev/null >>"$results"
 done
+echo "flat-cost rounds" >&2
+for waiters in 10 100; do
+  bench/peers/kazoo_peer.py --zk "$zk" --workload s4 --waiters "$waiters" >>"$results"
+done
+target/release/distlock-bench s4 r4 --etcd "$etcd" --zk "$zk" --waiters 10,100,1000 2>/dev/null >>"$results"
 stop_servers
 
 python3 - "$results" "$rounds" "$seconds" <<'PY'
 import json, statistics, sys
 path, rounds, seconds = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = {}
+rows, scale = {}, []
 for line in open(path):
     d = json.loads(line)
+    if d["workload"] in ("s4", "S4-scale", "R4-scale"):
+        impl = d.get("implementation", "distlock %s" % ("semaphore" if d["workload"].startswith("S") else "read-write lock, 90% reads"))
+        backend = d.get("backend", "zookeeper")
+        scale.append((impl, backend, d["waiters"], d["handoff_ms"], d["server_requests_per_handoff"], d.get("watch_notifications_per_handoff")))
+        continue
     if "implementation" in d:  # kazoo
         impl = d["implementation"] + " (ZooKeeper)"
         w = {"s1": "uncontended, 4 permits", "s2": "contended, 4 permits", "r2": "read-write, %s%% reads" % d.get("read_percent")}[d["workload"]]
@@ -70,4 +82,14 @@ for (w, clients, impl), vals in sorted(rows.items(), key=lambda kv: (kv[0][0], k
     med = lambda xs: statistics.median(xs) if xs else float("nan")
     rate = "%s (%s)" % (round(med(rates)), rng) if rng else str(round(med(rates)))
     print("| %s | %s | %s | %s | %.2f | %.2f |" % (w, clients, impl, rate, med(waits), med(reqs)))
+print("\n## Flat cost: waiters queued, then served one by one\n")
+print("WAITERS clients queue behind the holders (a semaphore of 4: four holders; the read-write lock:")
+print("a writer, each waiter a reader at 90%), then the holders release and each waiter releases as")
+print("soon as it holds. A hand-off is a release and the acquisition it allows. One round each; kazoo")
+print("to 100 waiters (a thread and a session each). Notifications: distlock's clients count them;")
+print("kazoo's are not counted.\n")
+print("| implementation | backend | waiters | ms per hand-off | server requests per hand-off | notifications per hand-off |")
+print("|---|---|---|---|---|---|")
+for impl, backend, waiters, ms, req, notes in sorted(scale, key=lambda r: (r[0], r[1], r[2])):
+    print("| %s | %s | %s | %.2f | %.2f | %s |" % (impl, backend, waiters, ms, req, "-" if notes is None else "%.2f" % notes))
 PY

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""kazoo's recipes (ReadLock/WriteLock, Semaphore) beside distlock-bench's S1, S2 and R2.
+"""kazoo's recipes (ReadLock/WriteLock, Semaphore) beside distlock-bench's S1, S2, R2 and S4.
 
 Each client is a KazooClient of its own (its own session), in a thread of its own, looping
-acquire -> release on one name for SECONDS; S1 is one client's CYCLES acquisitions. Prints one
-JSON line per run, with the server's requests from `mntr` (zk_packets_received) per acquisition.
+acquire -> release on one name for SECONDS; S1 is one client's CYCLES acquisitions. S4 queues
+WAITERS clients behind 4 holders of a Semaphore(4), then the holders release and each waiter
+releases as soon as it holds. Prints one JSON line per run, with the server's requests from
+`mntr` (zk_packets_received) per acquisition (S4: per hand-off, less the idle rate of pings).
 
     pip install kazoo
     bench/peers/kazoo_peer.py --zk HOST:PORT --workload s2 --clients 8 --seconds 5
@@ -51,7 +53,73 @@ def take(zk, path, workload, read_percent, rng):
     return zk.Semaphore(path, identifier="bench", max_leases=4)
 
 
+def quiet(hostport, gap=0.3):
+    """Waits until the server has received nothing new for `gap` seconds (pings aside, which
+    idle sessions send every few seconds); returns its packet count."""
+    last = mntr(hostport)
+    while True:
+        time.sleep(gap)
+        now = mntr(hostport)
+        if now - last <= 1:
+            return now
+        last = now
+
+
+def scale(args):
+    path = "/kazoo-bench/s4-%s" % uuid.uuid4().hex
+    holders = [client(args.zk) for _ in range(4)]
+    waiters = [client(args.zk) for _ in range(args.waiters)]
+    held = [zk.Semaphore(path, identifier="bench", max_leases=4) for zk in holders]
+    for semaphore in held:
+        semaphore.acquire()
+    # The idle rate (pings) over one second, to take out of the count.
+    start = mntr(args.zk)
+    time.sleep(1)
+    idle = mntr(args.zk) - start
+    acquired, lock = [], threading.Lock()
+    everyone = threading.Event()
+    last_may_release = threading.Event()
+
+    def wait(zk):
+        semaphore = zk.Semaphore(path, identifier="bench", max_leases=4)
+        semaphore.acquire()
+        with lock:
+            acquired.append(time.monotonic())
+            last = len(acquired) == len(waiters)
+        if last:
+            everyone.set()
+            last_may_release.wait()
+        semaphore.release()
+
+    threads = [threading.Thread(target=wait, args=(zk,)) for zk in waiters]
+    for t in threads:
+        t.start()
+    before = quiet(args.zk)
+    released = time.monotonic()
+    for semaphore in held:
+        semaphore.release()
+    everyone.wait(timeout=300)
+    elapsed = time.monotonic() - released
+    requests = mntr(args.zk) - before - idle * elapsed
+    last_may_release.set()
+    for t in threads:
+        t.join()
+    for zk in holders + waiters:
+        zk.stop()
+        zk.close()
+    n = len(waiters)
+    print(json.dumps({
+        "implementation": "kazoo Semaphore(4)",
+        "workload": "s4",
+        "waiters": n,
+        "handoff_ms": round(elapsed * 1000 / n, 2),
+        "server_requests_per_handoff": round(requests / n, 2),
+    }), flush=True)
+
+
 def run(args):
+    if args.workload == "s4":
+        return scale(args)
     path = "/kazoo-bench/%s-%s" % (args.workload, uuid.uuid4().hex)
     clients = [client(args.zk) for _ in range(1 if args.workload == "s1" else args.clients)]
     waits, counts = [], [0] * len(clients)
@@ -114,7 +182,8 @@ def run(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zk", required=True)
-    parser.add_argument("--workload", choices=["s1", "s2", "r2"], required=True)
+    parser.add_argument("--workload", choices=["s1", "s2", "r2", "s4"], required=True)
+    parser.add_argument("--waiters", type=int, default=10)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--cycles", type=int, default=200)

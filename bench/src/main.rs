@@ -86,8 +86,8 @@ impl Runtime {
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
-const WORKLOADS: [&str; 14] =
-    ["floor", "w1", "w2", "w3", "w4", "w5", "e1", "e2", "e4", "failover", "observers", "r2", "s1", "s2"];
+const WORKLOADS: [&str; 16] =
+    ["floor", "w1", "w2", "w3", "w4", "w5", "e1", "e2", "e4", "failover", "observers", "r2", "r4", "s1", "s2", "s4"];
 
 fn list(value: &str, flag: &str) -> Result<Vec<usize>, String> {
     value
@@ -260,12 +260,22 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
             }
         }
     }
+    if wants("r4") {
+        for &n in &args.waiters {
+            emit(lines, workloads::scale(&target, n, Recipe::ReadWrite { read_percent: 90 }).await?);
+        }
+    }
     if wants("s1") {
         emit(lines, workloads::uncontended(&target, args.cycles, Recipe::Permits(4)).await?);
     }
     if wants("s2") {
         for &n in &args.clients {
             emit(lines, workloads::contended(&target, n, duration, Duration::ZERO, Recipe::Permits(4)).await?);
+        }
+    }
+    if wants("s4") {
+        for &n in &args.waiters {
+            emit(lines, workloads::scale(&target, n, Recipe::Permits(4)).await?);
         }
     }
     if wants("failover") {

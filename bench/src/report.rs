@@ -77,6 +77,8 @@ const WORKLOADS: &str = "The workloads:\n\n\
 - **E1, E2, E4**: W1, W2 and W4 with leader election: `campaign` for acquire, `resign` for release.\n\
 - **R2**: W2 with a read-write lock, each acquisition a read one at 90% or 50% (at random).\n\
 - **S1, S2**: W1 and W2 with a semaphore of 4 permits: `acquire_permit` for acquire.\n\
+- **R4, S4**: W4 with the read-write lock (90% reads, queued behind a writer) and the semaphore \
+(queued behind 4 holders, one per permit).\n\
 - **Failover**: a leader in another process is SIGKILLed while a candidate waits (the time until the \
   candidate's `campaign` returns; bound: the TTL + 1 s); then that leader resigns while another waits.\n\
 - **Observers**: 1 to 1,000 observers (each its own client) follow one election while two candidates \
@@ -305,6 +307,29 @@ pub fn write(path: &Path, lines: &[Value], command: &[String], runtime: &str) ->
             ("wait_p50_ms", "wait p50 ms"),
             ("wait_p99_ms", "wait p99 ms"),
             ("server_requests_per_handoff", "server requests/acquisition"),
+        ],
+    );
+    let _ = writeln!(out, "## R4, S4: waiters queued on a read-write lock or a semaphore, then served\n");
+    let _ = writeln!(
+        out,
+        "As W4, behind a writer (R4, each waiter a reader at 90%) or behind 4 holders of a semaphore of 4 \
+         (S4). A hand-off is one release and the next acquisition it allows; with fewer than 100 waiters \
+         the round repeats, and S4's four holders' releases weigh on the figures of 1 and 10 waiters.\n"
+    );
+    let mut scale = of(lines, "R4-scale");
+    scale.extend(of(lines, "S4-scale"));
+    table(
+        &mut out,
+        &scale,
+        &[
+            ("workload", "workload"),
+            ("backend", "backend"),
+            ("waiters", "waiters"),
+            ("handoff_ms", "ms/hand-off"),
+            ("server_requests_per_handoff", "server requests/hand-off"),
+            ("client_requests_per_handoff", "client requests/hand-off"),
+            ("by_method_per_handoff", "by method (hand-off)"),
+            ("watch_notifications_per_handoff", "notifications/hand-off"),
         ],
     );
     let _ = writeln!(out, "## Failover\n");

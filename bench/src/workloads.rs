@@ -47,6 +47,17 @@ impl Recipe {
         }
     }
 
+    /// How many clients block the queue in a W4-style round, and their take: a write lock for
+    /// the read-write lock (readers queue behind it), every permit for the semaphore (each
+    /// client holds at most one), the recipe itself otherwise.
+    fn blockers(self) -> (usize, Recipe) {
+        match self {
+            Recipe::ReadWrite { .. } => (1, Recipe::ReadWrite { read_percent: 0 }),
+            Recipe::Permits(permits) => (permits as usize, self),
+            _ => (1, self),
+        }
+    }
+
     /// The workload label's letter: W for the lock, E for the election, R for the read-write
     /// lock, S for the semaphore.
     fn letter(self) -> &'static str {
@@ -384,25 +395,26 @@ struct ScaleTotals {
     client_cpu: Duration,
 }
 
-/// W4: `n` waiters, each its own session, queued behind a holder; then the holder releases and
-/// each waiter releases as soon as it holds. Repeated until `W4_MIN_HANDOFFS` hand-offs.
-/// Per hand-off: a release and the next acquisition, so the figures read the same for 1 waiter
-/// as for 1,000.
+/// W4: `n` waiters, each its own session, queued behind a holder (the read-write lock's: a
+/// writer; the semaphore's: one holder per permit); then the holders release and each waiter
+/// releases as soon as it holds. Repeated until `W4_MIN_HANDOFFS` hand-offs. Per hand-off: a
+/// release and the next acquisition, so the figures read the same for 1 waiter as for 1,000.
 pub async fn scale(target: &Target, n: usize, recipe: Recipe) -> Result<Value> {
     let space = format!("bench-{}4-{n}", recipe.letter().to_lowercase());
-    let holder = Arc::new(target.client(&space).await?);
-    recipe.take(&holder, "w4").await?.release().await.map_err(lock_error)?;
+    let (blockers, _) = recipe.blockers();
+    let holders = target.clients(&space, blockers).await?;
+    recipe.take(&holders[0], "w4").await?.release().await.map_err(lock_error)?;
     let clients = target.clients(&space, n).await?;
     let idle = target.idle_requests_per_s().await?;
     let rounds = W4_MIN_HANDOFFS.div_ceil(n);
     let mut totals = ScaleTotals { server_cpu: Some(Duration::ZERO), ..ScaleTotals::default() };
     for _ in 0..rounds {
-        scale_round(target, &holder, &clients, idle, &mut totals, recipe).await?;
+        scale_round(target, &holders, &clients, idle, &mut totals, recipe).await?;
     }
     let k = (n * rounds) as f64;
-    holder.close().await;
+    BenchClient::close_all(&holders).await;
     BenchClient::close_all(&clients).await;
-    Ok(json!({
+    let mut line = json!({
         "workload": recipe.label(4, "scale"), "backend": target.kind.label(), "waiters": n, "rounds": rounds,
         "handoff_ms": round2(totals.handoff_time.as_secs_f64() * 1000.0 / k),
         "handoffs_per_s": (k / totals.handoff_time.as_secs_f64()).round(),
@@ -414,25 +426,33 @@ pub async fn scale(target: &Target, n: usize, recipe: Recipe) -> Result<Value> {
         "watch_notifications_per_handoff": round2(totals.notifications / k),
         "server_cpu_us_per_handoff": totals.server_cpu.map(|c| micros(c, k)),
         "client_cpu_us_per_handoff": micros(totals.client_cpu, k),
-    }))
+    });
+    if let (Value::Object(line), Value::Object(parameters)) = (&mut line, recipe.parameters()) {
+        line.extend(parameters);
+    }
+    Ok(line)
 }
 
-/// One W4 round: the holder locks, every client queues behind it, then the holder releases
-/// and each waiter releases once it holds, but the last: its release comes after the
+/// One W4 round: the holders take the name, every client queues behind them, then the holders
+/// release and each waiter releases once it holds, but the last: its release comes after the
 /// measurement, which so covers `n` hand-offs, each a release and the next acquisition.
 async fn scale_round(
     target: &Target,
-    holder: &Arc<BenchClient>,
+    holders: &[Arc<BenchClient>],
     clients: &[Arc<BenchClient>],
     idle: f64,
     totals: &mut ScaleTotals,
     recipe: Recipe,
 ) -> Result<()> {
     let n = clients.len();
-    let everyone: Vec<Arc<BenchClient>> = clients.iter().chain([holder]).cloned().collect();
+    let everyone: Vec<Arc<BenchClient>> = clients.iter().chain(holders).cloned().collect();
     let counted = BenchClient::requests_of(&everyone);
     let before = target.snapshot().await?;
-    let guard = recipe.take(holder, "w4").await?;
+    let (_, blocking) = recipe.blockers();
+    let mut guards = Vec::new();
+    for holder in holders {
+        guards.push(blocking.take(holder, "w4").await?);
+    }
     let holder_acquire = (BenchClient::requests_of(&everyone) - counted) as f64;
     let acquired_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (all_acquired, last_may_release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
@@ -479,7 +499,7 @@ async fn scale_round(
     let counted_queued = BenchClient::requests_of(&everyone);
     let cpu = own_cpu();
     let released = Instant::now();
-    guard.release().await.map_err(lock_error)?;
+    futures::future::try_join_all(guards.into_iter().map(LockGuard::release)).await.map_err(lock_error)?;
     let handoff_bound = Duration::from_secs(120);
     if tokio::time::timeout(handoff_bound, all_acquired.notified()).await.is_err() {
         return Err(std::io::Error::other(format!("{n} waiters were not all served within {handoff_bound:?}")));
@@ -496,7 +516,7 @@ async fn scale_round(
     let whole = after.since(&before);
     totals.handoff_time += last_acquired - released;
     totals.handoff_requests += target.lock_requests(&handoffs, idle);
-    // The holder's release stands in for the last waiter's, which comes after `after`.
+    // The holders' releases stand in for the last waiters', which come after `after`.
     totals.acquisition_requests += target.lock_requests(&whole, idle) - holder_acquire;
     totals.client_requests += counted_after - counted - holder_acquire as u64;
     totals.handoff_client_requests += counted_after - counted_queued;
