@@ -178,6 +178,9 @@ pub(crate) struct Queued {
     cleanup: KeyCleanup,
     owner: Option<i64>,
     predecessor: Option<Predecessor>,
+    /// A permit's standing from the queuing Txn's read (all of the queue below its key), so
+    /// that its wait starts without a read of its own.
+    standing: Option<permits::Standing>,
 }
 
 /// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
@@ -220,7 +223,7 @@ pub(crate) async fn enqueue(
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
             let place = place_at(queue_prefix, key, revision);
-            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None });
+            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None, standing: None });
         }
         tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
     }
@@ -257,6 +260,7 @@ pub(crate) async fn enqueue(
     // the creation's read can tell whether we write a marker (below).
     let mut place = place_at(queue_prefix, key, read_at);
     // `read`: whether the queue below our key is known from the Txn's read.
+    let mut standing = None;
     let (owner, predecessor, read) = if response.succeeded() {
         match queue_keys(&place.queue_prefix, ops.get(1)) {
             Some(queue) => {
@@ -265,6 +269,7 @@ pub(crate) async fn enqueue(
                 // Granted at once: first, or a reader with no writer below, or a permit within
                 // the permits.
                 let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
+                standing = permits::Standing::of_permit(&place, read_at, below);
                 (owner, Predecessor::from_below(&place, below, read_at), true)
             }
             // Keys of locks named below this one filled the read: read the queue itself.
@@ -293,7 +298,7 @@ pub(crate) async fn enqueue(
     // nothing of who is first: it writes no marker.
     let created_first = response.succeeded() && owner == Some(read_at);
     place.writes_marker = !created_first && request.recipe.is_exclusive();
-    let mut queued = Queued { place, cleanup, owner, predecessor };
+    let mut queued = Queued { place, cleanup, owner, predecessor, standing };
     if !read {
         // Keys of locks named below this one filled the read. One read of the queue tells
         // the owner and the predecessor (only a limited read, the lock's, can be filled so).

@@ -14,7 +14,7 @@
 use distlock_core::backend::Recipe;
 use distlock_core::LockError;
 use etcd_client::{
-    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse,
+    Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse,
 };
 
 use super::wait::read_place;
@@ -35,10 +35,10 @@ impl Queued {
         let during = || format!("waiting for a permit of {:?}", place.name.as_str());
         let Recipe::Permit(permits) = place.recipe else { return Err(not_a_permit(place)) };
         let permits = permits.get() as usize;
-        // The last read, while it still tells where we stand; and what to watch before reading
-        // again, when an event made it likely (a predecessor that went or was granted: we are
-        // most likely the first waiter now).
-        let mut standing: Option<Standing> = None;
+        // The last read (at first the queuing Txn's), while it still tells where we stand; and
+        // what to watch before reading again, when an event made it likely (a predecessor that
+        // went or was granted: we are most likely the first waiter now).
+        let mut standing: Option<Standing> = self.standing.take();
         let mut likely: Option<Wanted> = None;
         loop {
             let wanted = match (&standing, likely.take()) {
@@ -114,10 +114,20 @@ const WATCH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// Where a permit stood in its queue: at revision `at`, with `ahead` keys below its own, the
 /// nearest of them `predecessor`.
 #[derive(Debug)]
-struct Standing {
+pub(super) struct Standing {
     at: i64,
     ahead: usize,
     predecessor: Option<String>,
+}
+
+impl Standing {
+    /// A permit's standing from a read at `at` of every key `below` its own, nearest first;
+    /// `None` for any other recipe.
+    pub(super) fn of_permit(place: &Place, at: i64, below: &[&KeyValue]) -> Option<Standing> {
+        let Recipe::Permit(_) = place.recipe else { return None };
+        let predecessor = below.first().and_then(|kv| kv.key_str().ok()).map(str::to_owned);
+        Some(Standing { at, ahead: below.len(), predecessor })
+    }
 }
 
 /// What a waiting permit watches.
@@ -146,8 +156,7 @@ async fn read_standing(place: &Place) -> Result<Standing, LockError> {
     let ops = response.op_responses();
     let below = queue_keys(&place.queue_prefix, ops.first()).unwrap_or_default();
     place.check_permits(&below)?;
-    let predecessor = below.first().and_then(|kv| kv.key_str().ok()).map(str::to_owned);
-    Ok(Standing { at, ahead: below.len(), predecessor })
+    Standing::of_permit(place, at, &below).ok_or_else(|| not_a_permit(place))
 }
 
 /// Opens the watch `wanted` "from now" ([`open_confirmed`]): the watch and the revision it
