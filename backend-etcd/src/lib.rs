@@ -299,40 +299,28 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        // The lock's queue, the read-write lock's, the semaphore's: keys directly in each.
-        let mut queues = Vec::new();
-        for recipe in [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)] {
-            let queue_prefix = self.config.queue_prefix(name.as_str(), recipe);
-            let response = self.keys_under("read a queue", &queue_prefix).await?;
-            let entries = response.kvs().iter().filter_map(|kv| {
-                let (of, kind) = layout::entry_of(&self.config.prefix, kv.key_str().ok()?)?;
-                (of == name.as_str()).then(|| listed(kv, kind))
-            });
-            queues.push(entries.collect());
-        }
-        Ok(LockInfo::of_queues(name.clone(), queues))
+        // The lock's queue, then the read-write lock's, then the semaphore's, until one has
+        // entries of the name: a lock's inspect costs one read.
+        let ranges = QUEUE_RECIPES.map(|recipe| self.config.queue_prefix(name.as_str(), recipe));
+        let of_name = |response: &etcd_client::GetResponse| -> Vec<QueueEntry> {
+            self.entries(response, |of, _| of == name.as_str()).into_iter().map(|(_, entry)| entry).collect()
+        };
+        let read = self.read_queues("read a queue", &ranges, |response| !of_name(response).is_empty()).await?;
+        let entries = read.last().map(|(_, response)| of_name(response)).unwrap_or_default();
+        Ok(LockInfo::from_queue(name.clone(), entries))
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
-        // One queue per name and kind of queue (a read-write lock's readers and writers are one).
-        let mut queues: std::collections::BTreeMap<(LockName, u8), Vec<QueueEntry>> = Default::default();
-        for (order, recipe) in
-            [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)].into_iter().enumerate()
-        {
-            let range = layout::queues_under(&self.config.prefix, under.map(LockName::as_str), recipe);
-            let response = self.keys_under("read the queues", &range).await?;
-            // Keys that are no queue's (release markers, another recipe's, foreign keys) are skipped.
-            for kv in response.kvs() {
-                let Some((name, kind)) = kv.key_str().ok().and_then(|key| layout::entry_of(&self.config.prefix, key))
-                else {
-                    continue;
-                };
-                // The lock range (everything under `<prefix>/`) holds the other queues too.
-                if queue_order(kind) != order {
-                    continue;
-                }
+        let ranges =
+            QUEUE_RECIPES.map(|recipe| layout::queues_under(&self.config.prefix, under.map(LockName::as_str), recipe));
+        let read = self.read_queues("read the queues", &ranges, |_| false).await?;
+        // One queue per name and kind of queue (a read-write lock's readers and writers are one);
+        // the lock range (everything under `<prefix>/`) holds the other queues' keys too.
+        let mut queues: std::collections::BTreeMap<(LockName, usize), Vec<QueueEntry>> = Default::default();
+        for (order, response) in &read {
+            for (name, entry) in self.entries(response, |_, kind| queue_order(kind) == *order) {
                 if let Ok(name) = LockName::new(name) {
-                    queues.entry((name, order as u8)).or_default().push(listed(kv, kind));
+                    queues.entry((name, *order)).or_default().push(entry);
                 }
             }
         }
@@ -342,7 +330,7 @@ impl LockBackend for EtcdBackend {
     async fn settle(&self, name: &LockName) {
         let session = self.current();
         // Every queue of the name: the timed-out wait was in one of them.
-        for recipe in [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)] {
+        for recipe in QUEUE_RECIPES {
             let queue_prefix = session.config.queue_prefix(name.as_str(), recipe);
             session.cleanups.wait(&queue_prefix, &session.life).await;
         }
@@ -362,6 +350,51 @@ impl LockBackend for EtcdBackend {
 
 impl EtcdBackend {
     /// The keys under `prefix` (keys only), oldest first: lock queues in queue order.
+    /// Reads `ranges` in turn (see [`EtcdBackend::keys_under`]) until a response is `enough`:
+    /// each read one with its index. A range this user may not read (a role granted one
+    /// recipe's keys only) counts as empty, unless none may be read: then the refusal.
+    async fn read_queues(
+        &self,
+        op: &str,
+        ranges: &[String],
+        enough: impl Fn(&etcd_client::GetResponse) -> bool,
+    ) -> Result<Vec<(usize, etcd_client::GetResponse)>, LockError> {
+        let (mut read, mut refused) = (Vec::new(), None);
+        for (i, range) in ranges.iter().enumerate() {
+            match self.keys_under(op, range).await {
+                Ok(response) => {
+                    let done = enough(&response);
+                    read.push((i, response));
+                    if done {
+                        break;
+                    }
+                }
+                Err(error @ LockError::Unauthorized { .. }) => {
+                    refused.get_or_insert(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match refused {
+            Some(error) if read.is_empty() => Err(error),
+            _ => Ok(read),
+        }
+    }
+
+    /// The queue entries in `response` that `keep` (given the name and kind) wants, each with
+    /// its name; keys that are no queue's (release markers, foreign keys) are skipped.
+    fn entries<'r>(
+        &self,
+        response: &'r etcd_client::GetResponse,
+        keep: impl Fn(&str, EntryKind) -> bool,
+    ) -> Vec<(&'r str, QueueEntry)> {
+        let entry = |kv: &'r etcd_client::KeyValue| {
+            let (name, kind) = layout::entry_of(&self.config.prefix, kv.key_str().ok()?)?;
+            keep(name, kind).then(|| (name, listed(kv, kind)))
+        };
+        response.kvs().iter().filter_map(entry).collect()
+    }
+
     async fn keys_under(&self, op: &str, prefix: &str) -> Result<etcd_client::GetResponse, LockError> {
         let session = self.current();
         let options = GetOptions::new().with_prefix().with_keys_only().with_sort(SortTarget::Create, SortOrder::Ascend);
@@ -373,6 +406,10 @@ impl EtcdBackend {
             .await
     }
 }
+
+/// One recipe of each of a name's queues, in the order `inspect` reads them: the lock's (and the
+/// election's), the read-write lock's, the semaphore's.
+const QUEUE_RECIPES: [Recipe; 3] = [Recipe::Lock, Recipe::Read, Recipe::Permit(std::num::NonZeroU32::MIN)];
 
 /// Which of a name's queues an entry of `kind` is in: the lock's, the read-write lock's, the
 /// semaphore's.
