@@ -171,6 +171,28 @@ pub fn entry_of<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, EntryKind)> 
     lock_of(&lock_root(prefix), key).map(|(name, _)| (name, EntryKind::Exclusive))
 }
 
+/// The lease id (hex) in a queue key of any recipe: its last segment less a reader's `r`, a
+/// writer's `w` or a permit's `p<permits>-` before it and a key generation after it; `None` for
+/// a key that is no queue key's shape.
+///
+/// ```
+/// use distlock_etcd::layout::lease_of;
+/// assert_eq!(lease_of("p/jobs/694d_2"), Some("694d"));
+/// assert_eq!(lease_of("p//rw/x//w694d"), Some("694d"));
+/// assert_eq!(lease_of("p//sem/api//p4-694d"), Some("694d"));
+/// assert_eq!(lease_of("p//released/jobs//"), None);
+/// ```
+pub fn lease_of(key: &str) -> Option<&str> {
+    let entry = key.rsplit('/').next()?;
+    let entry = match entry.split_at_checked(1)? {
+        ("r" | "w", rest) => rest,
+        ("p", rest) => rest.split_once('-').filter(|(permits, _)| permits.bytes().all(|b| b.is_ascii_digit()))?.1,
+        _ => entry,
+    };
+    let lease = entry.split('_').next()?;
+    (!lease.is_empty() && lease.bytes().all(|b| b.is_ascii_hexdigit())).then_some(lease)
+}
+
 /// Where every lock's and election's queue begins: `<prefix>/`, or nothing without a prefix.
 fn lock_root(prefix: &str) -> String {
     match prefix {

@@ -93,12 +93,9 @@ impl Faults for EtcdFaults {
     async fn drop_next_reply(&self) {
         // Swallow replies until the server has created this client's key, then reset the
         // connections: the client's Txn was applied, but it never heard so.
-        // Our key: its last segment is our lease id, with a key generation after it if one of
-        // our releases went unconfirmed (`<lease hex>_<n>`, see distlock_etcd::layout).
+        // Our key, of any recipe: it names our lease id (see distlock_etcd::layout).
         let lease = format!("{:x}", self.locks.backend().lease_id());
-        let ours = move |key: &str| {
-            key.rsplit_once('/').is_some_and(|(_, entry)| entry.split('_').next() == Some(lease.as_str()))
-        };
+        let ours = move |key: &str| distlock_etcd::layout::lease_of(key) == Some(lease.as_str());
         let mut admin = self.admin.clone();
         let mut stream = admin
             .watch(format!("{}/", self.prefix), Some(WatchOptions::new().with_prefix()))

@@ -136,6 +136,8 @@ macro_rules! conformance_tests {
             a_dead_readers_or_writers_place_is_freed,
             a_dropped_writer_wait_lets_the_readers_behind_it_in,
             inspect_shows_the_readers_holding_and_the_writer_waiting,
+            read_and_write_waits_cancelled_at_the_grant_leave_nothing,
+            lost_replies_leave_one_entry_per_reader_and_writer,
             at_most_n_permits_under_contention,
             permits_are_granted_in_queue_order,
             an_out_of_order_release_admits_the_first_waiter,
@@ -144,6 +146,8 @@ macro_rules! conformance_tests {
             clients_that_disagree_on_permits_get_a_clear_error,
             permit_requests_per_grant_do_not_grow_with_waiters,
             inspect_shows_each_permit_held_and_the_waiters,
+            permit_waits_cancelled_at_the_grant_leave_nothing,
+            lost_replies_leave_one_entry_per_permit,
         );
     };
     (@each $harness:expr; $($test:ident),+ $(,)?) => {

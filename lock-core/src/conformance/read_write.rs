@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cancellation::{
+    shared_lost_replies_leave_one_entry_each, shared_waits_cancelled_at_grant_leave_nothing, Take,
+};
 use super::{entries_become, unique_name, within, Harness, PROMPTLY};
 use crate::{DistributedLock, EntryKind, FencingToken, LockError, LockGuard};
 
@@ -222,4 +225,15 @@ pub async fn inspect_shows_the_readers_holding_and_the_writer_waiting(h: &dyn Ha
     assert_eq!(info.holder.as_ref().map(|e| (e.kind, e.token)), Some((EntryKind::Write, writer.fencing_token())));
     assert!(info.also_holding.is_empty() && info.waiters.is_empty());
     writer.release().await.expect("release");
+}
+
+/// Read and write waits given up around the moment a writer releases leave nothing behind.
+pub async fn read_and_write_waits_cancelled_at_the_grant_leave_nothing(h: &dyn Harness) {
+    let waits = |i| if i % 2 == 0 { Take::Read } else { Take::Write };
+    shared_waits_cancelled_at_grant_leave_nothing(h, "rw-cancel-at-grant", &[Take::Write], waits).await;
+}
+
+/// A reader and a writer whose queuing replies are lost have one entry each.
+pub async fn lost_replies_leave_one_entry_per_reader_and_writer(h: &dyn Harness) {
+    shared_lost_replies_leave_one_entry_each(h, "rw-lost-reply", Take::Read, Take::Write).await;
 }

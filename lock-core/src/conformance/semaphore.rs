@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cancellation::{
+    shared_lost_replies_leave_one_entry_each, shared_waits_cancelled_at_grant_leave_nothing, Take,
+};
 use super::{entries_become, unique_name, within, Harness, PROMPTLY};
 use crate::{DistributedLock, EntryKind, FencingToken, LockError, LockGuard};
 
@@ -250,4 +253,15 @@ pub async fn inspect_shows_each_permit_held_and_the_waiters(h: &dyn Harness) {
     for task in waiting {
         within(PROMPTLY, "the waiter gets a permit", task).await.expect("waiter").release().await.expect("release");
     }
+}
+
+/// Permit waits given up around the moment both holders release leave nothing behind.
+pub async fn permit_waits_cancelled_at_the_grant_leave_nothing(h: &dyn Harness) {
+    let holders = [Take::Permit(2), Take::Permit(2)];
+    shared_waits_cancelled_at_grant_leave_nothing(h, "permits-cancel-at-grant", &holders, |_| Take::Permit(2)).await;
+}
+
+/// A permit holder and a permit waiter whose queuing replies are lost have one entry each.
+pub async fn lost_replies_leave_one_entry_per_permit(h: &dyn Harness) {
+    shared_lost_replies_leave_one_entry_each(h, "permits-lost-reply", Take::Permit(1), Take::Permit(1)).await;
 }
