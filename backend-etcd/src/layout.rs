@@ -173,14 +173,15 @@ pub fn entry_of<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, EntryKind)> 
 
 /// The lease id (hex) in a queue key of any recipe: its last segment less a reader's `r`, a
 /// writer's `w` or a permit's `p<permits>-` before it and a key generation after it; `None` for
-/// a key that is no queue key's shape.
+/// a last segment of another shape. A release marker ends in its writer's lease id too: tell
+/// markers apart by [`release_marker_prefix`] first where it matters.
 ///
 /// ```
 /// use distlock_etcd::layout::lease_of;
 /// assert_eq!(lease_of("p/jobs/694d_2"), Some("694d"));
 /// assert_eq!(lease_of("p//rw/x//w694d"), Some("694d"));
 /// assert_eq!(lease_of("p//sem/api//p4-694d"), Some("694d"));
-/// assert_eq!(lease_of("p//released/jobs//"), None);
+/// assert_eq!(lease_of("p/jobs/nightly"), None);
 /// ```
 pub fn lease_of(key: &str) -> Option<&str> {
     let entry = key.rsplit('/').next()?;

@@ -273,7 +273,10 @@ async fn curator_read_write_lock_and_distlock_share_and_exclude_each_way() {
     let mut curator_reader = peer_process::curator_read_write(&hosts, &path, true).await;
     curator_reader.line(BOUND, |l| l == "acquired").await;
     let mut curator_writer = peer_process::curator_read_write(&hosts, &path, false).await;
-    wait_for_queue(ours.as_ref(), "rw", BOUND, "Curator's writer to queue", |i| i.waiters.len() == 2).await;
+    wait_for_queue(ours.as_ref(), "rw", BOUND, "Curator's writer to queue behind both readers", |i| {
+        i.holders().count() == 2 && i.waiters.len() == 1
+    })
+    .await;
     ours_reading.release().await.expect("release");
     assert!(!curator_writer.printed(|l| l == "acquired"), "Curator's writer got in beside Curator's reader");
     curator_reader.send("release").await;
