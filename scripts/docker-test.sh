@@ -72,15 +72,19 @@ zk_zxid() {
   "${compose[@]}" exec -T zk2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181; printf srvr >&3; cat <&3' \
     | sed -n 's/^Zxid: //p'
 }
+# Every cargo command here selects --workspace --all-features: the feature set scripts/test.sh's
+# `cargo test` built with, so nothing is compiled again (one package alone, or an example with
+# only some features, unifies other features and rebuilds the whole tokio tree).
 suites() {
   DISTLOCK_TEST_ETCD_CLUSTER=$etcd DISTLOCK_TEST_ZK_CLUSTER=$zk \
-    cargo test -q -p distlock-tests --all-features --test conformance_etcd_cluster --test conformance_zk_ensemble
+    cargo test -q --workspace --all-features --test conformance_etcd_cluster --test conformance_zk_ensemble
 }
 # The quickstart on both URLs; both run, whichever fails.
 quickstarts() {
   local failed=0 url
+  cargo build -q --workspace --all-features --examples || return 1
   for url in "etcd://$etcd/quickstart" "zk://$zk/quickstart"; do
-    cargo run -q --example quickstart --features etcd,zookeeper -- "$url" >/dev/null || failed=1
+    target/debug/examples/quickstart "$url" >/dev/null || failed=1
   done
   return $failed
 }
@@ -98,7 +102,7 @@ before="$(etcd_revision) $(zk_zxid)"
 suites || status=1
 # The smoke tests that use the shared servers (the others start their own clusters).
 DISTLOCK_TEST_ETCD=$etcd DISTLOCK_TEST_ZK=$zk \
-  cargo test -q -p distlock-tests --all-features --test smoke_etcd --test smoke_zk -- shared_ four_letter \
+  cargo test -q --workspace --all-features --test smoke_etcd --test smoke_zk -- shared_ four_letter \
   || status=1
 quickstarts || status=1
 after="$(etcd_revision) $(zk_zxid)"
