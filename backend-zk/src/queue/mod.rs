@@ -83,8 +83,22 @@ pub(crate) async fn delete(session: &ZkSession, path: &str, op: &str) -> Result<
     }
 }
 
-/// Our own znode in `dir`, found by the uuid in its name (Curator's protected mode).
+/// Our own znode in `dir`, found by the uuid in its name (Curator's protected mode). A sync
+/// first: after a lost reply the session may have reconnected to a server that has not applied
+/// our create yet (the session never saw its zxid, so the server may lag behind it), and a
+/// listing there would miss the znode and make us create a second one.
 async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option<(String, i64)>, LockError> {
+    session
+        .request("sync the lock directory", |client| {
+            let dir = dir.to_owned();
+            async move {
+                match client.sync(&dir).await {
+                    Ok(()) | Err(ZkError::NoNode) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await?;
     let children = list(session, dir).await?;
     let Some(child) = children.into_iter().find(|c| c.starts_with(prefix)) else { return Ok(None) };
     let path = format!("{dir}/{child}");
