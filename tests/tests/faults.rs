@@ -207,8 +207,9 @@ impl Servers {
         }
     }
 
-    /// The leader cut off from the other members (not from clients) for `cut`, then healed.
-    async fn partition_leader(&mut self, cut: Duration) {
+    /// The leader cut off from the other members (not from clients) for `cut`, then healed; its
+    /// index.
+    async fn partition_leader(&mut self, cut: Duration) -> usize {
         match self {
             Servers::Etcd(c) => {
                 let leader = c.leader().await.unwrap_or(0);
@@ -216,6 +217,7 @@ impl Servers {
                 tokio::time::sleep(cut).await;
                 c.heal();
                 c.wait_ready().await.expect("etcd healed");
+                leader
             }
             Servers::Zk(e) => {
                 let leader = e.leader().await.unwrap_or(0);
@@ -223,6 +225,7 @@ impl Servers {
                 tokio::time::sleep(cut).await;
                 e.heal();
                 e.wait_ready().await.expect("zookeeper healed");
+                leader
             }
         }
     }
@@ -499,6 +502,8 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
     let mut injected = fault == Fault::None;
     let mut deaths = BTreeMap::new();
     let mut woken: Option<(u32, u64)> = None;
+    // The member cut off from the others, if any: its log may hold proposals never committed.
+    let mut isolated: Option<usize> = None;
     // Keep trying to inject until the middle third of the run is over.
     let give_up = tokio::time::Instant::now() + third;
     while !injected && tokio::time::Instant::now() < give_up {
@@ -560,7 +565,7 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
             Fault::ServerRestart => servers.restart().await,
             Fault::LeaderKill => servers.kill_leader().await,
             Fault::AllDownAndBack => servers.all_down_and_back(ttl + Duration::from_secs(1)).await,
-            Fault::LeaderPartitioned => servers.partition_leader(ttl * 2).await,
+            Fault::LeaderPartitioned => isolated = Some(servers.partition_leader(ttl * 2).await),
         }
         injected = true;
         break;
@@ -585,11 +590,15 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
     let histories: Vec<PathBuf> = workers.iter().map(|w| w.history.clone()).collect();
     let replay = match &servers {
         Servers::Etcd(_) => etcd_queue_replay(&endpoints, &queue, recipe.rule()).await,
-        // Every member's log holds every committed transaction: read the longest one.
+        // Every member's log holds every committed transaction: read the longest one. A leader
+        // cut off from the others logged its own proposals, which no quorum committed: its log
+        // is not the ensemble's record.
         Servers::Zk(ensemble) => ensemble
             .members
             .iter()
-            .filter_map(|m| {
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != isolated)
+            .filter_map(|(_, m)| {
                 distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &queue, recipe.rule())
             })
             .max_by_key(|r| r.granted.len()),
