@@ -53,6 +53,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         proclaim,
         release: Box::new(EtcdRelease {
             session: place.session,
+            queue_prefix: place.queue_prefix,
             key_stem: place.key_stem,
             key: place.key,
             revision: place.revision,
@@ -139,6 +140,8 @@ impl ServerProclaim for EtcdProclaim {
 /// fenced by the key's create revision, else with a plain delete.
 struct EtcdRelease {
     session: Arc<EtcdSession>,
+    /// The queue our key is in, by which a release retried in the background is kept.
+    queue_prefix: String,
     /// What our key's name starts with: a delete that may land late retires its generation.
     key_stem: String,
     key: String,
@@ -201,12 +204,20 @@ impl ServerRelease for EtcdRelease {
             Ok(_) => Ok(()),
             // The session is gone, and with it the key.
             Err(LockError::SessionExpired { .. }) => Ok(()),
-            Err(error) => Err(LockError::ReleaseUnconfirmed {
-                name: self.key.clone(),
-                token: FencingToken::new(self.revision as u64),
-                backstop: self.session.config.ttl,
-                source: Some(Box::new(error)),
-            }),
+            Err(error) => {
+                // Retried in the background, fenced; the session queues here again only after.
+                let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
+                self.session.cleanups.start(&self.queue_prefix).retry_until_done(self.key.clone(), move || {
+                    let (session, txn) = (session.clone(), fenced_delete(&key, Some(revision), session.lease));
+                    async move { session.txn("release the lock", txn).await.map(drop) }
+                });
+                Err(LockError::ReleaseUnconfirmed {
+                    name: self.key.clone(),
+                    token: FencingToken::new(self.revision as u64),
+                    backstop: self.session.config.ttl,
+                    source: Some(Box::new(error)),
+                })
+            }
         }
     }
 }

@@ -183,9 +183,10 @@ impl EtcdBackend {
         self.session.current()
     }
 
-    /// The current session, or a new one if it expired: an expired lease is never reused.
-    async fn live_session(&self) -> Result<Arc<EtcdSession>, LockError> {
-        self.session.live(|| EtcdSession::open(self.client.clone(), self.config.clone(), self.requests.clone())).await
+    /// Queues for `name` on the live session ([`SessionSlot::on_live`]).
+    async fn enqueue(&self, name: &LockName, entry: &EntryRequest) -> Result<queue::Queued, LockError> {
+        let open = || EtcdSession::open(self.client.clone(), self.config.clone(), self.requests.clone());
+        self.session.on_live(open, |session| queue::enqueue(session, name, entry)).await
     }
 
     /// The settings.
@@ -277,13 +278,13 @@ impl LockBackend for EtcdBackend {
         entry: &EntryRequest,
         on_queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = self.enqueue(name, entry).await?;
         on_queued(queued.entry());
         Ok(hold::grant(queued.wait_until_first().await?))
     }
 
     async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = self.enqueue(name, entry).await?;
         Ok(queued.first_or_leave().await?.map(hold::grant))
     }
 

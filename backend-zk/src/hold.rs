@@ -154,7 +154,18 @@ impl ServerRelease for ZkRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         self.released.cancel();
         self.session.life.holds().remove(self.registration);
-        release_as_holder(&self.session, &self.path).await.map_err(|error| LockError::ReleaseUnconfirmed {
+        let error = match release_as_holder(&self.session, &self.path).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        // Retried in the background; the session queues in this directory again only after.
+        let dir = self.path.rsplit_once('/').map_or(self.path.as_str(), |(dir, _)| dir);
+        let (session, path) = (self.session.clone(), self.path.clone());
+        self.session.cleanups.start(dir).retry_until_done(self.path.clone(), move || {
+            let (session, path) = (session.clone(), path.clone());
+            async move { release_as_holder(&session, &path).await }
+        });
+        Err(LockError::ReleaseUnconfirmed {
             name: self.path.clone(),
             token: self.token,
             backstop: self.session.timeout,

@@ -121,6 +121,16 @@ impl ZkBackend {
         self.session.current()
     }
 
+    /// Queues for `name` on the live session ([`SessionSlot::on_live`]).
+    async fn enqueue(&self, name: &LockName, entry: &EntryRequest) -> Result<queue::Queued, LockError> {
+        self.session
+            .on_live(
+                || ZkSession::open(self.config.clone(), self.requests.clone()),
+                |session| queue::enqueue(session, name, entry),
+            )
+            .await
+    }
+
     /// The current session, or a new one if it expired: an expired session is never reused.
     async fn live_session(&self) -> Result<Arc<ZkSession>, LockError> {
         self.session.live(|| ZkSession::open(self.config.clone(), self.requests.clone())).await
@@ -166,13 +176,13 @@ impl LockBackend for ZkBackend {
         entry: &EntryRequest,
         on_queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = self.enqueue(name, entry).await?;
         on_queued(queued.entry());
         Ok(hold::grant(queued.wait_until_first().await?))
     }
 
     async fn try_acquire(&self, name: &LockName, entry: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let queued = queue::enqueue(self.live_session().await?, name, entry).await?;
+        let queued = self.enqueue(name, entry).await?;
         Ok(queued.first_or_leave().await?.map(hold::grant))
     }
 

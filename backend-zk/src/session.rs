@@ -177,7 +177,7 @@ impl ZkSession {
         Fut: Future<Output = Result<T, zookeeper_client::Error>>,
     {
         let hosts = self.config.hosts_label();
-        retry_request(
+        let result = retry_request(
             &self.life,
             self.policy(),
             classify,
@@ -194,7 +194,17 @@ impl ZkSession {
             },
             op,
         )
-        .await
+        .await;
+        self.end_if_expired(result)
+    }
+
+    /// Ends the session's life at once where the server said it expired, so that the next call
+    /// opens a new session rather than meeting the expiry again before the state event arrives.
+    pub(crate) fn end_if_expired<T>(&self, result: Result<T, LockError>) -> Result<T, LockError> {
+        if matches!(result, Err(LockError::SessionExpired { .. })) {
+            self.life.expire();
+        }
+        result
     }
 }
 

@@ -92,9 +92,11 @@ pub enum LockError {
         reason: LossReason,
     },
 
-    /// The release was sent but not confirmed by the server. The lock is freed at the latest
-    /// when the session's TTL runs out (`backstop`).
-    #[error("release of lock {name:?} (fencing token {token}) was not confirmed; the server frees it when the session ends, within {backstop:?}")]
+    /// The release was sent but not confirmed by the server. The client keeps deleting the
+    /// entry in the background until the server confirms it or the session ends, and queues
+    /// for the same name again only after: the lock is freed at the latest when the session's
+    /// TTL runs out (`backstop`) after the server was last reached.
+    #[error("release of lock {name:?} (fencing token {token}) was not confirmed; it is retried in the background, and the server frees the lock at the latest when the session ends, within {backstop:?}")]
     ReleaseUnconfirmed {
         /// The lock's name.
         name: String,

@@ -204,7 +204,8 @@ impl LockGuard {
     /// up and `Ok(())` returns at once. Errors: [`LockError::Lost`] if the lock was lost before
     /// the release (the work done under it may have overlapped with another holder; the server
     /// entry is still cleaned up); [`LockError::ReleaseUnconfirmed`] if the server did not
-    /// confirm the delete (the lock is freed when the session ends).
+    /// confirm the delete (it is retried in the background; the lock is freed at the latest when
+    /// the session ends).
     ///
     /// # Cancel safety
     /// Cancel safe: the release runs in a spawned task and completes even if this future is

@@ -690,11 +690,6 @@ fn report(rows: &[Row], seconds: u64) -> String {
                    create/Txn was lost, or when its wait was cancelled and it queued again at once).\n\n",
     );
     out.push_str(
-        "Known, open: on ZooKeeper with the leader partitioned, the transaction log has shown a lock's \
-         queue holding two entries of one session at once (check (6)), in two full runs of this suite; \
-         its row is reported and not failed until the cause is found.\n\n",
-    );
-    out.push_str(
         "The read-write lock rows: each worker takes the read lock or the write lock at random; a \
          reader makes one fenced shared read (the store refuses it below the highest token a writer \
          used, and refuses a writer below any token a reader used), a writer the lock's read and \
@@ -768,11 +763,6 @@ fn print_row(row: &Row) {
     );
 }
 
-/// The row of the one known, open defect (see the (6) check in [`fault_suite`]).
-fn is_known_open_defect(r: &Row) -> bool {
-    r.backend == "zookeeper" && r.recipe == Recipe::Lock && r.fault == Fault::LeaderPartitioned
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_suite() {
     let seconds: u64 = std::env::var("DISTLOCK_FAULT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
@@ -815,11 +805,8 @@ async fn fault_suite() {
                 || v.lost_updates > 0
                 || v.owner_mismatches.unwrap_or(0) > 0
                 || r.leftovers > 0
-                // (6) one entry per session. One known, open defect is shown, not failed: on a
-                // ZooKeeper ensemble whose leader is partitioned, the transaction log showed a
-                // session with two lock entries at once in two full runs of this suite (not in
-                // six runs of that row alone); the cause is not found.
-                || (r.most_entries_of_one_session.unwrap_or(0) > 1 && !is_known_open_defect(r))
+                // (6) one entry per session.
+                || r.most_entries_of_one_session.unwrap_or(0) > 1
                 || (r.fault == Fault::None && v.overlaps > 0)
                 || v.acquisitions == 0
                 // (5) liveness: a dead or cut-off holder's lock passes on within TTL + 1 s.

@@ -139,23 +139,9 @@ impl Drop for KeyCleanup {
             return;
         }
         let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let cleanup = session.cleanups.start(&self.queue_prefix);
-        runtime.spawn(async move {
-            // Retry until it is confirmed or the session is gone (then the key is gone too).
-            loop {
-                let txn = fenced_delete(&key, revision, session.lease);
-                match session.txn("delete a cancelled waiter's key", txn).await {
-                    Ok(_) | Err(LockError::SessionExpired { .. }) => break,
-                    Err(error) if error.is_retryable() => continue,
-                    Err(error) => {
-                        tracing::warn!(%key, %error, "could not delete a cancelled waiter's key; the lease's expiry will");
-                        break;
-                    }
-                }
-            }
-            tracing::debug!(%key, "cancelled waiter's key deleted");
-            cleanup.finish();
+        self.session.cleanups.start(&self.queue_prefix).retry_until_done(self.key.clone(), move || {
+            let (session, txn) = (session.clone(), fenced_delete(&key, revision, session.lease));
+            async move { session.txn("delete a cancelled waiter's key", txn).await.map(drop) }
         });
     }
 }

@@ -29,9 +29,9 @@ use crate::place::Place;
 use crate::session::ZkSession;
 use wait::Woken;
 
-/// Removes a waiter's znode when its acquire is cancelled or fails, in the background. With no
-/// path known (a create whose reply was lost), finds it by the uuid. Until it is done, the same
-/// session does not queue under that lock again.
+/// Removes a waiter's znode when its acquire is cancelled or fails, in the background, retried
+/// until confirmed or the session ends. With no path known (a create whose reply was lost),
+/// finds it by the uuid. Until it is done, the same session does not queue under that lock again.
 struct NodeCleanup {
     session: Arc<ZkSession>,
     dir: String,
@@ -45,20 +45,21 @@ impl Drop for NodeCleanup {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (session, dir, prefix, path) =
             (self.session.clone(), self.dir.clone(), self.protected_prefix.clone(), self.path.clone());
-        let cleanup = session.cleanups.start(&dir);
-        runtime.spawn(async move {
-            let path = match path {
-                Some(path) => Some(path),
-                None => find_own(&session, &dir, &prefix).await.ok().flatten().map(|(path, _)| path),
-            };
-            if let Some(path) = path {
-                let _ = delete(&session, &path, "delete a cancelled waiter's znode").await;
-                tracing::debug!(%path, "cancelled waiter's znode deleted");
+        let entry = path.clone().unwrap_or_else(|| format!("{dir}/{prefix}…"));
+        self.session.cleanups.start(&self.dir).retry_until_done(entry, move || {
+            let (session, dir, prefix, path) = (session.clone(), dir.clone(), prefix.clone(), path.clone());
+            async move {
+                let path = match path {
+                    Some(path) => Some(path),
+                    None => find_own(&session, &dir, &prefix).await?.map(|(path, _)| path),
+                };
+                match path {
+                    Some(path) => delete(&session, &path, "delete a cancelled waiter's znode").await,
+                    None => Ok(()),
+                }
             }
-            cleanup.finish();
         });
     }
 }
@@ -189,7 +190,13 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str, data: &[
                     return Ok(Created { path, czxid, listing: None });
                 }
             }
-            Err(e) => return Err(crate::errors::request_error("create the lock znode", &hosts, Some(e))),
+            Err(e) => {
+                return session.end_if_expired(Err(crate::errors::request_error(
+                    "create the lock znode",
+                    &hosts,
+                    Some(e),
+                )))
+            }
         }
     }
 }

@@ -1,13 +1,21 @@
 //! The background deletes of a session's queue entries that are still in flight, by lock, so
-//! that a session never queues for a lock again while the entry of its cancelled wait is still
-//! there: one entry per waiter, always.
+//! that a session never queues for a lock again while the entry of its cancelled wait, or of a
+//! release the server did not confirm, is still there: one entry per waiter, always. A delete
+//! in flight is retried until it is confirmed or the session ends (Curator's "guaranteed"
+//! delete): a session that can still reach the server removes its entry, and one that cannot
+//! loses the entry with its session.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::SessionLife;
+use crate::{backend::SessionLife, LockError};
+
+/// The pause between two failed tries of a background delete (each try has its own retries).
+const BACKGROUND_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// The in-flight background deletes of one session, keyed by lock (a key, a directory).
 ///
@@ -48,6 +56,66 @@ pub struct Cleanup {
 impl Cleanup {
     /// Marks the delete as done.
     pub fn finish(self) {}
+
+    /// Runs `delete` in a background task until it is confirmed, the session ends
+    /// ([`LockError::SessionExpired`] or [`LockError::Closed`]: the entry went with it), or it
+    /// fails in a way no retry mends (logged), and then finishes. Each call of `delete` is one
+    /// request with its own retries; a retryable failure is tried again after a short pause,
+    /// for as long as the session lives. `entry` names the entry in the logs. Outside a Tokio
+    /// runtime it finishes at once (the session's expiry removes the entry).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// use std::time::Duration;
+    /// use distlock_core::{LockError, backend::{PendingCleanups, SessionLife}};
+    ///
+    /// let (pending, life) = (PendingCleanups::default(), SessionLife::new("mem", Duration::from_secs(5)));
+    /// let tries = Arc::new(AtomicU32::new(0));
+    /// pending.start("locks/a").retry_until_done("locks/a/1".into(), {
+    ///     let tries = tries.clone();
+    ///     move || {
+    ///         let n = tries.fetch_add(1, Ordering::SeqCst);
+    ///         async move {
+    ///             if n == 0 {
+    ///                 Err(LockError::Unreachable { endpoints: "e".into(), what: "delete".into(), source: None })
+    ///             } else {
+    ///                 Ok(())
+    ///             }
+    ///         }
+    ///     }
+    /// });
+    /// pending.wait("locks/a", &life).await; // the second try confirmed it
+    /// assert_eq!(tries.load(Ordering::SeqCst), 2);
+    /// # }
+    /// ```
+    pub fn retry_until_done<F, Fut>(self, entry: String, mut delete: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), LockError>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            loop {
+                match delete().await {
+                    Ok(()) => tracing::debug!(%entry, "entry deleted in the background"),
+                    Err(LockError::SessionExpired { .. } | LockError::Closed) => {
+                        tracing::debug!(%entry, "the session ended, and the entry with it")
+                    }
+                    Err(error) if error.is_retryable() => {
+                        tracing::debug!(%entry, %error, "background delete failed: trying again");
+                        tokio::time::sleep(BACKGROUND_RETRY_PAUSE).await;
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%entry, %error, "could not delete the entry; it goes when the session ends")
+                    }
+                }
+                break;
+            }
+            self.finish();
+        });
+    }
 }
 
 impl Drop for Cleanup {

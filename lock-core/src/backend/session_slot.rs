@@ -151,4 +151,52 @@ impl<S: HasLife> SessionSlot<S> {
         tracing::info!("new session after the previous one ended");
         Ok(fresh)
     }
+
+    /// Runs `queue` on the live session ([`SessionSlot::live`]); if that session turns out to
+    /// have ended meanwhile ([`LockError::SessionExpired`]), once more on a new one. Made for
+    /// queuing: whatever `queue` made on the ended session ended with it, so the caller, who
+    /// holds nothing of that session yet, need not see its end.
+    ///
+    /// # Cancel safety
+    /// Cancel safe if `open` and `queue` are.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use distlock_core::{LockError, backend::{HasLife, SessionLife, SessionSlot}};
+    /// # struct S(SessionLife);
+    /// # impl HasLife for S { fn life(&self) -> &SessionLife { &self.0 } }
+    /// let open = || async { Ok(Arc::new(S(SessionLife::new("example", Duration::from_secs(1))))) };
+    /// let slot = SessionSlot::new(open().await?);
+    /// let first = slot.current();
+    /// let queued = slot
+    ///     .on_live(open, |session| {
+    ///         let first_try = Arc::ptr_eq(&session, &first);
+    ///         async move {
+    ///             if first_try {
+    ///                 session.life().expire(); // the first session ends while it queues
+    ///                 return Err(LockError::SessionExpired { during: "queuing".into() });
+    ///             }
+    ///             Ok("queued on a new session")
+    ///         }
+    ///     })
+    ///     .await;
+    /// assert_eq!(queued?, "queued on a new session");
+    /// # Ok(()) }
+    /// ```
+    pub async fn on_live<T, O, OFut, Q, QFut>(&self, open: O, mut queue: Q) -> Result<T, LockError>
+    where
+        O: Fn() -> OFut,
+        OFut: Future<Output = Result<Arc<S>, LockError>>,
+        Q: FnMut(Arc<S>) -> QFut,
+        QFut: Future<Output = Result<T, LockError>>,
+    {
+        match queue(self.live(&open).await?).await {
+            Err(LockError::SessionExpired { during }) => {
+                tracing::debug!(%during, "the session ended before anything was queued: queuing on a new one");
+                queue(self.live(&open).await?).await
+            }
+            other => other,
+        }
+    }
 }

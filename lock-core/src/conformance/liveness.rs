@@ -52,6 +52,41 @@ pub async fn auto_release_when_holder_is_cut_off(h: &dyn Harness) {
     next.release().await.expect("release");
 }
 
+/// Semantic 4c: A release the server never confirmed (the holder cut off as it released) does
+/// not leave the lock held while the holder's client lives: once the client reaches the server
+/// again, the entry goes within the TTL, the waiter gets the lock, and the holder's client queues
+/// for it again with one entry.
+pub async fn an_unconfirmed_release_does_not_keep_the_lock(h: &dyn Harness) {
+    let name = unique_name("unconfirmed-release");
+    let (holder, faults) = h.faulty_client().await;
+    let guard = holder.lock(&name).await.expect("holder lock");
+    let waiter = h.client().await;
+    let name_owned = name.clone();
+    let waiting = tokio::spawn(async move { waiter.lock(&name_owned).await.expect("waiter lock") });
+    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    faults.cut().await;
+    let released = guard.release().await;
+    assert!(
+        matches!(released, Ok(()) | Err(LockError::ReleaseUnconfirmed { .. } | LockError::Lost { .. })),
+        "a release while cut off is confirmed, unconfirmed or lost: {released:?}"
+    );
+    faults.heal().await;
+    let bound = h.ttl() * 2 + Duration::from_secs(5);
+    let next = within(bound, "the waiter acquires after an unconfirmed release", waiting).await.expect("waiter");
+    let holder_again = holder.clone();
+    let name_owned = name.clone();
+    let again = tokio::spawn(async move { holder_again.lock(&name_owned).await.expect("the holder's client again") });
+    let observer = h.client().await;
+    let queued = wait_for_queue(observer.as_ref(), &name, PROMPTLY, "the old holder's client to queue again", |i| {
+        i.waiters.len() == 1
+    })
+    .await;
+    assert_eq!(queued.holder.as_ref().map(|e| e.token), Some(next.fencing_token()), "{queued:?}");
+    next.release().await.expect("release");
+    let last = within(PROMPTLY, "the old holder's client acquires again", again).await.expect("again");
+    last.release().await.expect("release");
+}
+
 /// Semantic 4b: A holder whose session is killed on the server: the waiter gets the lock promptly.
 pub async fn auto_release_when_holder_session_is_killed(h: &dyn Harness) {
     let name = unique_name("killed-holder");

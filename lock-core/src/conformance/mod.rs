@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             requests_per_handoff_do_not_grow_with_waiters,
             auto_release_when_holder_is_cut_off,
             auto_release_when_holder_session_is_killed,
+            an_unconfirmed_release_does_not_keep_the_lock,
             fencing_tokens_increase_across_sessions,
             lost_fires_when_session_expires,
             lost_fires_when_entry_is_deleted,

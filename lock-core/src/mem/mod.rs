@@ -284,32 +284,23 @@ impl Drop for QueuedEntry {
         if !self.armed {
             return;
         }
-        let (session, name, queue, token) = (self.session.clone(), self.name.clone(), self.queue.clone(), self.token);
-        if !session.shared.net.is_partitioned() {
-            session.shared.server.remove(&queue, token);
-            tracing::debug!(lock = %name, token = token.get(), "mem: cancelled waiter removed");
-            return;
-        }
-        // Cut off: retry the delete in the background until the network heals or the session ends.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let shared = &session.shared;
-                tokio::select! {
-                    _ = shared.net.healed() => { shared.server.remove(&queue, token); }
-                    _ = shared.server_ended.cancelled() => {}
-                }
-            });
-        }
+        self.session.shared.remove_entry(&self.queue, self.token);
+        tracing::debug!(lock = %self.name, token = self.token.get(), "mem: cancelled waiter removed");
     }
 }
 
 impl MemBackend {
     /// Queues the current session for `name` as `request` asks: the entry, removed again if
     /// it is dropped armed, and the server's answer.
-    fn enqueue(&self, name: &LockName, request: &EntryRequest) -> Result<(QueuedEntry, server::Enqueued), LockError> {
+    async fn enqueue(
+        &self,
+        name: &LockName,
+        request: &EntryRequest,
+    ) -> Result<(QueuedEntry, server::Enqueued), LockError> {
         let session = self.live_session()?;
-        let enqueued = session.shared.enqueue(name, request.recipe, &request.value)?;
         let queue = QueueId::of(name, request.recipe);
+        session.shared.cleanups.wait(&queue.label(), &session.shared.life).await;
+        let enqueued = session.shared.enqueue(name, request.recipe, &request.value)?;
         let entry = QueuedEntry {
             session,
             name: name.clone(),
@@ -429,6 +420,7 @@ impl ServerRelease for MemRelease {
         self.released.cancel();
         shared.life.holds().remove(self.registration);
         if shared.net.is_partitioned() {
+            shared.remove_entry(&self.queue, self.token);
             return Err(LockError::ReleaseUnconfirmed {
                 name: self.name.to_string(),
                 token: self.token,
@@ -496,7 +488,7 @@ impl LockBackend for MemBackend {
         request: &EntryRequest,
         queued: OnQueued<'_>,
     ) -> Result<ServerHold, LockError> {
-        let (entry, enqueued) = self.enqueue(name, request)?;
+        let (entry, enqueued) = self.enqueue(name, request).await?;
         queued(QueueEntry {
             owner: server::owner_of(entry.session.shared.id),
             token: entry.token,
@@ -508,7 +500,7 @@ impl LockBackend for MemBackend {
     }
 
     async fn try_acquire(&self, name: &LockName, request: &EntryRequest) -> Result<Option<ServerHold>, LockError> {
-        let (entry, enqueued) = self.enqueue(name, request)?;
+        let (entry, enqueued) = self.enqueue(name, request).await?;
         match entry.session.shared.server.grant(&entry.queue, enqueued.token, entry.recipe, false) {
             Some(Grant::Granted) => Ok(Some(Self::into_hold(entry, enqueued.deleted))),
             _ => Ok(None), // dropping `entry` removes it again

@@ -77,6 +77,11 @@ impl QueueId {
         QueueId { name: name.clone(), kind: recipe.queue_kind() }
     }
 
+    /// The queue's name in a session's pending cleanups.
+    pub(crate) fn label(&self) -> String {
+        format!("{}#{:?}", self.name, self.kind)
+    }
+
     /// The queue of the lock (and election) `name`.
     fn lock(name: &LockName) -> Self {
         QueueId::of(name, Recipe::Lock)

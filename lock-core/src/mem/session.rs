@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{Enqueued, MemServer, Refused};
-use crate::backend::{Recipe, SessionLife};
+use super::server::{Enqueued, MemServer, QueueId, Refused};
+use crate::backend::{PendingCleanups, Recipe, SessionLife};
 use crate::{LockError, LockName};
 
 /// The client's simulated network to the server, shared by all its sessions.
@@ -62,6 +62,8 @@ pub(crate) struct SessionShared {
     pub(crate) net: Arc<Network>,
     /// Cancelled by the server when the session ends there (the client learns it when connected).
     pub(crate) server_ended: CancellationToken,
+    /// Entries being removed in the background (cut off when cancelled or released).
+    pub(crate) cleanups: PendingCleanups,
 }
 
 impl MemSession {
@@ -79,7 +81,8 @@ impl MemSession {
         let (id, server_ended) = server.open_session(ttl);
         let life = SessionLife::new("mem", ttl);
         life.renewed(sent);
-        let shared = Arc::new(SessionShared { server: server.clone(), id, ttl, life, net, server_ended });
+        let cleanups = PendingCleanups::default();
+        let shared = Arc::new(SessionShared { server: server.clone(), id, ttl, life, net, server_ended, cleanups });
         let keepalive = runtime.spawn(shared.clone().keep_alive_loop());
         tracing::debug!(session = id, ttl_ms = ttl.as_millis() as u64, "mem session opened");
         Ok(MemSession { shared, keepalive })
@@ -99,6 +102,29 @@ pub(crate) fn unreachable_error(what: &str) -> LockError {
 }
 
 impl SessionShared {
+    /// Removes the entry `token` of `queue` now if the server is reachable; else once the
+    /// network heals, in the background, unless the session ends first. Until then this session
+    /// does not queue there again.
+    pub(crate) fn remove_entry(self: &Arc<Self>, queue: &QueueId, token: crate::FencingToken) {
+        if !self.net.is_partitioned() {
+            self.server.remove(queue, token);
+            return;
+        }
+        let (shared, queue_owned) = (self.clone(), queue.clone());
+        self.cleanups.start(&queue.label()).retry_until_done(format!("{} {token}", queue.label()), move || {
+            let (shared, queue) = (shared.clone(), queue_owned.clone());
+            async move {
+                tokio::select! {
+                    _ = shared.net.healed() => {
+                        shared.server.remove(&queue, token);
+                        Ok(())
+                    }
+                    _ = shared.server_ended.cancelled() => Err(LockError::SessionExpired { during: "removing an entry".into() }),
+                }
+            }
+        });
+    }
+
     async fn keep_alive_loop(self: Arc<Self>) {
         tokio::select! {
             _ = self.life.watch_silence() => {}
