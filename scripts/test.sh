@@ -53,8 +53,9 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-# The facade as most users build it: no backend features (mem:// only).
+# The facade as most users build it: no backend features (mem:// only); and without metrics.
 cargo clippy -q -p distlock -- -D warnings
+cargo clippy -q -p distlock --no-default-features -- -D warnings
 echo "==> the quickstart builds with nothing but cargo: no protoc, no server client, no harness"
 # What a new user's first `cargo run --example quickstart` compiles: the facade without features
 # and its dev-dependencies. Neither server client nor the test harness may be in that graph, and a
@@ -84,6 +85,10 @@ echo "==> quickstart (mem://, no server)"
 # The first-hour build above: the facade with its default features has a feature set (and so a
 # dependency build) of its own, made once.
 CARGO_TARGET_DIR=target/first-hour cargo run -q --example quickstart >/dev/null || status=$?
+echo "==> metrics example (mem://, the scrape it prints)"
+# Built by `cargo test` above. Its scrape must count the loss it causes.
+target/debug/examples/metrics | grep -q '^distlock_losses_total{backend="mem",recipe="lock",name="jobs/nightly-report",reason="session_expired"} 1$' \
+  || { echo "the metrics example's scrape lacks its loss"; status=1; }
 
 # The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_* variables.
 # With a Docker engine: the compose file's own containers, built from docker/ (scripts/docker-test.sh).

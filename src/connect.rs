@@ -1,6 +1,7 @@
 //! `connect(url)`: the URL's scheme picks the backend.
 
 use distlock_core::mem::{MemBackend, MemServer};
+use distlock_core::metrics::MetricNames;
 use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, LockUrl};
 
 /// Connects to the lock service the URL names and returns a client with a new session.
@@ -10,6 +11,9 @@ use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, Lock
 /// | `mem://[name][?ttl=10s]` | in-process server `name` (default: the process-wide one) | always |
 /// | `etcd://`, `etcds://` | etcd | `etcd` |
 /// | `zk://` | ZooKeeper | `zookeeper` |
+///
+/// Every scheme takes `metrics_names=jobs/,payments/settle`: the lock names (and, ending in `/`,
+/// the prefixes) whose metrics carry a `name` label ([`crate::metrics::MetricNames`]).
 ///
 /// A scheme whose feature is not compiled in is [`LockError::BackendNotEnabled`], naming the
 /// feature; a malformed URL is [`LockError::InvalidUrl`].
@@ -58,12 +62,15 @@ pub fn ttl_param(scheme: &str) -> Option<&'static str> {
 /// ```
 pub async fn connect_url(parsed: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
     check_compiled(parsed, COMPILED)?;
+    // Every backend takes `metrics_names`: the lock names its metrics label (MetricNames).
+    let mut parsed = parsed.clone();
+    let names = MetricNames::parse(parsed.take_param("metrics_names").as_deref().unwrap_or(""))?;
     match parsed.scheme.as_str() {
         #[cfg(feature = "etcd")]
-        "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(parsed).await?)),
+        "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(&parsed).await?.with_metric_names(names))),
         #[cfg(feature = "zookeeper")]
-        "zk" => Ok(Box::new(distlock_zk::connect_url(parsed).await?)),
-        _ => connect_mem(parsed),
+        "zk" => Ok(Box::new(distlock_zk::connect_url(&parsed).await?.with_metric_names(names))),
+        _ => connect_mem(&parsed, names),
     }
 }
 
@@ -92,7 +99,7 @@ fn check_compiled(url: &LockUrl, compiled: Compiled) -> Result<(), LockError> {
     }
 }
 
-fn connect_mem(url: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
+fn connect_mem(url: &LockUrl, names: MetricNames) -> Result<Box<dyn DistributedLock>, LockError> {
     url.reject_unknown_params(&["ttl"])?;
     if url.username.is_some()
         || url.hosts.len() > 1
@@ -109,7 +116,7 @@ fn connect_mem(url: &LockUrl) -> Result<Box<dyn DistributedLock>, LockError> {
     if let Some(ttl) = url.param("ttl") {
         builder = builder.ttl(parse_duration("ttl", ttl)?);
     }
-    Ok(Box::new(LockClient::new(builder.build()?)))
+    Ok(Box::new(LockClient::new(builder.build()?).with_metric_names(names)))
 }
 
 #[cfg(test)]
@@ -120,12 +127,14 @@ mod tests {
     async fn schemes_pick_backends_or_say_what_is_missing() {
         assert!(connect("mem://").await.is_ok());
         assert!(connect("mem://named?ttl=2s").await.is_ok());
+        assert!(connect("mem://?metrics_names=jobs/,payments/settle").await.is_ok());
         let cases: &[(&str, &str)] = &[
             ("redis://localhost", "unknown scheme"),
             ("localhost:2379", "no scheme"),
             ("mem://?ttl=0s", "too short"),
             ("mem://?ttl=10", "not a duration"),
             ("mem://?tll=1s", "unknown parameter"),
+            ("mem://?metrics_names=jobs//x", "metrics_names"),
             ("mem://a,b", "only a server name"),
             ("mem:///path", "only a server name"),
         ];

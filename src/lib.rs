@@ -18,8 +18,8 @@ mod connect;
 
 pub use connect::{connect, connect_url, ttl_param};
 pub use distlock_core::{
-    mem, DistributedLock, DistributedLockExt, EntryKind, FencingToken, Leader, LeaderObserver, Leadership, LockClient,
-    LockError, LockGuard, LockInfo, LockName, LockUrl, LossReason, QueueEntry, SessionState, WaitProgress,
+    mem, metrics, DistributedLock, DistributedLockExt, EntryKind, FencingToken, Leader, LeaderObserver, Leadership,
+    LockClient, LockError, LockGuard, LockInfo, LockName, LockUrl, LossReason, QueueEntry, SessionState, WaitProgress,
 };
 #[cfg(feature = "etcd")]
 pub use distlock_etcd as etcd;

@@ -347,6 +347,10 @@ impl LockBackend for EtcdBackend {
     fn session_state(&self) -> SessionState {
         self.current().life.state()
     }
+
+    fn backend_name(&self) -> &'static str {
+        "etcd"
+    }
 }
 
 impl EtcdBackend {

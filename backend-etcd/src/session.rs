@@ -160,6 +160,7 @@ impl EtcdSession {
     /// Counts one request to the server.
     pub(crate) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        distlock_core::backend::server_request("etcd");
     }
 
     /// Runs `attempt` (one request) with the request timeout, retrying transient failures (the

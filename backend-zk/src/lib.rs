@@ -227,4 +227,8 @@ impl LockBackend for ZkBackend {
     fn session_state(&self) -> SessionState {
         self.current().life.state()
     }
+
+    fn backend_name(&self) -> &'static str {
+        "zookeeper"
+    }
 }

@@ -141,6 +141,7 @@ impl ZkSession {
     /// Counts one request to the server.
     pub(crate) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        distlock_core::backend::server_request("zookeeper");
     }
 
     /// The requests counted so far (by all sessions sharing the counter).

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::backend::{EntryRequest, LockBackend, Recipe, ServerHold, ServerProclaim};
 use crate::local_queue::{LocalKey, LocalQueues, LocalTurn};
+use crate::metrics::{serving, HoldLabels, MetricNames, WaitRecord};
 use crate::{
     DistributedLock, Leader, LeaderObserver, Leadership, LockError, LockGuard, LockInfo, LockName, QueueEntry,
     SessionState, WaitProgress,
@@ -39,6 +40,8 @@ pub struct LockClient<B> {
     local: Arc<LocalQueues>,
     /// Cancelled by `close`: new calls fail and waits end.
     closed: CancellationToken,
+    /// The lock names whose metrics carry a `name` label.
+    metric_names: MetricNames,
 }
 
 impl<B: LockBackend> LockClient<B> {
@@ -52,7 +55,29 @@ impl<B: LockBackend> LockClient<B> {
     /// # drop(client); Ok(()) }
     /// ```
     pub fn new(backend: B) -> Self {
-        LockClient { backend: Arc::new(backend), local: Arc::default(), closed: CancellationToken::new() }
+        crate::metrics::describe();
+        LockClient {
+            backend: Arc::new(backend),
+            local: Arc::default(),
+            closed: CancellationToken::new(),
+            metric_names: MetricNames::default(),
+        }
+    }
+
+    /// Labels the metrics of the locks `names` lists with their name ([`MetricNames`]); by
+    /// default no metric carries a name.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), distlock_core::LockError> {
+    /// # let _rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _g = _rt.enter();
+    /// use distlock_core::{LockClient, mem::MemBackend, metrics::MetricNames};
+    /// let client = LockClient::new(MemBackend::builder().build()?).with_metric_names(MetricNames::parse("jobs/")?);
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn with_metric_names(mut self, names: MetricNames) -> Self {
+        self.metric_names = names;
+        self
     }
 
     /// The backend, for backend-specific operations (fault helpers, raw clients).
@@ -101,9 +126,42 @@ impl<B: LockBackend> LockClient<B> {
         }
     }
 
+    /// The labels of the metrics of an acquisition of `name` as `entry` asks.
+    fn labels(&self, name: &LockName, entry: &EntryRequest) -> HoldLabels {
+        HoldLabels::new(self.backend.backend_name(), entry.recipe, name, &self.metric_names)
+    }
+
     /// The one acquire path of every recipe: local queue, server queue, grant. `progress` gets
     /// the wait's steps when given, at one queue read per `every`.
     async fn acquire(
+        &self,
+        name: LockName,
+        entry: &EntryRequest,
+        progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
+    ) -> Result<Granted, LockError> {
+        let mut wait = self.labels(&name, entry).wait_started();
+        self.acquire_recorded(name, entry, progress, &mut wait).await
+    }
+
+    /// [`LockClient::acquire`], ending `wait` as the acquisition ends (granted or failed;
+    /// dropped, the record counts it cancelled).
+    async fn acquire_recorded(
+        &self,
+        name: LockName,
+        entry: &EntryRequest,
+        progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
+        wait: &mut WaitRecord,
+    ) -> Result<Granted, LockError> {
+        let started = Instant::now();
+        let result = self.acquire_unrecorded(name, entry, progress).await;
+        match &result {
+            Ok(_) => wait.granted(started.elapsed()),
+            Err(_) => wait.failed(),
+        }
+        result
+    }
+
+    async fn acquire_unrecorded(
         &self,
         name: LockName,
         entry: &EntryRequest,
@@ -129,7 +187,7 @@ impl<B: LockBackend> LockClient<B> {
                     entry_tx.send_replace(Some(entry));
                 }
             };
-            let server = self.backend.acquire(&name, entry, &report_entry);
+            let server = serving("acquire", self.backend.acquire(&name, entry, &report_entry));
             let hold = match &progress {
                 None => server.await?,
                 Some((every, report, (_, entry_rx))) => {
@@ -142,7 +200,7 @@ impl<B: LockBackend> LockClient<B> {
             tracing::Span::current().record("token", hold.token.get());
             tracing::info!(recipe, lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "acquired");
             turn.holds(entry.recipe);
-            Ok(Granted::new(name.clone(), hold, turn, runtime))
+            Ok(Granted::new(name.clone(), hold, turn, runtime, self.labels(&name, entry)))
         }
         .instrument(span);
         let result = acquire.await;
@@ -157,6 +215,24 @@ impl<B: LockBackend> LockClient<B> {
 
     /// [`LockClient::acquire`] without waiting: `None` if the entry is not granted at once.
     async fn try_acquire(&self, name: LockName, entry: &EntryRequest) -> Result<Option<Granted>, LockError> {
+        let labels = self.labels(&name, entry);
+        let mut wait = labels.wait_started();
+        let started = Instant::now();
+        let result = self.try_acquire_unrecorded(name, entry, labels).await;
+        match &result {
+            Ok(Some(_)) => wait.granted(started.elapsed()),
+            Ok(None) => wait.missed(),
+            Err(_) => wait.failed(),
+        }
+        result
+    }
+
+    async fn try_acquire_unrecorded(
+        &self,
+        name: LockName,
+        entry: &EntryRequest,
+        labels: HoldLabels,
+    ) -> Result<Option<Granted>, LockError> {
         self.check_open()?;
         self.check_not_waiting_for_itself(&name, entry)?;
         let runtime = current_runtime()?;
@@ -167,12 +243,12 @@ impl<B: LockBackend> LockClient<B> {
                 tracing::debug!("busy: another task of this client holds or waits for it");
                 return Ok(None);
             };
-            match self.backend.try_acquire(&name, entry).await? {
+            match serving("acquire", self.backend.try_acquire(&name, entry)).await? {
                 Some(hold) => {
                     tracing::Span::current().record("token", hold.token.get());
                     tracing::info!(recipe, lock = %name, token = hold.token.get(), "acquired");
                     turn.holds(entry.recipe);
-                    Ok(Some(Granted::new(name.clone(), hold, turn, runtime)))
+                    Ok(Some(Granted::new(name.clone(), hold, turn, runtime, labels)))
                 }
                 None => {
                     tracing::debug!("busy: held or queued by another client");
@@ -192,9 +268,11 @@ impl<B: LockBackend> LockClient<B> {
         entry: &EntryRequest,
         timeout: Duration,
     ) -> Result<Option<Granted>, LockError> {
-        match tokio::time::timeout(timeout, self.acquire(name.clone(), entry, None)).await {
+        let mut wait = self.labels(&name, entry).wait_started();
+        match tokio::time::timeout(timeout, self.acquire_recorded(name.clone(), entry, None, &mut wait)).await {
             Ok(result) => result.map(Some),
             Err(_) => {
+                wait.timed_out();
                 // The dropped wait's entry is being removed in the background: wait for it.
                 self.backend.settle(&name).await;
                 tracing::debug!(lock = %name, timeout_ms = timeout.as_millis() as u64, "not granted in time; the wait's entry is gone");
@@ -220,7 +298,7 @@ impl<B: LockBackend> LockClient<B> {
         let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
         loop {
             ticks.tick().await;
-            match self.backend.inspect(name).await {
+            match serving("inspect", self.backend.inspect(name)).await {
                 Ok(queue) => {
                     if let Some(ahead) = queue.ahead_of(&owner) {
                         report(WaitProgress::Waiting { queue, ahead });
@@ -241,9 +319,9 @@ struct Granted {
 impl Granted {
     /// A hold the server granted, as the client hands it out: its guard, its way to proclaim
     /// kept beside it.
-    fn new(name: LockName, mut hold: ServerHold, turn: LocalTurn, runtime: Handle) -> Self {
+    fn new(name: LockName, mut hold: ServerHold, turn: LocalTurn, runtime: Handle, labels: HoldLabels) -> Self {
         let proclaim = hold.proclaim.take();
-        Granted { guard: LockGuard::new(name, hold, turn, runtime), proclaim }
+        Granted { guard: LockGuard::new(name, hold, turn, runtime, labels), proclaim }
     }
 
     /// The leadership of a granted candidate that campaigned with `value`.
@@ -356,26 +434,26 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
     async fn leader(&self, name: &str) -> Result<Option<Leader>, LockError> {
         let name = LockName::new(name)?;
         self.check_open()?;
-        self.backend.leader(&name).await
+        serving("observe", self.backend.leader(&name)).await
     }
 
     async fn observe(&self, name: &str) -> Result<LeaderObserver, LockError> {
         let name = LockName::new(name)?;
         self.check_open()?;
-        let feed = self.backend.observe(&name).await?;
+        let feed = serving("observe", self.backend.observe(&name)).await?;
         Ok(LeaderObserver::new(name, feed, self.closed.clone()))
     }
 
     async fn inspect(&self, name: &str) -> Result<LockInfo, LockError> {
         let name = LockName::new(name)?;
         self.check_open()?;
-        self.backend.inspect(&name).await
+        serving("inspect", self.backend.inspect(&name)).await
     }
 
     async fn inspect_all(&self, prefix: &str) -> Result<Vec<LockInfo>, LockError> {
         let (dir, below_only) = parse_prefix(prefix)?;
         self.check_open()?;
-        let mut locks = self.backend.inspect_all(dir.as_ref()).await?;
+        let mut locks = serving("inspect", self.backend.inspect_all(dir.as_ref())).await?;
         locks.retain(|info| match &dir {
             None => !info.is_free(),
             Some(dir) => {
@@ -400,7 +478,7 @@ impl<B: LockBackend> DistributedLock for LockClient<B> {
         }
         self.closed.cancel();
         tracing::info!("closing the lock client: ending its session on the server");
-        self.backend.close().await
+        serving("close", self.backend.close()).await
     }
 }
 

@@ -172,7 +172,7 @@ impl Leadership {
         if let Some(reason) = self.guard.lost_reason() {
             return Err(lost(reason));
         }
-        match self.proclaim.proclaim(value.as_bytes()).await {
+        match crate::metrics::serving("proclaim", self.proclaim.proclaim(value.as_bytes())).await {
             Ok(()) => {
                 *self.value.lock().unwrap_or_else(|p| p.into_inner()) = value.to_owned();
                 tracing::info!(election = %self.name(), term = self.term().get(), value, "leader proclaimed a new value");
@@ -288,7 +288,7 @@ impl LeaderObserver {
             let state = tokio::select! {
                 biased;
                 _ = self.closed.cancelled() => return Err(LockError::Closed),
-                state = self.feed.next() => state?,
+                state = crate::metrics::serving("observe", self.feed.next()) => state?,
             };
             if self.reported.as_ref() == Some(&state) {
                 continue;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{ServerHold, ServerRelease};
 use crate::local_queue::LocalTurn;
+use crate::metrics::{serving, HoldLabels};
 use crate::{backend::LossSignal, FencingToken, LockError, LockName, LossReason};
 
 /// Proof that this client holds a lock, with the hold's [`FencingToken`].
@@ -50,6 +51,8 @@ struct Hold {
     loss: LossSignal,
     acquired_at: Instant,
     release: Mutex<Option<PendingRelease>>,
+    /// The labels of the hold's metrics.
+    labels: HoldLabels,
 }
 
 /// What releasing needs; taken exactly once, by `release` or by `Drop`.
@@ -66,8 +69,15 @@ impl std::fmt::Debug for PendingRelease {
 }
 
 impl LockGuard {
-    pub(crate) fn new(name: LockName, hold: ServerHold, local_turn: LocalTurn, runtime: Handle) -> Self {
+    pub(crate) fn new(
+        name: LockName,
+        hold: ServerHold,
+        local_turn: LocalTurn,
+        runtime: Handle,
+        labels: HoldLabels,
+    ) -> Self {
         let ServerHold { token, loss, release, proclaim: _ } = hold;
+        loss.count_in_metrics(labels.clone());
         LockGuard {
             hold: Arc::new(Hold {
                 name,
@@ -75,6 +85,7 @@ impl LockGuard {
                 loss,
                 acquired_at: Instant::now(),
                 release: Mutex::new(Some(PendingRelease { server: release, local_turn, runtime })),
+                labels,
             }),
         }
     }
@@ -256,8 +267,14 @@ impl Hold {
         let (name, token, held_for) = (self.name.clone(), self.token, self.acquired_at.elapsed());
         // A closed client's session is over on the server, and its entries with it.
         let closed = self.loss.reason() == Some(LossReason::ClientClosed);
+        let labels = self.labels.clone();
+        labels.hold_ended(held_for);
         Some(runtime.spawn(async move {
-            let result = if closed { Ok(()) } else { server.release().await };
+            let started = Instant::now();
+            let result = if closed { Ok(()) } else { serving("release", server.release()).await };
+            if !closed {
+                labels.released(started.elapsed(), result.is_ok());
+            }
             // Only now may the next task of this client queue on the server (its key would
             // otherwise be the one being deleted).
             drop(local_turn);

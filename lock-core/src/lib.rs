@@ -33,6 +33,7 @@ mod local_queue;
 mod lock;
 mod lock_url;
 mod loss;
+pub mod metrics;
 mod name;
 mod progress;
 mod session;

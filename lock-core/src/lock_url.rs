@@ -144,6 +144,19 @@ impl LockUrl {
         }
     }
 
+    /// Removes query parameter `key` and returns its value.
+    ///
+    /// ```
+    /// let mut url = distlock_core::LockUrl::parse("mem://?ttl=3s")?;
+    /// assert_eq!(url.take_param("ttl").as_deref(), Some("3s"));
+    /// assert_eq!(url.param("ttl"), None);
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn take_param(&mut self, key: &str) -> Option<String> {
+        let at = self.params.iter().position(|(k, _)| k == key)?;
+        Some(self.params.remove(at).1)
+    }
+
     /// Fails if a parameter other than `known` is present, naming the accepted ones.
     ///
     /// ```

@@ -2,10 +2,12 @@
 //! trusted, and why.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::HoldLabels;
 use crate::{FencingToken, LockName};
 
 /// Why a held lock is no longer trusted.
@@ -67,6 +69,10 @@ struct LossInner {
     token: FencingToken,
     cancel: CancellationToken,
     reason: OnceLock<LossReason>,
+    /// The labels the loss is counted under in metrics, once the client knows them.
+    metric_labels: OnceLock<HoldLabels>,
+    /// Whether the loss was counted (by `fire` or by `count_in_metrics`, whichever came second).
+    counted: AtomicBool,
 }
 
 impl LossSignal {
@@ -80,7 +86,14 @@ impl LossSignal {
     /// ```
     pub fn new(name: LockName, token: FencingToken) -> Self {
         LossSignal {
-            inner: Arc::new(LossInner { name, token, cancel: CancellationToken::new(), reason: OnceLock::new() }),
+            inner: Arc::new(LossInner {
+                name,
+                token,
+                cancel: CancellationToken::new(),
+                reason: OnceLock::new(),
+                metric_labels: OnceLock::new(),
+                counted: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -99,7 +112,22 @@ impl LossSignal {
         }
         tracing::warn!(lock = %self.inner.name, token = self.inner.token.get(), %reason, "lock lost");
         self.inner.cancel.cancel();
+        self.count_once();
         true
+    }
+
+    /// Counts the loss in metrics under `labels`, now if it has fired, else when it fires.
+    pub(crate) fn count_in_metrics(&self, labels: HoldLabels) {
+        let _ = self.inner.metric_labels.set(labels);
+        self.count_once();
+    }
+
+    /// Counts the loss once both its reason and its labels are known.
+    fn count_once(&self) {
+        let (Some(reason), Some(labels)) = (self.inner.reason.get(), self.inner.metric_labels.get()) else { return };
+        if !self.inner.counted.swap(true, Ordering::SeqCst) {
+            labels.lost(*reason);
+        }
     }
 
     /// Whether the hold was lost.

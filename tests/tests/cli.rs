@@ -706,3 +706,40 @@ async fn etcd_status_shows_the_kind_holders_and_tokens_of_shared_queues() {
 async fn zookeeper_status_shows_the_kind_holders_and_tokens_of_shared_queues() {
     status_shows_the_kind_holders_and_tokens_of_shared_queues(zookeeper().await).await;
 }
+
+/// `--metrics-addr` serves the metrics while the command runs: the hold shows as one
+/// acquisition and one hold now; an address already in use exits 64 before anything is locked.
+#[tokio::test]
+async fn etcd_run_serves_its_metrics_while_the_command_runs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = etcd().await;
+    let port = distlock_tests::ports::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut run =
+        distlock(&b.url, &["run", "--metrics-addr", &addr, "cli/metrics", "--", "sleep", "30"]).spawn().expect("spawn");
+    wait_for_queue(b.harness.client().await.as_ref(), "cli/metrics", BOUND, "the run to hold", |i| i.holder.is_some())
+        .await;
+    let scrape = distlock_tests::retry_until(BOUND, || async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(text)
+    })
+    .await
+    .expect("the metrics endpoint answers");
+    for line in [
+        "distlock_acquisitions_total{backend=\"etcd\",recipe=\"lock\"} 1",
+        "distlock_holds{backend=\"etcd\",recipe=\"lock\"} 1",
+        "distlock_sessions{backend=\"etcd\",state=\"connected\"} 1",
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "{line} not in:\n{scrape}");
+    }
+    let busy =
+        distlock(&b.url, &["run", "--metrics-addr", &addr, "cli/metrics-2", "--", "true"]).output().await.expect("run");
+    assert_eq!(busy.status.code(), Some(64), "{}", String::from_utf8_lossy(&busy.stderr));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("--metrics-addr"));
+    let info = b.harness.client().await.inspect("cli/metrics-2").await.expect("inspect");
+    assert!(info.is_free(), "nothing was locked: {info:?}");
+    run.kill().await.expect("kill");
+}

@@ -86,6 +86,16 @@ impl LeaseClock {
         });
     }
 
+    /// The send time of the newest acknowledged keepalive.
+    ///
+    /// ```
+    /// let clock = distlock_core::backend::LeaseClock::new(std::time::Duration::from_secs(5));
+    /// assert!(clock.last_acknowledged() <= tokio::time::Instant::now());
+    /// ```
+    pub fn last_acknowledged(&self) -> Instant {
+        *self.last_ack_sent.borrow()
+    }
+
     /// The moment after which the server may have expired the session.
     ///
     /// ```

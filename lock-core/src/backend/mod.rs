@@ -22,6 +22,7 @@ mod session_slot;
 mod state_cell;
 
 pub use crate::loss::LossSignal;
+pub use crate::metrics::server_request;
 pub(crate) use entry::QueueKind;
 pub use entry::{EntryRequest, Grant, GrantRule, Recipe};
 pub use holds::HoldRegistry;
@@ -143,6 +144,11 @@ pub trait LockBackend: Send + Sync + 'static {
 
     /// The state of the current session.
     fn session_state(&self) -> SessionState;
+
+    /// The backend's name in metrics' `backend` label (`etcd`, `zookeeper`, `mem`).
+    fn backend_name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// A granted place at the head of a server queue, as a backend hands it to the client.

@@ -110,6 +110,7 @@ where
             return Err(to_error(error));
         }
         tracing::debug!(op, ?error, "request failed; retrying");
+        crate::metrics::retry(life.backend());
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = life.ended() => {}

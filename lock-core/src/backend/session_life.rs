@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::sessions::KeepaliveAge;
 use crate::{
     backend::{HoldRegistry, LeaseClock, SessionStateCell},
     LossReason, SessionState,
@@ -34,6 +35,8 @@ pub struct SessionLife {
     clock: LeaseClock,
     holds: HoldRegistry,
     ended: CancellationToken,
+    /// The session's report of its keepalive age to metrics.
+    age: KeepaliveAge,
 }
 
 impl SessionLife {
@@ -49,7 +52,29 @@ impl SessionLife {
             clock: LeaseClock::new(ttl),
             holds: HoldRegistry::default(),
             ended: CancellationToken::new(),
+            age: KeepaliveAge::new(backend),
         }
+    }
+
+    /// The backend's name, as given to [`SessionLife::new`].
+    ///
+    /// ```
+    /// assert_eq!(distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1)).backend(), "mem");
+    /// ```
+    pub fn backend(&self) -> &'static str {
+        self.state.backend()
+    }
+
+    /// Reports the time since the last acknowledged keepalive, over the TTL, to metrics; a
+    /// session past its deadline has given up (its holds are lost) and leaves the report.
+    fn report_age(&self) {
+        let now = Instant::now();
+        if self.clock.deadline() <= now {
+            self.age.report(None);
+            return;
+        }
+        let age = now.saturating_duration_since(self.clock.last_acknowledged());
+        self.age.report(Some(age.as_secs_f64() / self.clock.ttl().as_secs_f64().max(f64::MIN_POSITIVE)));
     }
 
     /// The session's state.
@@ -94,6 +119,7 @@ impl SessionLife {
         }
         self.clock.acknowledged(sent_at);
         self.state.set(SessionState::Connected);
+        self.report_age();
     }
 
     /// The server has been silent past the lease clock's deadline: every hold is lost (the server
@@ -106,6 +132,7 @@ impl SessionLife {
     /// ```
     pub fn silent_too_long(&self) {
         self.state.set(SessionState::Suspended);
+        self.report_age();
         self.holds.fire_all(LossReason::ServerSilent);
     }
 
@@ -118,6 +145,7 @@ impl SessionLife {
     /// ```
     pub fn suspended(&self) {
         self.state.set(SessionState::Suspended);
+        self.report_age();
     }
 
     /// The session is over on the server: every hold is lost, waits end, the state is final.
@@ -132,6 +160,7 @@ impl SessionLife {
         // again must find this session ended, or the new lock would be sent on the dead session.
         self.ended.cancel();
         self.state.set(SessionState::Expired);
+        self.age.report(None);
         self.holds.fire_all(LossReason::SessionExpired);
     }
 
@@ -153,6 +182,7 @@ impl SessionLife {
     pub fn close(&self) {
         self.ended.cancel();
         self.state.set(SessionState::Closed);
+        self.age.report(None);
         self.holds.fire_all(LossReason::ClientClosed);
     }
 
@@ -223,6 +253,13 @@ impl SessionLife {
                 _ = self.clock.renewed_past(self.clock.deadline()) => {}
             }
         }
+    }
+}
+
+impl Drop for SessionLife {
+    fn drop(&mut self) {
+        // A session dropped while live leaves the metrics' count of live sessions.
+        crate::metrics::sessions::dropped(self.state.backend(), self.state.get());
     }
 }
 

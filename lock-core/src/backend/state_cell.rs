@@ -30,7 +30,17 @@ impl SessionStateCell {
     /// assert!(cell.get().is_connected());
     /// ```
     pub fn new(backend: &'static str) -> Self {
+        crate::metrics::sessions::moved(backend, None, SessionState::Connected);
         SessionStateCell { backend, tx: watch::Sender::new(SessionState::Connected) }
+    }
+
+    /// The backend's name, as given to [`SessionStateCell::new`].
+    ///
+    /// ```
+    /// assert_eq!(distlock_core::backend::SessionStateCell::new("etcd").backend(), "etcd");
+    /// ```
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// The current state.
@@ -64,6 +74,7 @@ impl SessionStateCell {
                 SessionState::Expired => tracing::warn!(backend, "session expired: held locks are lost"),
                 SessionState::Closed => tracing::info!(backend, "session closed by the client"),
             }
+            crate::metrics::sessions::moved(backend, Some(*current), state);
             *current = state;
             true
         })

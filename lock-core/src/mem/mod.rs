@@ -555,6 +555,10 @@ impl LockBackend for MemBackend {
         Ok(())
     }
 
+    fn backend_name(&self) -> &'static str {
+        "mem"
+    }
+
     fn session_state(&self) -> SessionState {
         let session = self.current();
         if session.shared.server_ended.is_cancelled() && !self.net.is_partitioned() {

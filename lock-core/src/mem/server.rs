@@ -225,6 +225,7 @@ impl MemServer {
 
     fn count(&self) {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::server_request("mem");
     }
 
     pub(crate) fn open_session(&self, ttl: Duration) -> (u64, CancellationToken) {

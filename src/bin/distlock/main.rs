@@ -3,6 +3,7 @@
 //! `consul lock`), and show who holds, waits and leads.
 
 mod exit;
+mod metrics;
 mod observe;
 mod run;
 mod status;
@@ -131,6 +132,10 @@ struct HoldArgs {
     /// Between SIGTERM and SIGKILL when the hold is lost or distlock is stopped.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     grace: Duration,
+    /// Serve distlock's metrics as Prometheus text on http://ADDR/metrics while this runs
+    /// (ADDR like 127.0.0.1:9000).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -142,7 +147,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl HoldArgs {
     fn options(self, url: String, name: String, want: run::Want, progress: bool) -> run::RunOptions {
-        let HoldArgs { timeout, no_wait, ttl, grace, command } = self;
+        let HoldArgs { timeout, no_wait, ttl, grace, command, metrics_addr: _ } = self;
         run::RunOptions { url, name, want, timeout, no_wait, ttl, grace, command, progress }
     }
 }
@@ -188,6 +193,16 @@ async fn main() -> ExitCode {
         eprintln!("distlock: no lock service given: pass --url URL or set DISTLOCK_URL (e.g. etcd://127.0.0.1:2379)");
         return ExitCode::from(Exit::Usage.code());
     };
+    let metrics_addr = match &cli.command {
+        Command::Run { hold, .. } | Command::Elect { hold, .. } => hold.metrics_addr,
+        _ => None,
+    };
+    if let Some(addr) = metrics_addr {
+        if let Err(exit) = metrics::serve(addr) {
+            eprintln!("distlock: {exit}");
+            return ExitCode::from(exit.code());
+        }
+    }
     let outcome = match cli.command {
         Command::Run { name, shared, exclusive, permits, hold } => {
             // Where the wait stands, on stderr: for a person at a terminal, or when asked (-v).
