@@ -6,6 +6,7 @@
 //!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--rounds 5] [--seconds 5]
 //!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--runtime multi-thread|current-thread] [--report docs/BENCHMARKS.md]
+//!     [--recorder]
 //! ```
 //!
 //! Workloads: `floor`, `w1` (uncontended; run in `--rounds` rounds, each with half the floor's
@@ -22,7 +23,8 @@
 //! contending before anything is measured: ZooKeeper's JVM compiles its hot paths under load,
 //! and the first writes grow the servers' files. Given servers get none unless asked. `--report`
 //! also writes the Markdown report and `benchmarks.svg` beside it. The clients run on a Tokio
-//! runtime of the `--runtime` flavour (default multi-thread), in a spawned task.
+//! runtime of the `--runtime` flavour (default multi-thread), in a spawned task. `--recorder`
+//! installs a metrics recorder first (Prometheus's, never read): the cost of distlock's metrics.
 
 mod alloc;
 mod election;
@@ -65,6 +67,9 @@ struct Args {
     failovers: usize,
     report: Option<std::path::PathBuf>,
     runtime: Runtime,
+    /// Whether a metrics recorder (Prometheus's, rendering nothing) is installed: the cost of
+    /// distlock's metrics where an application collects them.
+    recorder: bool,
 }
 
 /// The Tokio runtime the clients run on.
@@ -116,6 +121,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         failovers: 5,
         report: None,
         runtime: Runtime::MultiThread,
+        recorder: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -158,6 +164,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 )
             }
             "--report" => a.report = Some(value()?.into()),
+            "--recorder" => a.recorder = true,
             "--runtime" => {
                 a.runtime = match value()?.as_str() {
                     "multi-thread" => Runtime::MultiThread,
@@ -318,6 +325,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("distlock-bench: {message}");
             return std::process::ExitCode::from(64);
         }
+    };
+    // Kept for the whole run: the recorder stays installed, its figures are never read.
+    let _recorder = match args.recorder {
+        false => None,
+        true => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                eprintln!("distlock-bench: cannot install the metrics recorder: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
     };
     let built = match args.runtime {
         Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
