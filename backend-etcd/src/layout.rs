@@ -72,11 +72,17 @@ pub fn is_queue_key(queue_prefix: &str, key: &[u8]) -> bool {
 /// ```
 pub fn lock_of<'k>(root: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
     let (name, entry) = key.strip_prefix(root)?.rsplit_once('/')?;
+    let is_name = !name.is_empty() && name.split('/').all(|segment| !segment.is_empty());
+    (is_name && lease_entry(entry).is_some()).then_some((name, entry))
+}
+
+/// The lease id (hex) of a queue entry shaped `<lease id hex>` or `<lease id hex>_<generation>`;
+/// `None` for any other shape.
+fn lease_entry(entry: &str) -> Option<&str> {
     let (lease, generation) = entry.split_once('_').unwrap_or((entry, "1"));
     let is_lease = !lease.is_empty() && lease.len() <= 16 && lease.bytes().all(|b| b.is_ascii_hexdigit());
     let is_generation = !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit());
-    let is_name = !name.is_empty() && name.split('/').all(|segment| !segment.is_empty());
-    (is_lease && is_generation && is_name).then_some((name, entry))
+    (is_lease && is_generation).then_some(lease)
 }
 
 /// The key prefix of read-write lock `name`'s queue, where its readers and writers queue
@@ -151,7 +157,7 @@ pub fn queues_under(prefix: &str, dir: Option<&str>, recipe: Recipe) -> String {
 /// assert_eq!(entry_of("p", "p//released/jobs//694d"), None);
 /// ```
 pub fn entry_of<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, EntryKind)> {
-    let is_lease = |entry: &str| lock_of("", &format!("x/{entry}")).is_some();
+    let is_lease = |entry: &str| lease_entry(entry).is_some();
     if let Some(rest) = key.strip_prefix(&recipe_root(prefix, "rw")) {
         let (name, entry) = rest.rsplit_once("//")?;
         let kind = match entry.split_at_checked(1)? {
@@ -190,8 +196,7 @@ pub fn lease_of(key: &str) -> Option<&str> {
         ("p", rest) => rest.split_once('-').filter(|(permits, _)| permits.bytes().all(|b| b.is_ascii_digit()))?.1,
         _ => entry,
     };
-    let lease = entry.split('_').next()?;
-    (!lease.is_empty() && lease.bytes().all(|b| b.is_ascii_hexdigit())).then_some(lease)
+    lease_entry(entry)
 }
 
 /// Where every lock's and election's queue begins: `<prefix>/`, or nothing without a prefix.

@@ -372,7 +372,8 @@ impl MemServer {
         true
     }
 
-    /// The queue of `name`, holder first.
+    /// Each queue of `name` (lock, read-write, semaphore: [`QueueKind::ALL`]'s order), each
+    /// holder first.
     pub(crate) fn snapshot(&self, name: &LockName) -> Vec<Vec<QueueEntry>> {
         self.count();
         let mut state = self.state();
@@ -384,7 +385,8 @@ impl MemServer {
             .collect()
     }
 
-    /// The queues of every lock named `under` or below it (all with `None`), holder first.
+    /// The queues of every lock named `under` or below it (all with `None`), each holder first,
+    /// by name and, for one name, in [`QueueKind::ALL`]'s order.
     pub(crate) fn snapshot_all(&self, under: Option<&LockName>) -> Vec<(LockName, Vec<QueueEntry>)> {
         self.count();
         let mut state = self.state();
@@ -395,12 +397,11 @@ impl MemServer {
                 rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
         };
-        state
-            .queues
-            .iter()
-            .filter(|(id, queue)| !queue.is_empty() && is_under(&id.name))
-            .map(|(id, queue)| (id.name.clone(), queue.iter().map(Entry::listed).collect()))
-            .collect()
+        let kind_order = |kind: &QueueKind| QueueKind::ALL.iter().position(|k| k == kind);
+        let mut queues: Vec<_> =
+            state.queues.iter().filter(|(id, queue)| !queue.is_empty() && is_under(&id.name)).collect();
+        queues.sort_by_key(|(id, _)| (id.name.as_str(), kind_order(&id.kind)));
+        queues.into_iter().map(|(id, queue)| (id.name.clone(), queue.iter().map(Entry::listed).collect())).collect()
     }
 }
 
