@@ -153,7 +153,7 @@ impl<B: LockBackend> LockClient<B> {
         wait: &mut WaitRecord,
     ) -> Result<Granted, LockError> {
         let started = Instant::now();
-        let result = self.acquire_unrecorded(name, entry, progress).await;
+        let result = self.acquire_unrecorded(name, entry, progress, wait.labels().clone()).await;
         match &result {
             Ok(_) => wait.granted(started.elapsed()),
             Err(_) => wait.failed(),
@@ -161,11 +161,13 @@ impl<B: LockBackend> LockClient<B> {
         result
     }
 
+    /// The acquisition itself; its hold's metrics go under `labels`.
     async fn acquire_unrecorded(
         &self,
         name: LockName,
         entry: &EntryRequest,
         progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
+        labels: HoldLabels,
     ) -> Result<Granted, LockError> {
         self.check_open()?;
         self.check_not_waiting_for_itself(&name, entry)?;
@@ -200,7 +202,7 @@ impl<B: LockBackend> LockClient<B> {
             tracing::Span::current().record("token", hold.token.get());
             tracing::info!(recipe, lock = %name, token = hold.token.get(), waited_ms = started.elapsed().as_millis() as u64, "acquired");
             turn.holds(entry.recipe);
-            Ok(Granted::new(name.clone(), hold, turn, runtime, self.labels(&name, entry)))
+            Ok(Granted::new(name.clone(), hold, turn, runtime, labels))
         }
         .instrument(span);
         let result = acquire.await;
@@ -227,6 +229,7 @@ impl<B: LockBackend> LockClient<B> {
         result
     }
 
+    /// [`LockClient::try_acquire`] itself; its hold's metrics go under `labels`.
     async fn try_acquire_unrecorded(
         &self,
         name: LockName,

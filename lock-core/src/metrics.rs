@@ -249,12 +249,16 @@ fn loss_label(reason: LossReason) -> &'static str {
 /// cancelled.
 #[derive(Debug)]
 pub(crate) struct WaitRecord {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     labels: HoldLabels,
     ended: bool,
 }
 
 impl WaitRecord {
+    /// The labels the wait is recorded under.
+    pub(crate) fn labels(&self) -> &HoldLabels {
+        &self.labels
+    }
+
     /// Ends the wait once (later calls do nothing), counting it under `counter`.
     fn end(&mut self, counter: Option<&'static str>) -> bool {
         if std::mem::replace(&mut self.ended, true) {
