@@ -45,16 +45,18 @@ runs = defaultdict(list)
 for line in open(sys.argv[1]):
     d = json.loads(line)
     if d["workload"].startswith("W1"):
-        key = (d["backend"], "W1 cycles/s")
-        value = d.get("cycles_per_s") or d.get("ops_per_s")
+        figures = [("W1 cycles/s", d.get("ops_per_s")), ("W1 client CPU µs/cycle", d.get("client_cpu_us_per_op"))]
     elif d["workload"].startswith("W2"):
-        key = (d["backend"], "W2 %d clients hand-offs/s" % d["clients"])
-        value = d["handoffs_per_s"]
+        figures = [("W2 %d clients hand-offs/s" % d["clients"], d["handoffs_per_s"]),
+                   ("W2 %d clients client CPU µs/hand-off" % d["clients"], d.get("client_cpu_us_per_handoff"))]
     else:
         continue
-    runs[(key, d["variant"])].append(value)
+    for figure, value in figures:
+        if value is not None:
+            runs[((d["backend"], figure), d["variant"])].append(value)
 variants = ["before metrics", "no recorder", "recorder installed"]
-print("%s rounds, W2 %s s each, alternating, one etcd and one ZooKeeper.\n" % (sys.argv[2], sys.argv[3]))
+print("%s rounds, W2 %s s each, alternating, one etcd and one ZooKeeper. Medians (range). Client CPU"
+      " is what metrics could add to: the servers' work is the same.\n" % (sys.argv[2], sys.argv[3]))
 print("| backend | figure | " + " | ".join(variants) + " |")
 print("|---|---|" + "---|" * len(variants))
 for key in sorted({k for k, _ in runs}):

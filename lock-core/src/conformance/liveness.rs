@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{unique_name, wait_for_queue, within, Harness, PROMPTLY};
-use crate::{LockError, LossReason, SessionState};
+use super::{unique_name, wait_for_queue, within, Faults, Harness, PROMPTLY};
+use crate::{DistributedLock, LockError, LockGuard, LossReason, SessionState};
 
 /// Records when the guard's lost signal fires.
 fn record_loss(token: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<Instant> {
@@ -15,6 +15,20 @@ fn record_loss(token: tokio_util::sync::CancellationToken) -> tokio::task::JoinH
         token.cancelled().await;
         Instant::now()
     })
+}
+
+/// A client with faults holding lock `name`, and another client's task queued behind it.
+async fn held_with_a_waiter(
+    h: &dyn Harness,
+    name: &str,
+) -> (Arc<dyn DistributedLock>, Box<dyn Faults>, LockGuard, tokio::task::JoinHandle<LockGuard>) {
+    let (holder, faults) = h.faulty_client().await;
+    let guard = holder.lock(name).await.expect("holder lock");
+    let waiter = h.client().await;
+    let name_owned = name.to_owned();
+    let waiting = tokio::spawn(async move { waiter.lock(&name_owned).await.expect("waiter lock") });
+    wait_for_queue(holder.as_ref(), name, PROMPTLY, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    (holder, faults, guard, waiting)
 }
 
 /// Semantic 4a + 6: A holder cut off from the server: its `lost()` fires, then (not before) the waiter
@@ -58,12 +72,7 @@ pub async fn auto_release_when_holder_is_cut_off(h: &dyn Harness) {
 /// for it again with one entry.
 pub async fn an_unconfirmed_release_does_not_keep_the_lock(h: &dyn Harness) {
     let name = unique_name("unconfirmed-release");
-    let (holder, faults) = h.faulty_client().await;
-    let guard = holder.lock(&name).await.expect("holder lock");
-    let waiter = h.client().await;
-    let name_owned = name.clone();
-    let waiting = tokio::spawn(async move { waiter.lock(&name_owned).await.expect("waiter lock") });
-    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let (holder, faults, guard, waiting) = held_with_a_waiter(h, &name).await;
     faults.cut().await;
     let released = guard.release().await;
     assert!(
@@ -90,12 +99,7 @@ pub async fn an_unconfirmed_release_does_not_keep_the_lock(h: &dyn Harness) {
 /// Semantic 4b: A holder whose session is killed on the server: the waiter gets the lock promptly.
 pub async fn auto_release_when_holder_session_is_killed(h: &dyn Harness) {
     let name = unique_name("killed-holder");
-    let (holder, faults) = h.faulty_client().await;
-    let guard = holder.lock(&name).await.expect("holder lock");
-    let waiter = h.client().await;
-    let name_owned = name.clone();
-    let waiting = tokio::spawn(async move { waiter.lock(&name_owned).await.expect("waiter lock") });
-    wait_for_queue(holder.as_ref(), &name, PROMPTLY, "the waiter to queue", |i| i.waiters.len() == 1).await;
+    let (_holder, faults, guard, waiting) = held_with_a_waiter(h, &name).await;
     faults.expire_session().await;
     let next = within(PROMPTLY, "the waiter acquires after the holder's session ends", waiting).await.expect("waiter");
     assert!(next.fencing_token() > guard.fencing_token());
