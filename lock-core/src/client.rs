@@ -152,10 +152,9 @@ impl<B: LockBackend> LockClient<B> {
         progress: Option<(Duration, &(dyn Fn(WaitProgress) + Send + Sync))>,
         wait: &mut WaitRecord,
     ) -> Result<Granted, LockError> {
-        let started = Instant::now();
         let result = self.acquire_unrecorded(name, entry, progress, wait.labels().clone()).await;
         match &result {
-            Ok(_) => wait.granted(started.elapsed()),
+            Ok(_) => wait.granted(),
             Err(_) => wait.failed(),
         }
         result
@@ -219,10 +218,9 @@ impl<B: LockBackend> LockClient<B> {
     async fn try_acquire(&self, name: LockName, entry: &EntryRequest) -> Result<Option<Granted>, LockError> {
         let labels = self.labels(&name, entry);
         let mut wait = labels.wait_started();
-        let started = Instant::now();
         let result = self.try_acquire_unrecorded(name, entry, labels).await;
         match &result {
-            Ok(Some(_)) => wait.granted(started.elapsed()),
+            Ok(Some(_)) => wait.granted(),
             Ok(None) => wait.missed(),
             Err(_) => wait.failed(),
         }

@@ -270,9 +270,10 @@ impl Hold {
         let labels = self.labels.clone();
         labels.hold_ended(held_for);
         Some(runtime.spawn(async move {
-            let started = Instant::now();
+            // Timed only where metrics record it.
+            let started = labels.is_recording().then(Instant::now);
             let result = if closed { Ok(()) } else { serving("release", server.release()).await };
-            if !closed {
+            if let Some(started) = started.filter(|_| !closed) {
                 labels.released(started.elapsed(), result.is_ok());
             }
             // Only now may the next task of this client queue on the server (its key would

@@ -22,6 +22,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::backend::Recipe;
 use crate::{LockError, LockName, LossReason};
 
@@ -151,23 +153,39 @@ impl MetricNames {
     }
 }
 
-/// The labels of one acquisition's metrics: backend, recipe and perhaps the name.
+/// Whether a recorder is installed (a local one, or the global one). The `metrics` crate has no
+/// such query; its stand-in when none is installed is the zero-sized `NoopRecorder`, so a
+/// zero-sized recorder counts as none. Without a recorder distlock builds no labels and makes
+/// no calls: its paths cost what they cost before metrics.
+pub(crate) fn recording() -> bool {
+    #[cfg(feature = "metrics")]
+    return metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0);
+    #[cfg(not(feature = "metrics"))]
+    false
+}
+
+/// The labels of one acquisition's metrics: backend, recipe and perhaps the name; nothing if
+/// no recorder was installed when the acquisition began (its metrics are then all skipped, so
+/// a gauge it raises is also the one it lowers).
 #[derive(Clone, Debug)]
 pub(crate) struct HoldLabels {
     #[cfg(feature = "metrics")]
-    labels: Arc<[metrics::Label]>,
+    labels: Option<Arc<[metrics::Label]>>,
 }
 
 impl HoldLabels {
     pub(crate) fn new(backend: &'static str, recipe: Recipe, name: &LockName, names: &MetricNames) -> Self {
-        let recipe = recipe_label(recipe);
         #[cfg(feature = "metrics")]
         {
+            if !recording() {
+                return HoldLabels { labels: None };
+            }
+            let recipe = recipe_label(recipe);
             let mut labels = vec![metrics::Label::new("backend", backend), metrics::Label::new("recipe", recipe)];
             if !names.is_empty() && names.labels(name.as_str()) {
                 labels.push(metrics::Label::new("name", name.as_str().to_owned()));
             }
-            HoldLabels { labels: labels.into() }
+            HoldLabels { labels: Some(labels.into()) }
         }
         #[cfg(not(feature = "metrics"))]
         {
@@ -176,26 +194,31 @@ impl HoldLabels {
         }
     }
 
-    #[cfg(feature = "metrics")]
-    fn with(&self, key: &'static str, value: &'static str) -> Vec<metrics::Label> {
-        let mut labels = self.labels.to_vec();
-        labels.push(metrics::Label::new(key, value));
-        labels
+    /// Whether these metrics are recorded (a recorder was installed when the acquisition began).
+    pub(crate) fn is_recording(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.labels.is_some();
+        #[cfg(not(feature = "metrics"))]
+        false
     }
 
     /// An acquisition begins to wait: counted among the waiters until the returned record ends.
     pub(crate) fn wait_started(&self) -> WaitRecord {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(WAITERS, self.labels.iter()).increment(1.0);
-        WaitRecord { labels: self.clone(), ended: false }
+        if let Some(labels) = &self.labels {
+            metrics::gauge!(WAITERS, labels.iter()).increment(1.0);
+        }
+        // Timed only where recorded: a clock read is a cost too.
+        let started = self.is_recording().then(Instant::now);
+        WaitRecord { labels: self.clone(), started, ended: false }
     }
 
     /// A hold ends: how long it lasted.
     pub(crate) fn hold_ended(&self, held: Duration) {
         #[cfg(feature = "metrics")]
-        {
-            metrics::gauge!(HOLDS, self.labels.iter()).decrement(1.0);
-            metrics::histogram!(HOLD_TIME, self.labels.iter()).record(held.as_secs_f64());
+        if let Some(labels) = &self.labels {
+            metrics::gauge!(HOLDS, labels.iter()).decrement(1.0);
+            metrics::histogram!(HOLD_TIME, labels.iter()).record(held.as_secs_f64());
         }
         #[cfg(not(feature = "metrics"))]
         let _ = held;
@@ -204,10 +227,10 @@ impl HoldLabels {
     /// A release finished after `took`, confirmed or not.
     pub(crate) fn released(&self, took: Duration, confirmed: bool) {
         #[cfg(feature = "metrics")]
-        {
-            metrics::histogram!(RELEASE_TIME, self.labels.iter()).record(took.as_secs_f64());
+        if let Some(labels) = &self.labels {
+            metrics::histogram!(RELEASE_TIME, labels.iter()).record(took.as_secs_f64());
             if !confirmed {
-                metrics::counter!(RELEASES_UNCONFIRMED, self.labels.iter()).increment(1);
+                metrics::counter!(RELEASES_UNCONFIRMED, labels.iter()).increment(1);
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -217,13 +240,18 @@ impl HoldLabels {
     /// A hold was lost.
     pub(crate) fn lost(&self, reason: LossReason) {
         #[cfg(feature = "metrics")]
-        metrics::counter!(LOSSES, self.with("reason", loss_label(reason)).iter()).increment(1);
+        if let Some(labels) = &self.labels {
+            let mut labels = labels.to_vec();
+            labels.push(metrics::Label::new("reason", loss_label(reason)));
+            metrics::counter!(LOSSES, labels).increment(1);
+        }
         #[cfg(not(feature = "metrics"))]
         let _ = reason;
     }
 }
 
 /// How a recipe reads as a label.
+#[cfg(feature = "metrics")]
 fn recipe_label(recipe: Recipe) -> &'static str {
     match recipe {
         Recipe::Lock => "lock",
@@ -250,6 +278,9 @@ fn loss_label(reason: LossReason) -> &'static str {
 #[derive(Debug)]
 pub(crate) struct WaitRecord {
     labels: HoldLabels,
+    /// When the wait began, if recorded.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    started: Option<Instant>,
     ended: bool,
 }
 
@@ -260,55 +291,51 @@ impl WaitRecord {
     }
 
     /// Ends the wait once (later calls do nothing), counting it under `counter`.
-    fn end(&mut self, counter: Option<&'static str>) -> bool {
+    fn end(&mut self, counter: &'static str) -> bool {
         if std::mem::replace(&mut self.ended, true) {
             return false;
         }
         #[cfg(feature = "metrics")]
-        {
-            metrics::gauge!(WAITERS, self.labels.labels.iter()).decrement(1.0);
-            if let Some(counter) = counter {
-                metrics::counter!(counter, self.labels.labels.iter()).increment(1);
-            }
+        if let Some(labels) = &self.labels.labels {
+            metrics::gauge!(WAITERS, labels.iter()).decrement(1.0);
+            metrics::counter!(counter, labels.iter()).increment(1);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = counter;
         true
     }
 
-    /// Granted after `waited`: counted among the holds until [`HoldLabels::hold_ended`].
-    pub(crate) fn granted(&mut self, waited: Duration) {
-        if !self.end(Some(ACQUISITIONS)) {
-            return;
-        }
+    /// Granted: the wait's time, and counted among the holds until [`HoldLabels::hold_ended`].
+    pub(crate) fn granted(&mut self) {
+        let ended_now = self.end(ACQUISITIONS);
         #[cfg(feature = "metrics")]
-        {
-            metrics::histogram!(ACQUIRE_WAIT, self.labels.labels.iter()).record(waited.as_secs_f64());
-            metrics::gauge!(HOLDS, self.labels.labels.iter()).increment(1.0);
+        if let (true, Some(labels), Some(started)) = (ended_now, &self.labels.labels, self.started) {
+            metrics::histogram!(ACQUIRE_WAIT, labels.iter()).record(started.elapsed().as_secs_f64());
+            metrics::gauge!(HOLDS, labels.iter()).increment(1.0);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = waited;
+        let _ = ended_now;
     }
 
     /// A `try_` call found the name taken.
     pub(crate) fn missed(&mut self) {
-        let _ = self.end(Some(TRY_MISSES));
+        let _ = self.end(TRY_MISSES);
     }
 
     /// The timeout ran out first.
     pub(crate) fn timed_out(&mut self) {
-        let _ = self.end(Some(TIMEOUTS));
+        let _ = self.end(TIMEOUTS);
     }
 
     /// The acquisition failed with an error.
     pub(crate) fn failed(&mut self) {
-        let _ = self.end(Some(ACQUIRE_ERRORS));
+        let _ = self.end(ACQUIRE_ERRORS);
     }
 }
 
 impl Drop for WaitRecord {
     fn drop(&mut self) {
-        let _ = self.end(Some(CANCELLATIONS));
+        let _ = self.end(CANCELLATIONS);
     }
 }
 
@@ -317,9 +344,13 @@ tokio::task_local! {
     static OPERATION: &'static str;
 }
 
-/// Runs `future` with its server requests counted as serving `operation`.
+/// Runs `future` with its server requests counted as serving `operation` (where recorded).
 pub(crate) async fn serving<F: std::future::Future>(operation: &'static str, future: F) -> F::Output {
-    OPERATION.scope(operation, future).await
+    if recording() {
+        OPERATION.scope(operation, future).await
+    } else {
+        future.await
+    }
 }
 
 /// Counts one request to the server of `backend`, by the operation the current task serves
@@ -330,7 +361,7 @@ pub(crate) async fn serving<F: std::future::Future>(operation: &'static str, fut
 /// ```
 pub fn server_request(backend: &'static str) {
     #[cfg(feature = "metrics")]
-    {
+    if recording() {
         let kind = OPERATION.try_with(|operation| *operation).unwrap_or("background");
         metrics::counter!(SERVER_REQUESTS, "backend" => backend, "kind" => kind).increment(1);
     }
@@ -341,7 +372,9 @@ pub fn server_request(backend: &'static str) {
 /// Counts one request sent again after an ambiguous or failed reply.
 pub(crate) fn retry(backend: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(RETRIES, "backend" => backend).increment(1);
+    if recording() {
+        metrics::counter!(RETRIES, "backend" => backend).increment(1);
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = backend;
 }
@@ -394,7 +427,8 @@ pub(crate) mod sessions {
         }
     }
 
-    /// A session moved from `from` (`None`: it is new) to `to`.
+    /// A session moved from `from` (`None`: it is new) to `to`. Called only for sessions opened
+    /// while a recorder was installed ([`super::recording`]), so the gauge's raises and drops pair.
     pub(crate) fn moved(backend: &'static str, from: Option<SessionState>, to: SessionState) {
         #[cfg(feature = "metrics")]
         {
@@ -458,6 +492,10 @@ pub(crate) mod sessions {
         pub(crate) fn report(&self, ratio: Option<f64>) {
             #[cfg(feature = "metrics")]
             {
+                let recording = super::recording();
+                if ratio.is_some() && !recording {
+                    return;
+                }
                 let mut ages = AGES.lock().unwrap_or_else(|p| p.into_inner());
                 let ages = ages.get_or_insert_with(HashMap::new);
                 match ratio {
@@ -466,7 +504,9 @@ pub(crate) mod sessions {
                 };
                 let backend = self.key.0;
                 let worst = ages.iter().filter(|((b, _), _)| *b == backend).map(|(_, r)| *r).fold(0.0, f64::max);
-                metrics::gauge!(super::KEEPALIVE_AGE, "backend" => backend).set(worst);
+                if recording {
+                    metrics::gauge!(super::KEEPALIVE_AGE, "backend" => backend).set(worst);
+                }
             }
             #[cfg(not(feature = "metrics"))]
             let _ = ratio;

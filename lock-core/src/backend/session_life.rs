@@ -259,7 +259,9 @@ impl SessionLife {
 impl Drop for SessionLife {
     fn drop(&mut self) {
         // A session dropped while live leaves the metrics' count of live sessions.
-        crate::metrics::sessions::dropped(self.state.backend(), self.state.get());
+        if self.state.recorded() {
+            crate::metrics::sessions::dropped(self.state.backend(), self.state.get());
+        }
     }
 }
 

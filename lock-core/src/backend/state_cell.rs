@@ -19,6 +19,8 @@ use crate::SessionState;
 #[derive(Debug, Clone)]
 pub struct SessionStateCell {
     backend: &'static str,
+    /// Whether metrics count this session (a recorder was installed when it opened).
+    recorded: bool,
     tx: watch::Sender<SessionState>,
 }
 
@@ -30,8 +32,11 @@ impl SessionStateCell {
     /// assert!(cell.get().is_connected());
     /// ```
     pub fn new(backend: &'static str) -> Self {
-        crate::metrics::sessions::moved(backend, None, SessionState::Connected);
-        SessionStateCell { backend, tx: watch::Sender::new(SessionState::Connected) }
+        let recorded = crate::metrics::recording();
+        if recorded {
+            crate::metrics::sessions::moved(backend, None, SessionState::Connected);
+        }
+        SessionStateCell { backend, recorded, tx: watch::Sender::new(SessionState::Connected) }
     }
 
     /// The backend's name, as given to [`SessionStateCell::new`].
@@ -41,6 +46,11 @@ impl SessionStateCell {
     /// ```
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// Whether metrics count this session (see [`crate::metrics`]).
+    pub(crate) fn recorded(&self) -> bool {
+        self.recorded
     }
 
     /// The current state.
@@ -74,7 +84,9 @@ impl SessionStateCell {
                 SessionState::Expired => tracing::warn!(backend, "session expired: held locks are lost"),
                 SessionState::Closed => tracing::info!(backend, "session closed by the client"),
             }
-            crate::metrics::sessions::moved(backend, Some(*current), state);
+            if self.recorded {
+                crate::metrics::sessions::moved(backend, Some(*current), state);
+            }
             *current = state;
             true
         })
