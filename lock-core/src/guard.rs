@@ -77,6 +77,7 @@ impl LockGuard {
         labels: HoldLabels,
     ) -> Self {
         let ServerHold { token, loss, release, proclaim: _ } = hold;
+        labels.hold_started();
         loss.count_in_metrics(labels.clone());
         LockGuard {
             hold: Arc::new(Hold {

@@ -213,6 +213,14 @@ impl HoldLabels {
         WaitRecord { labels: self.clone(), started, ended: false }
     }
 
+    /// A hold begins (a guard is made): counted among the holds until [`HoldLabels::hold_ended`].
+    pub(crate) fn hold_started(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(labels) = &self.labels {
+            metrics::gauge!(HOLDS, labels.iter()).increment(1.0);
+        }
+    }
+
     /// A hold ends: how long it lasted.
     pub(crate) fn hold_ended(&self, held: Duration) {
         #[cfg(feature = "metrics")]
@@ -305,13 +313,12 @@ impl WaitRecord {
         true
     }
 
-    /// Granted: the wait's time, and counted among the holds until [`HoldLabels::hold_ended`].
+    /// Granted: an acquisition, and the wait's time.
     pub(crate) fn granted(&mut self) {
         let ended_now = self.end(ACQUISITIONS);
         #[cfg(feature = "metrics")]
         if let (true, Some(labels), Some(started)) = (ended_now, &self.labels.labels, self.started) {
             metrics::histogram!(ACQUIRE_WAIT, labels.iter()).record(started.elapsed().as_secs_f64());
-            metrics::gauge!(HOLDS, labels.iter()).increment(1.0);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = ended_now;
