@@ -155,8 +155,8 @@ impl MetricNames {
 
 /// Whether a recorder is installed (a local one, or the global one). The `metrics` crate has no
 /// such query; its stand-in when none is installed is the zero-sized `NoopRecorder`, so a
-/// zero-sized recorder counts as none. Without a recorder distlock builds no labels and makes
-/// no calls: its paths cost what they cost before metrics.
+/// zero-sized recorder counts as none. Without a recorder distlock builds no labels, reads no
+/// clock for metrics and makes no metric calls: its paths pay this check and nothing more.
 pub(crate) fn recording() -> bool {
     #[cfg(feature = "metrics")]
     return metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0);
