@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The suites against the containers of docker-compose.yml, as its users run them:
-#   1. the images, built from docker/*/Dockerfile on a debian:bookworm-slim that
-#      docker/base-image.sh makes (debootstrap + docker import) where no registry can be reached;
+#   1. the images (scripts/docker-images.sh: built from docker/*/Dockerfile on a
+#      debian:bookworm-slim that docker/base-image.sh makes where no registry can be reached),
+#      waited for where scripts/test.sh started their build in the background;
 #   2. the compose project up under its own name; `up -d` returns once all six members are healthy;
 #   3. the conformance suites on the 3-node etcd cluster and the 3-node ZooKeeper ensemble, the
 #      smoke tests that use shared servers, and the quickstart on both URLs;
@@ -91,10 +92,16 @@ quickstarts() {
 
 echo "--> ${compose[*]} config -q"
 "${compose[@]}" config -q
-step "docker/base-image.sh"
-docker/base-image.sh
-step "${compose[*]} build"
-"${compose[@]}" build -q
+if [ -n "${DISTLOCK_IMAGES_STATUS:-}" ]; then
+  # scripts/test.sh started the build in the background.
+  step "the images (scripts/docker-images.sh, started by scripts/test.sh)"
+  for _ in $(seq 1800); do [ -s "$DISTLOCK_IMAGES_STATUS" ] && break; sleep 1; done
+  cat "${DISTLOCK_IMAGES_LOG:-/dev/null}" || true
+  [ "$(cat "$DISTLOCK_IMAGES_STATUS" 2>/dev/null)" = 0 ] || { echo "the images did not build"; exit 1; }
+else
+  step "the images (scripts/docker-images.sh)"
+  scripts/docker-images.sh
+fi
 step "${compose[*]} up -d"
 "${compose[@]}" up -d
 step "conformance (3-node etcd, 3-node ZooKeeper), smoke tests and quickstart against the containers"

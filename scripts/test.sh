@@ -34,6 +34,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q "${missing[@]}"
 fi
 
+# The compose file's images build in the background while the crates compile (scripts/docker-images.sh);
+# scripts/docker-test.sh waits for them.
+if docker info >/dev/null 2>&1; then
+  images_dir=$(mktemp -d)
+  export DISTLOCK_IMAGES_STATUS="$images_dir/status" DISTLOCK_IMAGES_LOG="$images_dir/log"
+  (scripts/docker-images.sh "$DISTLOCK_IMAGES_STATUS" >"$DISTLOCK_IMAGES_LOG" 2>&1 &)
+fi
+
 leftovers() {
   # Servers the harness started run with data in a distlock-test-* dir under this run's TMPDIR.
   pgrep -af "$TMPDIR/distlock-test-" | grep -E 'etcd|java' || true
@@ -87,7 +95,8 @@ echo "==> quickstart (mem://, no server)"
 CARGO_TARGET_DIR=target/first-hour cargo run -q --example quickstart >/dev/null || status=$?
 echo "==> metrics example (mem://, the scrape it prints)"
 # Built by `cargo test` above. Its scrape must count the loss it causes.
-target/debug/examples/metrics | grep -q '^distlock_losses_total{backend="mem",recipe="lock",name="jobs/nightly-report",reason="session_expired"} 1$' \
+scrape=$(target/debug/examples/metrics) || status=1
+grep -q '^distlock_losses_total{backend="mem",recipe="lock",name="jobs/nightly-report",reason="session_expired"} 1$' <<<"$scrape" \
   || { echo "the metrics example's scrape lacks its loss"; status=1; }
 
 # The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_* variables.
