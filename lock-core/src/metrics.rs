@@ -67,25 +67,37 @@ pub const SESSION_ENDS: &str = "distlock_session_ends_total";
 /// past their deadline (a session past it has lost its holds, counted in [`LOSSES`]).
 pub const KEEPALIVE_AGE: &str = "distlock_keepalive_age_ratio";
 
-/// Every metric distlock records, for documentation checks and dashboards.
-pub const ALL: &[&str] = &[
-    ACQUIRE_WAIT,
-    HOLD_TIME,
-    RELEASE_TIME,
-    ACQUISITIONS,
-    TRY_MISSES,
-    TIMEOUTS,
-    CANCELLATIONS,
-    ACQUIRE_ERRORS,
-    LOSSES,
-    RELEASES_UNCONFIRMED,
-    SERVER_REQUESTS,
-    RETRIES,
-    HOLDS,
-    WAITERS,
-    SESSIONS,
-    SESSION_ENDS,
-    KEEPALIVE_AGE,
+/// What kind of metric a name is; histograms are in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of durations, in seconds.
+    Histogram,
+}
+
+/// Every metric distlock records, with its kind and description: what exporters show, and what
+/// documentation checks and dashboards list.
+pub const ALL: &[(&str, MetricKind, &str)] = &[
+    (ACQUIRE_WAIT, MetricKind::Histogram, "Time from an acquire call to its grant."),
+    (HOLD_TIME, MetricKind::Histogram, "Time from a grant to the start of its release."),
+    (RELEASE_TIME, MetricKind::Histogram, "Time a release took, confirmed or not."),
+    (ACQUISITIONS, MetricKind::Counter, "Acquisitions granted."),
+    (TRY_MISSES, MetricKind::Counter, "try_ calls that found the name taken."),
+    (TIMEOUTS, MetricKind::Counter, "Acquisitions whose timeout ran out before the grant."),
+    (CANCELLATIONS, MetricKind::Counter, "Acquisitions dropped before they finished."),
+    (ACQUIRE_ERRORS, MetricKind::Counter, "Acquisitions that failed with an error."),
+    (LOSSES, MetricKind::Counter, "Holds lost, by reason."),
+    (RELEASES_UNCONFIRMED, MetricKind::Counter, "Releases the server did not confirm."),
+    (SERVER_REQUESTS, MetricKind::Counter, "Requests sent to the server, by the operation they served."),
+    (RETRIES, MetricKind::Counter, "Requests sent again after an ambiguous or failed reply."),
+    (HOLDS, MetricKind::Gauge, "Holds of this process's clients."),
+    (WAITERS, MetricKind::Gauge, "Acquisitions of this process's clients waiting."),
+    (SESSIONS, MetricKind::Gauge, "Live sessions of this process, by state."),
+    (SESSION_ENDS, MetricKind::Counter, "Sessions that ended, expired or closed."),
+    (KEEPALIVE_AGE, MetricKind::Gauge, "Time since the last acknowledged keepalive over the TTL, worst session."),
 ];
 
 /// The lock names a client labels its metrics with: each entry names a lock and every lock
@@ -390,28 +402,12 @@ pub(crate) fn retry(backend: &'static str) {
 /// exporters show them. [`crate::LockClient::new`] calls it.
 pub(crate) fn describe() {
     #[cfg(feature = "metrics")]
-    {
-        use metrics::Unit;
-        metrics::describe_histogram!(ACQUIRE_WAIT, Unit::Seconds, "Time from an acquire call to its grant.");
-        metrics::describe_histogram!(HOLD_TIME, Unit::Seconds, "Time from a grant to the start of its release.");
-        metrics::describe_histogram!(RELEASE_TIME, Unit::Seconds, "Time a release took, confirmed or not.");
-        metrics::describe_counter!(ACQUISITIONS, "Acquisitions granted.");
-        metrics::describe_counter!(TRY_MISSES, "try_ calls that found the name taken.");
-        metrics::describe_counter!(TIMEOUTS, "Acquisitions whose timeout ran out before the grant.");
-        metrics::describe_counter!(CANCELLATIONS, "Acquisitions dropped before they finished.");
-        metrics::describe_counter!(ACQUIRE_ERRORS, "Acquisitions that failed with an error.");
-        metrics::describe_counter!(LOSSES, "Holds lost, by reason.");
-        metrics::describe_counter!(RELEASES_UNCONFIRMED, "Releases the server did not confirm.");
-        metrics::describe_counter!(SERVER_REQUESTS, "Requests sent to the server, by the operation they served.");
-        metrics::describe_counter!(RETRIES, "Requests sent again after an ambiguous or failed reply.");
-        metrics::describe_gauge!(HOLDS, "Holds of this process's clients.");
-        metrics::describe_gauge!(WAITERS, "Acquisitions of this process's clients waiting.");
-        metrics::describe_gauge!(SESSIONS, "Live sessions of this process, by state.");
-        metrics::describe_counter!(SESSION_ENDS, "Sessions that ended, expired or closed.");
-        metrics::describe_gauge!(
-            KEEPALIVE_AGE,
-            "Time since the last acknowledged keepalive over the TTL, worst session."
-        );
+    for &(name, kind, help) in ALL {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, help),
+            MetricKind::Histogram => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
     }
 }
 

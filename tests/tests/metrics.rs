@@ -137,7 +137,7 @@ async fn every_documented_metric_is_recorded_with_a_plausible_value() {
     // once), and retries after failed replies (etcd retries the cut-off release).
     assert!(sum(&samples, metrics::RELEASES_UNCONFIRMED, &["backend=\"mem\""]).unwrap_or(0.0) >= 1.0, "{text}");
     assert!(sum(&samples, metrics::RETRIES, &["backend=\"etcd\""]).unwrap_or(0.0) >= 1.0, "{text}");
-    for metric in metrics::ALL {
+    for (metric, _, _) in metrics::ALL {
         assert!(text.contains(&format!("\n{metric}")), "{metric} is not in the scrape:\n{text}");
     }
     println!("{text}");
@@ -149,7 +149,8 @@ async fn every_documented_metric_is_recorded_with_a_plausible_value() {
         .filter_map(|line| line.strip_prefix("| `distlock_"))
         .filter_map(|rest| rest.split('`').next())
         .collect();
-    let mut expected: Vec<String> = metrics::ALL.iter().map(|m| m.trim_start_matches("distlock_").to_owned()).collect();
+    let mut expected: Vec<String> =
+        metrics::ALL.iter().map(|(m, _, _)| m.trim_start_matches("distlock_").to_owned()).collect();
     expected.sort();
     let mut documented: Vec<String> = documented.iter().map(|m| (*m).to_owned()).collect();
     documented.sort();
