@@ -15,7 +15,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, Txn
 use tokio_util::sync::CancellationToken;
 
 use crate::place::Place;
-use crate::queue::fenced_delete;
+use crate::queue::{delete_in_background, fenced_delete};
 use crate::release_marker::{marker_of, markers_refused};
 use crate::session::EtcdSession;
 use crate::watch::{wait_for_delete, WaitEnd};
@@ -206,11 +206,13 @@ impl ServerRelease for EtcdRelease {
             Err(LockError::SessionExpired { .. }) => Ok(()),
             Err(error) => {
                 // Retried in the background, fenced; the session queues here again only after.
-                let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
-                self.session.cleanups.start(&self.queue_prefix).retry_until_done(self.key.clone(), move || {
-                    let (session, txn) = (session.clone(), fenced_delete(&key, Some(revision), session.lease));
-                    async move { session.txn("release the lock", txn).await.map(drop) }
-                });
+                delete_in_background(
+                    &self.session,
+                    &self.queue_prefix,
+                    &self.key,
+                    Some(self.revision),
+                    "release the lock",
+                );
                 Err(LockError::ReleaseUnconfirmed {
                     name: self.key.clone(),
                     token: FencingToken::new(self.revision as u64),

@@ -138,12 +138,30 @@ impl Drop for KeyCleanup {
         if !self.armed {
             return;
         }
-        let (session, key, revision) = (self.session.clone(), self.key.clone(), self.revision);
-        self.session.cleanups.start(&self.queue_prefix).retry_until_done(self.key.clone(), move || {
-            let (session, txn) = (session.clone(), fenced_delete(&key, revision, session.lease));
-            async move { session.txn("delete a cancelled waiter's key", txn).await.map(drop) }
-        });
+        delete_in_background(
+            &self.session,
+            &self.queue_prefix,
+            &self.key,
+            self.revision,
+            "delete a cancelled waiter's key",
+        );
     }
+}
+
+/// Deletes `key` (fenced by `revision` where known) in the background until the delete is
+/// confirmed or the session ends; until then `session` does not queue in `queue_prefix` again.
+pub(crate) fn delete_in_background(
+    session: &Arc<EtcdSession>,
+    queue_prefix: &str,
+    key: &str,
+    revision: Option<i64>,
+    op: &'static str,
+) {
+    let (session_owned, key_owned) = (session.clone(), key.to_owned());
+    session.cleanups.start(queue_prefix).retry_until_done(key.to_owned(), move || {
+        let (session, txn) = (session_owned.clone(), fenced_delete(&key_owned, revision, session_owned.lease));
+        async move { session.txn(op, txn).await.map(drop) }
+    });
 }
 
 /// The key `session` queues with for `name`: `<prefix>/<name>/<lease-id hex>`, with a
