@@ -136,6 +136,22 @@ impl PendingCleanups {
         Cleanup { done }
     }
 
+    /// Whether any background delete of the session is still in flight (a check that needs no
+    /// lock's name, for paths where naming it costs something).
+    ///
+    /// ```
+    /// let pending = distlock_core::backend::PendingCleanups::default();
+    /// assert!(!pending.any_pending());
+    /// let cleanup = pending.start("locks/a");
+    /// assert!(pending.any_pending());
+    /// cleanup.finish();
+    /// assert!(!pending.any_pending());
+    /// ```
+    pub fn any_pending(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.values().flatten().any(|t| !t.is_cancelled())
+    }
+
     /// Whether a background delete under `lock` is still in flight.
     pub fn is_pending(&self, lock: &str) -> bool {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());

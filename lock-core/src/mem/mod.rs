@@ -299,7 +299,9 @@ impl MemBackend {
     ) -> Result<(QueuedEntry, server::Enqueued), LockError> {
         let session = self.live_session()?;
         let queue = QueueId::of(name, request.recipe);
-        session.shared.cleanups.wait(&queue.label(), &session.shared.life).await;
+        if session.shared.cleanups.any_pending() {
+            session.shared.cleanups.wait(&queue.label(), &session.shared.life).await;
+        }
         let enqueued = session.shared.enqueue(name, request.recipe, &request.value)?;
         let entry = QueuedEntry {
             session,

@@ -110,8 +110,8 @@ impl SessionShared {
             self.server.remove(queue, token);
             return;
         }
-        let (shared, queue_owned) = (self.clone(), queue.clone());
-        self.cleanups.start(&queue.label()).retry_until_done(format!("{} {token}", queue.label()), move || {
+        let (shared, queue_owned, label) = (self.clone(), queue.clone(), queue.label());
+        self.cleanups.start(&label).retry_until_done(format!("{label} {token}"), move || {
             let (shared, queue) = (shared.clone(), queue_owned.clone());
             async move {
                 tokio::select! {
