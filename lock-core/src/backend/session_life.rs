@@ -154,8 +154,17 @@ impl SessionLife {
     /// let life = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
     /// life.expire();
     /// assert!(life.is_ended());
+    /// let closed = distlock_core::backend::SessionLife::new("mem", std::time::Duration::from_secs(1));
+    /// closed.close();
+    /// closed.expire(); // after close, the session stays closed
+    /// assert_eq!(closed.state(), distlock_core::SessionState::Closed);
     /// ```
     pub fn expire(&self) {
+        // A session the client closed (or that already expired) has fired its holds: a request
+        // failing afterwards with "expired" must not change why they were lost.
+        if self.is_ended() {
+            return;
+        }
         // Ended first: whoever learns of the expiry (from the state or a hold's loss) and locks
         // again must find this session ended, or the new lock would be sent on the dead session.
         self.ended.cancel();
