@@ -11,6 +11,7 @@ use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, Lock
 /// | `mem://[name][?ttl=10s]` | in-process server `name` (default: the process-wide one) | always |
 /// | `etcd://`, `etcds://` | etcd | `etcd` |
 /// | `zk://` | ZooKeeper | `zookeeper` |
+/// | `redis://`, `rediss://` | Redis | `redis` |
 ///
 /// Every scheme takes `metrics_names=jobs/,payments/settle`: the lock names (and, ending in `/`,
 /// the prefixes) whose metrics carry a `name` label ([`crate::metrics::MetricNames`]).
@@ -25,7 +26,7 @@ use distlock_core::{parse_duration, DistributedLock, LockClient, LockError, Lock
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock::LockError> {
 /// let locks = distlock::connect("mem://?ttl=5s").await?;
 /// assert!(locks.session_state().is_connected());
-/// assert!(distlock::connect("redis://localhost").await.is_err());
+/// assert!(distlock::connect("nats://localhost").await.is_err());
 /// # Ok(()) }
 /// ```
 pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
@@ -38,11 +39,12 @@ pub async fn connect(url: &str) -> Result<Box<dyn DistributedLock>, LockError> {
 /// ```
 /// assert_eq!(distlock::ttl_param("zk"), Some("session_timeout"));
 /// assert_eq!(distlock::ttl_param("etcd"), Some("ttl"));
-/// assert_eq!(distlock::ttl_param("redis"), None);
+/// assert_eq!(distlock::ttl_param("redis"), Some("ttl"));
+/// assert_eq!(distlock::ttl_param("nats"), None);
 /// ```
 pub fn ttl_param(scheme: &str) -> Option<&'static str> {
     match scheme {
-        "mem" | "etcd" | "etcds" => Some("ttl"),
+        "mem" | "etcd" | "etcds" | "redis" | "rediss" => Some("ttl"),
         "zk" => Some("session_timeout"),
         _ => None,
     }
@@ -70,6 +72,8 @@ pub async fn connect_url(parsed: &LockUrl) -> Result<Box<dyn DistributedLock>, L
         "etcd" | "etcds" => Ok(Box::new(distlock_etcd::connect_url(&parsed).await?.with_metric_names(names))),
         #[cfg(feature = "zookeeper")]
         "zk" => Ok(Box::new(distlock_zk::connect_url(&parsed).await?.with_metric_names(names))),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Box::new(distlock_redis::connect_url(&parsed).await?.with_metric_names(names))),
         _ => connect_mem(&parsed, names),
     }
 }
@@ -79,9 +83,11 @@ pub async fn connect_url(parsed: &LockUrl) -> Result<Box<dyn DistributedLock>, L
 struct Compiled {
     etcd: bool,
     zookeeper: bool,
+    redis: bool,
 }
 
-const COMPILED: Compiled = Compiled { etcd: cfg!(feature = "etcd"), zookeeper: cfg!(feature = "zookeeper") };
+const COMPILED: Compiled =
+    Compiled { etcd: cfg!(feature = "etcd"), zookeeper: cfg!(feature = "zookeeper"), redis: cfg!(feature = "redis") };
 
 /// Refuses a scheme that is unknown, or whose backend `compiled` lacks (naming the feature).
 fn check_compiled(url: &LockUrl, compiled: Compiled) -> Result<(), LockError> {
@@ -92,9 +98,11 @@ fn check_compiled(url: &LockUrl, compiled: Compiled) -> Result<(), LockError> {
         "etcd" | "etcds" => not_enabled("etcd"),
         "zk" if compiled.zookeeper => Ok(()),
         "zk" => not_enabled("zookeeper"),
+        "redis" | "rediss" if compiled.redis => Ok(()),
+        "redis" | "rediss" => not_enabled("redis"),
         other => Err(LockError::InvalidUrl {
             url: url.to_string(),
-            reason: format!("unknown scheme {other:?}; use mem://, etcd://, etcds:// or zk://"),
+            reason: format!("unknown scheme {other:?}; use mem://, etcd://, etcds://, zk://, redis:// or rediss://"),
         }),
     }
 }
@@ -146,9 +154,16 @@ mod tests {
 
     #[test]
     fn schemes_of_backends_not_compiled_in_name_their_feature() {
-        let none = Compiled { etcd: false, zookeeper: false };
-        let all = Compiled { etcd: true, zookeeper: true };
-        for (url, feature) in [("etcd://h", "etcd"), ("etcds://h", "etcd"), ("zk://h", "zookeeper")] {
+        let none = Compiled { etcd: false, zookeeper: false, redis: false };
+        let all = Compiled { etcd: true, zookeeper: true, redis: true };
+        let table = [
+            ("etcd://h", "etcd"),
+            ("etcds://h", "etcd"),
+            ("zk://h", "zookeeper"),
+            ("redis://h", "redis"),
+            ("rediss://h", "redis"),
+        ];
+        for (url, feature) in table {
             let url = LockUrl::parse(url).unwrap();
             let err = check_compiled(&url, none).unwrap_err();
             assert!(matches!(err, LockError::BackendNotEnabled { .. }), "{url}");
@@ -156,7 +171,7 @@ mod tests {
             assert!(check_compiled(&url, all).is_ok(), "{url}");
         }
         assert!(check_compiled(&LockUrl::parse("mem://").unwrap(), none).is_ok());
-        let unknown = check_compiled(&LockUrl::parse("redis://h").unwrap(), all).unwrap_err();
+        let unknown = check_compiled(&LockUrl::parse("nats://h").unwrap(), all).unwrap_err();
         assert!(unknown.to_string().contains("unknown scheme"), "{unknown}");
     }
 

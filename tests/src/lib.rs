@@ -1,8 +1,8 @@
 //! # distlock-tests
 //!
-//! The harness that runs real etcd and ZooKeeper servers for distlock's tests, never mocks:
-//! single nodes and 3-node clusters on free loopback ports in temporary directories
-//! ([`EtcdCluster`], [`ZkEnsemble`]); member control (SIGKILL, SIGSTOP/SIGCONT, restart); a
+//! The harness that runs real etcd, ZooKeeper and Redis servers for distlock's tests, never
+//! mocks: single nodes and 3-node clusters on free loopback ports in temporary directories
+//! ([`EtcdCluster`], [`ZkEnsemble`], [`RedisDeployment`]); member control (SIGKILL, SIGSTOP/SIGCONT, restart); a
 //! [`TcpProxy`] that cuts, black-holes or delays connections; test certificates for TLS servers
 //! ([`tls`]); and servers shared by all tests of one test binary ([`shared`]), which
 //! `DISTLOCK_TEST_ETCD` / `DISTLOCK_TEST_ZK` can replace with servers already running.
@@ -21,6 +21,8 @@ pub mod peer_process;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod redis_server;
+pub mod redis_harness;
 pub mod scenarios;
 pub mod shared;
 pub mod tls;
@@ -33,6 +35,8 @@ pub use etcd_harness::EtcdHarness;
 pub use peer_net::PeerNet;
 pub use process::ServerProcess;
 pub use proxy::{ProxyMode, ProxyOptions, ProxySet, TcpProxy};
+pub use redis_server::RedisDeployment;
+pub use redis_harness::RedisHarness;
 pub use zk::ZkEnsemble;
 pub use zk_harness::ZkHarness;
 

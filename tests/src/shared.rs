@@ -81,3 +81,37 @@ pub async fn zookeeper_ensemble() -> &'static Target<ZkEnsemble> {
         })
         .await
 }
+
+/// The shared Redis primary: `DISTLOCK_TEST_REDIS` (`host:port`), else a `redis-server`
+/// started once for this binary.
+pub async fn redis() -> &'static Target<crate::RedisDeployment> {
+    static REDIS: OnceCell<Target<crate::RedisDeployment>> = OnceCell::const_new();
+    REDIS
+        .get_or_init(|| async {
+            if let Some(endpoints) = endpoints_from(std::env::var("DISTLOCK_TEST_REDIS").ok().as_deref()) {
+                return Target { endpoints, started: None };
+            }
+            let deployment = crate::RedisDeployment::start(false, crate::redis_server::Durability::None)
+                .await
+                .expect("starting the shared Redis");
+            Target { endpoints: vec![deployment.endpoint()], started: Some(deployment) }
+        })
+        .await
+}
+
+/// A shared Redis primary with a replica (`DISTLOCK_TEST_REDIS_REPLICATED` names the primary
+/// of one running): clients talk to the primary, which replicates every script to the replica.
+pub async fn redis_replicated() -> &'static Target<crate::RedisDeployment> {
+    static REDIS: OnceCell<Target<crate::RedisDeployment>> = OnceCell::const_new();
+    REDIS
+        .get_or_init(|| async {
+            if let Some(endpoints) = endpoints_from(std::env::var("DISTLOCK_TEST_REDIS_REPLICATED").ok().as_deref()) {
+                return Target { endpoints, started: None };
+            }
+            let deployment = crate::RedisDeployment::start(true, crate::redis_server::Durability::None)
+                .await
+                .expect("starting the shared Redis primary and replica");
+            Target { endpoints: vec![deployment.endpoint()], started: Some(deployment) }
+        })
+        .await
+}

@@ -1,0 +1,18 @@
+-- Renews a session for `ttl` ms and reports its entries that are no longer in their queues
+-- (deleted by an operator). ARGV: P, sid, ttl.
+-- Reply: {'expired'} | {'alive', queue key, token, queue key, token, ...} (the missing entries).
+local sid, ttl = ARGV[2], ARGV[3]
+if redis.call('PEXPIRE', session_key(sid), ttl) == 0 then return { 'expired' } end
+local own = entries_key(sid)
+redis.call('PEXPIRE', own, ttl)
+local reply = { 'alive' }
+local entries = redis.call('HGETALL', own)
+for i = 1, #entries, 2 do
+  local score = redis.call('ZSCORE', entries[i], sid)
+  if not score or tonumber(score) ~= tonumber(entries[i + 1]) then
+    redis.call('HDEL', own, entries[i])
+    table.insert(reply, entries[i])
+    table.insert(reply, entries[i + 1])
+  end
+end
+return reply

@@ -1,0 +1,98 @@
+-- distlock's Redis layout, shared by every script (prepended to each one). ARGV[1] is the key
+-- prefix P, ending in ':'.
+--   P s:<sid>           a session; exists while it lives (PX = the session's TTL)
+--   P h:<sid>           the session's entries: queue key -> token (the same TTL)
+--   P q:<kind>:<name>   a queue (kind: lock, rw, sem): sorted set, member = session id, score = token
+--   P e:<kind>:<name>   its records: hash, session id -> recipe char, granted flag ('0'/'1'), value
+--   P t:<name>          the name's token counter: INCR per entry, never reset, never expires
+--   P queues            the set of non-empty queue keys (for inspect_all)
+-- Channels: P w:<sid> tells a session of its entries' grants ('g <token> <queue key>');
+-- P l:<name> tells an election's observers of its leader ('<token> <value>', '' for none).
+-- Granted entries are always a prefix of the queue: entries are only ever removed, never moved.
+local P = ARGV[1]
+
+local function session_key(sid) return P .. 's:' .. sid end
+local function entries_key(sid) return P .. 'h:' .. sid end
+
+local function queue(kind, name)
+  return { q = P .. 'q:' .. kind .. ':' .. name, e = P .. 'e:' .. kind .. ':' .. name, kind = kind, name = name }
+end
+
+-- The queue a queue key names.
+local function queue_of(key)
+  local kind, name = string.match(string.sub(key, #P + 3), '^(%l+):(.*)$')
+  return queue(kind, name)
+end
+
+local function token_text(token) return string.format('%d', tonumber(token)) end
+
+local function is_exclusive(recipe) return recipe == 'L' or recipe == 'E' or recipe == 'W' end
+
+-- The grant rules: whether an entry with `record` is admitted with `ahead` live entries before
+-- it, `exclusive` telling whether one of those is exclusive.
+local function admits(record, ahead, exclusive)
+  local recipe = string.sub(record, 1, 1)
+  if recipe == 'R' then return not exclusive end
+  if recipe == 'P' then return ahead < tonumber(string.sub(record, 3)) end
+  return ahead == 0
+end
+
+local function is_granted(record) return string.sub(record, 2, 2) == '1' end
+
+local function remove(Q, sid)
+  redis.call('ZREM', Q.q, sid)
+  redis.call('HDEL', Q.e, sid)
+  redis.call('HDEL', entries_key(sid), Q.q)
+end
+
+-- Walks the queue from its head: removes entries whose session is gone, marks each entry the
+-- grant rules now admit as granted and tells its session (all but `quiet`'s), and stops at the
+-- first entry not admitted. A release thus wakes exactly the entries it admits.
+local function settle(Q, quiet)
+  local ahead, exclusive, start = 0, false, 0
+  while true do
+    local batch = redis.call('ZRANGE', Q.q, start, start + 31, 'WITHSCORES')
+    if #batch == 0 then return end
+    local removed = 0
+    for i = 1, #batch, 2 do
+      local sid, token = batch[i], batch[i + 1]
+      local record = redis.call('HGET', Q.e, sid)
+      if not record or redis.call('EXISTS', session_key(sid)) == 0 then
+        remove(Q, sid)
+        removed = removed + 1
+      else
+        if not admits(record, ahead, exclusive) then return end
+        if not is_granted(record) then
+          redis.call('HSET', Q.e, sid, string.sub(record, 1, 1) .. '1' .. string.sub(record, 3))
+          if sid ~= quiet then
+            redis.call('PUBLISH', P .. 'w:' .. sid, 'g ' .. token_text(token) .. ' ' .. Q.q)
+          end
+        end
+        ahead = ahead + 1
+        exclusive = exclusive or is_exclusive(string.sub(record, 1, 1))
+      end
+    end
+    start = start + #batch / 2 - removed
+  end
+end
+
+-- An election's leader as observers see it: '<token> <value>' of the queue's head if that is a
+-- granted candidate, '' if there is none; nil for queues that hold no elections.
+local function leader_of(Q)
+  if Q.kind ~= 'lock' then return nil end
+  local head = redis.call('ZRANGE', Q.q, 0, 0, 'WITHSCORES')
+  if #head == 0 then return '' end
+  local record = redis.call('HGET', Q.e, head[1])
+  if not record or string.sub(record, 1, 1) ~= 'E' or not is_granted(record) then return '' end
+  return token_text(head[2]) .. ' ' .. string.sub(record, 3)
+end
+
+-- After a change: tells observers if the leader changed from `before`, and forgets an empty queue.
+local function announce(Q, before)
+  local after = leader_of(Q)
+  if after ~= before then redis.call('PUBLISH', P .. 'l:' .. Q.name, after) end
+  if redis.call('EXISTS', Q.q) == 0 then
+    redis.call('SREM', P .. 'queues', Q.q)
+    redis.call('DEL', Q.e) -- records an operator's ZREM left behind
+  end
+end

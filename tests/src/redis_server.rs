@@ -1,0 +1,144 @@
+//! Real Redis servers (Debian's `redis-server`): a single primary, or a primary with a replica,
+//! on loopback with temporary directories; with `appendonly yes` + `appendfsync always` when a
+//! test needs restarts to keep every grant.
+
+use std::io;
+use std::time::Duration;
+
+use crate::ports::free_port;
+use crate::process::ServerProcess;
+use crate::{retry_until, temp_dir};
+
+/// How long a start may take before the harness gives up with the server's log.
+const START_BOUND: Duration = Duration::from_secs(20);
+
+/// How a server keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Memory only (no RDB, no AOF): a restart loses everything.
+    None,
+    /// `appendonly yes` with `appendfsync always`: every write is on disk before its reply.
+    AppendFsyncAlways,
+}
+
+/// One `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// The process.
+    pub process: ServerProcess,
+}
+
+impl RedisServer {
+    /// `127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A plain client of this server (RESP2), for checks behind the library's back.
+    pub async fn admin(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(format!("redis://{}", self.endpoint()))?.get_multiplexed_async_connection().await
+    }
+}
+
+/// A primary and, optionally, its replica, started by the harness and stopped on drop.
+#[derive(Debug)]
+pub struct RedisDeployment {
+    /// The primary: clients talk to it.
+    pub primary: RedisServer,
+    /// The replica (`replicaof` the primary), if started.
+    pub replica: Option<RedisServer>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisDeployment {
+    /// Starts a primary, and a replica of it if `replica`, keeping data as `durability` says,
+    /// and waits until the primary answers (and the replica has synced).
+    pub async fn start(replica: bool, durability: Durability) -> io::Result<Self> {
+        let dir = temp_dir("redis")?;
+        let primary = start_server(&dir, "redis-primary", durability, None)?;
+        let replica = match replica {
+            true => Some(start_server(&dir, "redis-replica", durability, Some(primary.port))?),
+            false => None,
+        };
+        let deployment = RedisDeployment { primary, replica, dir };
+        deployment.wait_ready().await?;
+        Ok(deployment)
+    }
+
+    /// The primary's endpoint.
+    pub fn endpoint(&self) -> String {
+        self.primary.endpoint()
+    }
+
+    /// The directory of the servers' files (data, logs).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Waits until the primary answers PING and the replica (if any) reports its link up.
+    pub async fn wait_ready(&self) -> io::Result<()> {
+        let primary = &self.primary;
+        let ping = || async move {
+            let mut admin = primary.admin().await.map_err(io::Error::other)?;
+            redis::cmd("PING").query_async::<String>(&mut admin).await.map_err(io::Error::other)
+        };
+        retry_until(START_BOUND, ping)
+            .await
+            .map_err(|e| io::Error::other(format!("redis primary did not start: {e}\n{}", self.primary.process.log_tail(20))))?;
+        if let Some(replica) = &self.replica {
+            retry_until(START_BOUND, || async {
+                let mut admin = replica.admin().await.map_err(io::Error::other)?;
+                let info: String =
+                    redis::cmd("INFO").arg("replication").query_async(&mut admin).await.map_err(io::Error::other)?;
+                match info.contains("master_link_status:up") {
+                    true => Ok(()),
+                    false => Err(io::Error::other("the replica's link to the primary is not up")),
+                }
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("redis replica did not sync: {e}\n{}", replica.process.log_tail(20))))?;
+        }
+        Ok(())
+    }
+}
+
+fn start_server(
+    dir: &tempfile::TempDir,
+    name: &str,
+    durability: Durability,
+    replica_of: Option<u16>,
+) -> io::Result<RedisServer> {
+    let port = free_port();
+    let data = dir.path().join(name);
+    std::fs::create_dir_all(&data)?;
+    let mut args = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--dir".into(),
+        data.display().to_string(),
+        "--save".into(),
+        "".into(),
+        "--daemonize".into(),
+        "no".into(),
+        "--protected-mode".into(),
+        "no".into(),
+        "--loglevel".into(),
+        "warning".into(),
+    ];
+    match durability {
+        Durability::None => args.extend(["--appendonly".into(), "no".into()]),
+        Durability::AppendFsyncAlways => {
+            args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), "always".into()])
+        }
+    }
+    if let Some(primary) = replica_of {
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
+    }
+    let log = dir.path().join(format!("{name}.log"));
+    let process = ServerProcess::start(name, "redis-server", args, log)?;
+    Ok(RedisServer { port, process })
+}
