@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, then formatting, lints, the quickstart's
-# build without protoc, the docs, every test with every feature (the tests start their own etcd
-# and ZooKeeper servers), the quickstart, the suites against docker-compose.yml's containers
+# build without protoc, the docs, every test with every feature (the tests start their own etcd,
+# ZooKeeper and Redis servers), the quickstart, the suites against docker-compose.yml's containers
 # (where a Docker engine runs), and the crates' packages.
 # Afterwards it checks that no server process of the tests is left running.
 set -euo pipefail
@@ -21,6 +21,7 @@ command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)  # the Curat
 [ -f /usr/share/java/curator-recipes.jar ] || missing+=(libcurator-recipes-java)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # test certificates for etcd over TLS
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if docker info >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)  # the base image, without a registry
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
@@ -44,7 +45,7 @@ fi
 
 leftovers() {
   # Servers the harness started run with data in a distlock-test-* dir under this run's TMPDIR.
-  pgrep -af "$TMPDIR/distlock-test-" | grep -E 'etcd|java' || true
+  pgrep -af "$TMPDIR/distlock-test-" | grep -E 'etcd|java|redis' || true
 }
 
 started=$(date +%s)
@@ -69,9 +70,9 @@ echo "==> the quickstart builds with nothing but cargo: no protoc, no server cli
 # and its dev-dependencies. Neither server client nor the test harness may be in that graph, and a
 # cold build must not need protoc (PROTOC points at a program that fails).
 graph=$(cargo tree -q -p distlock -e normal,dev --prefix none --format '{p}')
-if grep -qE '^(etcd-client|zookeeper-client|distlock-tests|tonic|prost) ' <<<"$graph"; then
+if grep -qE '^(etcd-client|zookeeper-client|redis|distlock-tests|tonic|prost) ' <<<"$graph"; then
   echo "the quickstart's dependency graph pulls a server client or the harness:"
-  grep -E '^(etcd-client|zookeeper-client|distlock-tests|tonic|prost) ' <<<"$graph" | sort -u
+  grep -E '^(etcd-client|zookeeper-client|redis|distlock-tests|tonic|prost) ' <<<"$graph" | sort -u
   status=1
 fi
 if PROTOC=/bin/false CARGO_TARGET_DIR=target/first-hour cargo build -q --example quickstart; then

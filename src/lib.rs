@@ -23,7 +23,7 @@ pub use distlock_core::{
 };
 #[cfg(feature = "etcd")]
 pub use distlock_etcd as etcd;
-#[cfg(feature = "zookeeper")]
-pub use distlock_zk as zookeeper;
 #[cfg(feature = "redis")]
 pub use distlock_redis as redis;
+#[cfg(feature = "zookeeper")]
+pub use distlock_zk as zookeeper;

@@ -189,7 +189,10 @@ impl RedisBuilder {
         let c = self.config;
         validate_ttl("ttl", c.ttl, Duration::from_secs(1))?;
         if c.ttl.subsec_nanos() % 1_000_000 != 0 {
-            return Err(LockError::invalid_config("ttl", format!("{:?}: Redis expiries take whole milliseconds", c.ttl)));
+            return Err(LockError::invalid_config(
+                "ttl",
+                format!("{:?}: Redis expiries take whole milliseconds", c.ttl),
+            ));
         }
         validate_ttl("connect_timeout", c.connect_timeout, Duration::from_millis(100))?;
         validate_ttl("request_timeout", c.request_timeout, Duration::from_millis(100))?;
@@ -351,7 +354,11 @@ mod tests {
         for (url, expected) in table {
             match (parse(url), expected) {
                 (Ok(c), Ok((address, db, prefix, ttl_ms))) => {
-                    assert_eq!((c.address(), c.db, c.prefix(), c.ttl().as_millis() as u64), (*address, *db, *prefix, *ttl_ms), "{url}")
+                    assert_eq!(
+                        (c.address(), c.db, c.prefix(), c.ttl().as_millis() as u64),
+                        (*address, *db, *prefix, *ttl_ms),
+                        "{url}"
+                    )
                 }
                 (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{url}: {e}"),
                 (got, _) => panic!("{url}: got {got:?}, expected {expected:?}"),

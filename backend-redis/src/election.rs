@@ -42,10 +42,8 @@ pub(crate) async fn read_leader(
     .await?;
     let parts = parts(&reply).unwrap_or_default();
     Ok(match parts.as_slice() {
-        [term, value] => number(term).map(|term| Leader {
-            value: String::from_utf8_lossy(value).into_owned(),
-            term: FencingToken::new(term),
-        }),
+        [term, value] => number(term)
+            .map(|term| Leader { value: String::from_utf8_lossy(value).into_owned(), term: FencingToken::new(term) }),
         _ => None,
     })
 }
@@ -84,7 +82,17 @@ impl LeaderChannel {
         let mut epoch = link.epoch();
         epoch.borrow_and_update();
         let life = SessionLife::new("redis", config.ttl);
-        Ok(LeaderChannel { link, config, requests, life, name, messages, epoch, read_next: true, _subscription: subscription })
+        Ok(LeaderChannel {
+            link,
+            config,
+            requests,
+            life,
+            name,
+            messages,
+            epoch,
+            read_next: true,
+            _subscription: subscription,
+        })
     }
 
     async fn read(&self) -> Result<Option<Leader>, LockError> {

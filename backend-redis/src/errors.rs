@@ -34,7 +34,11 @@ pub(crate) fn request_error(op: &str, endpoint: &str, error: Option<RedisError>)
         };
     };
     if is_connection_failure(&error) {
-        return LockError::Unreachable { endpoints: endpoint.to_owned(), what: op.to_owned(), source: Some(Box::new(error)) };
+        return LockError::Unreachable {
+            endpoints: endpoint.to_owned(),
+            what: op.to_owned(),
+            source: Some(Box::new(error)),
+        };
     }
     let unauthorized = |reason: &str| LockError::Unauthorized {
         backend: "redis",

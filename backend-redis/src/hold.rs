@@ -70,7 +70,8 @@ impl ServerProclaim for RedisProclaim {
     async fn proclaim(&self, value: &[u8]) -> Result<(), LockError> {
         let place = &self.place;
         let args = crate::args![place.name.as_str(), place.session.id, place.token.to_string(), value];
-        let written = place.session.script::<i64>("proclaim a new value", &scripts::PROCLAIM, args).await.map(|n| n == 1);
+        let written =
+            place.session.script::<i64>("proclaim a new value", &scripts::PROCLAIM, args).await.map(|n| n == 1);
         proclaimed(written, &place.queue, FencingToken::new(place.token))
     }
 }

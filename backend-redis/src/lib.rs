@@ -56,7 +56,9 @@ use distlock_core::backend::{EntryRequest, LeaderFeed, LockBackend, OnQueued, Se
 use distlock_core::{Leader, LockClient, LockError, LockInfo, LockName, LockUrl, QueueEntry, SessionState};
 use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 
-pub use config::{RedisBuilder, RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL};
+pub use config::{
+    RedisBuilder, RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL,
+};
 pub use redis;
 
 use link::Link;
@@ -103,7 +105,9 @@ fn redis_client(config: &RedisConfig) -> Result<redis::Client, LockError> {
     let (host, port) = config
         .address
         .rsplit_once(':')
-        .and_then(|(host, port)| Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port.parse().ok()?)))
+        .and_then(|(host, port)| {
+            Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port.parse().ok()?))
+        })
         .ok_or_else(|| bad(format!("{:?} is not host:port", config.address)))?;
     let addr = if config.tls {
         // rustls needs a crypto provider; one the application installed first is kept.
@@ -122,8 +126,9 @@ fn redis_client(config: &RedisConfig) -> Result<redis::Client, LockError> {
     let info = addr.into_connection_info().map_err(|e| bad(e.to_string()))?.set_redis_settings(settings);
     let client = match &config.ca_file {
         Some(ca) => {
-            let root = std::fs::read(ca)
-                .map_err(|e| LockError::invalid_config("ca", format!("cannot read the CA file {}: {e}", ca.display())))?;
+            let root = std::fs::read(ca).map_err(|e| {
+                LockError::invalid_config("ca", format!("cannot read the CA file {}: {e}", ca.display()))
+            })?;
             let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
             redis::Client::build_with_tls(info, certificates)
         }
@@ -159,12 +164,13 @@ impl RedisBackend {
         let link = Arc::new(Link::new(redis_client(&config)?, config.clone()));
         let requests = Arc::new(AtomicU64::new(0));
         let opening = RedisSession::open(link.clone(), config.clone(), requests.clone());
-        let session = tokio::time::timeout(config.connect_timeout + config.request_timeout, opening)
-            .await
-            .map_err(|_| LockError::Unreachable {
-                endpoints: config.endpoint_label(),
-                what: format!("connect (no answer within {:?})", config.connect_timeout),
-                source: None,
+        let session =
+            tokio::time::timeout(config.connect_timeout + config.request_timeout, opening).await.map_err(|_| {
+                LockError::Unreachable {
+                    endpoints: config.endpoint_label(),
+                    what: format!("connect (no answer within {:?})", config.connect_timeout),
+                    source: None,
+                }
             })??;
         Ok(RedisBackend { config, link, session: SessionSlot::new(session), requests })
     }
@@ -237,7 +243,12 @@ fn listed(entry: &scripts::Listed) -> QueueEntry {
 
 #[async_trait]
 impl LockBackend for RedisBackend {
-    async fn acquire(&self, name: &LockName, entry: &EntryRequest, on_queued: OnQueued<'_>) -> Result<ServerHold, LockError> {
+    async fn acquire(
+        &self,
+        name: &LockName,
+        entry: &EntryRequest,
+        on_queued: OnQueued<'_>,
+    ) -> Result<ServerHold, LockError> {
         let enqueued = self.enqueue(name, entry, false).await?;
         if let Some(queued) = enqueued.entry() {
             on_queued(queued);
@@ -265,14 +276,21 @@ impl LockBackend for RedisBackend {
     }
 
     async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
-        let channel =
-            election::LeaderChannel::subscribe(self.link.clone(), self.config.clone(), self.requests.clone(), name.clone())
-                .await?;
+        let channel = election::LeaderChannel::subscribe(
+            self.link.clone(),
+            self.config.clone(),
+            self.requests.clone(),
+            name.clone(),
+        )
+        .await?;
         Ok(Box::new(channel))
     }
 
     async fn inspect(&self, name: &LockName) -> Result<LockInfo, LockError> {
-        let keys = layout::QUEUE_KINDS.iter().map(|kind| layout::queue_key(&self.config.prefix, kind, name.as_str())).collect();
+        let keys = layout::QUEUE_KINDS
+            .iter()
+            .map(|kind| layout::queue_key(&self.config.prefix, kind, name.as_str()))
+            .collect();
         let inspected = self.inspect_queues(keys).await?;
         let entries = inspected.0.first().map(|(_, entries)| entries.iter().map(listed).collect()).unwrap_or_default();
         Ok(LockInfo::from_queue(name.clone(), entries))
@@ -282,7 +300,9 @@ impl LockBackend for RedisBackend {
         let inspected = self.inspect_queues(Vec::new()).await?;
         let within = |name: &str| match under {
             None => true,
-            Some(under) => name == under.as_str() || name.strip_prefix(under.as_str()).is_some_and(|r| r.starts_with('/')),
+            Some(under) => {
+                name == under.as_str() || name.strip_prefix(under.as_str()).is_some_and(|r| r.starts_with('/'))
+            }
         };
         let mut locks = Vec::new();
         for (key, entries) in &inspected.0 {

@@ -39,7 +39,8 @@ impl Shared {
         if info.kind != PushKind::Message {
             return;
         }
-        let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) = (info.data.first(), info.data.get(1))
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) =
+            (info.data.first(), info.data.get(1))
         else {
             return;
         };
@@ -135,7 +136,8 @@ impl Link {
             .set_response_timeout(Some(self.config.request_timeout))
             .set_push_sender(pushes);
         let mut connection = self.client.get_multiplexed_async_connection_with_config(&settings).await?;
-        let channels: Vec<Vec<u8>> = self.shared.routes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let channels: Vec<Vec<u8>> =
+            self.shared.routes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         if !channels.is_empty() {
             connection.subscribe(channels).await?;
         }
@@ -173,7 +175,13 @@ impl Link {
     pub(crate) async fn subscribe(&self, channel: String, route: Route) -> Result<Subscription, RedisError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let channel = channel.into_bytes();
-        self.shared.routes.lock().unwrap_or_else(|p| p.into_inner()).entry(channel.clone()).or_default().push((id, route));
+        self.shared
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(channel.clone())
+            .or_default()
+            .push((id, route));
         let mut subscription = Subscription { link: Arc::downgrade(&self.shared), connection: None, channel, id };
         let (connection_id, mut connection) = self.connection().await?;
         if let Err(error) = connection.subscribe(subscription.channel.clone()).await {

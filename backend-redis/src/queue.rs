@@ -38,7 +38,13 @@ pub(crate) struct Place {
 
 impl Place {
     /// Removes this place's entry (fenced by its token; `0`: whichever the session has).
-    pub(crate) async fn leave(session: &RedisSession, kind: &str, name: &LockName, token: u64, op: &str) -> Result<(), LockError> {
+    pub(crate) async fn leave(
+        session: &RedisSession,
+        kind: &str,
+        name: &LockName,
+        token: u64,
+        op: &str,
+    ) -> Result<(), LockError> {
         let args = crate::args![kind, name.as_str(), session.id, token.to_string()];
         let result = session.script::<i64>(op, &scripts::LEAVE, args).await;
         match result {
@@ -147,8 +153,14 @@ pub(crate) async fn enqueue(
     let queue = layout::queue_key(&session.config.prefix, kind, name.as_str());
     session.cleanups.wait(&queue, &session.life).await;
     let slot = session.wakes.register(&queue);
-    let mut cleanup =
-        EntryCleanup { session: session.clone(), name: name.clone(), kind, queue: queue.clone(), token: 0, armed: true };
+    let mut cleanup = EntryCleanup {
+        session: session.clone(),
+        name: name.clone(),
+        kind,
+        queue: queue.clone(),
+        token: 0,
+        armed: true,
+    };
     let mode = if try_only { "try" } else { "queue" };
     let queued = match run_queue_script(&session, kind, name, mode, entry).await {
         Ok(queued) => queued,
@@ -159,7 +171,14 @@ pub(crate) async fn enqueue(
         }
         Err(error) => return Err(error),
     };
-    let place = |token| Place { session: session.clone(), name: name.clone(), kind, queue: queue.clone(), token, recipe: entry.recipe };
+    let place = |token| Place {
+        session: session.clone(),
+        name: name.clone(),
+        kind,
+        queue: queue.clone(),
+        token,
+        recipe: entry.recipe,
+    };
     match queued {
         Queued::Granted(token) => {
             cleanup.armed = false;

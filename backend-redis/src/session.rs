@@ -210,10 +210,17 @@ impl RedisSession {
         // The session's own life has ended, and requests stop with it; the close outlives it.
         let closing = SessionLife::new("redis", self.config.ttl);
         let args = crate::args![format!("{}:", self.config.prefix), self.id];
-        retried(&self.link, &self.config, &closing, "close the session", || self.count(), |mut connection| {
-            let args = args.clone();
-            async move { scripts::invoke::<i64>(&scripts::CLOSE, &args, &mut connection).await }
-        })
+        retried(
+            &self.link,
+            &self.config,
+            &closing,
+            "close the session",
+            || self.count(),
+            |mut connection| {
+                let args = args.clone();
+                async move { scripts::invoke::<i64>(&scripts::CLOSE, &args, &mut connection).await }
+            },
+        )
         .await?;
         tracing::info!(session = %self.id, "redis session closed");
         Ok(())

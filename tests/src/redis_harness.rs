@@ -84,7 +84,9 @@ impl RedisHarness {
             } else if let Some(queue) = rest.strip_prefix("e:") {
                 let queued: Vec<String> = members(&format!("{prefix}:q:{queue}"), "ZRANGE").await?;
                 let records = members(&key, "HKEYS").await?;
-                left.extend(records.into_iter().filter(|sid| !queued.contains(sid)).map(|sid| format!("{key} {sid} (record)")));
+                left.extend(
+                    records.into_iter().filter(|sid| !queued.contains(sid)).map(|sid| format!("{key} {sid} (record)")),
+                );
             } else if rest == "queues" {
                 for queue in members(&key, "SMEMBERS").await? {
                     let exists: i64 = redis::cmd("EXISTS").arg(&queue).query_async(&mut self.admin.clone()).await?;
@@ -193,7 +195,8 @@ impl Harness for RedisHarness {
         let mut admin = self.admin.clone();
         for kind in ["lock", "rw", "sem"] {
             let queue = distlock_redis::layout::queue_key(&self.prefix, kind, name);
-            let first: Vec<String> = redis::cmd("ZRANGE").arg(&queue).arg(0).arg(0).query_async(&mut admin).await.expect("read the queue");
+            let first: Vec<String> =
+                redis::cmd("ZRANGE").arg(&queue).arg(0).arg(0).query_async(&mut admin).await.expect("read the queue");
             if let Some(session) = first.first() {
                 let _: i64 = redis::cmd("ZREM").arg(&queue).arg(session).query_async(&mut admin).await.expect("ZREM");
                 return;

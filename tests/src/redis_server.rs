@@ -84,9 +84,9 @@ impl RedisDeployment {
             let mut admin = primary.admin().await.map_err(io::Error::other)?;
             redis::cmd("PING").query_async::<String>(&mut admin).await.map_err(io::Error::other)
         };
-        retry_until(START_BOUND, ping)
-            .await
-            .map_err(|e| io::Error::other(format!("redis primary did not start: {e}\n{}", self.primary.process.log_tail(20))))?;
+        retry_until(START_BOUND, ping).await.map_err(|e| {
+            io::Error::other(format!("redis primary did not start: {e}\n{}", self.primary.process.log_tail(20)))
+        })?;
         if let Some(replica) = &self.replica {
             retry_until(START_BOUND, || async {
                 let mut admin = replica.admin().await.map_err(io::Error::other)?;
@@ -98,7 +98,9 @@ impl RedisDeployment {
                 }
             })
             .await
-            .map_err(|e| io::Error::other(format!("redis replica did not sync: {e}\n{}", replica.process.log_tail(20))))?;
+            .map_err(|e| {
+                io::Error::other(format!("redis replica did not sync: {e}\n{}", replica.process.log_tail(20)))
+            })?;
         }
         Ok(())
     }

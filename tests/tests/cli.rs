@@ -1,11 +1,11 @@
-//! The `distlock` command line as a user runs it, on real etcd and ZooKeeper servers.
+//! The `distlock` command line as a user runs it, on real etcd, ZooKeeper and Redis servers.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
-use distlock_tests::{shared, EtcdHarness, ZkHarness};
+use distlock_tests::{shared, EtcdHarness, RedisHarness, ZkHarness};
 use std::fs::File;
 
 use tokio::process::{Child, Command};
@@ -24,6 +24,7 @@ struct Backend {
 enum Server {
     Etcd { endpoints: Vec<String>, prefix: String },
     ZooKeeper { hosts: Vec<String>, admin: zookeeper_client::Client },
+    Redis { endpoint: String, prefix: String },
 }
 
 /// Builds the `distlock` binary (once per test binary) off the test's runtime, before the
@@ -50,6 +51,15 @@ async fn zookeeper() -> Backend {
     Backend { url, harness: Box::new(h), server: Server::ZooKeeper { hosts, admin } }
 }
 
+async fn redis() -> Backend {
+    built().await;
+    let endpoint = shared::redis().await.endpoints[0].clone();
+    let h = RedisHarness::new(endpoint.clone()).await;
+    let url = format!("redis://{endpoint}?prefix={}&ttl=2s", h.prefix());
+    let server = Server::Redis { endpoint, prefix: h.prefix().to_owned() };
+    Backend { url, harness: Box::new(h), server }
+}
+
 impl Backend {
     /// The same backend with a longer session TTL in the URL, for tests where waiting for a
     /// session to time out must show.
@@ -59,23 +69,24 @@ impl Backend {
     }
 
     /// The session a `distlock -v` run opened, from its log on stderr: the etcd lease id in
-    /// hex, or the ZooKeeper session id as `0x…`.
+    /// hex, the ZooKeeper session id as `0x…`, or the Redis session id.
     fn session_in(&self, stderr: &str) -> String {
         let field = match self.server {
             Server::Etcd { .. } => "lease=",
-            Server::ZooKeeper { .. } => "session=",
+            Server::ZooKeeper { .. } | Server::Redis { .. } => "session=",
         };
         let line = stderr.lines().find(|l| l.contains("session opened") && l.contains(field));
         let value = line.and_then(|l| l.split(field).nth(1)).and_then(|v| v.split([' ', ')']).next());
         let value = value.unwrap_or_else(|| panic!("no {field} in the run's log:\n{stderr}")).trim_matches('"');
         match self.server {
-            Server::Etcd { .. } => value.to_owned(),
+            Server::Etcd { .. } | Server::Redis { .. } => value.to_owned(),
             Server::ZooKeeper { .. } => format!("0x{}", value.trim_start_matches("0x")),
         }
     }
 
     /// What the server still holds of `session`: its lease and keys (etcd, as `etcdctl` lists
-    /// them), or its znodes (by their ephemeral owner) and connections (ZooKeeper's `cons`).
+    /// them), its znodes (by their ephemeral owner) and connections (ZooKeeper's `cons`), or its
+    /// key and queue entries (Redis, as `redis-cli` lists them).
     async fn held_by(&self, session: &str) -> Vec<String> {
         let mut held = Vec::new();
         match &self.server {
@@ -107,6 +118,21 @@ impl Backend {
                     let cons = distlock_tests::zk::four_letter(host, "cons").await.expect("cons");
                     held.extend(cons.lines().filter(|c| c.contains(&format!("sid={session}"))).map(str::to_owned));
                 }
+            }
+            Server::Redis { endpoint, prefix } => {
+                let (host, port) = endpoint.rsplit_once(':').expect("host:port");
+                let redis_cli = |args: &[&str]| {
+                    let output = std::process::Command::new("redis-cli")
+                        .args(["-h", host, "-p", port])
+                        .args(args)
+                        .output()
+                        .expect("run redis-cli");
+                    assert!(output.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+                    String::from_utf8_lossy(&output.stdout).into_owned()
+                };
+                let own = format!("{prefix}:*{session}*");
+                held.extend(redis_cli(&["--scan", "--pattern", &own]).lines().map(|key| format!("key {key}")));
+                held.extend(self.harness.leftovers().await.into_iter().filter(|entry| entry.contains(session)));
             }
         }
         held
@@ -253,7 +279,7 @@ async fn a_lost_lock_terminates_the_command_and_exits_70(b: Backend) {
 
 async fn a_bad_url_exits_64_naming_the_problem() {
     built().await;
-    for (url, problem) in [("etcd://h1:99999", "port"), ("redis://h", "unknown scheme"), ("nothing", "no scheme")] {
+    for (url, problem) in [("etcd://h1:99999", "port"), ("nats://h", "unknown scheme"), ("nothing", "no scheme")] {
         let output = distlock(url, &["run", "x", "--", "true"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(64), "{url}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -742,4 +768,49 @@ async fn etcd_run_serves_its_metrics_while_the_command_runs() {
     let info = b.harness.client().await.inspect("cli/metrics-2").await.expect("inspect");
     assert!(info.is_free(), "nothing was locked: {info:?}");
     run.kill().await.expect("kill");
+}
+
+/// The same runs on Redis: a `redis://` URL is all that changes.
+mod redis_backend {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_runs_never_overlap_on_redis() {
+        two_runs_never_overlap(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_lock_terminates_the_command_and_exits_70_on_redis() {
+        a_lost_lock_terminates_the_command_and_exits_70(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn status_lists_holder_and_waiters_in_order_on_redis() {
+        status_lists_holder_and_waiters_in_order(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_leaves_nothing_however_it_exits_on_redis() {
+        a_run_leaves_nothing_however_it_exits(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn elect_runs_one_leader_at_a_time_and_observe_prints_each_on_redis() {
+        elect_runs_one_leader_at_a_time_and_observe_prints_each(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn shared_runs_read_together_and_exclusive_runs_write_alone_on_redis() {
+        shared_runs_read_together_and_exclusive_runs_write_alone(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn permit_runs_share_a_semaphore_on_redis() {
+        permit_runs_share_a_semaphore(redis().await).await;
+    }
+
+    #[tokio::test]
+    async fn status_shows_the_kind_holders_and_tokens_of_shared_queues_on_redis() {
+        status_shows_the_kind_holders_and_tokens_of_shared_queues(redis().await).await;
+    }
 }

@@ -1,4 +1,4 @@
-//! The same application code, given another URL, runs on another backend: one function, three
+//! The same application code, given another URL, runs on another backend: one function, four
 //! URLs, the same guarantees.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,12 +40,13 @@ fn assert_correct(url: &str, holds: &[(u64, bool)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_function_three_backends() {
+async fn one_function_four_backends() {
     let run = uuid::Uuid::new_v4();
     let urls = [
         format!("mem://same-code-{run}"),
         format!("etcd://{}/same-code-{run}?ttl=5s", shared::etcd().await.endpoints.join(",")),
         format!("zk://{}/same-code-{run}?session_timeout=5s", shared::zookeeper().await.endpoints.join(",")),
+        format!("redis://{}?prefix=same-code-{run}&ttl=5s", shared::redis().await.endpoints[0]),
     ];
     for url in &urls {
         assert_correct(url, &app(url).await);

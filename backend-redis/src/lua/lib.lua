@@ -87,12 +87,18 @@ local function leader_of(Q)
   return token_text(head[2]) .. ' ' .. string.sub(record, 3)
 end
 
+-- Forgets a queue that has become empty: its name in the set of queues, and the records an
+-- operator's ZREM left behind.
+local function forget_if_empty(Q)
+  if redis.call('EXISTS', Q.q) == 0 then
+    redis.call('SREM', P .. 'queues', Q.q)
+    redis.call('DEL', Q.e)
+  end
+end
+
 -- After a change: tells observers if the leader changed from `before`, and forgets an empty queue.
 local function announce(Q, before)
   local after = leader_of(Q)
   if after ~= before then redis.call('PUBLISH', P .. 'l:' .. Q.name, after) end
-  if redis.call('EXISTS', Q.q) == 0 then
-    redis.call('SREM', P .. 'queues', Q.q)
-    redis.call('DEL', Q.e) -- records an operator's ZREM left behind
-  end
+  forget_if_empty(Q)
 end

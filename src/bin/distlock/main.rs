@@ -27,11 +27,11 @@ Exit status of `run` and `elect`:
   69                  the lock service is unreachable or failed
   64                  bad URL, lock name or option";
 
-/// Run a command while holding a distributed lock on etcd, ZooKeeper or mem://.
+/// Run a command while holding a distributed lock on etcd, ZooKeeper, Redis or mem://.
 #[derive(Debug, Parser)]
 #[command(name = "distlock", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// The lock service, e.g. etcd://h1:2379,h2:2379/myapp or zk://zk1:2181/myapp.
+    /// The lock service, e.g. etcd://h1:2379,h2:2379/myapp, zk://zk1:2181/myapp or redis://r1:6379?prefix=myapp.
     #[arg(long, env = "DISTLOCK_URL", global = true)]
     url: Option<String>,
 
