@@ -49,6 +49,9 @@ pub struct RedisDeployment {
     pub primary: RedisServer,
     /// The replica (`replicaof` the primary), if started.
     pub replica: Option<RedisServer>,
+    /// The proxy the replica's link to the primary goes through, if started so
+    /// ([`RedisDeployment::start_with_replica_link`]): cut it and the replica falls behind.
+    pub replica_link: Option<crate::TcpProxy>,
     dir: tempfile::TempDir,
 }
 
@@ -62,9 +65,41 @@ impl RedisDeployment {
             true => Some(start_server(&dir, "redis-replica", durability, Some(primary.port))?),
             false => None,
         };
-        let deployment = RedisDeployment { primary, replica, dir };
+        let deployment = RedisDeployment { primary, replica, replica_link: None, dir };
         deployment.wait_ready().await?;
         Ok(deployment)
+    }
+
+    /// A primary and a replica whose replication link goes through a proxy
+    /// ([`RedisDeployment::replica_link`]), for failover tests.
+    pub async fn start_with_replica_link(durability: Durability) -> io::Result<Self> {
+        let dir = temp_dir("redis")?;
+        let primary = start_server(&dir, "redis-primary", durability, None)?;
+        let link = crate::TcpProxy::start(([127, 0, 0, 1], primary.port).into()).await?;
+        let replica = start_server(&dir, "redis-replica", durability, Some(link.addr().port()))?;
+        let deployment = RedisDeployment { primary, replica: Some(replica), replica_link: Some(link), dir };
+        deployment.wait_ready().await?;
+        Ok(deployment)
+    }
+
+    /// Makes the replica a primary (`REPLICAOF NO ONE`), as a failover does.
+    pub async fn promote_replica(&self) -> io::Result<()> {
+        let replica = self.replica.as_ref().ok_or_else(|| io::Error::other("no replica to promote"))?;
+        let mut admin = replica.admin().await.map_err(io::Error::other)?;
+        redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async::<String>(&mut admin)
+            .await
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Kills the primary and starts it again with the same data directory (what it kept is
+    /// what its durability setting kept), and waits until it answers.
+    pub async fn restart_primary(&mut self) -> io::Result<()> {
+        self.primary.process.restart()?;
+        self.wait_ready().await
     }
 
     /// The primary's endpoint.

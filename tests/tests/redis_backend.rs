@@ -1,0 +1,93 @@
+//! What the Redis backend guarantees across a server restart and a failover, on real
+//! `redis-server` processes: Redis keeps the queues, so what Redis loses, the locks lose.
+//! docs/redis.md explains each case and the configuration that avoids it.
+
+use std::time::Duration;
+
+use distlock_core::DistributedLock;
+use distlock_redis::{RedisBackend, RedisLocks};
+use distlock_tests::redis_server::Durability;
+use distlock_tests::{RedisDeployment, TcpProxy};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn client(endpoint: &str, prefix: &str, ttl: Duration) -> RedisLocks {
+    RedisBackend::builder()
+        .address(endpoint)
+        .prefix(prefix)
+        .ttl(ttl)
+        .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("a Redis lock client")
+}
+
+fn prefix() -> String {
+    format!("durability-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Without persistence a restart forgets everything: the name's token counter starts again
+/// (a token is repeated) and the lock is granted to another client while its holder, cut off
+/// during the restart, still counts as holding (its lease clock has not run out).
+#[tokio::test]
+async fn a_restart_without_persistence_repeats_a_token_and_grants_the_lock_twice() {
+    let mut redis = RedisDeployment::start(false, Durability::None).await.expect("redis");
+    let prefix = prefix();
+    let proxy = TcpProxy::start(([127, 0, 0, 1], redis.primary.port).into()).await.expect("proxy");
+    let holder = client(&proxy.endpoint(), &prefix, Duration::from_secs(10)).await;
+    let held = holder.lock("orders/42").await.expect("lock");
+    proxy.set_mode(distlock_tests::ProxyMode::BlackHole); // the holder hears nothing of the restart
+
+    redis.restart_primary().await.expect("restart");
+    let other = client(&redis.endpoint(), &prefix, Duration::from_secs(10)).await;
+    let second = tokio::time::timeout(BOUND, other.lock("orders/42")).await.expect("in time").expect("lock");
+
+    assert!(second.fencing_token() <= held.fencing_token(), "the counter started again: a token is repeated");
+    assert!(held.is_held(), "the first holder still counts as holding: the lock is granted twice");
+}
+
+/// With `appendonly yes` and `appendfsync always`, every script's writes are on disk before its
+/// reply: after a restart the holder still holds, nobody else gets in, and the next holder's
+/// token is greater.
+#[tokio::test]
+async fn with_appendfsync_always_a_restart_keeps_the_lock_and_its_tokens() {
+    let mut redis = RedisDeployment::start(false, Durability::AppendFsyncAlways).await.expect("redis");
+    let prefix = prefix();
+    let holder = client(&redis.endpoint(), &prefix, Duration::from_secs(5)).await;
+    let held = holder.lock("orders/42").await.expect("lock");
+
+    redis.restart_primary().await.expect("restart");
+    let other = client(&redis.endpoint(), &prefix, Duration::from_secs(5)).await;
+    assert!(other.try_lock("orders/42").await.expect("try_lock").is_none(), "still held after the restart");
+    let waiting = tokio::spawn(async move { other.lock("orders/42").await.map(|g| g.fencing_token()) });
+    assert!(held.is_held(), "the holder's session survived the restart");
+    let first = held.fencing_token();
+    held.release().await.expect("release after the restart");
+    let next = tokio::time::timeout(BOUND, waiting).await.expect("in time").expect("task").expect("lock");
+    assert!(next > first, "tokens keep growing across the restart: {next} after {first}");
+}
+
+/// Redis replicates asynchronously: a replica promoted before it received a grant knows
+/// nothing of it, and grants the lock again, with a token already given.
+#[tokio::test]
+async fn a_failover_to_a_replica_that_missed_the_grant_grants_the_lock_twice() {
+    let mut redis = RedisDeployment::start_with_replica_link(Durability::None).await.expect("redis");
+    let prefix = prefix();
+    let replica = redis.replica.as_ref().expect("replica").endpoint();
+    let link = redis.replica_link.as_ref().expect("replica link");
+    link.set_mode(distlock_tests::ProxyMode::BlackHole); // the replica falls behind from here
+
+    let holder = client(&redis.endpoint(), &prefix, Duration::from_secs(10)).await;
+    let held = holder.lock("orders/42").await.expect("lock");
+    redis.primary.process.kill();
+    redis.promote_replica().await.expect("promote the replica");
+
+    let other = client(&replica, &prefix, Duration::from_secs(10)).await;
+    let second = tokio::time::timeout(BOUND, other.lock("orders/42")).await.expect("in time").expect("lock");
+    assert!(
+        second.fencing_token() <= held.fencing_token(),
+        "the replica's counter never saw the grant: a token is repeated"
+    );
+    assert!(held.is_held(), "the first holder still counts as holding: the lock is granted twice");
+}
