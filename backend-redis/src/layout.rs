@@ -5,18 +5,18 @@
 //! |---|---|
 //! | `<prefix>:s:<session>` | a session, with the session's TTL |
 //! | `<prefix>:h:<session>` | the session's entries (queue key → token), same TTL |
-//! | `<prefix>:q:<queue>:<name>` | a queue (`lock`, `rw`, `sem`): sorted set, session → token |
+//! | `<prefix>:q:<queue>:<name>` | a queue (`lock`, `elect`, `rw`, `sem`): sorted set, session → token |
 //! | `<prefix>:e:<queue>:<name>` | its entries' records: recipe, granted, value |
 //! | `<prefix>:t:<name>` | the name's fencing token counter (kept: tokens never repeat) |
-//! | `<prefix>:queues` | the non-empty queues |
 
 use distlock_core::backend::Recipe;
 use distlock_core::EntryKind;
 
-/// The queue of a name that entries of `recipe` join: the lock's and the election's (`lock`),
-/// the read-write lock's (`rw`), the semaphore's (`sem`).
+/// The queue of a name that entries of `recipe` join: the lock's (`lock`), the election's
+/// (`elect`), the read-write lock's (`rw`), the semaphore's (`sem`).
 pub fn queue_kind(recipe: Recipe) -> &'static str {
     match recipe {
+        Recipe::Election => "elect",
         Recipe::Read | Recipe::Write => "rw",
         Recipe::Permit(_) => "sem",
         _ => "lock",
@@ -24,7 +24,7 @@ pub fn queue_kind(recipe: Recipe) -> &'static str {
 }
 
 /// Every kind of queue, in the order `inspect` looks at a name's queues.
-pub const QUEUE_KINDS: [&str; 3] = ["lock", "rw", "sem"];
+pub const QUEUE_KINDS: [&str; 4] = ["lock", "elect", "rw", "sem"];
 
 /// The key of a queue: `<prefix>:q:<kind>:<name>`.
 ///
@@ -44,6 +44,13 @@ pub fn queue_key(prefix: &str, kind: &str, name: &str) -> String {
 pub fn name_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(":q:")?;
     QUEUE_KINDS.iter().find_map(|kind| rest.strip_prefix(kind)?.strip_prefix(':'))
+}
+
+/// The pattern of every queue key under `prefix` (for `SCAN`).
+pub(crate) fn queue_pattern(prefix: &str) -> String {
+    let escaped: String =
+        prefix.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
+    format!("{escaped}:q:*")
 }
 
 /// The key of a session: `<prefix>:s:<session>`.

@@ -225,6 +225,37 @@ impl RedisBackend {
         self.link.reset_current();
     }
 
+    /// Every queue key under the prefix (`SCAN`: for operators, it walks the whole keyspace).
+    async fn queue_keys(&self) -> Result<Vec<String>, LockError> {
+        let session = self.current();
+        let pattern = layout::queue_pattern(&self.config.prefix);
+        let (mut keys, mut cursor) = (Vec::new(), 0u64);
+        loop {
+            let (next, batch): (u64, Vec<String>) = session
+                .request("list the queues", |mut connection| {
+                    let pattern = pattern.clone();
+                    async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                keys.sort();
+                keys.dedup();
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
     async fn inspect_queues(&self, keys: Vec<String>) -> Result<scripts::Inspected, LockError> {
         let args = keys.into_iter().map(String::into_bytes).collect();
         self.current().script("read the queues", &scripts::INSPECT, args).await
@@ -297,7 +328,8 @@ impl LockBackend for RedisBackend {
     }
 
     async fn inspect_all(&self, under: Option<&LockName>) -> Result<Vec<LockInfo>, LockError> {
-        let inspected = self.inspect_queues(Vec::new()).await?;
+        let keys = self.queue_keys().await?;
+        let inspected = self.inspect_queues(keys).await?;
         let within = |name: &str| match under {
             None => true,
             Some(under) => {

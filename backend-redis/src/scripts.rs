@@ -20,6 +20,8 @@ pub(crate) static QUEUE: LazyLock<Script> = script!("queue.lua");
 pub(crate) static LEAVE: LazyLock<Script> = script!("leave.lua");
 /// Renews a session and reports its entries deleted by others (`lua/keepalive.lua`).
 pub(crate) static KEEPALIVE: LazyLock<Script> = script!("keepalive.lua");
+/// Opens a session: its key and its index (`lua/open.lua`).
+pub(crate) static OPEN: LazyLock<Script> = script!("open.lua");
 /// Ends a session and removes its entries (`lua/close.lua`).
 pub(crate) static CLOSE: LazyLock<Script> = script!("close.lua");
 /// Replaces a leader's value (`lua/proclaim.lua`).

@@ -91,8 +91,8 @@ where
 }
 
 impl RedisSession {
-    /// Opens a session: subscribes its wake channel, writes its key (`SET NX PX`), and starts its
-    /// keepalive. A retried write whose first reply was lost finds its own key.
+    /// Opens a session: subscribes its wake channel, writes its key and index (`lua/open.lua`), and
+    /// starts its keepalive. A retried write whose first reply was lost finds them made.
     pub(crate) async fn open(
         link: Arc<Link>,
         config: Arc<RedisConfig>,
@@ -110,8 +110,8 @@ impl RedisSession {
             .subscribe(channel, route)
             .await
             .map_err(|e| request_error("subscribe the session's wake channel", &config.endpoint_label(), Some(e)))?;
-        let key = layout::session_key(&config.prefix, &id);
         let ttl_ms = config.ttl.as_millis() as u64;
+        let args = crate::args![format!("{}:", config.prefix), id, ttl_ms.to_string()];
         // The first attempt's send time: a retried write starts the TTL later, never earlier.
         let sent = Instant::now();
         let count = || {
@@ -119,10 +119,8 @@ impl RedisSession {
             distlock_core::backend::server_request("redis");
         };
         retried(&link, &config, &life, "open a session", count, |mut connection| {
-            let key = key.clone();
-            async move {
-                redis::cmd("SET").arg(key).arg("1").arg("PX").arg(ttl_ms).arg("NX").exec_async(&mut connection).await
-            }
+            let args = args.clone();
+            async move { scripts::invoke::<i64>(&scripts::OPEN, &args, &mut connection).await }
         })
         .await?;
         life.renewed(sent);

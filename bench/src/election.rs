@@ -209,6 +209,6 @@ pub async fn observers(target: &Target, n: usize, changes: usize) -> Result<Valu
         "notifications_per_observer_per_change": round2(notifications / c / n as f64),
         "server_cpu_us_per_change": server_cpu.map(|cpu| (cpu.as_secs_f64() * 1e6 / c).round()),
         "by_method_per_change": by_method.iter().map(|(m, v)| (m.clone(), json!(round2(v / c)))).collect::<serde_json::Map<_, _>>(),
-        "kind": match target.kind { Kind::Etcd => "one prefix watch per observer", Kind::Zk => "a watch on the leader's znode per observer" },
+        "kind": match target.kind { Kind::Etcd => "one prefix watch per observer", Kind::Zk => "a watch on the leader's znode per observer", Kind::Redis => "a subscription to the leader's channel per observer" },
     }))
 }

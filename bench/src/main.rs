@@ -2,8 +2,8 @@
 //! one JSON line.
 //!
 //! ```text
-//! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper]
-//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--cycles 1000] [--rounds 5] [--seconds 5]
+//! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper,redis]
+//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--redis HOST:PORT] [--cycles 1000] [--rounds 5] [--seconds 5]
 //!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--runtime multi-thread|current-thread] [--report docs/BENCHMARKS.md]
 //!     [--recorder]
@@ -46,6 +46,7 @@ struct Args {
     backends: Vec<Kind>,
     etcd: Option<String>,
     zk: Option<String>,
+    redis: Option<String>,
     cycles: usize,
     /// Rounds of the floor and W1, the floor's cycles split around W1's (the machine's speed drifts).
     rounds: usize,
@@ -107,6 +108,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         backends: vec![Kind::Etcd, Kind::Zk],
         etcd: None,
         zk: None,
+        redis: None,
         cycles: 1000,
         rounds: 5,
         seconds: 5.0,
@@ -134,12 +136,14 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     .map(|b| match b.trim() {
                         "etcd" => Ok(Kind::Etcd),
                         "zookeeper" | "zk" => Ok(Kind::Zk),
-                        other => Err(format!("unknown backend {other:?}; known: etcd, zookeeper")),
+                        "redis" => Ok(Kind::Redis),
+                        other => Err(format!("unknown backend {other:?}; known: etcd, zookeeper, redis")),
                     })
                     .collect::<Result<_, _>>()?
             }
             "--etcd" => a.etcd = Some(value()?),
             "--zk" => a.zk = Some(value()?),
+            "--redis" => a.redis = Some(value()?),
             "--cycles" => a.cycles = number(value()?)?,
             "--rounds" => a.rounds = number(value()?)?,
             "--seconds" => {
@@ -200,6 +204,7 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     let given = match kind {
         Kind::Etcd => args.etcd.clone(),
         Kind::Zk => args.zk.clone(),
+        Kind::Redis => args.redis.clone(),
     };
     let (target, warmup) = match given {
         Some(endpoint) => (Target::given(kind, endpoint), args.warmup.unwrap_or(0.0)),

@@ -104,3 +104,51 @@ etcd_debugging_mvcc_events_total 9
         assert_eq!(r.lock_requests_since(&EtcdRequests::default()), 17.0);
     }
 }
+
+/// Redis's command counts (`INFO commandstats`, `INFO stats`) at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct RedisCommands {
+    /// Calls by command, client commands and those scripts ran alike.
+    pub by_command: BTreeMap<String, f64>,
+    /// Messages published (`PUBLISH`, by the scripts).
+    pub published: f64,
+}
+
+/// Commands only scripts run (their calls are part of a script's one request).
+const SCRIPT_COMMANDS: &[&str] = &[
+    "zadd", "zrem", "zrange", "zrank", "zscore", "hset", "hget", "hdel", "hgetall", "incr", "exists", "pttl",
+    "pexpire", "publish", "sadd", "srem", "smembers", "del",
+];
+
+impl RedisCommands {
+    /// Reads `endpoint`'s (`host:port`) counters.
+    pub async fn read(endpoint: &str) -> io::Result<Self> {
+        let failed = |e: redis::RedisError| io::Error::other(e.to_string());
+        let client = redis::Client::open(format!("redis://{endpoint}")).map_err(failed)?;
+        let mut connection = client.get_multiplexed_async_connection().await.map_err(failed)?;
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.map_err(failed)?;
+        let mut by_command = BTreeMap::new();
+        for line in info.lines() {
+            let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+            let calls = rest.split(',').find_map(|f| f.strip_prefix("calls=")).and_then(|c| c.parse().ok());
+            if let Some(calls) = calls {
+                by_command.insert(name.to_owned(), calls);
+            }
+        }
+        let published = by_command.get("publish").copied().unwrap_or(0.0);
+        Ok(RedisCommands { by_command, published })
+    }
+
+    /// Requests clients sent: every command but those only scripts run, and this read's own
+    /// (the HELLO/CLIENT/INFO of a connection) excluded.
+    pub fn client_commands(&self) -> f64 {
+        self.by_command
+            .iter()
+            .filter(|(name, _)| {
+                !SCRIPT_COMMANDS.contains(&name.as_str())
+                    && !["info", "hello", "client|setinfo", "client"].contains(&name.as_str())
+            })
+            .map(|(_, calls)| calls)
+            .sum()
+    }
+}

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use distlock_core::DistributedLock;
 use distlock_etcd::EtcdBackend;
+use distlock_redis::RedisBackend;
+use distlock_tests::redis_server::Durability;
 use distlock_tests::zk::four_letter;
-use distlock_tests::{EtcdCluster, ZkEnsemble};
+use distlock_tests::{EtcdCluster, RedisDeployment, ZkEnsemble};
 use distlock_zk::ZkBackend;
 use tokio::time::Instant;
 
@@ -22,6 +24,7 @@ use crate::stats::{own_cpu, Latencies, ProcessCpu};
 pub enum Kind {
     Etcd,
     Zk,
+    Redis,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
         match self {
             Kind::Etcd => "etcd",
             Kind::Zk => "zookeeper",
+            Kind::Redis => "redis",
         }
     }
 }
@@ -38,6 +42,7 @@ impl Kind {
 enum Servers {
     Etcd(EtcdCluster),
     Zk(ZkEnsemble),
+    Redis(RedisDeployment),
     Given,
 }
 
@@ -86,11 +91,12 @@ impl BenchClient {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Lock requests: etcd's gRPC requests (not keepalives) plus watches created; ZooKeeper's
-    /// packets received (every request and ping).
+    /// packets received (every request and ping); Redis's commands from clients (scripts, SET,
+    /// DEL, SUBSCRIBE; keepalives are scripts too).
     pub requests: f64,
     /// etcd only: by gRPC method.
     pub by_method: BTreeMap<String, f64>,
-    /// Watch notifications the server sent.
+    /// Watch notifications the server sent (Redis: messages published).
     pub notifications: f64,
     /// etcd only: keepalive messages received.
     pub keepalives: f64,
@@ -185,6 +191,12 @@ impl Target {
                 let pids = ensemble.members.iter().filter_map(|m| m.process.pid()).collect();
                 Ok(Target { kind, endpoints: ensemble.endpoints(), pids, _servers: Servers::Zk(ensemble) })
             }
+            Kind::Redis => {
+                // As the peers were measured: Redis 7.0 from Debian, no persistence.
+                let deployment = RedisDeployment::start(false, Durability::None).await?;
+                let pids = deployment.primary.process.pid().into_iter().collect();
+                Ok(Target { kind, endpoints: vec![deployment.endpoint()], pids, _servers: Servers::Redis(deployment) })
+            }
         }
     }
 
@@ -222,6 +234,18 @@ impl Target {
                 let counted = locks.clone();
                 Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
             }
+            Kind::Redis => {
+                let locks = RedisBackend::builder()
+                    .address(self.endpoints[0].clone())
+                    .prefix(space)
+                    .ttl(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .map_err(failed)?;
+                let locks = Arc::new(locks);
+                let counted = locks.clone();
+                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+            }
         }
     }
 
@@ -231,6 +255,7 @@ impl Target {
         match self.kind {
             Kind::Etcd => format!("etcd://{}/{space}?ttl={ms}ms", self.endpoints.join(",")),
             Kind::Zk => format!("zk://{}/{space}?session_timeout={ms}ms", self.endpoints.join(",")),
+            Kind::Redis => format!("redis://{}?prefix={}&ttl={ms}ms", self.endpoints[0], space.replace('/', "-")),
         }
     }
 
@@ -284,12 +309,24 @@ impl Target {
                     at: Instant::now(),
                 })
             }
+            Kind::Redis => {
+                let stats = crate::metrics::RedisCommands::read(endpoint).await?;
+                Ok(Snapshot {
+                    requests: stats.client_commands(),
+                    by_method: stats.by_command.clone(),
+                    notifications: stats.published,
+                    keepalives: 0.0,
+                    server_cpu: cpu_after_read(),
+                    at: Instant::now(),
+                })
+            }
         }
     }
 
     /// Requests per second the server receives from idle clients (ZooKeeper pings and the
-    /// backend's lease-clock probes, which `mntr` counts with the rest; etcd's keepalives are
-    /// counted apart, so 0 there). Each `mntr` is itself one packet.
+    /// backend's lease-clock probes, which `mntr` counts with the rest; Redis's keepalive
+    /// scripts; etcd's keepalives are counted apart, so 0 there). Each `mntr` or `INFO` is itself
+    /// one request.
     pub async fn idle_requests_per_s(&self) -> io::Result<f64> {
         if self.kind == Kind::Etcd {
             return Ok(0.0);
@@ -305,11 +342,12 @@ impl Target {
     pub fn lock_requests(&self, d: &Delta, idle_per_s: f64) -> f64 {
         match self.kind {
             Kind::Etcd => d.requests,
-            Kind::Zk => (d.requests - 1.0 - idle_per_s * d.elapsed.as_secs_f64()).max(0.0),
+            Kind::Zk | Kind::Redis => (d.requests - 1.0 - idle_per_s * d.elapsed.as_secs_f64()).max(0.0),
         }
     }
 
-    /// The raw floor: `cycles` bare put+delete (etcd) or create+delete (ZooKeeper) of one key.
+    /// The raw floor: `cycles` bare put+delete (etcd), create+delete (ZooKeeper) or
+    /// `SET NX PX` + `DEL` (Redis) of one key.
     pub async fn raw_floor(&self, cycles: usize) -> io::Result<Floor> {
         let mut latencies = Latencies::default();
         // Timed from after the connect.
@@ -337,6 +375,20 @@ impl Target {
                     let t = Instant::now();
                     client.create("/bench-floor", b"", &options).await.map_err(|e| io::Error::other(e.to_string()))?;
                     client.delete("/bench-floor", None).await.map_err(|e| io::Error::other(e.to_string()))?;
+                    latencies.push(t.elapsed());
+                }
+            }
+            Kind::Redis => {
+                let failed = |e: redis::RedisError| io::Error::other(e.to_string());
+                let client = redis::Client::open(format!("redis://{}", self.endpoints[0])).map_err(failed)?;
+                let mut connection = client.get_multiplexed_async_connection().await.map_err(failed)?;
+                (started, cpu) = (Instant::now(), own_cpu());
+                for _ in 0..cycles {
+                    let t = Instant::now();
+                    let mut set = redis::cmd("SET");
+                    set.arg("bench-floor").arg("1").arg("NX").arg("PX").arg(30_000);
+                    set.query_async::<Option<String>>(&mut connection).await.map_err(failed)?;
+                    redis::cmd("DEL").arg("bench-floor").query_async::<i64>(&mut connection).await.map_err(failed)?;
                     latencies.push(t.elapsed());
                 }
             }

@@ -140,6 +140,7 @@ pub async fn floor_round(
     let what = match target.kind {
         Kind::Etcd => "bare put + delete of one key",
         Kind::Zk => "bare create + delete of one znode",
+        Kind::Redis => "bare SET NX PX + DEL of one key",
     };
     let (cycles, rate) = (floor.cycles(), floor.cycles_per_s());
     let line = json!({

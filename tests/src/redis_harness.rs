@@ -87,13 +87,6 @@ impl RedisHarness {
                 left.extend(
                     records.into_iter().filter(|sid| !queued.contains(sid)).map(|sid| format!("{key} {sid} (record)")),
                 );
-            } else if rest == "queues" {
-                for queue in members(&key, "SMEMBERS").await? {
-                    let exists: i64 = redis::cmd("EXISTS").arg(&queue).query_async(&mut self.admin.clone()).await?;
-                    if exists == 0 {
-                        left.push(format!("{key} {queue} (an empty queue listed)"));
-                    }
-                }
             } else if !["s:", "h:", "t:"].iter().any(|kept| rest.starts_with(kept)) {
                 left.push(key);
             }
@@ -134,7 +127,8 @@ impl Faults for RedisFaults {
     }
 
     async fn drop_next_reply(&self) {
-        // Swallow replies until the server holds an entry of this client's session, then reset
+        // Swallow replies until the server holds an entry of this client's session (its index has a
+        // field besides the one made with the session), then reset
         // the connection: the client's script ran, but it never heard so.
         self.proxies.set_mode(ProxyMode::DropReplies);
         let (proxies, dropped, mut admin) = (self.proxies.clone(), self.dropped.clone(), self.admin.clone());
@@ -143,7 +137,7 @@ impl Faults for RedisFaults {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while tokio::time::Instant::now() < deadline {
                 let held: i64 = redis::cmd("HLEN").arg(&entries).query_async(&mut admin).await.unwrap_or(0);
-                if held > 0 {
+                if held > 1 {
                     dropped.fetch_add(1, Ordering::SeqCst);
                     proxies.reset_connections();
                     return;
@@ -193,7 +187,7 @@ impl Harness for RedisHarness {
     /// As an operator would: removes the first entry of the name's queue (`ZREM`), and its record.
     async fn delete_holder(&self, name: &str) {
         let mut admin = self.admin.clone();
-        for kind in ["lock", "rw", "sem"] {
+        for kind in distlock_redis::layout::QUEUE_KINDS {
             let queue = distlock_redis::layout::queue_key(&self.prefix, kind, name);
             let first: Vec<String> =
                 redis::cmd("ZRANGE").arg(&queue).arg(0).arg(0).query_async(&mut admin).await.expect("read the queue");
@@ -208,8 +202,7 @@ impl Harness for RedisHarness {
     /// One line per entry left under the prefix (`<queue key> <session>`), and any other key but
     /// the sessions' own (a live client's session is no entry, as an etcd lease is none; its key
     /// and index go with it) and the token counters (kept so that tokens never repeat:
-    /// docs/redis.md). A queue's record or its name in the set of queues shows only if its
-    /// entry is gone.
+    /// docs/redis.md). A queue's record shows only if its entry is gone.
     async fn leftovers(&self) -> Vec<String> {
         match self.entries().await {
             Ok(entries) => entries,

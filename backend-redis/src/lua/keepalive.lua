@@ -1,5 +1,5 @@
 -- Renews a session for `ttl` ms and reports its entries that are no longer in their queues
--- (deleted by an operator), forgetting what is left of them. ARGV: P, sid, ttl.
+-- (deleted by an operator), removing what is left of them. ARGV: P, sid, ttl.
 -- Reply: {'expired'} | {'alive', queue key, token, queue key, token, ...} (the missing entries).
 local sid, ttl = ARGV[2], ARGV[3]
 if redis.call('PEXPIRE', session_key(sid), ttl) == 0 then return { 'expired' } end
@@ -8,16 +8,15 @@ redis.call('PEXPIRE', own, ttl)
 local reply = { 'alive' }
 local entries = redis.call('HGETALL', own)
 for i = 1, #entries, 2 do
-  local score = redis.call('ZSCORE', entries[i], sid)
-  if not score or tonumber(score) ~= tonumber(entries[i + 1]) then
-    redis.call('HDEL', own, entries[i])
-    if not score then
-      local Q = queue_of(entries[i])
-      redis.call('HDEL', Q.e, sid)
-      forget_if_empty(Q)
+  if entries[i] ~= '' then
+    local score = redis.call('ZSCORE', entries[i], sid)
+    if not score or tonumber(score) ~= tonumber(entries[i + 1]) then
+      redis.call('HDEL', own, entries[i])
+      -- the record an operator's ZREM left behind
+      if not score then redis.call('HDEL', queue_of(entries[i]).e, sid) end
+      table.insert(reply, entries[i])
+      table.insert(reply, entries[i + 1])
     end
-    table.insert(reply, entries[i])
-    table.insert(reply, entries[i + 1])
   end
 end
 return reply

@@ -1,11 +1,12 @@
 -- distlock's Redis layout, shared by every script (prepended to each one). ARGV[1] is the key
 -- prefix P, ending in ':'.
 --   P s:<sid>           a session; exists while it lives (PX = the session's TTL)
---   P h:<sid>           the session's entries: queue key -> token (the same TTL)
---   P q:<kind>:<name>   a queue (kind: lock, rw, sem): sorted set, member = session id, score = token
+--   P h:<sid>           the session's entries: queue key -> token, and a field '' made with the
+--                       session so that the hash always has the session's TTL (renewed with it)
+--   P q:<kind>:<name>   a queue (kind: lock, elect, rw, sem): sorted set, member = session id,
+--                       score = token
 --   P e:<kind>:<name>   its records: hash, session id -> recipe char, granted flag ('0'/'1'), value
 --   P t:<name>          the name's token counter: INCR per entry, never reset, never expires
---   P queues            the set of non-empty queue keys (for inspect_all)
 -- Channels: P w:<sid> tells a session of its entries' grants ('g <token> <queue key>');
 -- P l:<name> tells an election's observers of its leader ('<token> <value>', '' for none).
 -- Granted entries are always a prefix of the queue: entries are only ever removed, never moved.
@@ -76,29 +77,19 @@ local function settle(Q, quiet)
   end
 end
 
--- An election's leader as observers see it: '<token> <value>' of the queue's head if that is a
--- granted candidate, '' if there is none; nil for queues that hold no elections.
+-- An election's leader as observers see it: '<token> <value>' of the queue's head if granted,
+-- '' if there is none; nil for the other queues (only elections have observers).
 local function leader_of(Q)
-  if Q.kind ~= 'lock' then return nil end
+  if Q.kind ~= 'elect' then return nil end
   local head = redis.call('ZRANGE', Q.q, 0, 0, 'WITHSCORES')
   if #head == 0 then return '' end
   local record = redis.call('HGET', Q.e, head[1])
-  if not record or string.sub(record, 1, 1) ~= 'E' or not is_granted(record) then return '' end
+  if not record or not is_granted(record) then return '' end
   return token_text(head[2]) .. ' ' .. string.sub(record, 3)
 end
 
--- Forgets a queue that has become empty: its name in the set of queues, and the records an
--- operator's ZREM left behind.
-local function forget_if_empty(Q)
-  if redis.call('EXISTS', Q.q) == 0 then
-    redis.call('SREM', P .. 'queues', Q.q)
-    redis.call('DEL', Q.e)
-  end
-end
-
--- After a change: tells observers if the leader changed from `before`, and forgets an empty queue.
+-- After a change: tells observers if the leader changed from `before`.
 local function announce(Q, before)
   local after = leader_of(Q)
   if after ~= before then redis.call('PUBLISH', P .. 'l:' .. Q.name, after) end
-  forget_if_empty(Q)
 end

@@ -1,6 +1,6 @@
 -- Replaces a leader's value, fenced by its token. ARGV: P, name, sid, token, value.
 -- Reply: 1 written, 0 the entry is gone.
-local Q = queue('lock', ARGV[2])
+local Q = queue('elect', ARGV[2])
 local sid, token, value = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local score = redis.call('ZSCORE', Q.q, sid)
 if not score or tonumber(score) ~= token then return 0 end

@@ -9,6 +9,19 @@ local Q = queue(ARGV[2], ARGV[3])
 local sid, mode, recipe, value = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if redis.call('EXISTS', session_key(sid)) == 0 then return { 'expired' } end
 local before = leader_of(Q)
+local function add(granted)
+  local token = redis.call('INCR', P .. 't:' .. Q.name)
+  redis.call('ZADD', Q.q, token, sid)
+  redis.call('HSET', Q.e, sid, recipe .. granted .. value)
+  redis.call('HSET', entries_key(sid), Q.q, token)
+  return token_text(token)
+end
+-- An empty queue: the entry holds at once (the path of every uncontended lock).
+if mode ~= 'check' and redis.call('ZCARD', Q.q) == 0 then
+  local token = add('1')
+  announce(Q, before)
+  return { 'granted', token }
+end
 local token = redis.call('ZSCORE', Q.q, sid)
 if not token then
   if mode == 'check' then return { 'gone' } end
@@ -18,15 +31,10 @@ if not token then
     local record = head[1] and redis.call('HGET', Q.e, head[1])
     if record and string.sub(record, 3) ~= value then return { 'permits', string.sub(record, 3) } end
   end
-  token = redis.call('INCR', P .. 't:' .. Q.name)
-  redis.call('ZADD', Q.q, token, sid)
-  redis.call('HSET', Q.e, sid, recipe .. '0' .. value)
-  redis.call('HSET', entries_key(sid), Q.q, token)
-  local ttl = redis.call('PTTL', session_key(sid))
-  if ttl > 0 then redis.call('PEXPIRE', entries_key(sid), ttl) end
-  redis.call('SADD', P .. 'queues', Q.q)
+  token = add('0')
+else
+  token = token_text(token)
 end
-token = token_text(token)
 -- Up to a few rounds: each finds the entries this one waits behind; dead ones are removed,
 -- which may admit it.
 for _ = 1, 8 do
@@ -46,7 +54,7 @@ for _ = 1, 8 do
   local rank = redis.call('ZRANK', Q.q, sid)
   local predecessor = redis.call('ZRANGE', Q.q, rank - 1, rank - 1)
   local watched = predecessor
-  if is_granted(redis.call('HGET', Q.e, predecessor[1])) then
+  if is_granted(redis.call('HGET', Q.e, predecessor[1]) or '') then
     watched = redis.call('ZRANGE', Q.q, 0, math.min(rank, 64) - 1)
   end
   local soonest, dead = nil, {}
