@@ -114,11 +114,9 @@ pub struct RedisCommands {
     pub published: f64,
 }
 
-/// Commands only scripts run (their calls are part of a script's one request).
-const SCRIPT_COMMANDS: &[&str] = &[
-    "zadd", "zrem", "zrange", "zrank", "zscore", "hset", "hget", "hdel", "hgetall", "incr", "exists", "pttl",
-    "pexpire", "publish", "sadd", "srem", "smembers", "del",
-];
+/// The commands distlock's clients send (keepalives are scripts too); everything else in the
+/// command stats is run by the scripts, part of a script's one request.
+const CLIENT_COMMANDS: &[&str] = &["evalsha", "eval", "script", "script|load", "subscribe", "unsubscribe", "scan"];
 
 impl RedisCommands {
     /// Reads `endpoint`'s (`host:port`) counters.
@@ -139,15 +137,11 @@ impl RedisCommands {
         Ok(RedisCommands { by_command, published })
     }
 
-    /// Requests clients sent: every command but those only scripts run, and this read's own
-    /// (the HELLO/CLIENT/INFO of a connection) excluded.
+    /// Requests distlock's clients sent ([`CLIENT_COMMANDS`]).
     pub fn client_commands(&self) -> f64 {
         self.by_command
             .iter()
-            .filter(|(name, _)| {
-                !SCRIPT_COMMANDS.contains(&name.as_str())
-                    && !["info", "hello", "client|setinfo", "client"].contains(&name.as_str())
-            })
+            .filter(|(name, _)| CLIENT_COMMANDS.contains(&name.as_str()))
             .map(|(_, calls)| calls)
             .sum()
     }

@@ -21,6 +21,7 @@ pub mod peer_process;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod redis_aof;
 pub mod redis_harness;
 pub mod redis_server;
 pub mod scenarios;

@@ -17,7 +17,8 @@ const START_BOUND: Duration = Duration::from_secs(20);
 pub enum Durability {
     /// Memory only (no RDB, no AOF): a restart loses everything.
     None,
-    /// `appendonly yes` with `appendfsync always`: every write is on disk before its reply.
+    /// `appendonly yes` with `appendfsync always`: every write is on disk before its reply (and
+    /// no RDB preamble: the AOF is all commands, for [`crate::redis_aof`] to replay).
     AppendFsyncAlways,
 }
 
@@ -107,9 +108,15 @@ impl RedisDeployment {
         self.primary.endpoint()
     }
 
-    /// The directory of the servers' files (data, logs).
+    /// The directory of the servers' files: `redis-primary/` and `redis-replica/` (their data
+    /// directories), and their logs.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// The primary's data directory (its AOF, if it keeps one).
+    pub fn primary_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis-primary")
     }
 
     /// Waits until the primary answers PING and the replica (if any) reports its link up.
@@ -168,9 +175,9 @@ fn start_server(
     ];
     match durability {
         Durability::None => args.extend(["--appendonly".into(), "no".into()]),
-        Durability::AppendFsyncAlways => {
-            args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), "always".into()])
-        }
+        Durability::AppendFsyncAlways => args.extend(
+            ["--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "no"].map(String::from),
+        ),
     }
     if let Some(primary) = replica_of {
         args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);

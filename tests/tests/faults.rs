@@ -25,7 +25,10 @@ use distlock_core::conformance::Harness;
 use distlock_tests::checker::{check, GrantRule, QueueReplay, Verdict};
 use distlock_tests::fenced_store::FencedStore;
 use distlock_tests::history::{self, Event};
-use distlock_tests::{EtcdCluster, EtcdHarness, ProxyMode, ProxySet, ZkEnsemble, ZkHarness};
+use distlock_tests::redis_server::Durability;
+use distlock_tests::{
+    EtcdCluster, EtcdHarness, ProxyMode, ProxySet, RedisDeployment, RedisHarness, ZkEnsemble, ZkHarness,
+};
 use tokio::process::{Child, Command};
 
 const WORKERS: u32 = 3;
@@ -75,10 +78,19 @@ impl Recipe {
         }
     }
 
-    /// Where the queue of `LOCK` lives in `namespace`: an etcd key prefix, a ZooKeeper directory
-    /// (the backends' own layouts).
+    /// Where the queue of `LOCK` lives in `namespace`: an etcd key prefix, a ZooKeeper directory,
+    /// a Redis sorted set (the backends' own layouts).
     fn queue(self, backend: &str, namespace: &str) -> String {
         match (backend, self) {
+            ("redis", _) => {
+                let recipe = match self {
+                    Recipe::Lock => distlock_core::backend::Recipe::Lock,
+                    Recipe::Election => distlock_core::backend::Recipe::Election,
+                    Recipe::ReadWrite => distlock_core::backend::Recipe::Read,
+                    Recipe::Semaphore => distlock_core::backend::Recipe::Permit(std::num::NonZeroU32::MIN),
+                };
+                distlock_redis::layout::queue_key(namespace, distlock_redis::layout::queue_kind(recipe), LOCK)
+            }
             ("etcd", Recipe::ReadWrite) => distlock_etcd::layout::read_write_prefix(namespace, LOCK),
             ("etcd", Recipe::Semaphore) => distlock_etcd::layout::semaphore_prefix(namespace, LOCK),
             ("etcd", _) => format!("{namespace}/{LOCK}/"),
@@ -160,7 +172,7 @@ impl Fault {
             Fault::CancelAtGrant => "waits cancelled around the moment of grant",
             Fault::CreateReplyDropped => "reply to a waiter's create/Txn dropped",
             Fault::ReleaseReplyDropped => "reply to the holder's release dropped",
-            Fault::ServerRestart => "server restart",
+            Fault::ServerRestart => "server restart (Redis: appendfsync always)",
             Fault::LeaderKill => "leader killed (3 nodes)",
             Fault::AllDownAndBack => "whole cluster down and back (3 nodes)",
             Fault::LeaderPartitioned => "leader partitioned from the other members for 2×TTL (3 nodes)",
@@ -194,12 +206,19 @@ impl Fault {
 enum Servers {
     Etcd(EtcdCluster),
     Zk(ZkEnsemble),
+    /// One primary with `appendonly yes` and `appendfsync always` (docs/redis.md: what Redis
+    /// keeps across a restart only so).
+    Redis(RedisDeployment),
 }
 
 impl Servers {
     async fn start(backend: &str, fault: Fault) -> Servers {
         let size = fault.cluster_size();
         match (backend, fault == Fault::LeaderPartitioned) {
+            ("redis", _) => {
+                assert_eq!(size, 1, "Redis runs take one server");
+                Servers::Redis(RedisDeployment::start(false, Durability::AppendFsyncAlways).await.expect("redis"))
+            }
             ("etcd", false) => Servers::Etcd(EtcdCluster::start(size).await.expect("etcd")),
             ("etcd", true) => Servers::Etcd(EtcdCluster::start_partitionable(size).await.expect("etcd")),
             (_, false) => Servers::Zk(ZkEnsemble::start(size).await.expect("zookeeper")),
@@ -227,6 +246,7 @@ impl Servers {
                 e.wait_ready().await.expect("zookeeper healed");
                 leader
             }
+            Servers::Redis(_) => unreachable!("no cluster faults on Redis"),
         }
     }
 
@@ -241,6 +261,7 @@ impl Servers {
                 let leader = e.leader().await.unwrap_or(0);
                 e.members[leader].process.kill();
             }
+            Servers::Redis(_) => unreachable!("no cluster faults on Redis"),
         }
     }
 
@@ -263,6 +284,7 @@ impl Servers {
                 }
                 e.wait_ready().await.expect("zookeeper back");
             }
+            Servers::Redis(_) => unreachable!("no cluster faults on Redis"),
         }
     }
 
@@ -270,6 +292,7 @@ impl Servers {
         match self {
             Servers::Etcd(c) => c.endpoints(),
             Servers::Zk(e) => e.endpoints(),
+            Servers::Redis(r) => vec![r.endpoint()],
         }
     }
 
@@ -283,6 +306,7 @@ impl Servers {
                 e.members[0].process.restart().expect("restart");
                 e.wait_ready().await.expect("zookeeper back");
             }
+            Servers::Redis(r) => r.restart_primary().await.expect("redis back"),
         }
     }
 }
@@ -443,11 +467,13 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
     let endpoints = servers.endpoints();
     let harness: Box<dyn Harness> = match backend {
         "etcd" => Box::new(EtcdHarness::new(endpoints.clone()).await),
+        "redis" => Box::new(RedisHarness::new(endpoints[0].clone()).await),
         _ => Box::new(ZkHarness::new(endpoints.clone()).await),
     };
     let ttl = harness.ttl();
     let namespace = match backend {
         "etcd" => format!("fault-{}", uuid::Uuid::new_v4()),
+        "redis" => format!("fault-{}", uuid::Uuid::new_v4().simple()),
         _ => format!("/fault-{}", uuid::Uuid::new_v4()),
     };
     let queue = recipe.queue(backend, &namespace);
@@ -457,6 +483,7 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
         Recipe::Election => {
             let url = match backend {
                 "etcd" => format!("etcd://{}/{namespace}?ttl={}s", endpoints.join(","), ttl.as_secs()),
+                "redis" => format!("redis://{}?prefix={namespace}&ttl={}ms", endpoints[0], ttl.as_millis()),
                 _ => format!("zk://{}{namespace}?session_timeout={}ms", endpoints.join(","), ttl.as_millis()),
             };
             Some(start_observer(url).await)
@@ -470,6 +497,11 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
                 "etcd://{}/{namespace}?ttl={}s&request_timeout=1s",
                 proxies.endpoints().join(","),
                 ttl.as_secs()
+            ),
+            "redis" => format!(
+                "redis://{}?prefix={namespace}&ttl={}ms&request_timeout=1s",
+                proxies.endpoints()[0],
+                ttl.as_millis()
             ),
             _ => format!("zk://{}{namespace}?session_timeout={}ms", proxies.endpoints().join(","), ttl.as_millis()),
         };
@@ -602,6 +634,8 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
                 distlock_tests::zk_txnlog::replay_queue(&ensemble.dir().join(&m.name), &queue, recipe.rule())
             })
             .max_by_key(|r| r.granted.len()),
+        // The AOF: what each script changed, in order (appendfsync always: all of it).
+        Servers::Redis(r) => distlock_tests::redis_aof::replay_queue(&r.primary_dir(), &queue, recipe.rule()),
     };
     let entries = history::read(&histories);
     let granted = replay.as_ref().map(|r| r.granted.as_slice());
@@ -635,9 +669,17 @@ async fn run(backend: &'static str, recipe: Recipe, fault: Fault, seconds: u64, 
 }
 
 /// Entries left in `queue` (see [`Recipe::queue`]): keys or znodes in the queue (not the release
-/// record beside it, which goes with the session that last released).
+/// record beside it, which goes with the session that last released), members of the sorted set.
 async fn leftovers(backend: &str, endpoints: &[String], queue: &str) -> usize {
     match backend {
+        "redis" => {
+            let count = async {
+                let client = redis::Client::open(format!("redis://{}", endpoints[0]))?;
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                redis::cmd("ZCARD").arg(queue).query_async::<usize>(&mut connection).await
+            };
+            count.await.unwrap_or(usize::MAX)
+        }
         "etcd" => {
             let Ok(mut client) = distlock_tests::etcd::connect(endpoints).await else { return usize::MAX };
             let options = distlock_etcd::etcd_client::GetOptions::new().with_prefix().with_count_only();
@@ -669,8 +711,9 @@ fn report(rows: &[Row], seconds: u64) -> String {
         "Each run lasted {seconds} s (at least 7 s for the two cluster-wide faults, which keep the servers \
          unusable for 3 to 4 s, and for the dropped create reply, whose injection needs a worker caught \
          between a release and its next queuing and may take several guesses, and for a semaphore's killed \
-         holder, whose permit comes back after its session's 2 s). The etcd runs and the ZooKeeper runs go side by side, each on servers of its \
-         own.\n\n"
+         holder, whose permit comes back after its session's 2 s). The etcd, ZooKeeper and Redis runs go side by side, each on servers of its \
+         own. Redis runs on one primary with `appendonly yes` and `appendfsync always` (docs/redis.md \
+         says what a restart without them, or a failover, does), and has no cluster-wide rows.\n\n"
     ));
     out.push_str(
         "Checks: (1) accepted operations with a lower token than an earlier accepted one they may not follow \
@@ -681,7 +724,7 @@ fn report(rows: &[Row], seconds: u64) -> String {
                    without faults, counted honestly under pauses and partitions (fencing is what keeps them \
                    harmless); (4) acquisitions whose token the server's own record never granted, by the \
                    recipe's rule applied to the queue at every revision (etcd: the revision history of the \
-                   prefix; ZooKeeper: the transaction log, replayed): the first entry for the lock, readers \
+                   prefix; ZooKeeper: the transaction log, replayed; Redis: the append-only file, replayed): the first entry for the lock, readers \
                    before the first writer or a writer first for the read-write lock, the first two entries \
                    for the semaphore; (5) the longest time the lock (a permit) stood free while a worker \
                    waited, which must stay within TTL + 1 s (3 s) when the holder is killed or cut off; \
@@ -771,14 +814,16 @@ async fn fault_suite() {
     // DISTLOCK_FAULT_ONLY=zookeeper or =etcd:election narrows the run (substring of "backend:recipe:fault").
     let only = std::env::var("DISTLOCK_FAULT_ONLY").unwrap_or_default();
     let dir = distlock_tests::temp_dir("fault-histories").expect("a temp dir");
-    // The two backends' runs go side by side (each run has servers, ports and files of its own):
-    // most of a run is waiting on TTLs and restarts, so this halves the suite's time.
+    // The backends' runs go side by side (each run has servers, ports and files of its own):
+    // most of a run is waiting on TTLs and restarts, so this divides the suite's time.
     let runs = |backend: &'static str| {
         let (only, dir) = (&only, dir.path());
         async move {
             let mut rows = Vec::new();
             for recipe in Recipe::ALL {
-                for &fault in recipe.faults() {
+                // Redis runs on one primary: the cluster-wide faults are etcd's and ZooKeeper's.
+                let faults = recipe.faults().iter().filter(|f| backend != "redis" || f.cluster_size() == 1);
+                for &fault in faults {
                     if format!("{backend}:{}:{}", recipe.label(), fault.label()).contains(only.as_str()) {
                         let row = run(backend, recipe, fault, seconds, dir).await;
                         print_row(&row);
@@ -789,8 +834,8 @@ async fn fault_suite() {
             rows
         }
     };
-    let (etcd_rows, zk_rows) = tokio::join!(runs("etcd"), runs("zookeeper"));
-    let rows: Vec<Row> = etcd_rows.into_iter().chain(zk_rows).collect();
+    let (etcd_rows, zk_rows, redis_rows) = tokio::join!(runs("etcd"), runs("zookeeper"), runs("redis"));
+    let rows: Vec<Row> = etcd_rows.into_iter().chain(zk_rows).chain(redis_rows).collect();
     let text = report(&rows, seconds);
     if let Some(parent) = Path::new(&report_path).parent() {
         let _ = std::fs::create_dir_all(parent);
