@@ -4,8 +4,11 @@
 --   P h:<sid>           the session's entries: queue key -> token, and a field '' made with the
 --                       session so that the hash always has the session's TTL (renewed with it)
 --   P q:<kind>:<name>   a queue (kind: lock, elect, rw, sem): sorted set, member = session id,
---                       score = token
+--                       score = token; it lives as long as the longest-lived session in it (each
+--                       session's queuing and keepalive extend it), so a queue whose sessions all
+--                       died without a word goes with them
 --   P e:<kind>:<name>   its records: hash, session id -> recipe char, granted flag ('0'/'1'), value
+--                       (the same life as the queue)
 --   P t:<name>          the name's token counter: INCR per entry, never reset, never expires
 -- Channels: P w:<sid> tells a session of its entries' grants ('g <token> <queue key>');
 -- P l:<name> tells an election's observers of its leader ('<token> <value>', '' for none).
@@ -39,6 +42,11 @@ local function admits(record, ahead, exclusive)
 end
 
 local function is_granted(record) return string.sub(record, 2, 2) == '1' end
+
+-- Makes `key` live at least `ttl` ms more.
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+end
 
 local function remove(Q, sid)
   redis.call('ZREM', Q.q, sid)

@@ -9,16 +9,25 @@ local Q = queue(ARGV[2], ARGV[3])
 local sid, mode, recipe, value = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if redis.call('EXISTS', session_key(sid)) == 0 then return { 'expired' } end
 local before = leader_of(Q)
-local function add(granted)
+-- Adds the entry; the queue lives at least as long as the session (`fresh`: the queue is new).
+local function add(granted, fresh)
   local token = redis.call('INCR', P .. 't:' .. Q.name)
   redis.call('ZADD', Q.q, token, sid)
   redis.call('HSET', Q.e, sid, recipe .. granted .. value)
   redis.call('HSET', entries_key(sid), Q.q, token)
+  local ttl = redis.call('PTTL', session_key(sid))
+  if fresh then
+    redis.call('PEXPIRE', Q.q, ttl)
+    redis.call('PEXPIRE', Q.e, ttl)
+  else
+    extend(Q.q, ttl)
+    extend(Q.e, ttl)
+  end
   return token_text(token)
 end
 -- An empty queue: the entry holds at once (the path of every uncontended lock).
 if mode ~= 'check' and redis.call('ZCARD', Q.q) == 0 then
-  local token = add('1')
+  local token = add('1', true)
   announce(Q, before)
   return { 'granted', token }
 end
@@ -31,7 +40,7 @@ if not token then
     local record = head[1] and redis.call('HGET', Q.e, head[1])
     if record and string.sub(record, 3) ~= value then return { 'permits', string.sub(record, 3) } end
   end
-  token = add('0')
+  token = add('0', false)
 else
   token = token_text(token)
 end
