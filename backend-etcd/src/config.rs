@@ -283,7 +283,8 @@ impl EtcdConfig {
         match (&url.username, &url.password) {
             (Some(user), Some(pass)) => builder = builder.user(user, pass),
             (Some(_), None) => return Err(bad("etcd needs a password with the user: etcd://user:pass@host")),
-            _ => {}
+            (None, Some(_)) => return Err(bad("etcd needs a user with the password: etcd://user:pass@host")),
+            (None, None) => {}
         }
         if !tls && ["ca", "cert", "key"].iter().any(|p| url.param(p).is_some()) {
             return Err(bad("ca=, cert= and key= are for TLS: use etcds://"));

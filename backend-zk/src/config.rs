@@ -200,7 +200,8 @@ impl ZkConfig {
         match (&url.username, &url.password) {
             (Some(user), Some(pass)) => builder = builder.digest(user, pass),
             (Some(_), None) => return Err(bad("digest authentication needs a password: zk://user:pass@host")),
-            _ => {}
+            (None, Some(_)) => return Err(bad("digest authentication needs a user name: zk://user:pass@host")),
+            (None, None) => {}
         }
         builder.config()
     }

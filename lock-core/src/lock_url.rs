@@ -37,7 +37,7 @@ pub struct HostPort {
 pub struct LockUrl {
     /// The scheme, lower-cased (`etcd`, `etcds`, `zk`, `mem`).
     pub scheme: String,
-    /// The user name, percent-decoded.
+    /// The user name, percent-decoded; `None` also for `:password@` (a password alone).
     pub username: Option<String>,
     /// The password, percent-decoded. Never printed by `Display` or `Debug`.
     pub password: Option<String>,
@@ -86,14 +86,18 @@ impl LockUrl {
                     Some((u, p)) => (u, Some(p)),
                     None => (info, None),
                 };
-                if user.is_empty() {
+                // `:pass@` (a password alone, as Redis's AUTH takes it) has no user name.
+                if user.is_empty() && pass.is_none() {
                     return Err(bad("the user name before '@' is empty"));
                 }
-                let user = percent_decode(user).ok_or_else(|| bad("the user name has a bad %-escape"))?;
+                let user = match user {
+                    "" => None,
+                    user => Some(percent_decode(user).ok_or_else(|| bad("the user name has a bad %-escape"))?),
+                };
                 let pass = pass
                     .map(|p| percent_decode(p).ok_or_else(|| bad("the password has a bad %-escape")))
                     .transpose()?;
-                (Some(user), pass)
+                (user, pass)
             }
         };
         let hosts = if hosts.is_empty() {
@@ -314,6 +318,15 @@ mod tests {
         }
         let cases = vec![
             Case { text: "mem://", scheme: "mem", user: None, pass: None, hosts: vec![], path: "", params: vec![] },
+            Case {
+                text: "redis://:s3cret@h",
+                scheme: "redis",
+                user: None,
+                pass: Some("s3cret"),
+                hosts: vec![hp("h", None)],
+                path: "",
+                params: vec![],
+            },
             Case {
                 text: "mem://?ttl=2s",
                 scheme: "mem",

@@ -27,6 +27,10 @@ pub enum Durability {
 pub struct RedisServer {
     /// The port on 127.0.0.1.
     pub port: u16,
+    /// The TLS port on 127.0.0.1, if the server also serves TLS.
+    pub tls_port: Option<u16>,
+    /// The password the server requires (`requirepass`), if any.
+    pub password: Option<String>,
     /// The process.
     pub process: ServerProcess,
 }
@@ -39,7 +43,8 @@ impl RedisServer {
 
     /// A plain client of this server (RESP2), for checks behind the library's back.
     pub async fn admin(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(format!("redis://{}", self.endpoint()))?.get_multiplexed_async_connection().await
+        let password = self.password.as_deref().map(|p| format!(":{p}@")).unwrap_or_default();
+        redis::Client::open(format!("redis://{password}{}", self.endpoint()))?.get_multiplexed_async_connection().await
     }
 }
 
@@ -61,9 +66,9 @@ impl RedisDeployment {
     /// and waits until the primary answers (and the replica has synced).
     pub async fn start(replica: bool, durability: Durability) -> io::Result<Self> {
         let dir = temp_dir("redis")?;
-        let primary = start_server(&dir, "redis-primary", durability, None)?;
+        let primary = start_server(&dir, "redis-primary", durability, None, None)?;
         let replica = match replica {
-            true => Some(start_server(&dir, "redis-replica", durability, Some(primary.port))?),
+            true => Some(start_server(&dir, "redis-replica", durability, Some(primary.port), None)?),
             false => None,
         };
         let deployment = RedisDeployment { primary, replica, replica_link: None, dir };
@@ -75,10 +80,20 @@ impl RedisDeployment {
     /// ([`RedisDeployment::replica_link`]), for failover tests.
     pub async fn start_with_replica_link(durability: Durability) -> io::Result<Self> {
         let dir = temp_dir("redis")?;
-        let primary = start_server(&dir, "redis-primary", durability, None)?;
+        let primary = start_server(&dir, "redis-primary", durability, None, None)?;
         let link = crate::TcpProxy::start(([127, 0, 0, 1], primary.port).into()).await?;
-        let replica = start_server(&dir, "redis-replica", durability, Some(link.addr().port()))?;
+        let replica = start_server(&dir, "redis-replica", durability, Some(link.addr().port()), None)?;
         let deployment = RedisDeployment { primary, replica: Some(replica), replica_link: Some(link), dir };
+        deployment.wait_ready().await?;
+        Ok(deployment)
+    }
+
+    /// A primary that requires `password` and also serves TLS with `cert`'s server certificate
+    /// (clients need not show one) on [`RedisServer::tls_port`].
+    pub async fn start_tls(cert: &crate::tls::TestCertificates, password: &str) -> io::Result<Self> {
+        let dir = temp_dir("redis")?;
+        let primary = start_server(&dir, "redis-primary", Durability::None, None, Some((cert, password)))?;
+        let deployment = RedisDeployment { primary, replica: None, replica_link: None, dir };
         deployment.wait_ready().await?;
         Ok(deployment)
     }
@@ -153,8 +168,10 @@ fn start_server(
     name: &str,
     durability: Durability,
     replica_of: Option<u16>,
+    tls: Option<(&crate::tls::TestCertificates, &str)>,
 ) -> io::Result<RedisServer> {
     let port = free_port();
+    let tls_port = tls.map(|_| free_port());
     let data = dir.path().join(name);
     std::fs::create_dir_all(&data)?;
     let mut args = vec![
@@ -182,7 +199,25 @@ fn start_server(
     if let Some(primary) = replica_of {
         args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
     }
+    if let (Some((cert, password)), Some(tls_port)) = (tls, tls_port) {
+        let path = |p: &std::path::Path| p.display().to_string();
+        args.extend([
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path(&cert.server_cert),
+            "--tls-key-file".into(),
+            path(&cert.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&cert.ca_cert),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            password.to_owned(),
+        ]);
+    }
     let log = dir.path().join(format!("{name}.log"));
     let process = ServerProcess::start(name, "redis-server", args, log)?;
-    Ok(RedisServer { port, process })
+    let password = tls.map(|(_, password)| password.to_owned());
+    Ok(RedisServer { port, tls_port, password, process })
 }

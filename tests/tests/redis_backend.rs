@@ -1,6 +1,7 @@
-//! What the Redis backend guarantees across a server restart and a failover, on real
-//! `redis-server` processes: Redis keeps the queues, so what Redis loses, the locks lose.
-//! docs/redis.md explains each case and the configuration that avoids it.
+//! The Redis backend on real `redis-server` processes, beyond the conformance suite: what it
+//! guarantees across a server restart and a failover (Redis keeps the queues, so what Redis
+//! loses, the locks lose; docs/redis.md explains each case and the configuration that avoids
+//! it), and `rediss://` with a password.
 
 use std::time::Duration;
 
@@ -90,4 +91,30 @@ async fn a_failover_to_a_replica_that_missed_the_grant_grants_the_lock_twice() {
         "the replica's counter never saw the grant: a token is repeated"
     );
     assert!(held.is_held(), "the first holder still counts as holding: the lock is granted twice");
+}
+
+/// `rediss://` with the server's CA and a password: locks over TLS; a wrong password is a
+/// refusal that names the credentials; a CA the server's certificate does not chain to fails
+/// the connect.
+#[tokio::test]
+async fn a_rediss_url_with_a_password_locks_over_tls() {
+    let cert = distlock_tests::tls::TestCertificates::new().expect("test certificates");
+    let redis = RedisDeployment::start_tls(&cert, "s3cret").await.expect("redis with TLS");
+    let port = redis.primary.tls_port.expect("a TLS port");
+    let ca = cert.ca_cert.display().to_string();
+    let url = |password: &str| format!("rediss://:{password}@127.0.0.1:{port}?ca={ca}&prefix={}", prefix());
+
+    let locks = distlock::connect(&url("s3cret")).await.expect("connect over TLS");
+    let guard = locks.lock("orders/42").await.expect("lock over TLS");
+    assert!(guard.fencing_token().get() > 0);
+    guard.release().await.expect("release");
+    locks.close().await.expect("close");
+
+    match distlock::connect(&url("wrong")).await {
+        Err(e @ distlock_core::LockError::Unauthorized { .. }) => assert!(e.to_string().contains("password"), "{e}"),
+        Err(other) => panic!("a wrong password: expected Unauthorized, got {other}"),
+        Ok(_) => panic!("a wrong password was accepted"),
+    }
+    let untrusted = format!("rediss://:s3cret@127.0.0.1:{port}?prefix=x&connect_timeout=1s&request_timeout=1s");
+    assert!(distlock::connect(&untrusted).await.is_err(), "a server certificate no trusted CA signed");
 }
