@@ -100,6 +100,19 @@ scrape=$(target/debug/examples/metrics) || status=1
 grep -q '^distlock_losses_total{backend="mem",recipe="lock",name="jobs/nightly-report",reason="session_expired"} 1$' <<<"$scrape" \
   || { echo "the metrics example's scrape lacks its loss"; status=1; }
 
+echo "==> quickstart on Redis (a redis-server of its own, no persistence)"
+# Built by `cargo test` above with every feature: the same program as on mem://, given a redis:// URL.
+redis_dir=$(mktemp -d)
+redis_port=$((20000 + RANDOM % 20000))
+if redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" --save "" --appendonly no \
+  --daemonize yes --pidfile "$redis_dir/pid" --logfile "$redis_dir/log"; then
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  target/debug/examples/quickstart "redis://127.0.0.1:$redis_port/0?prefix=quickstart" >/dev/null || status=$?
+  kill "$(cat "$redis_dir/pid")" 2>/dev/null || true
+else
+  echo "redis-server did not start"; status=1
+fi
+
 # The path a docker-compose setup uses: servers already running, named by DISTLOCK_TEST_* variables.
 # With a Docker engine: the compose file's own containers, built from docker/ (scripts/docker-test.sh).
 # Without one: servers started natively by the harness's test_servers helper.
