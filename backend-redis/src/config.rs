@@ -188,7 +188,7 @@ impl RedisBuilder {
     pub fn config(self) -> Result<RedisConfig, LockError> {
         let c = self.config;
         validate_ttl("ttl", c.ttl, Duration::from_secs(1))?;
-        if c.ttl.subsec_nanos() % 1_000_000 != 0 {
+        if !c.ttl.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(LockError::invalid_config(
                 "ttl",
                 format!("{:?}: Redis expiries take whole milliseconds", c.ttl),
@@ -336,9 +336,12 @@ mod tests {
         RedisConfig::from_url(&LockUrl::parse(url)?)
     }
 
+    /// What a URL gives: (address, db, prefix, TTL in ms), or a word of the error.
+    type Expected = Result<(&'static str, i64, &'static str, u64), &'static str>;
+
     #[test]
     fn urls_give_settings_or_a_clear_error() {
-        let table: &[(&str, Result<(&str, i64, &str, u64), &str>)] = &[
+        let table: &[(&str, Expected)] = &[
             ("redis://h", Ok(("h:6379", 0, "distlock", 10_000))),
             ("redis://h:7000/3?prefix=app&ttl=1500ms", Ok(("h:7000", 3, "app", 1_500))),
             ("rediss://:pw@h", Ok(("h:6379", 0, "distlock", 10_000))),

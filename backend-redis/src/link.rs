@@ -16,6 +16,9 @@ use crate::config::RedisConfig;
 /// Called with each message published on a subscribed channel.
 pub(crate) type Route = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
+/// Who hears each subscribed channel: (subscription id, route) each.
+type Routes = HashMap<Vec<u8>, Vec<(u64, Route)>>;
+
 /// One connection at a time, and the channels to subscribe on each.
 pub(crate) struct Link {
     client: redis::Client,
@@ -28,7 +31,7 @@ struct Shared {
     /// The current connection and its number.
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// Subscribed channels and who hears them.
-    routes: Mutex<HashMap<Vec<u8>, Vec<(u64, Route)>>>,
+    routes: Mutex<Routes>,
     next_id: AtomicU64,
     /// The number of connections made so far.
     epoch: watch::Sender<u64>,

@@ -42,7 +42,7 @@ impl Kind {
 enum Servers {
     Etcd(EtcdCluster),
     Zk(ZkEnsemble),
-    Redis(RedisDeployment),
+    Redis(Box<RedisDeployment>),
     Given,
 }
 
@@ -195,7 +195,12 @@ impl Target {
                 // As the peers were measured: Redis 7.0 from Debian, no persistence.
                 let deployment = RedisDeployment::start(false, Durability::None).await?;
                 let pids = deployment.primary.process.pid().into_iter().collect();
-                Ok(Target { kind, endpoints: vec![deployment.endpoint()], pids, _servers: Servers::Redis(deployment) })
+                Ok(Target {
+                    kind,
+                    endpoints: vec![deployment.endpoint()],
+                    pids,
+                    _servers: Servers::Redis(Box::new(deployment)),
+                })
             }
         }
     }

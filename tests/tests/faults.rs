@@ -208,7 +208,7 @@ enum Servers {
     Zk(ZkEnsemble),
     /// One primary with `appendonly yes` and `appendfsync always` (docs/redis.md: what Redis
     /// keeps across a restart only so).
-    Redis(RedisDeployment),
+    Redis(Box<RedisDeployment>),
 }
 
 impl Servers {
@@ -217,7 +217,9 @@ impl Servers {
         match (backend, fault == Fault::LeaderPartitioned) {
             ("redis", _) => {
                 assert_eq!(size, 1, "Redis runs take one server");
-                Servers::Redis(RedisDeployment::start(false, Durability::AppendFsyncAlways).await.expect("redis"))
+                Servers::Redis(Box::new(
+                    RedisDeployment::start(false, Durability::AppendFsyncAlways).await.expect("redis"),
+                ))
             }
             ("etcd", false) => Servers::Etcd(EtcdCluster::start(size).await.expect("etcd")),
             ("etcd", true) => Servers::Etcd(EtcdCluster::start_partitionable(size).await.expect("etcd")),
