@@ -110,6 +110,7 @@ fn check_compiled(url: &LockUrl, compiled: Compiled) -> Result<(), LockError> {
 fn connect_mem(url: &LockUrl, names: MetricNames) -> Result<Box<dyn DistributedLock>, LockError> {
     url.reject_unknown_params(&["ttl"])?;
     if url.username.is_some()
+        || url.password.is_some()
         || url.hosts.len() > 1
         || !url.path.is_empty()
         || url.hosts.iter().any(|h| h.port.is_some())
@@ -137,7 +138,8 @@ mod tests {
         assert!(connect("mem://named?ttl=2s").await.is_ok());
         assert!(connect("mem://?metrics_names=jobs/,payments/settle").await.is_ok());
         let cases: &[(&str, &str)] = &[
-            ("redis://localhost", "unknown scheme"),
+            ("nats://localhost", "unknown scheme"),
+            ("mem://:secret@", "only a server name"),
             ("localhost:2379", "no scheme"),
             ("mem://?ttl=0s", "too short"),
             ("mem://?ttl=10", "not a duration"),

@@ -106,10 +106,9 @@ impl RedisSession {
             Arc::new(move |message: &[u8]| wakes.deliver(message))
         };
         let channel = layout::wake_channel(&config.prefix, &id);
-        let wake_channel = link
-            .subscribe(channel, route)
-            .await
-            .map_err(|e| request_error("subscribe the session's wake channel", &config.endpoint_label(), Some(e)))?;
+        let wake_channel = link.subscribe(channel, route).await.map_err(|e| {
+            request_error("connect and subscribe the session's channel", &config.endpoint_label(), Some(e))
+        })?;
         let ttl_ms = config.ttl.as_millis() as u64;
         let args = crate::args![format!("{}:", config.prefix), id, ttl_ms.to_string()];
         // The first attempt's send time: a retried write starts the TTL later, never earlier.

@@ -409,7 +409,7 @@ mod tests {
             "--clients 2,x",
             "--clients 0,8",
             "--waiters 1,0",
-            "--backends redis",
+            "--backends nats",
             "--cycles",
             "--seconds 0",
             "--rounds 0",
