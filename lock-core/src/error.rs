@@ -112,7 +112,7 @@ pub enum LockError {
     /// A backend request failed. `retryable` says whether the same call may succeed later.
     #[error("{backend} request `{op}` failed{}", if *.retryable { " (temporary: retry)" } else { "" })]
     Backend {
-        /// `etcd`, `zookeeper` or `mem`.
+        /// `etcd`, `zookeeper`, `redis` or `mem`.
         backend: &'static str,
         /// The request that failed.
         op: String,
@@ -126,7 +126,7 @@ pub enum LockError {
     /// The server refused our credentials or our rights: retrying will not help.
     #[error("{backend} refused to {op}: {reason}; check the user and password in the URL (user:pass@host) and that the user may read and write the lock prefix")]
     Unauthorized {
-        /// `etcd` or `zookeeper`.
+        /// `etcd`, `zookeeper` or `redis`.
         backend: &'static str,
         /// The request that was refused.
         op: String,

@@ -5,7 +5,7 @@
 //! without the feature it is not compiled in. `docs/OPERATIONS.md` describes each metric, its
 //! labels and what to alert on.
 //!
-//! Every metric has the labels `backend` (`mem`, `etcd`, `zookeeper`); those of an acquisition
+//! Every metric has the labels `backend` (`mem`, `etcd`, `zookeeper`, `redis`); those of an acquisition
 //! have `recipe` too (`lock`, `election`, `read`, `write`, `permit`), and a `name` label for
 //! the names a client was told to label ([`MetricNames`]): names can be unbounded, so by default
 //! the figures of all names are added up.

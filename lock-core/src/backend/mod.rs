@@ -145,7 +145,7 @@ pub trait LockBackend: Send + Sync + 'static {
     /// The state of the current session.
     fn session_state(&self) -> SessionState;
 
-    /// The backend's name in metrics' `backend` label (`etcd`, `zookeeper`, `mem`).
+    /// The backend's name in metrics' `backend` label (`etcd`, `zookeeper`, `redis`, `mem`).
     fn backend_name(&self) -> &'static str {
         "custom"
     }
