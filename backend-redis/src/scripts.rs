@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use redis::aio::MultiplexedConnection;
-use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
+use redis::{ErrorKind, FromRedisValue, ParsingError, RedisResult, Script, ServerErrorKind, Value};
 
 macro_rules! script {
     ($file:literal) => {
@@ -31,17 +31,25 @@ pub(crate) static LEADER: LazyLock<Script> = script!("leader.lua");
 /// Reads queues (`lua/inspect.lua`).
 pub(crate) static INSPECT: LazyLock<Script> = script!("inspect.lua");
 
-/// Runs `script` with `args` as its ARGV (EVALSHA; on NOSCRIPT, SCRIPT LOAD and EVALSHA again).
+/// Runs `script` with `args` as its ARGV: EVALSHA, and on NOSCRIPT (a server that restarted, or
+/// never saw it) SCRIPT LOAD and EVALSHA again. The command is packed once, straight from `args`.
 pub(crate) async fn invoke<T: FromRedisValue>(
     script: &Script,
     args: &[Vec<u8>],
     connection: &mut MultiplexedConnection,
 ) -> RedisResult<T> {
-    let mut invocation = script.prepare_invoke();
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash()).arg(0);
     for arg in args {
-        invocation.arg(arg.as_slice());
+        call.arg(arg.as_slice());
     }
-    invocation.invoke_async(connection).await
+    match call.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(connection).await?;
+            call.query_async(connection).await
+        }
+        other => other,
+    }
 }
 
 /// Script arguments from anything that reads as bytes.
@@ -95,10 +103,13 @@ pub(crate) fn number<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
 
 impl FromRedisValue for Queued {
     fn from_redis_value(value: Value) -> Result<Self, ParsingError> {
+        // A grant is a bare integer: the reply of every uncontended lock, the cheapest to parse.
+        if let Value::Int(token) = value {
+            return u64::try_from(token).map(Queued::Granted).map_err(|_| bad("queue", &value));
+        }
         let parts = parts(&value).ok_or_else(|| bad("queue", &value))?;
         let n = |i: usize| parts.get(i).and_then(|p| number::<u64>(p));
         let parsed = match parts.first().map(Vec::as_slice) {
-            Some(b"granted") => n(1).map(Queued::Granted),
             Some(b"waiting") => n(1).zip(n(2)).map(|(token, recheck_ms)| Queued::Waiting { token, recheck_ms }),
             Some(b"busy") => Some(Queued::Busy),
             Some(b"gone") => Some(Queued::Gone),

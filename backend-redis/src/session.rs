@@ -166,11 +166,8 @@ impl RedisSession {
     ) -> Result<T, LockError> {
         let mut all = vec![format!("{}:", self.config.prefix).into_bytes()];
         all.extend(args);
-        self.request(op, |mut connection| {
-            let all = all.clone();
-            async move { scripts::invoke(script, &all, &mut connection).await }
-        })
-        .await
+        let all = &all;
+        self.request(op, |mut connection| async move { scripts::invoke(script, all, &mut connection).await }).await
     }
 
     /// Remembers a hold, so that its loss fires if someone else deletes its entry.

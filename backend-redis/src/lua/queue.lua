@@ -2,7 +2,7 @@
 -- ARGV: P, kind, name, sid, mode ('queue' | 'try' | 'check'), recipe char, value.
 -- 'queue' adds the entry unless the session has one (a retry after a lost reply finds it);
 -- 'try' adds it but removes it again unless granted at once; 'check' only looks.
--- Replies: {'granted', token} | {'waiting', token, ms} (ms: when an entry it waits behind could
+-- Replies: token (an integer: granted) | {'waiting', token, ms} (ms: when an entry it waits behind could
 -- die with its session, the time to check again) | {'busy'} | {'gone'} | {'expired'} |
 -- {'permits', number the queue's entries carry}.
 local Q = queue(ARGV[2], ARGV[3])
@@ -29,7 +29,7 @@ end
 if mode ~= 'check' and redis.call('ZCARD', Q.q) == 0 then
   local token = add('1', true)
   announce(Q, before)
-  return { 'granted', token }
+  return tonumber(token)
 end
 local token = redis.call('ZSCORE', Q.q, sid)
 if not token then
@@ -50,7 +50,7 @@ for _ = 1, 8 do
   settle(Q, sid)
   if is_granted(redis.call('HGET', Q.e, sid)) then
     announce(Q, before)
-    return { 'granted', token }
+    return tonumber(token)
   end
   if mode == 'try' then
     remove(Q, sid)
