@@ -10,14 +10,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distlock_core::backend::{LeaderFeed, SessionLife};
+use distlock_core::backend::{LeaderFeed, SessionLife, SessionSlot};
 use distlock_core::{FencingToken, Leader, LockError, LockName};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RedisConfig;
 use crate::link::{Link, Subscription};
 use crate::scripts::{self, number, parts};
-use crate::session::retried;
+use crate::session::{retried, RedisSession};
 
 /// A leader message or a leader reply's parts: `<term> <value>`, empty for none.
 fn leader_from(message: &[u8]) -> Option<Leader> {
@@ -53,8 +53,8 @@ pub(crate) struct LeaderChannel {
     link: Arc<Link>,
     config: Arc<RedisConfig>,
     requests: Arc<AtomicU64>,
-    /// Reads outlive sessions: the feed has a life of its own, which never ends.
-    life: SessionLife,
+    /// The client's session: reads go on the live one (a new one after an expiry).
+    session: Arc<SessionSlot<RedisSession>>,
     name: LockName,
     messages: mpsc::UnboundedReceiver<Vec<u8>>,
     epoch: watch::Receiver<u64>,
@@ -68,6 +68,7 @@ impl LeaderChannel {
         link: Arc<Link>,
         config: Arc<RedisConfig>,
         requests: Arc<AtomicU64>,
+        session: Arc<SessionSlot<RedisSession>>,
         name: LockName,
     ) -> Result<Self, LockError> {
         let (sender, messages) = mpsc::unbounded_channel();
@@ -81,12 +82,11 @@ impl LeaderChannel {
             .map_err(|e| crate::errors::request_error("subscribe to the leader", &config.endpoint_label(), Some(e)))?;
         let mut epoch = link.epoch();
         epoch.borrow_and_update();
-        let life = SessionLife::new("redis", config.ttl);
         Ok(LeaderChannel {
             link,
             config,
             requests,
-            life,
+            session,
             name,
             messages,
             epoch,
@@ -95,12 +95,11 @@ impl LeaderChannel {
         })
     }
 
+    /// One read of the leader, on the client's live session (a new one after an expiry).
     async fn read(&self) -> Result<Option<Leader>, LockError> {
-        let count = || {
-            self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            distlock_core::backend::server_request("redis");
-        };
-        read_leader(&self.link, &self.config, &self.life, count, &self.name).await
+        let open = || RedisSession::open(self.link.clone(), self.config.clone(), self.requests.clone());
+        let session = self.session.live(open).await?;
+        read_leader(&self.link, &self.config, &session.life, || session.count(), &self.name).await
     }
 }
 

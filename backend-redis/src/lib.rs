@@ -88,7 +88,8 @@ pub async fn connect_url(url: &LockUrl) -> Result<RedisLocks, LockError> {
 pub struct RedisBackend {
     config: Arc<RedisConfig>,
     link: Arc<Link>,
-    session: SessionSlot<RedisSession>,
+    /// Shared with the election observers, whose reads go on the live session.
+    session: Arc<SessionSlot<RedisSession>>,
     requests: Arc<AtomicU64>,
 }
 
@@ -172,7 +173,7 @@ impl RedisBackend {
                     source: None,
                 }
             })??;
-        Ok(RedisBackend { config, link, session: SessionSlot::new(session), requests })
+        Ok(RedisBackend { config, link, session: Arc::new(SessionSlot::new(session)), requests })
     }
 
     fn current(&self) -> Arc<RedisSession> {
@@ -307,13 +308,9 @@ impl LockBackend for RedisBackend {
     }
 
     async fn observe(&self, name: &LockName) -> Result<Box<dyn LeaderFeed>, LockError> {
-        let channel = election::LeaderChannel::subscribe(
-            self.link.clone(),
-            self.config.clone(),
-            self.requests.clone(),
-            name.clone(),
-        )
-        .await?;
+        let (link, config, requests) = (self.link.clone(), self.config.clone(), self.requests.clone());
+        let channel =
+            election::LeaderChannel::subscribe(link, config, requests, self.session.clone(), name.clone()).await?;
         Ok(Box::new(channel))
     }
 
