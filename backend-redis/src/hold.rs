@@ -16,7 +16,6 @@ pub(crate) fn grant(place: Place) -> ServerHold {
     let token = FencingToken::new(place.token);
     let loss = LossSignal::new(place.name.clone(), token);
     let registration = place.session.life.holds().register(loss.clone());
-    place.session.hold(&place.queue, place.token, loss.clone());
     if place.session.life.is_ended() {
         loss.fire(LossReason::SessionExpired);
     }
@@ -38,7 +37,6 @@ impl ServerRelease for RedisRelease {
         let place = self.place;
         let session = place.session.clone();
         session.life.holds().remove(self.registration);
-        session.unhold(&place.queue, place.token);
         let error = match Place::leave(&session, place.kind, &place.name, place.token, "release the lock").await {
             Ok(()) => return Ok(()),
             Err(error) => error,

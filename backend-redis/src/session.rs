@@ -3,14 +3,13 @@
 //! the server could have expired it, the session's wake channel, and the requests of its
 //! queues with their retries.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distlock_core::backend::{retry_request, LossSignal, PendingCleanups, RetryPolicy, SessionLife};
-use distlock_core::{LockError, LossReason};
+use distlock_core::backend::{retry_request, PendingCleanups, RetryPolicy, SessionLife};
+use distlock_core::{FencingToken, LockError, LockName, LossReason};
 use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::task::JoinHandle;
@@ -35,8 +34,6 @@ pub(crate) struct RedisSession {
     pub(crate) cleanups: PendingCleanups,
     /// The waiters, for the grants heard on the wake channel.
     pub(crate) wakes: Arc<Wakes>,
-    /// The holds by queue key, with their tokens: an entry deleted by someone else fires its loss.
-    held: Mutex<HashMap<String, (u64, LossSignal)>>,
     requests: Arc<AtomicU64>,
     keepalive: Mutex<Option<JoinHandle<()>>>,
     _wake_channel: Subscription,
@@ -130,7 +127,6 @@ impl RedisSession {
             life,
             cleanups: PendingCleanups::default(),
             wakes,
-            held: Mutex::default(),
             requests,
             keepalive: Mutex::new(None),
             _wake_channel: wake_channel,
@@ -170,31 +166,14 @@ impl RedisSession {
         self.request(op, |mut connection| async move { scripts::invoke(script, all, &mut connection).await }).await
     }
 
-    /// Remembers a hold, so that its loss fires if someone else deletes its entry.
-    pub(crate) fn hold(&self, queue: &str, token: u64, loss: LossSignal) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_owned(), (token, loss));
-    }
-
-    /// Forgets the hold of `queue` with `token` (released).
-    pub(crate) fn unhold(&self, queue: &str, token: u64) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.get(queue).is_some_and(|(held, _)| *held == token) {
-            held.remove(queue);
-        }
-    }
-
-    /// The keepalive found the entry of `queue` with `token` gone from its queue.
+    /// The keepalive found the entry of `queue` with `token` gone from its queue: if it was a
+    /// hold's (tokens are unique per name), the hold is lost.
     fn entry_deleted(&self, queue: &str, token: u64) {
-        let removed = {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            match held.get(queue) {
-                Some((held_token, _)) if *held_token == token => held.remove(queue),
-                _ => None,
-            }
+        let Some(name) = layout::name_of(&self.config.prefix, queue).and_then(|n| LockName::new(n).ok()) else {
+            return;
         };
-        if let Some((_, loss)) = removed {
+        if self.life.holds().fire(&name, FencingToken::new(token), LossReason::EntryDeleted) {
             tracing::warn!(queue, token, "lock entry deleted by someone else: lost");
-            loss.fire(LossReason::EntryDeleted);
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{backend::LossSignal, LossReason};
+use crate::{backend::LossSignal, FencingToken, LockName, LossReason};
 
 /// The live holds of one session.
 ///
@@ -71,6 +71,30 @@ impl HoldRegistry {
         for signal in holds {
             signal.fire(reason);
         }
+    }
+
+    /// Fires the loss signal of the hold of `name` with `token`, if registered, and forgets it
+    /// (a backend that learns of one hold's loss by its name and token). Whether one was.
+    ///
+    /// ```
+    /// use distlock_core::{FencingToken, LockName, LossReason, backend::{HoldRegistry, LossSignal}};
+    /// let holds = HoldRegistry::default();
+    /// let name = LockName::new("a")?;
+    /// let signal = LossSignal::new(name.clone(), FencingToken::new(3));
+    /// holds.register(signal.clone());
+    /// assert!(!holds.fire(&name, FencingToken::new(2), LossReason::EntryDeleted)); // another hold's
+    /// assert!(holds.fire(&name, FencingToken::new(3), LossReason::EntryDeleted));
+    /// assert_eq!(signal.reason(), Some(LossReason::EntryDeleted));
+    /// assert!(holds.is_empty());
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn fire(&self, name: &LockName, token: FencingToken, reason: LossReason) -> bool {
+        let signal = {
+            let mut reg = self.lock();
+            let id = reg.holds.iter().find(|(_, s)| s.name() == name && s.token() == token).map(|(id, _)| *id);
+            id.and_then(|id| reg.holds.remove(&id))
+        };
+        signal.map(|signal| signal.fire(reason)).is_some()
     }
 
     /// How many holds are registered.
