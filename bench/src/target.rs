@@ -7,7 +7,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::DistributedLock;
+use distlock_core::backend::LockBackend;
+use distlock_core::{DistributedLock, LockClient};
 use distlock_etcd::EtcdBackend;
 use distlock_redis::RedisBackend;
 use distlock_tests::redis_server::Durability;
@@ -61,6 +62,13 @@ pub struct BenchClient {
 }
 
 impl BenchClient {
+    /// A client whose requests its backend's `requests` counts.
+    fn counted<B: LockBackend>(locks: LockClient<B>, requests: fn(&B) -> u64) -> Self {
+        let locks = Arc::new(locks);
+        let counted = locks.clone();
+        BenchClient { locks, requests: Arc::new(move || requests(counted.backend())) }
+    }
+
     /// Requests this client has sent, as it counts them.
     pub fn requests(&self) -> u64 {
         (self.requests)()
@@ -223,9 +231,7 @@ impl Target {
                     .connect()
                     .await
                     .map_err(failed)?;
-                let locks = Arc::new(locks);
-                let counted = locks.clone();
-                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+                Ok(BenchClient::counted(locks, |b| b.requests()))
             }
             Kind::Zk => {
                 let locks = ZkBackend::builder()
@@ -235,9 +241,7 @@ impl Target {
                     .connect()
                     .await
                     .map_err(failed)?;
-                let locks = Arc::new(locks);
-                let counted = locks.clone();
-                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+                Ok(BenchClient::counted(locks, |b| b.requests()))
             }
             Kind::Redis => {
                 let locks = RedisBackend::builder()
@@ -247,9 +251,7 @@ impl Target {
                     .connect()
                     .await
                     .map_err(failed)?;
-                let locks = Arc::new(locks);
-                let counted = locks.clone();
-                Ok(BenchClient { locks, requests: Arc::new(move || counted.backend().requests()) })
+                Ok(BenchClient::counted(locks, |b| b.requests()))
             }
         }
     }
