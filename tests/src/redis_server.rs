@@ -1,6 +1,6 @@
-//! Real Redis servers (Debian's `redis-server`): a single primary, or a primary with a replica,
-//! on loopback with temporary directories; with `appendonly yes` + `appendfsync always` when a
-//! test needs restarts to keep every grant.
+//! Real Redis servers (Debian's `redis-server`, or the one `DISTLOCK_REDIS_SERVER` names): a
+//! single primary, or a primary with a replica, on loopback with temporary directories; with
+//! `appendonly yes` + `appendfsync always` when a test needs restarts to keep every grant.
 
 use std::io;
 use std::time::Duration;
@@ -11,6 +11,12 @@ use crate::{retry_until, temp_dir};
 
 /// How long a start may take before the harness gives up with the server's log.
 const START_BOUND: Duration = Duration::from_secs(20);
+
+/// The `redis-server` the harness runs: `DISTLOCK_REDIS_SERVER` if set (the test command runs
+/// the Redis suites a second time on Redis 6.2 this way), else the one on `PATH`.
+pub fn server_program() -> String {
+    std::env::var("DISTLOCK_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
 
 /// How a server keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +223,7 @@ fn start_server(
         ]);
     }
     let log = dir.path().join(format!("{name}.log"));
-    let process = ServerProcess::start(name, "redis-server", args, log)?;
+    let process = ServerProcess::start(name, &server_program(), args, log)?;
     let password = tls.map(|(_, password)| password.to_owned());
     Ok(RedisServer { port, tls_port, password, process })
 }
