@@ -14,6 +14,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default bound on one request: 5 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most replicas [`RedisBuilder::replicas`] may ask to acknowledge.
+pub const MAX_REPLICAS: u32 = 64;
 /// The default key prefix: keys are `distlock:q:lock:<name>`, `distlock:s:<session>`, ...
 pub const DEFAULT_PREFIX: &str = "distlock";
 
@@ -36,6 +38,7 @@ pub struct RedisConfig {
     pub(crate) ttl: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) replicas: u32,
     pub(crate) user: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) tls: bool,
@@ -51,6 +54,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("ttl", &self.ttl)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("replicas", &self.replicas)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
@@ -75,6 +79,7 @@ impl Default for RedisBuilder {
                 ttl: DEFAULT_TTL,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                replicas: 0,
                 user: None,
                 password: None,
                 tls: false,
@@ -154,6 +159,23 @@ impl RedisBuilder {
         self
     }
 
+    /// How many replicas must acknowledge each grant, release and session renewal (Redis
+    /// `WAIT`) before it counts (default 0: the primary's reply is enough). With 1 or more, a
+    /// lock returned by `lock` is on that many replicas, so a failover to one of them keeps it;
+    /// a grant they do not acknowledge within half the request timeout fails the acquire with a
+    /// retryable error and leaves the queue, and an unacknowledged renewal does not count
+    /// (the lock's `lost()` fires if renewals go unacknowledged for the TTL). docs/redis.md says
+    /// what this does and does not guarantee, and what it costs.
+    ///
+    /// ```
+    /// let b = distlock_redis::RedisBackend::builder().replicas(1);
+    /// # drop(b);
+    /// ```
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.config.replicas = replicas;
+        self
+    }
+
     /// The user (Redis 6 ACL; `None` for the `default` user) and password (`AUTH`).
     ///
     /// ```
@@ -202,6 +224,12 @@ impl RedisBuilder {
         if !(0..=1_000_000).contains(&c.db) {
             return Err(LockError::invalid_config("db", format!("{} is not a database number (0, 1, ...)", c.db)));
         }
+        if c.replicas > MAX_REPLICAS {
+            return Err(LockError::invalid_config(
+                "replicas",
+                format!("{} is more replicas than a Redis primary serves; give 0 to {MAX_REPLICAS}", c.replicas),
+            ));
+        }
         if c.prefix.is_empty() || c.prefix.contains(|ch: char| ch.is_control() || ch.is_whitespace()) {
             return Err(LockError::invalid_config(
                 "prefix",
@@ -231,7 +259,7 @@ impl RedisBuilder {
 
 impl RedisConfig {
     /// Reads the settings from a `redis://` or `rediss://` URL:
-    /// `redis://[user:pass@]host[:port][/db][?prefix=distlock&ttl=10s&connect_timeout=5s&request_timeout=5s]`.
+    /// `redis://[user:pass@]host[:port][/db][?prefix=distlock&ttl=10s&connect_timeout=5s&request_timeout=5s&replicas=0]`.
     /// The port defaults to 6379 and the database to 0; `rediss` means TLS, with `ca=/path/ca.pem`
     /// (else the web's roots). A password without a user (`redis://:pass@host`) logs in as the
     /// `default` user.
@@ -251,7 +279,7 @@ impl RedisConfig {
             "rediss" => true,
             _ => return Err(bad("the scheme must be redis:// or rediss://")),
         };
-        url.reject_unknown_params(&["prefix", "ttl", "connect_timeout", "request_timeout", "ca"])?;
+        url.reject_unknown_params(&["prefix", "ttl", "connect_timeout", "request_timeout", "replicas", "ca"])?;
         let address = match url.endpoints(6379).as_slice() {
             [one] => one.clone(),
             [] => return Err(bad("it names no host; write redis://host:6379")),
@@ -274,6 +302,12 @@ impl RedisConfig {
         }
         if let Some(t) = url.param("request_timeout") {
             builder = builder.request_timeout(parse_duration("request_timeout", t)?);
+        }
+        if let Some(replicas) = url.param("replicas") {
+            let replicas = replicas
+                .parse()
+                .map_err(|_| bad("replicas is the number of replicas that must acknowledge each grant: replicas=1"))?;
+            builder = builder.replicas(replicas);
         }
         match (&url.username, &url.password) {
             (user, Some(pass)) => builder = builder.auth(user.clone().filter(|u| !u.is_empty()), pass),
@@ -322,6 +356,17 @@ impl RedisConfig {
         &self.prefix
     }
 
+    /// How many replicas must acknowledge each grant, release and renewal.
+    ///
+    /// ```
+    /// let c = distlock_redis::RedisBackend::builder().replicas(1).config()?;
+    /// assert_eq!(c.replicas(), 1);
+    /// # Ok::<(), distlock_core::LockError>(())
+    /// ```
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
     /// The address as errors show it.
     pub(crate) fn endpoint_label(&self) -> String {
         format!("{}://{}", if self.tls { "rediss" } else { "redis" }, self.address)
@@ -353,6 +398,10 @@ mod tests {
             ("redis://h?lease=1s", Err("lease")),
             ("redis://u@h", Err("password")),
             ("redis://h?prefix=", Err("prefix")),
+            ("redis://h?replicas=1", Ok(("h:6379", 0, "distlock", 10_000))),
+            ("redis://h?replicas=one", Err("replicas=1")),
+            ("redis://h?replicas=-1", Err("replicas=1")),
+            ("redis://h?replicas=65", Err("replicas")),
         ];
         for (url, expected) in table {
             match (parse(url), expected) {
@@ -367,6 +416,12 @@ mod tests {
                 (got, _) => panic!("{url}: got {got:?}, expected {expected:?}"),
             }
         }
+    }
+
+    #[test]
+    fn replicas_come_from_the_url() {
+        assert_eq!(parse("redis://h").expect("parse").replicas(), 0);
+        assert_eq!(parse("redis://h?replicas=2").expect("parse").replicas(), 2);
     }
 
     #[test]

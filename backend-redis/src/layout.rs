@@ -63,6 +63,13 @@ pub(crate) fn wake_channel(prefix: &str, session: &str) -> String {
     format!("{prefix}:w:{session}")
 }
 
+/// The channel a session publishes an empty message on (nobody listens) before it waits for
+/// replicas to acknowledge what came before (`replicas=N`): a write of its own in the
+/// replication stream, after a grant another client's script made.
+pub(crate) fn replication_mark_channel(prefix: &str, session: &str) -> String {
+    format!("{prefix}:r:{session}")
+}
+
 /// The channel that tells an election's observers of its leader.
 pub(crate) fn leader_channel(prefix: &str, name: &str) -> String {
     format!("{prefix}:l:{name}")

@@ -37,7 +37,8 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// Removes this place's entry (fenced by its token; `0`: whichever the session has).
+    /// Removes this place's entry (fenced by its token; `0`: whichever the session has); with
+    /// `replicas=N`, done once N replicas have the removal (and the grants it made).
     pub(crate) async fn leave(
         session: &RedisSession,
         kind: &str,
@@ -48,8 +49,9 @@ impl Place {
         let args = crate::args![kind, name.as_str(), session.id, token.to_string()];
         let result = session.script::<i64>(op, &scripts::LEAVE, args).await;
         match result {
+            Ok(_) => session.replicated(op).await,
             // The session's end removed the entry (it is dead to everyone).
-            Ok(_) | Err(LockError::SessionExpired { .. }) => Ok(()),
+            Err(LockError::SessionExpired { .. }) => Ok(()),
             Err(error) => Err(error),
         }
     }
@@ -181,6 +183,9 @@ pub(crate) async fn enqueue(
     };
     match queued {
         Queued::Granted(token) => {
+            // Unless the replicas asked for acknowledge the grant, the entry leaves again.
+            cleanup.token = token;
+            session.replicated("have the grant acknowledged by the replicas").await?;
             cleanup.armed = false;
             Ok(Enqueued::Granted(place(token)))
         }
@@ -239,6 +244,8 @@ impl Waiting {
         if session.life.is_ended() {
             return Err(LockError::SessionExpired { during: format!("waiting for {:?}", self.place.name.as_str()) });
         }
+        // Unless the replicas asked for acknowledge the grant, the entry leaves again.
+        session.replicated("have the grant acknowledged by the replicas").await?;
         tracing::info!(lock = %self.place.name, token = self.place.token, "hand-off: granted");
         self.cleanup.armed = false;
         Ok(self.place)

@@ -166,6 +166,34 @@ impl RedisSession {
         self.request(op, |mut connection| async move { scripts::invoke(script, all, &mut connection).await }).await
     }
 
+    /// With `replicas=N`: waits until N replicas have everything the primary applied before
+    /// now (Redis `WAIT`, after a write of this connection's own: an empty message on the
+    /// session's replication mark channel), so a grant or release made by any client's script
+    /// before this call survives a failover to one of them. An error if fewer acknowledge
+    /// within half the request timeout. Nothing (no request) without `replicas`.
+    pub(crate) async fn replicated(&self, op: &str) -> Result<(), LockError> {
+        let wanted = self.config.replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let wait = self.config.request_timeout / 2;
+        let channel = layout::replication_mark_channel(&self.config.prefix, &self.id);
+        let channel = &channel;
+        let acknowledged: i64 = self
+            .request(op, |mut connection| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("PUBLISH").arg(channel).arg("").ignore();
+                pipe.cmd("WAIT").arg(wanted).arg(wait.as_millis() as u64);
+                let (acknowledged,): (i64,) = pipe.query_async(&mut connection).await?;
+                Ok(acknowledged)
+            })
+            .await?;
+        if acknowledged < i64::from(wanted) {
+            return Err(not_replicated(op, acknowledged, wanted, wait));
+        }
+        Ok(())
+    }
+
     /// The keepalive found the entry of `queue` with `token` gone from its queue: if it was a
     /// hold's (tokens are unique per name), the hold is lost.
     fn entry_deleted(&self, queue: &str, token: u64) {
@@ -223,6 +251,20 @@ impl Drop for RedisSession {
     }
 }
 
+/// The error of a change fewer replicas acknowledged than `replicas=N` asks.
+fn not_replicated(op: &str, acknowledged: i64, wanted: u32, wait: Duration) -> LockError {
+    LockError::Backend {
+        backend: "redis",
+        op: op.to_owned(),
+        retryable: true,
+        source: format!(
+            "{acknowledged} of the {wanted} replicas asked for (replicas={wanted}) acknowledged it within {wait:?}: \
+             a failover could lose it; check the replicas' links (INFO replication), or lower replicas="
+        )
+        .into(),
+    }
+}
+
 /// Renewals that may fail in a row before the session counts as suspended.
 const QUICK_RETRIES: u32 = 2;
 
@@ -246,30 +288,47 @@ async fn keep_alive(session: std::sync::Weak<RedisSession>, life: Arc<SessionLif
                 if renewed.as_ref().is_err_and(is_connection_failure) {
                     session.link.reset(connection_id);
                 }
-                renewed
+                // With replicas=N a renewal counts once N replicas have it (the script wrote on
+                // this connection, so WAIT covers it): a failover must not find an older expiry.
+                let wanted = session.config.replicas;
+                if !matches!(renewed, Ok(Renewed::Alive(_))) || wanted == 0 {
+                    return renewed.map(|renewed| (renewed, true));
+                }
+                let wait = interval.min(session.config.request_timeout) / 2;
+                let acknowledged: i64 =
+                    redis::cmd("WAIT").arg(wanted).arg(wait.as_millis() as u64).query_async(&mut connection).await?;
+                if acknowledged < i64::from(wanted) {
+                    tracing::warn!(session = %session.id, acknowledged, wanted, "a renewal the replicas did not acknowledge does not count");
+                }
+                renewed.map(|renewed| (renewed, acknowledged >= i64::from(wanted)))
             };
-            match tokio::time::timeout(session.config.request_timeout.min(interval), renewal).await {
-                Ok(Ok(Renewed::Alive(missing))) => {
-                    life.renewed(sent);
-                    failures = 0;
-                    pause = interval;
+            let renewed = match tokio::time::timeout(session.config.request_timeout.min(interval), renewal).await {
+                Ok(Ok((Renewed::Alive(missing), replicated))) => {
                     for (queue, token) in missing {
                         session.entry_deleted(&queue, token);
                     }
+                    replicated
                 }
-                Ok(Ok(Renewed::Expired)) => {
+                Ok(Ok((Renewed::Expired, _))) => {
                     tracing::warn!(session = %session.id, "redis session expired");
                     life.expire();
                     return;
                 }
                 Ok(Err(_)) | Err(_) => {
                     session.link.reset_current();
-                    failures += 1;
-                    if failures > QUICK_RETRIES {
-                        life.suspended();
-                    }
-                    pause = Duration::from_millis(100).min(interval);
+                    false
                 }
+            };
+            if renewed {
+                life.renewed(sent);
+                failures = 0;
+                pause = interval;
+            } else {
+                failures += 1;
+                if failures > QUICK_RETRIES {
+                    life.suspended();
+                }
+                pause = Duration::from_millis(100).min(interval);
             }
         }
     };

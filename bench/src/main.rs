@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p distlock-bench -- [WORKLOAD...] [--backends etcd,zookeeper,redis]
-//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--redis HOST:PORT] [--cycles 1000] [--rounds 5] [--seconds 5]
+//!     [--etcd HOST:PORT] [--zk HOST:PORT] [--redis HOST:PORT] [--redis-replicas N] [--cycles 1000]
+//!     [--rounds 5] [--seconds 5]
 //!     [--clients 2,8,32] [--pause-ms 3] [--waiters 1,10,100,1000] [--many 10000] [--tasks 100]
 //!     [--warmup SECONDS] [--runtime multi-thread|current-thread] [--report docs/BENCHMARKS.md]
 //!     [--recorder]
@@ -47,6 +48,8 @@ struct Args {
     etcd: Option<String>,
     zk: Option<String>,
     redis: Option<String>,
+    /// Redis only: the replicas each client waits for (`replicas=N`).
+    redis_replicas: u32,
     cycles: usize,
     /// Rounds of the floor and W1, the floor's cycles split around W1's (the machine's speed drifts).
     rounds: usize,
@@ -109,6 +112,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         etcd: None,
         zk: None,
         redis: None,
+        redis_replicas: 0,
         cycles: 1000,
         rounds: 5,
         seconds: 5.0,
@@ -144,6 +148,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--etcd" => a.etcd = Some(value()?),
             "--zk" => a.zk = Some(value()?),
             "--redis" => a.redis = Some(value()?),
+            "--redis-replicas" => {
+                let v = value()?;
+                a.redis_replicas = v.parse().map_err(|_| format!("--redis-replicas takes a number, not {v:?}"))?;
+            }
             "--cycles" => a.cycles = number(value()?)?,
             "--rounds" => a.rounds = number(value()?)?,
             "--seconds" => {
@@ -208,8 +216,9 @@ async fn run(args: &Args, kind: Kind, lines: &mut Vec<Value>) -> std::io::Result
     };
     let (target, warmup) = match given {
         Some(endpoint) => (Target::given(kind, endpoint), args.warmup.unwrap_or(0.0)),
-        None => (Target::start(kind).await?, args.warmup.unwrap_or(10.0)),
+        None => (Target::start(kind, args.redis_replicas).await?, args.warmup.unwrap_or(10.0)),
     };
+    let target = target.waiting_for_replicas(args.redis_replicas);
     if warmup > 0.0 {
         eprintln!("distlock-bench: warming {} up for {warmup} s (not measured)", kind.label());
         workloads::contended(&target, 8, Duration::from_secs_f64(warmup), Duration::ZERO, Recipe::Lock).await?;

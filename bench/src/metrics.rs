@@ -114,9 +114,11 @@ pub struct RedisCommands {
     pub published: f64,
 }
 
-/// The commands distlock's clients send (keepalives are scripts too); everything else in the
-/// command stats is run by the scripts, part of a script's one request.
-const CLIENT_COMMANDS: &[&str] = &["evalsha", "eval", "script", "script|load", "subscribe", "unsubscribe", "scan"];
+/// The commands distlock's clients send (keepalives are scripts too; `wait` with `replicas=N`,
+/// in one round trip with a `publish` that is not counted apart from the scripts'); everything
+/// else in the command stats is run by the scripts, part of a script's one request.
+const CLIENT_COMMANDS: &[&str] =
+    &["evalsha", "eval", "script", "script|load", "subscribe", "unsubscribe", "scan", "wait"];
 
 impl RedisCommands {
     /// Reads `endpoint`'s (`host:port`) counters.

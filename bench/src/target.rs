@@ -52,6 +52,8 @@ pub struct Target {
     pub kind: Kind,
     endpoints: Vec<String>,
     pids: Vec<u32>,
+    /// Redis only: the replicas each client waits for (`replicas=N`).
+    redis_replicas: u32,
     _servers: Servers,
 }
 
@@ -183,13 +185,20 @@ impl Floor {
 }
 
 impl Target {
-    /// Starts a single server of `kind` through the test harness.
-    pub async fn start(kind: Kind) -> io::Result<Self> {
+    /// Starts a single server of `kind` through the test harness (Redis: with a replica if
+    /// `redis_replicas` is 1).
+    pub async fn start(kind: Kind, redis_replicas: u32) -> io::Result<Self> {
         match kind {
             Kind::Etcd => {
                 let cluster = EtcdCluster::start(1).await?;
                 let pids = cluster.members.iter().filter_map(|m| m.process.pid()).collect();
-                Ok(Target { kind, endpoints: cluster.endpoints(), pids, _servers: Servers::Etcd(cluster) })
+                Ok(Target {
+                    kind,
+                    endpoints: cluster.endpoints(),
+                    pids,
+                    redis_replicas: 0,
+                    _servers: Servers::Etcd(cluster),
+                })
             }
             Kind::Zk => {
                 // The tests' C1-only JVM: a fresh JVM with full compilation (as deployed) spends
@@ -197,16 +206,27 @@ impl Target {
                 // run of this length (measured); `compare.sh` uses a long-lived one instead.
                 let ensemble = ZkEnsemble::start(1).await?;
                 let pids = ensemble.members.iter().filter_map(|m| m.process.pid()).collect();
-                Ok(Target { kind, endpoints: ensemble.endpoints(), pids, _servers: Servers::Zk(ensemble) })
+                Ok(Target {
+                    kind,
+                    endpoints: ensemble.endpoints(),
+                    pids,
+                    redis_replicas: 0,
+                    _servers: Servers::Zk(ensemble),
+                })
             }
             Kind::Redis => {
-                // As the peers were measured: Redis 7.0 from Debian, no persistence.
-                let deployment = RedisDeployment::start(false, Durability::None).await?;
+                // As the peers were measured: Redis 7.0 from Debian, no persistence; with a
+                // replica when the clients wait for one.
+                if redis_replicas > 1 {
+                    return Err(io::Error::other("the bench starts one replica: give --redis of a primary with more"));
+                }
+                let deployment = RedisDeployment::start(redis_replicas == 1, Durability::None).await?;
                 let pids = deployment.primary.process.pid().into_iter().collect();
                 Ok(Target {
                     kind,
                     endpoints: vec![deployment.endpoint()],
                     pids,
+                    redis_replicas,
                     _servers: Servers::Redis(Box::new(deployment)),
                 })
             }
@@ -215,7 +235,14 @@ impl Target {
 
     /// Servers already running at `endpoint` (`host:port`); their CPU time is not measured.
     pub fn given(kind: Kind, endpoint: String) -> Self {
-        Target { kind, endpoints: vec![endpoint], pids: Vec::new(), _servers: Servers::Given }
+        Target { kind, endpoints: vec![endpoint], pids: Vec::new(), redis_replicas: 0, _servers: Servers::Given }
+    }
+
+    /// Redis only: each client waits for `replicas` replicas to acknowledge its grants,
+    /// releases and renewals (`replicas=N`).
+    pub fn waiting_for_replicas(mut self, replicas: u32) -> Self {
+        self.redis_replicas = replicas;
+        self
     }
 
     /// A new client (its own session). `space` separates workloads: the etcd key prefix or the
@@ -248,6 +275,7 @@ impl Target {
                     .address(self.endpoints[0].clone())
                     .prefix(space)
                     .ttl(Duration::from_secs(30))
+                    .replicas(self.redis_replicas)
                     .connect()
                     .await
                     .map_err(failed)?;
@@ -262,7 +290,12 @@ impl Target {
         match self.kind {
             Kind::Etcd => format!("etcd://{}/{space}?ttl={ms}ms", self.endpoints.join(",")),
             Kind::Zk => format!("zk://{}/{space}?session_timeout={ms}ms", self.endpoints.join(",")),
-            Kind::Redis => format!("redis://{}?prefix={}&ttl={ms}ms", self.endpoints[0], space.replace('/', "-")),
+            Kind::Redis => format!(
+                "redis://{}?prefix={}&ttl={ms}ms&replicas={}",
+                self.endpoints[0],
+                space.replace('/', "-"),
+                self.redis_replicas
+            ),
         }
     }
 

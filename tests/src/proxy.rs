@@ -382,6 +382,9 @@ async fn pump(
         }
         if let ProxyMode::Delay(delay) = current {
             tokio::time::sleep(delay).await;
+            if mode.borrow().holds(direction) {
+                continue; // switched while in transit: lost with the link
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

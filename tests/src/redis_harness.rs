@@ -19,6 +19,8 @@ pub struct RedisHarness {
     endpoint: String,
     prefix: String,
     ttl: Duration,
+    /// The replicas each client waits for (`replicas=N`; 0: none).
+    replicas: u32,
     admin: MultiplexedConnection,
     clients: Mutex<Vec<Arc<RedisLocks>>>,
 }
@@ -26,6 +28,12 @@ pub struct RedisHarness {
 impl RedisHarness {
     /// A harness on the primary at `endpoint` with a fresh prefix and a 2 s TTL.
     pub async fn new(endpoint: String) -> Self {
+        Self::waiting_for_replicas(endpoint, 0).await
+    }
+
+    /// A harness whose clients wait for `replicas` replicas to acknowledge each grant, release
+    /// and renewal (`replicas=N`).
+    pub async fn waiting_for_replicas(endpoint: String, replicas: u32) -> Self {
         crate::trace_from_env();
         let admin = redis::Client::open(format!("redis://{endpoint}"))
             .expect("a Redis URL")
@@ -36,6 +44,7 @@ impl RedisHarness {
             endpoint,
             prefix: format!("distlock-test-{}", uuid::Uuid::new_v4().simple()),
             ttl: Duration::from_secs(2),
+            replicas,
             admin,
             clients: Mutex::default(),
         }
@@ -54,6 +63,7 @@ impl RedisHarness {
             .ttl(self.ttl)
             .connect_timeout(Duration::from_secs(3))
             .request_timeout(Duration::from_secs(1))
+            .replicas(self.replicas)
     }
 
     async fn connect_via(&self, endpoint: &str, ttl: Duration) -> Result<Arc<RedisLocks>, LockError> {

@@ -1,5 +1,7 @@
-//! The conformance suite, unchanged, on real Redis: a single server (`single::`) and a primary
-//! with a replica (`replicated::`). One binary for both: a test binary's link is the costly part.
+//! The conformance suite, unchanged, on real Redis: a single server (`single::`), a primary with
+//! a replica (`replicated::`), and the same with clients that wait for the replica to
+//! acknowledge every grant, release and renewal (`replicas=1`, `acknowledged::`). One binary for
+//! all: a test binary's link is the costly part.
 
 mod single {
     distlock_core::conformance_tests!(async {
@@ -10,6 +12,13 @@ mod single {
 mod replicated {
     distlock_core::conformance_tests!(async {
         distlock_tests::RedisHarness::new(distlock_tests::shared::redis_replicated().await.endpoints[0].clone()).await
+    });
+}
+
+mod acknowledged {
+    distlock_core::conformance_tests!(async {
+        let primary = distlock_tests::shared::redis_replicated().await.endpoints[0].clone();
+        distlock_tests::RedisHarness::waiting_for_replicas(primary, 1).await
     });
 }
 

@@ -93,6 +93,78 @@ async fn a_failover_to_a_replica_that_missed_the_grant_grants_the_lock_twice() {
     assert!(held.is_held(), "the first holder still counts as holding: the lock is granted twice");
 }
 
+/// A client that waits for `replicas` replicas to acknowledge each grant, release and renewal.
+async fn waiting_for_replicas(endpoint: &str, prefix: &str, replicas: u32) -> RedisLocks {
+    RedisBackend::builder()
+        .address(endpoint)
+        .prefix(prefix)
+        .replicas(replicas)
+        .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("a Redis lock client")
+}
+
+/// With `replicas=1` a failover to a replica that lags keeps the lock: `lock` returns only once
+/// the replica has the grant, so the promoted replica still has the holder's entry and grants
+/// no one else. (Without the setting `lock` returns while the grant is still in transit, and
+/// the cut below loses it.)
+#[tokio::test]
+async fn with_replicas_1_a_failover_to_the_replica_keeps_the_lock() {
+    let mut redis = RedisDeployment::start_with_replica_link(Durability::None).await.expect("redis");
+    let prefix = prefix();
+    let replica = redis.replica.as_ref().expect("replica").endpoint();
+    let link = redis.replica_link.as_ref().expect("replica link");
+    link.set_mode(distlock_tests::ProxyMode::Delay(Duration::from_millis(150)));
+    let holder = waiting_for_replicas(&redis.endpoint(), &prefix, 1).await;
+    let held = holder.lock("orders/42").await.expect("lock, acknowledged by the replica");
+    // The link is cut the moment `lock` returns: what is still in transit is lost.
+    link.set_mode(distlock_tests::ProxyMode::BlackHole);
+    redis.primary.process.kill();
+    redis.promote_replica().await.expect("promote the replica");
+
+    let other = client(&replica, &prefix, Duration::from_secs(10)).await;
+    let second = other.try_lock("orders/42").await.expect("try_lock on the promoted replica");
+    assert!(second.is_none(), "the promoted replica still has the holder's grant: no second grant");
+    let info = other.inspect("orders/42").await.expect("inspect");
+    assert_eq!(info.holder.map(|h| h.token), Some(held.fencing_token()), "the holder's entry and token");
+    assert!(held.is_held());
+}
+
+/// With `replicas=1` and the replica cut off, a grant the replica cannot acknowledge is refused
+/// with an error that names the replicas, and its entry leaves the queue: the failover of the
+/// test above then finds no holder, and grants the lock once.
+#[tokio::test]
+async fn with_replicas_1_a_grant_the_replica_cannot_acknowledge_is_refused() {
+    let mut redis = RedisDeployment::start_with_replica_link(Durability::None).await.expect("redis");
+    let prefix = prefix();
+    let replica = redis.replica.as_ref().expect("replica").endpoint();
+    redis.replica_link.as_ref().expect("replica link").set_mode(distlock_tests::ProxyMode::BlackHole);
+
+    let holder = waiting_for_replicas(&redis.endpoint(), &prefix, 1).await;
+    let refused = tokio::time::timeout(BOUND, holder.lock("orders/42")).await.expect("in time");
+    let error = refused.expect_err("a grant the replica did not acknowledge");
+    let why = std::error::Error::source(&error).map(|source| source.to_string()).unwrap_or_default();
+    assert!(why.contains("0 of the 1 replicas") && why.contains("replicas=1"), "the error says why: {error}: {why}");
+    assert!(error.is_retryable(), "{error}");
+    let admin = client(&redis.endpoint(), &prefix, Duration::from_secs(10)).await;
+    distlock_tests::retry_until(BOUND, || async {
+        match admin.inspect("orders/42").await {
+            Ok(info) if info.holder.is_none() && info.waiters.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("the refused grant's entry leaves the queue");
+
+    redis.primary.process.kill();
+    redis.promote_replica().await.expect("promote the replica");
+    let other = client(&replica, &prefix, Duration::from_secs(10)).await;
+    let granted = tokio::time::timeout(BOUND, other.lock("orders/42")).await.expect("in time").expect("lock");
+    assert!(granted.is_held(), "one grant, on the promoted replica: the first client never held the lock");
+}
+
 /// `rediss://` with the server's CA and a password: locks over TLS; a wrong password is a
 /// refusal that names the credentials; a CA the server's certificate does not chain to fails
 /// the connect.
