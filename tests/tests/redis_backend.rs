@@ -12,16 +12,17 @@ use distlock_tests::{RedisDeployment, TcpProxy};
 
 const BOUND: Duration = Duration::from_secs(20);
 
-async fn client(endpoint: &str, prefix: &str, ttl: Duration) -> RedisLocks {
+/// The settings every client of these tests shares.
+fn builder(endpoint: &str, prefix: &str) -> distlock_redis::RedisBuilder {
     RedisBackend::builder()
         .address(endpoint)
         .prefix(prefix)
-        .ttl(ttl)
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .expect("a Redis lock client")
+}
+
+async fn client(endpoint: &str, prefix: &str, ttl: Duration) -> RedisLocks {
+    builder(endpoint, prefix).ttl(ttl).connect().await.expect("a Redis lock client")
 }
 
 fn prefix() -> String {
@@ -95,15 +96,7 @@ async fn a_failover_to_a_replica_that_missed_the_grant_grants_the_lock_twice() {
 
 /// A client that waits for `replicas` replicas to acknowledge each grant, release and renewal.
 async fn waiting_for_replicas(endpoint: &str, prefix: &str, replicas: u32) -> RedisLocks {
-    RedisBackend::builder()
-        .address(endpoint)
-        .prefix(prefix)
-        .replicas(replicas)
-        .connect_timeout(Duration::from_secs(2))
-        .request_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .expect("a Redis lock client")
+    builder(endpoint, prefix).replicas(replicas).connect().await.expect("a Redis lock client")
 }
 
 /// With `replicas=1` a failover to a replica that lags keeps the lock: `lock` returns only once

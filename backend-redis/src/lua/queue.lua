@@ -34,8 +34,10 @@ end
 local token = redis.call('ZSCORE', Q.q, sid)
 if not token then
   if mode == 'check' then return { 'gone' } end
-  settle(Q, sid)
   if recipe == 'P' then
+    -- Dead entries go first, so that the permits compared are a live holder's (the settle
+    -- below, with our entry in the queue, does this for the other recipes).
+    settle(Q, sid)
     local head = redis.call('ZRANGE', Q.q, 0, 0)
     local record = head[1] and redis.call('HGET', Q.e, head[1])
     if record and string.sub(record, 3) ~= value then return { 'permits', string.sub(record, 3) } end
