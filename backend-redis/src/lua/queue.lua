@@ -7,7 +7,9 @@
 -- {'permits', number the queue's entries carry}.
 local Q = queue(ARGV[2], ARGV[3])
 local sid, mode, recipe, value = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if redis.call('EXISTS', session_key(sid)) == 0 then return { 'expired' } end
+-- The session's remaining life (-2: gone, so expired); its queues live at least as long.
+local session_ttl = redis.call('PTTL', session_key(sid))
+if session_ttl == -2 then return { 'expired' } end
 local before = leader_of(Q)
 -- Adds the entry; the queue lives at least as long as the session (`fresh`: the queue is new).
 local function add(granted, fresh)
@@ -15,13 +17,12 @@ local function add(granted, fresh)
   redis.call('ZADD', Q.q, token, sid)
   redis.call('HSET', Q.e, sid, recipe .. granted .. value)
   redis.call('HSET', entries_key(sid), Q.q, token)
-  local ttl = redis.call('PTTL', session_key(sid))
   if fresh then
-    redis.call('PEXPIRE', Q.q, ttl)
-    redis.call('PEXPIRE', Q.e, ttl)
+    redis.call('PEXPIRE', Q.q, session_ttl)
+    redis.call('PEXPIRE', Q.e, session_ttl)
   else
-    extend(Q.q, ttl)
-    extend(Q.e, ttl)
+    extend(Q.q, session_ttl)
+    extend(Q.e, session_ttl)
   end
   return token_text(token)
 end
