@@ -95,8 +95,11 @@ async fn a_failover_to_a_replica_that_missed_the_grant_grants_the_lock_twice() {
 }
 
 /// A client that waits for `replicas` replicas to acknowledge each grant, release and renewal.
+/// Its `WAIT`s last up to half the request timeout: 1 s, ample for a replica behind a link that
+/// delays each way by 100 ms.
 async fn waiting_for_replicas(endpoint: &str, prefix: &str, replicas: u32) -> RedisLocks {
-    builder(endpoint, prefix).replicas(replicas).connect().await.expect("a Redis lock client")
+    let builder = builder(endpoint, prefix).replicas(replicas).request_timeout(Duration::from_secs(2));
+    builder.connect().await.expect("a Redis lock client")
 }
 
 /// With `replicas=1` a failover to a replica that lags keeps the lock: `lock` returns only once
@@ -109,7 +112,7 @@ async fn with_replicas_1_a_failover_to_the_replica_keeps_the_lock() {
     let prefix = prefix();
     let replica = redis.replica.as_ref().expect("replica").endpoint();
     let link = redis.replica_link.as_ref().expect("replica link");
-    link.set_mode(distlock_tests::ProxyMode::Delay(Duration::from_millis(150)));
+    link.set_mode(distlock_tests::ProxyMode::Delay(Duration::from_millis(100)));
     let holder = waiting_for_replicas(&redis.endpoint(), &prefix, 1).await;
     let held = holder.lock("orders/42").await.expect("lock, acknowledged by the replica");
     // The link is cut the moment `lock` returns: what is still in transit is lost.
