@@ -227,7 +227,11 @@ impl RedisBuilder {
         if c.replicas > MAX_REPLICAS {
             return Err(LockError::invalid_config(
                 "replicas",
-                format!("{} is more replicas than a Redis primary serves; give 0 to {MAX_REPLICAS}", c.replicas),
+                format!(
+                    "{} replicas to acknowledge each grant is more than distlock takes; give 0 to {MAX_REPLICAS} \
+                     (at most the number of replicas the primary has)",
+                    c.replicas
+                ),
             ));
         }
         if c.prefix.is_empty() || c.prefix.contains(|ch: char| ch.is_control() || ch.is_whitespace()) {
