@@ -52,7 +52,8 @@ pub struct Target {
     pub kind: Kind,
     endpoints: Vec<String>,
     pids: Vec<u32>,
-    /// Redis only: the replicas each client waits for (`replicas=N`).
+    /// Redis only: the replicas each client waits for (`replicas=N`), set by
+    /// [`Target::waiting_for_replicas`] whoever started the servers.
     redis_replicas: u32,
     _servers: Servers,
 }
@@ -186,7 +187,8 @@ impl Floor {
 
 impl Target {
     /// Starts a single server of `kind` through the test harness (Redis: with a replica if
-    /// `redis_replicas` is 1).
+    /// `redis_replicas` is 1; the clients wait for it once told so by
+    /// [`Target::waiting_for_replicas`]).
     pub async fn start(kind: Kind, redis_replicas: u32) -> io::Result<Self> {
         match kind {
             Kind::Etcd => {
@@ -226,7 +228,7 @@ impl Target {
                     kind,
                     endpoints: vec![deployment.endpoint()],
                     pids,
-                    redis_replicas,
+                    redis_replicas: 0,
                     _servers: Servers::Redis(Box::new(deployment)),
                 })
             }
