@@ -1,7 +1,7 @@
 //! Redis lock peers beside distlock-bench's W1 and W2, one JSON line per run:
 //!
 //! ```text
-//! redis-peers --redis HOST:PORT --peer rslock|bare --workload w1 --cycles 1000
+//! redis-peers --redis HOST:PORT --peer rslock|bare|script --workload w1 --cycles 1000
 //! redis-peers --redis HOST:PORT --peer rslock|bare --workload w2 --clients 8 --seconds 5
 //! ```
 //!
@@ -9,6 +9,8 @@
 //! default retries (3, up to 200 ms apart), `acquire_no_guard` looping until it holds.
 //! `bare`: `SET key token NX PX 30000`, retried every 1 ms until it succeeds, and a `DEL`
 //! (unfenced): the floor of a Redis lock. Each client has its own connection.
+//! `script` (W1 only, not a lock): two `EVALSHA` per cycle of a script that returns at once,
+//! the floor of any lock that runs one script per request, as distlock does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 enum Peer {
     Rslock(rslock::LockManager),
     Bare(redis::aio::MultiplexedConnection, u64),
+    Script(redis::aio::MultiplexedConnection, redis::Script),
 }
 
 impl Peer {
@@ -28,7 +31,12 @@ impl Peer {
                 let client = redis::Client::open(url).expect("url");
                 Peer::Bare(client.get_multiplexed_async_connection().await.expect("connect"), id)
             }
-            other => panic!("unknown peer {other}; rslock or bare"),
+            "script" => {
+                let client = redis::Client::open(url).expect("url");
+                let connection = client.get_multiplexed_async_connection().await.expect("connect");
+                Peer::Script(connection, redis::Script::new("return 1"))
+            }
+            other => panic!("unknown peer {other}; rslock, bare or script"),
         }
     }
 
@@ -64,6 +72,13 @@ impl Peer {
                 let _: i64 = redis::cmd("DEL").arg(name).query_async(connection).await.expect("DEL");
                 waited
             }
+            Peer::Script(connection, script) => {
+                let _: i64 = script.key(name).invoke_async(connection).await.expect("EVALSHA");
+                let waited = started.elapsed();
+                hold.await;
+                let _: i64 = script.key(name).invoke_async(connection).await.expect("EVALSHA");
+                waited
+            }
         }
     }
 }
@@ -85,6 +100,7 @@ async fn main() {
     let (endpoint, kind, workload) = (get("--redis", "127.0.0.1:6379"), get("--peer", "rslock"), get("--workload", "w1"));
     let label = match kind.as_str() {
         "rslock" => "rslock 0.9 (Redlock, one instance)",
+        "script" => "two EVALSHA of a script that only returns (not a lock)",
         _ => "bare SET NX PX + DEL (retry 1 ms)",
     };
     let name = format!("peer-{}-{}", kind, std::process::id());
