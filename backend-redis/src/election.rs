@@ -34,7 +34,7 @@ pub(crate) async fn read_leader(
     count: impl Fn(),
     name: &LockName,
 ) -> Result<Option<Leader>, LockError> {
-    let args = crate::args![format!("{}:", config.prefix), name.as_str()];
+    let args = crate::args![crate::layout::script_prefix(&config.prefix), name.as_str()];
     let reply = retried(link, config, life, "read the leader", count, |mut connection| {
         let args = args.clone();
         async move { scripts::invoke::<redis::Value>(&scripts::LEADER, &args, &mut connection).await }

@@ -46,6 +46,11 @@ pub fn name_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     QUEUE_KINDS.iter().find_map(|kind| rest.strip_prefix(kind)?.strip_prefix(':'))
 }
 
+/// The scripts' first argument: the key prefix with its `:` (`lua/lib.lua`'s `P`).
+pub(crate) fn script_prefix(prefix: &str) -> String {
+    format!("{prefix}:")
+}
+
 /// The pattern of every queue key under `prefix` (for `SCAN`).
 pub(crate) fn queue_pattern(prefix: &str) -> String {
     let escaped: String =

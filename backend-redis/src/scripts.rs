@@ -1,4 +1,5 @@
-//! The Lua scripts that keep the queues (in `lua/`, each run with `lua/lib.lua` before it), and
+//! The Lua scripts that keep the queues (in `lua/`, each run with `lua/lib.lua` before it, and
+//! `lua/rules.lua` where it walks a queue), and
 //! their replies as types. Every change of the server's state is one script, run by EVALSHA
 //! (loaded with SCRIPT LOAD on the first NOSCRIPT), so it is atomic and a retried script whose
 //! first reply was lost finds the work done.
@@ -9,40 +10,58 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, FromRedisValue, ParsingError, RedisResult, Script, ServerErrorKind, Value};
 
 macro_rules! script {
-    ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("lua/lib.lua"), "\n", include_str!(concat!("lua/", $file)))))
+    ($($file:literal),+) => {
+        LazyLock::new(|| Script::new(concat!($(include_str!(concat!("lua/", $file)), "\n"),+)))
     };
 }
 
-/// Queues a session, or looks at its entry again (`lua/queue.lua`).
-pub(crate) static QUEUE: LazyLock<Script> = script!("queue.lua");
-/// Removes a session's entry, fenced by its token (`lua/leave.lua`).
-pub(crate) static LEAVE: LazyLock<Script> = script!("leave.lua");
+/// Queues a session, or looks at its entry again (`lua/queue.lua`, after `lua/queue_alone.lua`).
+pub(crate) static QUEUE: LazyLock<Script> = script!("lib.lua", "queue_alone.lua", "rules.lua", "queue.lua");
+/// Removes a session's entry, fenced by its token (`lua/leave.lua`, after `lua/leave_alone.lua`).
+pub(crate) static LEAVE: LazyLock<Script> = script!("lib.lua", "leave_alone.lua", "rules.lua", "leave.lua");
 /// Renews a session and reports its entries deleted by others (`lua/keepalive.lua`).
-pub(crate) static KEEPALIVE: LazyLock<Script> = script!("keepalive.lua");
+pub(crate) static KEEPALIVE: LazyLock<Script> = script!("lib.lua", "keepalive.lua");
 /// Opens a session: its key and its index (`lua/open.lua`).
-pub(crate) static OPEN: LazyLock<Script> = script!("open.lua");
+pub(crate) static OPEN: LazyLock<Script> = script!("lib.lua", "open.lua");
 /// Ends a session and removes its entries (`lua/close.lua`).
-pub(crate) static CLOSE: LazyLock<Script> = script!("close.lua");
+pub(crate) static CLOSE: LazyLock<Script> = script!("lib.lua", "rules.lua", "close.lua");
 /// Replaces a leader's value (`lua/proclaim.lua`).
-pub(crate) static PROCLAIM: LazyLock<Script> = script!("proclaim.lua");
+pub(crate) static PROCLAIM: LazyLock<Script> = script!("lib.lua", "rules.lua", "proclaim.lua");
 /// Reads an election's leader (`lua/leader.lua`).
-pub(crate) static LEADER: LazyLock<Script> = script!("leader.lua");
+pub(crate) static LEADER: LazyLock<Script> = script!("lib.lua", "rules.lua", "leader.lua");
 /// Reads queues (`lua/inspect.lua`).
-pub(crate) static INSPECT: LazyLock<Script> = script!("inspect.lua");
+pub(crate) static INSPECT: LazyLock<Script> = script!("lib.lua", "inspect.lua");
 
-/// Runs `script` with `args` as its ARGV: EVALSHA, and on NOSCRIPT (a server that restarted, or
-/// never saw it) SCRIPT LOAD and EVALSHA again. The command is packed once, straight from `args`.
+/// Runs `script` with `args` as its ARGV ([`call`], then [`run`]).
 pub(crate) async fn invoke<T: FromRedisValue>(
     script: &Script,
     args: &[Vec<u8>],
     connection: &mut MultiplexedConnection,
 ) -> RedisResult<T> {
-    let mut call = redis::cmd("EVALSHA");
-    call.arg(script.get_hash()).arg(0);
+    run(script, &call(script, args.iter().map(Vec::as_slice)), connection).await
+}
+
+/// The `EVALSHA` of `script` with `args` as its ARGV, packed once for every attempt.
+pub(crate) fn call<'a>(script: &Script, args: impl IntoIterator<Item = &'a [u8]>) -> redis::Cmd {
+    let args: Vec<&[u8]> = args.into_iter().collect();
+    let hash = script.get_hash();
+    // Sized once: a command grown argument by argument reallocates on most of them.
+    let size = "EVALSHA".len() + hash.len() + 1 + args.iter().map(|arg| arg.len()).sum::<usize>();
+    let mut call = redis::Cmd::with_capacity(args.len() + 3, size);
+    call.arg("EVALSHA").arg(hash).arg(0);
     for arg in args {
-        call.arg(arg.as_slice());
+        call.arg(arg);
     }
+    call
+}
+
+/// Sends `call` (an `EVALSHA` of `script`), and on NOSCRIPT (a server that restarted, or never
+/// saw it) SCRIPT LOAD and the `EVALSHA` again.
+pub(crate) async fn run<T: FromRedisValue>(
+    script: &Script,
+    call: &redis::Cmd,
+    connection: &mut MultiplexedConnection,
+) -> RedisResult<T> {
     match call.query_async(connection).await {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             script.load_async(connection).await?;
@@ -107,9 +126,15 @@ impl FromRedisValue for Queued {
         if let Value::Int(token) = value {
             return u64::try_from(token).map(Queued::Granted).map_err(|_| bad("queue", &value));
         }
-        let parts = parts(&value).ok_or_else(|| bad("queue", &value))?;
+        // Anything else is one string of words.
+        let text: &[u8] = match &value {
+            Value::BulkString(bytes) => bytes,
+            Value::SimpleString(text) => text.as_bytes(),
+            _ => return Err(bad("queue", &value)),
+        };
+        let parts: Vec<&[u8]> = text.split(|&b| b == b' ').collect();
         let n = |i: usize| parts.get(i).and_then(|p| number::<u64>(p));
-        let parsed = match parts.first().map(Vec::as_slice) {
+        let parsed = match parts.first().copied() {
             Some(b"waiting") => n(1).zip(n(2)).map(|(token, recheck_ms)| Queued::Waiting { token, recheck_ms }),
             Some(b"busy") => Some(Queued::Busy),
             Some(b"gone") => Some(Queued::Gone),
@@ -184,5 +209,34 @@ impl FromRedisValue for Inspected {
             queues.push((String::from_utf8_lossy(key).into_owned(), listed));
         }
         Ok(Inspected(queues))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queuing_script_replies_parse_and_nothing_else_does() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let cases = [
+            (Value::Int(7), Some(Queued::Granted(7))),
+            (bulk("waiting 8 1500"), Some(Queued::Waiting { token: 8, recheck_ms: 1500 })),
+            (bulk("busy"), Some(Queued::Busy)),
+            (bulk("gone"), Some(Queued::Gone)),
+            (bulk("expired"), Some(Queued::Expired)),
+            (bulk("permits 4"), Some(Queued::Permits(4))),
+            (Value::Int(-1), None),
+            (bulk("waiting 8"), None),
+            (bulk("waiting x 1"), None),
+            (bulk("permits"), None),
+            (bulk("granted"), None),
+            (Value::Array(vec![bulk("busy")]), None),
+            (Value::Nil, None),
+        ];
+        for (reply, expected) in cases {
+            let parsed = Queued::from_redis_value(reply.clone()).ok();
+            assert_eq!(parsed, expected, "{reply:?}");
+        }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct RedisSession {
     /// The waiters, for the grants heard on the wake channel.
     pub(crate) wakes: Arc<Wakes>,
     requests: Arc<AtomicU64>,
+    /// The scripts' first argument ([`layout::script_prefix`]).
+    script_prefix: String,
     keepalive: Mutex<Option<JoinHandle<()>>>,
     _wake_channel: Subscription,
 }
@@ -65,12 +67,11 @@ where
     F: Fn(MultiplexedConnection) -> Fut,
     Fut: Future<Output = Result<T, RedisError>>,
 {
-    let endpoint = config.endpoint_label();
     retry_request(
         life,
         RetryPolicy::new(config.request_timeout),
         classify,
-        |e| request_error(op, &endpoint, e),
+        |e| request_error(op, &config.endpoint_label(), e),
         count,
         || async {
             let (id, connection) = link.connection().await?;
@@ -107,7 +108,8 @@ impl RedisSession {
             request_error("connect and subscribe the session's channel", &config.endpoint_label(), Some(e))
         })?;
         let ttl_ms = config.ttl.as_millis() as u64;
-        let args = crate::args![format!("{}:", config.prefix), id, ttl_ms.to_string()];
+        let script_prefix = layout::script_prefix(&config.prefix);
+        let args = crate::args![script_prefix, id, ttl_ms.to_string()];
         // The first attempt's send time: a retried write starts the TTL later, never earlier.
         let sent = Instant::now();
         let count = || {
@@ -128,6 +130,7 @@ impl RedisSession {
             cleanups: PendingCleanups::default(),
             wakes,
             requests,
+            script_prefix,
             keepalive: Mutex::new(None),
             _wake_channel: wake_channel,
         });
@@ -160,10 +163,11 @@ impl RedisSession {
         script: &'static redis::Script,
         args: Vec<Vec<u8>>,
     ) -> Result<T, LockError> {
-        let mut all = vec![format!("{}:", self.config.prefix).into_bytes()];
-        all.extend(args);
-        let all = &all;
-        self.request(op, |mut connection| async move { scripts::invoke(script, all, &mut connection).await }).await
+        let call = &scripts::call(
+            script,
+            std::iter::once(self.script_prefix.as_bytes()).chain(args.iter().map(Vec::as_slice)),
+        );
+        self.request(op, |mut connection| async move { scripts::run(script, call, &mut connection).await }).await
     }
 
     /// With `replicas=N`: waits until N replicas have everything the primary applied before
@@ -210,7 +214,7 @@ impl RedisSession {
     pub(crate) async fn end_on_server(&self) -> Result<(), LockError> {
         // The session's own life has ended, and requests stop with it; the close outlives it.
         let closing = SessionLife::new("redis", self.config.ttl);
-        let args = crate::args![format!("{}:", self.config.prefix), self.id];
+        let args = crate::args![self.script_prefix, self.id];
         retried(
             &self.link,
             &self.config,
@@ -239,7 +243,7 @@ impl Drop for RedisSession {
         // Like etcd's Go session.Close(): end the session, so nothing of ours waits for the TTL.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (link, timeout) = (self.link.clone(), self.config.request_timeout);
-            let args = crate::args![format!("{}:", self.config.prefix), self.id];
+            let args = crate::args![self.script_prefix, self.id];
             runtime.spawn(async move {
                 let close = async {
                     let (_, mut connection) = link.connection().await?;
@@ -280,7 +284,7 @@ async fn keep_alive(session: std::sync::Weak<RedisSession>, life: Arc<SessionLif
             tokio::time::sleep(pause).await;
             let Some(session) = session.upgrade() else { return };
             let ttl_ms = session.config.ttl.as_millis().to_string();
-            let args = crate::args![format!("{}:", session.config.prefix), session.id, ttl_ms];
+            let args = crate::args![session.script_prefix, session.id, ttl_ms];
             let sent = Instant::now();
             let renewal = async {
                 let (connection_id, mut connection) = session.link.connection().await?;
