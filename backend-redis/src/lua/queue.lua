@@ -4,8 +4,8 @@
 -- 'try' adds it but removes it again unless granted at once; 'check' only looks.
 -- Replies: token (an integer: granted) | 'waiting <token> <ms>' (ms: when an entry it waits behind
 -- could die with its session, the time to check again) | 'busy' | 'gone' | 'expired' |
--- 'permits <the number the queue's entries carry>'. One string, not an array: a client parses it
--- in a fraction of the time.
+-- 'permits <the number the queue's entries carry>'. One string, not an array: cheaper for a
+-- client to parse.
 -- (queue_alone.lua, before, has refused an expired session and granted on an empty queue.)
 local before = leader_of(Q)
 local token = redis.call('ZSCORE', Q.q, sid)
