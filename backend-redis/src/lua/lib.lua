@@ -62,5 +62,8 @@ local function add(Q, sid, record, ttl, fresh)
   return token
 end
 
+-- Tells an election's observers of its leader: '<token> <value>' (see leader_text), '' for none.
+local function tell_observers(Q, leader) redis.call('PUBLISH', P .. 'l:' .. Q.name, leader) end
+
 -- What an election's observers hear of a leader: '<token> <value>'.
 local function leader_text(token, value) return token_text(token) .. ' ' .. value end

@@ -9,6 +9,6 @@ if session_ttl == -2 then return 'expired' end
 if mode ~= 'check' and redis.call('ZCARD', Q.q) == 0 then
   local token = add(Q, sid, recipe .. '1' .. value, session_ttl, true)
   -- Nobody led an empty election: its first candidate does now.
-  if Q.kind == 'elect' then redis.call('PUBLISH', P .. 'l:' .. Q.name, leader_text(token, value)) end
+  if Q.kind == 'elect' then tell_observers(Q, leader_text(token, value)) end
   return token
 end

@@ -60,5 +60,5 @@ end
 -- After a change: tells observers if the leader changed from `before`.
 local function announce(Q, before)
   local after = leader_of(Q)
-  if after ~= before then redis.call('PUBLISH', P .. 'l:' .. Q.name, after) end
+  if after ~= before then tell_observers(Q, after) end
 end
