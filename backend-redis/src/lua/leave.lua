@@ -2,13 +2,9 @@
 -- ('0': whichever the session has, for a wait whose queuing reply was lost).
 -- ARGV: P, kind, name, sid, token. Reply: 1 removed, 0 not there (already gone).
 -- (leave_alone.lua, before, has checked the fence, and removed the entry unless it is an
--- election's; it has ended the script if the queue is left empty.)
-if Q.kind == 'elect' then
-  local before = leader_of(Q)
-  remove(Q, sid)
-  settle(Q, '')
-  announce(Q, before)
-else
-  settle(Q, '')
-end
+-- election's, whose leader is read first; it has ended the script if the queue is left empty.)
+local before = leader_of(Q)
+if Q.kind == 'elect' then remove(Q, sid) end
+settle(Q, '')
+announce(Q, before)
 return 1
