@@ -22,20 +22,19 @@ enum Peer {
     Script(redis::aio::MultiplexedConnection, redis::Script),
 }
 
+/// A connection of its own to `url`.
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).expect("url");
+    client.get_multiplexed_async_connection().await.expect("connect")
+}
+
 impl Peer {
     async fn new(kind: &str, endpoint: &str, id: u64) -> Peer {
         let url = format!("redis://{endpoint}/");
         match kind {
             "rslock" => Peer::Rslock(rslock::LockManager::new(vec![url])),
-            "bare" => {
-                let client = redis::Client::open(url).expect("url");
-                Peer::Bare(client.get_multiplexed_async_connection().await.expect("connect"), id)
-            }
-            "script" => {
-                let client = redis::Client::open(url).expect("url");
-                let connection = client.get_multiplexed_async_connection().await.expect("connect");
-                Peer::Script(connection, redis::Script::new("return 1"))
-            }
+            "bare" => Peer::Bare(connect(&url).await, id),
+            "script" => Peer::Script(connect(&url).await, redis::Script::new("return 1")),
             other => panic!("unknown peer {other}; rslock, bare or script"),
         }
     }
