@@ -49,6 +49,7 @@
 //! ```
 
 mod config;
+mod connection;
 mod election;
 mod errors;
 mod hold;
@@ -143,6 +144,7 @@ impl EtcdBackend {
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
         }
+        let mut tls_options = None;
         if config.tls {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &config.ca_file {
@@ -157,13 +159,20 @@ impl EtcdBackend {
                 );
                 tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
             }
-            options = options.with_tls(tls);
+            options = options.with_tls(tls.clone());
+            tls_options = Some(tls);
         }
         let requests = Arc::new(AtomicU64::new(0));
         let connecting = async {
-            let client = Client::connect(&endpoints, Some(options))
-                .await
-                .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e))?;
+            let client = match endpoints.as_slice() {
+                [one] => {
+                    let channel = connection::channel(one, &config, tls_options)
+                        .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e.into()))?;
+                    Client::from_channel(channel, Some(options)).await
+                }
+                _ => Client::connect(&endpoints, Some(options)).await,
+            }
+            .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e))?;
             let session = EtcdSession::open(client.clone(), config.clone(), requests.clone())
                 .await
                 .map_err(|e| crate::errors::client_certificate_hint(e, &config))?;
