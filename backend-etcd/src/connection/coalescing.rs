@@ -187,12 +187,13 @@ mod tests {
     const PING_ACK: [u8; 17] = [0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
     const HEADERS: [u8; 14] = [0, 0, 5, 1, 4, 0, 0, 0, 1, b'h', b'p', b'a', b'c', b'k'];
 
-    /// A plain connection to a loopback listener, and the listener's end.
-    async fn pair() -> (Coalescing, TcpStream) {
+    /// A connection (`plain`: HTTP/2 as is, not under TLS) to a loopback listener, and the
+    /// listener's end.
+    async fn pair(plain: bool) -> (Coalescing, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (ours, theirs) = tokio::join!(TcpStream::connect(address), listener.accept());
-        (Coalescing::new(ours.expect("connect"), true), theirs.expect("accept").0)
+        (Coalescing::new(ours.expect("connect"), plain), theirs.expect("accept").0)
     }
 
     /// Reads exactly `n` bytes the other end sent, within a second.
@@ -207,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_arrive_in_order_once_flushed() {
-        let (mut ours, mut theirs) = pair().await;
+        let (mut ours, mut theirs) = pair(true).await;
         ours.write_all(PREFACE).await.expect("write");
         ours.write_all(&HEADERS).await.expect("write");
         ours.flush().await.expect("flush");
@@ -216,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ping_acknowledgement_is_held_back_then_sent_after_the_frames_written_meanwhile() {
-        let (mut ours, mut theirs) = pair().await;
+        let (mut ours, mut theirs) = pair(true).await;
         ours.write_all(PREFACE).await.expect("write");
         ours.write_all(&PING_ACK).await.expect("write");
         ours.flush().await.expect("flush");
@@ -232,10 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn under_tls_nothing_is_read_or_held_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let (ours, theirs) = tokio::join!(TcpStream::connect(address), listener.accept());
-        let (mut ours, mut theirs) = (Coalescing::new(ours.expect("connect"), false), theirs.expect("accept").0);
+        let (mut ours, mut theirs) = pair(false).await;
         let bytes = [PREFACE, &PING_ACK].concat();
         ours.write_all(&bytes).await.expect("write");
         ours.flush().await.expect("flush");
@@ -244,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutting_down_sends_the_held_acknowledgements() {
-        let (mut ours, mut theirs) = pair().await;
+        let (mut ours, mut theirs) = pair(true).await;
         ours.write_all(&[PREFACE, &PING_ACK].concat()).await.expect("write");
         ours.flush().await.expect("flush");
         ours.shutdown().await.expect("shutdown");
