@@ -89,4 +89,15 @@ for (who, workload) in sorted(runs, key=lambda k: (k[1], k[0])):
     rates = [x[0] for x in r]
     print(f"| {workload} | {who} | {len(r)} | {fmt(med(rates), 0)} ({fmt(min(rates), 0)}–{fmt(max(rates), 0)}) "
           f"| {fmt(med([x[1] for x in r]), 2)} | {fmt(med([x[2] for x in r]), 2)} | {fmt(med([x[3] for x in r]), 2)} |")
+
+# Each round ran Go's Mutex and then distlock back to back: their ratio per round is the
+# comparison least moved by the machine's drift from minute to minute.
+print("\n## distlock ÷ Go's Mutex, round by round\n")
+print("| workload | each round | median |")
+print("|---|---|---|")
+for workload in ["W1", "W2 2 clients", "W2 8 clients", "W2 32 clients", "W3 8 clients", "W3 32 clients"]:
+    ours, theirs = runs.get(("distlock etcd", workload)), runs.get(("etcd concurrency.Mutex", workload))
+    if ours and theirs:
+        ratios = [a[0] / b[0] for a, b in zip(ours, theirs)]
+        print(f"| {workload} | {', '.join(f'{x:.2f}' for x in ratios)} | {med(ratios):.2f} |")
 EOF

@@ -2,11 +2,13 @@
 //! (`#[must_use]`, movable between tasks, released on drop), and adds what a distributed lock
 //! needs: the fencing token, the lost signal and explicit reentrancy.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -220,8 +222,9 @@ impl LockGuard {
     /// the session ends).
     ///
     /// # Cancel safety
-    /// Cancel safe: the release runs in a spawned task and completes even if this future is
-    /// dropped; the next local waiter goes on only after the server delete finished.
+    /// Cancel safe: the release completes even if this future is dropped (what is left of it
+    /// runs in a task of the runtime the lock was acquired on); the next local waiter goes on
+    /// only after the server delete finished.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock_core::LockError> {
@@ -236,17 +239,20 @@ impl LockGuard {
             return Ok(()); // another guard of the same hold keeps it
         };
         let lost_before = hold.loss.reason();
-        let task = hold.start_release();
-        let result = match task {
-            Some(task) => match task.await {
-                Ok(result) => result,
-                Err(join) => Err(LockError::ReleaseUnconfirmed {
+        let result = match hold.take_release() {
+            // On a runtime: here, on our task.
+            Some((release, runtime)) if Handle::try_current().is_ok() => {
+                ReleaseInFlight { release: Some(release), runtime }.await
+            }
+            // Awaited outside any runtime: on the hold's.
+            Some((release, runtime)) => runtime.spawn(release).await.unwrap_or_else(|join| {
+                Err(LockError::ReleaseUnconfirmed {
                     name: hold.name.to_string(),
                     token: hold.token,
                     backstop: Duration::ZERO,
                     source: Some(Box::new(join)),
-                }),
-            },
+                })
+            }),
             None => Ok(()),
         };
         match lost_before {
@@ -256,13 +262,44 @@ impl LockGuard {
     }
 }
 
+/// A release, of the server entry and then of the local turn.
+type Release = Pin<Box<dyn Future<Output = Result<(), LockError>> + Send>>;
+
+/// A release run on the task that awaits it (no task to spawn and join); if that task stops
+/// awaiting it, the rest runs in a task of the hold's runtime, so a release once begun always
+/// completes.
+struct ReleaseInFlight {
+    release: Option<Release>,
+    runtime: Handle,
+}
+
+impl Future for ReleaseInFlight {
+    type Output = Result<(), LockError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(release) = self.release.as_mut() else { return Poll::Ready(Ok(())) };
+        let result = std::task::ready!(release.as_mut().poll(cx));
+        self.release = None;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for ReleaseInFlight {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            drop(self.runtime.spawn(release));
+        }
+    }
+}
+
 impl Hold {
     fn lost_error(&self, reason: LossReason) -> LockError {
         LockError::Lost { name: self.name.to_string(), token: self.token, reason }
     }
 
-    /// Starts the release in a task of the runtime the lock was acquired on, once.
-    fn start_release(&self) -> Option<JoinHandle<Result<(), LockError>>> {
+    /// The release, once (`None` after the first call), and the runtime the lock was acquired
+    /// on, where it runs if nobody awaits it.
+    fn take_release(&self) -> Option<(Release, Handle)> {
         let pending = self.release.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         let PendingRelease { server, local_turn, runtime } = pending;
         let (name, token, held_for) = (self.name.clone(), self.token, self.acquired_at.elapsed());
@@ -270,7 +307,7 @@ impl Hold {
         let closed = self.loss.reason() == Some(LossReason::ClientClosed);
         let labels = self.labels.clone();
         labels.hold_ended(held_for);
-        Some(runtime.spawn(async move {
+        let release = Box::pin(async move {
             // Timed only where metrics record it.
             let started = labels.is_recording().then(Instant::now);
             let result = if closed { Ok(()) } else { serving("release", server.release()).await };
@@ -281,19 +318,22 @@ impl Hold {
             // otherwise be the one being deleted).
             drop(local_turn);
             match &result {
-                Ok(()) => tracing::info!(lock = %name, token = token.get(), held_ms = held_for.as_millis() as u64, "lock released"),
+                Ok(()) => {
+                    tracing::info!(lock = %name, token = token.get(), held_ms = held_for.as_millis() as u64, "lock released")
+                }
                 Err(error) => tracing::warn!(lock = %name, token = token.get(), %error, "lock release not confirmed"),
             }
             result
-        }))
+        });
+        Some((release, runtime))
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         // The last guard went without `release`: release in the background.
-        if let Some(task) = self.start_release() {
-            drop(task);
+        if let Some((release, runtime)) = self.take_release() {
+            drop(runtime.spawn(release));
         }
     }
 }
