@@ -43,15 +43,15 @@ pub(crate) fn channel(
     Ok(etcd_client::Channel::Tonic(endpoint.connect_with_connector_lazy(tower::service_fn(connect))))
 }
 
-/// Opens the TCP stream to `uri`'s host and port, without Nagle's delay (as tonic's own
-/// connector does).
+/// Opens the TCP stream to `uri`'s host and port (without one, the scheme's, as tonic's own
+/// connector does), without Nagle's delay.
 async fn connect(uri: http::Uri) -> io::Result<hyper_util::rt::TokioIo<Coalescing>> {
-    let host = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
-    let (Some(host), Some(port)) = (host, uri.port_u16()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} names no host:port")));
-    };
-    let stream = TcpStream::connect((host.as_str(), port)).await?;
-    stream.set_nodelay(true)?;
     let plain = uri.scheme_str() == Some("http");
+    let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} names no host")));
+    };
+    let port = uri.port_u16().unwrap_or(if plain { 80 } else { 443 });
+    let stream = TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
     Ok(hyper_util::rt::TokioIo::new(Coalescing::new(stream, plain)))
 }
