@@ -170,11 +170,13 @@ async fn requests_per_handoff(h: &dyn Harness, count: usize) -> f64 {
 }
 
 /// Semantic 3b: Server requests per hand-off stay constant as waiters grow: each waiter watches only its
-/// predecessor, so a release costs the same with 2 or 10 waiters.
+/// predecessor, so a release costs the same with 5 or 20 waiters. (Not 1 or 2: the first waiters
+/// behind a holder may be served cheaper than the rest, whose predecessors were waiting when they
+/// queued; from a few waiters on, the cost per hand-off is what it is at 1,000.)
 pub async fn requests_per_handoff_do_not_grow_with_waiters(h: &dyn Harness) {
-    let few = requests_per_handoff(h, 2).await;
-    let many = requests_per_handoff(h, 10).await;
-    assert!(many <= few + 0.5, "requests per hand-off grew with waiters: {few:.2} with 2, {many:.2} with 10 (a herd)");
+    let few = requests_per_handoff(h, 5).await;
+    let many = requests_per_handoff(h, 20).await;
+    assert!(many <= few + 0.5, "requests per hand-off grew with waiters: {few:.2} with 5, {many:.2} with 20 (a herd)");
     assert!(
         few >= 1.0,
         "a hand-off costs at least one request ({few:.2} measured): the request counter is not counting"
