@@ -27,8 +27,8 @@ const MAX_BUFFERED: usize = 64 * 1024;
 /// and its next poll sends.
 ///
 /// On a plain (not TLS) connection it also reads what it sends as HTTP/2 frames
-/// ([`FrameCursor`]) and holds back PING acknowledgements for up to [`ACK_HOLD`]; they go out
-/// with the first flush after that, or on their own when the time is up.
+/// ([`FrameCursor`]) and holds PING acknowledgements back: [`ACK_HOLD`] after the first, a
+/// timer wakes the connection task, whose flush sends them behind the frames buffered then.
 pub(super) struct Coalescing {
     stream: TcpStream,
     /// Written and not yet sent.
