@@ -165,11 +165,10 @@ impl EtcdBackend {
         let requests = Arc::new(AtomicU64::new(0));
         let connecting = async {
             let client = match endpoints.as_slice() {
-                [one] => {
-                    let channel = connection::channel(one, &config, tls_options)
-                        .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e.into()))?;
-                    Client::from_channel(channel, Some(options)).await
-                }
+                [one] => match connection::channel(one, &config, tls_options) {
+                    Ok(channel) => Client::from_channel(channel, Some(options)).await,
+                    Err(e) => Err(e.into()),
+                },
                 _ => Client::connect(&endpoints, Some(options)).await,
             }
             .map_err(|e| crate::errors::request_error("connect", &config.endpoints_label(), e))?;
