@@ -182,8 +182,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::connection::frames::PREFACE;
 
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const PING_ACK: [u8; 17] = [0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
     const HEADERS: [u8; 14] = [0, 0, 5, 1, 4, 0, 0, 0, 1, b'h', b'p', b'a', b'c', b'k'];
 

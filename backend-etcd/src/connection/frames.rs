@@ -1,7 +1,7 @@
 //! Reading the bytes an HTTP/2 client sends as frames, to find its PING acknowledgements.
 
 /// What a client sends first on an HTTP/2 connection, before any frame.
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Reading a client's HTTP/2 byte stream as frames, from its preface on.
 #[derive(Debug, Default)]
