@@ -368,6 +368,16 @@ impl EtcdConfig {
         crate::layout::release_marker(&self.prefix, name, entry)
     }
 
+    /// The mailbox of the session with lease `lease` ([`crate::layout::permit_mailbox`]).
+    pub(crate) fn permit_mailbox(&self, lease: i64) -> String {
+        crate::layout::permit_mailbox(&self.prefix, lease)
+    }
+
+    /// The mark in `lease`'s mailbox for its permit created at `revision`.
+    pub(crate) fn permit_mark(&self, lease: i64, revision: i64) -> String {
+        crate::layout::permit_mark(&self.prefix, lease, revision)
+    }
+
     pub(crate) fn endpoints_label(&self) -> String {
         self.endpoints.join(",")
     }

@@ -3,6 +3,7 @@
 //! the holder waited, else a plain delete under [`crate::key_generations`]' rule), and an
 //! election's proclaim.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, Txn
 use tokio_util::sync::CancellationToken;
 
 use crate::place::Place;
-use crate::queue::{delete_in_background, fenced_delete};
+use crate::queue::{delete_in_background, fenced_delete, remove_permit};
 use crate::release_marker::{marker_of, markers_refused};
 use crate::session::EtcdSession;
 use crate::watch::{wait_for_delete, WaitEnd};
@@ -58,6 +59,10 @@ pub(crate) fn grant(place: Place) -> ServerHold {
             key: place.key,
             revision: place.revision,
             marker,
+            permits: match place.recipe {
+                Recipe::Permit(permits) => Some(permits),
+                _ => None,
+            },
             registration,
             released,
         }),
@@ -147,6 +152,8 @@ struct EtcdRelease {
     key: String,
     revision: i64,
     marker: Option<String>,
+    /// A permit's number of permits: its release hands on ([`crate::queue::remove_permit`]).
+    permits: Option<NonZeroU32>,
     registration: u64,
     released: CancellationToken,
 }
@@ -188,6 +195,11 @@ impl ServerRelease for EtcdRelease {
         self.session.life.holds().remove(self.registration);
         let session = &self.session;
         let released = match self.marker.as_deref().filter(|_| session.markers.allowed()) {
+            None if let Some(permits) = self.permits => {
+                remove_permit(session, &self.queue_prefix, &self.key, self.revision, permits, "release the permit")
+                    .await
+                    .map(drop)
+            }
             None => self.delete_key().await,
             Some(marker) => match session
                 .txn("release the lock", release_txn(&self.key, self.revision, marker, session.lease))
@@ -211,6 +223,7 @@ impl ServerRelease for EtcdRelease {
                     &self.queue_prefix,
                     &self.key,
                     Some(self.revision),
+                    self.permits,
                     "release the lock",
                 );
                 Err(LockError::ReleaseUnconfirmed {

@@ -12,6 +12,10 @@
 //!   lock's queue, so a Go Mutex on `name` neither sees them nor is seen by them;
 //! - the queue of semaphore `name` is the keys `<prefix>//sem/<name>//p<permits>-<lease id hex>`,
 //!   ordered by create revision;
+//! - a permit waiter's mailbox is `<prefix>//granted/<lease id hex>/`: a releasing permit
+//!   holder puts `<mailbox><create revision>` there for the waiter its release admits (value
+//!   `granted`) and for the waiter that is first in line after it (value `first`), each on that
+//!   waiter's lease;
 //! - a holder that waited writes its release marker `<prefix>//released/<name>//<lease id hex>`
 //!   in the Txn that deletes its key (the empty segment keeps markers out of every queue).
 
@@ -251,6 +255,39 @@ pub fn key_stem(queue_prefix: &str, recipe: Recipe) -> String {
 pub fn is_reader_key(queue_prefix: &str, key: &[u8]) -> bool {
     queue_prefix.ends_with("//")
         && key.strip_prefix(queue_prefix.as_bytes()).is_some_and(|entry| entry.starts_with(b"r"))
+}
+
+/// The mailbox of the session with lease `lease`, where releasing permit holders tell its
+/// waiting permits that they are granted or first in line (see the module's comment): apart
+/// from every queue, as release markers are.
+///
+/// ```
+/// use distlock_etcd::layout::permit_mailbox;
+/// assert_eq!(permit_mailbox("p", 0x694d), "p//granted/694d/");
+/// assert_eq!(permit_mailbox("", 0x694d), "/granted/694d/");
+/// ```
+pub fn permit_mailbox(prefix: &str, lease: i64) -> String {
+    format!("{}{lease:x}/", permit_mailboxes(prefix))
+}
+
+/// Where every session's permit mailbox lies: `<prefix>//granted/`.
+///
+/// ```
+/// assert_eq!(distlock_etcd::layout::permit_mailboxes("p"), "p//granted/");
+/// ```
+pub fn permit_mailboxes(prefix: &str) -> String {
+    recipe_root(prefix, "granted")
+}
+
+/// The key in `lease`'s mailbox that speaks of its permit whose queue key was created at
+/// `revision`.
+///
+/// ```
+/// use distlock_etcd::layout::permit_mark;
+/// assert_eq!(permit_mark("p", 0x694d, 1042), "p//granted/694d/1042");
+/// ```
+pub fn permit_mark(prefix: &str, lease: i64, revision: i64) -> String {
+    format!("{}{revision}", permit_mailbox(prefix, lease))
 }
 
 /// Where the release markers live: `<prefix>//released/`, or `/released/` without a prefix.

@@ -55,6 +55,7 @@ mod errors;
 mod hold;
 mod key_generations;
 pub mod layout;
+mod permit_mailbox;
 mod place;
 mod queue;
 mod release_marker;

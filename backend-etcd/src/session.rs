@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::config::EtcdConfig;
 use crate::errors::{is_lease_not_found, is_transient, request_error};
 use crate::key_generations::KeyGenerations;
+use crate::permit_mailbox::PermitMailbox;
 use crate::watch::WatchCache;
 use crate::watch_hub::WatchHub;
 
@@ -46,6 +47,8 @@ pub(crate) struct EtcdSession {
     pub(crate) contention: RecentContention,
     /// The queues whose keys moved to a new generation after a release went unconfirmed.
     pub(crate) key_generations: KeyGenerations,
+    /// Where releasing permit holders tell the session's waiting permits they are granted.
+    pub(crate) mailbox: PermitMailbox,
     keepalive: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -144,6 +147,7 @@ impl EtcdSession {
             markers: ReleaseRecords::default(),
             contention: RecentContention::default(),
             key_generations: KeyGenerations::default(),
+            mailbox: PermitMailbox::default(),
             keepalive: Mutex::new(None),
         });
         let task = tokio::spawn(keep_alive(

@@ -166,18 +166,21 @@ impl Harness for EtcdHarness {
         admin.delete(key, None).await.expect("delete the holder's key");
     }
 
-    /// The keys under the prefix, release markers left out: a marker queues no one and blocks
-    /// no one, and it goes with the lease of the session that last released the lock
-    /// (`release_markers_go_with_the_session` in the etcd backend's recipe checks that).
+    /// The keys under the prefix, release markers and permit marks left out: neither queues
+    /// anyone or blocks anyone. A marker goes with the lease of the session that last released
+    /// the lock (`release_markers_go_with_the_session` in the etcd backend's recipe checks
+    /// that), a mark with its permit's release or its session's lease
+    /// (`a_permits_mark_goes_with_its_release` there).
     async fn leftovers(&self) -> Vec<String> {
         let mut admin = self.admin.clone();
         let markers = distlock_etcd::layout::release_marker_prefix(&self.prefix);
+        let marks = distlock_etcd::layout::permit_mailboxes(&self.prefix);
         match admin.get(format!("{}/", self.prefix), Some(GetOptions::new().with_prefix().with_keys_only())).await {
             Ok(r) => r
                 .kvs()
                 .iter()
                 .map(|kv| kv.key_str().unwrap_or("?").to_owned())
-                .filter(|key| !key.starts_with(&markers))
+                .filter(|key| !key.starts_with(&markers) && !key.starts_with(&marks))
                 .collect(),
             Err(e) => vec![format!("cannot read the prefix: {e}")],
         }

@@ -23,12 +23,14 @@
 //! grant rule grants our place (the exclusive rule of the lock and the election: first in the
 //! queue), and [`crate::hold`] turns a granted place into a hold.
 
+mod permit_hand_on;
 mod permits;
 mod wait;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use distlock_core::backend::{EntryRequest, Grant};
+use distlock_core::backend::{EntryRequest, Grant, Recipe};
 use distlock_core::{FencingToken, LockError, LockName, QueueEntry};
 use etcd_client::{
     Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
@@ -37,6 +39,7 @@ use etcd_client::{
 use crate::layout::is_queue_key;
 use crate::place::Place;
 use crate::session::EtcdSession;
+pub(crate) use permit_hand_on::remove_and_hand_on as remove_permit;
 use wait::recheck;
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -130,6 +133,8 @@ struct KeyCleanup {
     queue_prefix: String,
     key: String,
     revision: Option<i64>,
+    /// A permit's number of permits: its going hands on ([`permit_hand_on`]).
+    permits: Option<NonZeroU32>,
     armed: bool,
 }
 
@@ -143,6 +148,7 @@ impl Drop for KeyCleanup {
             &self.queue_prefix,
             &self.key,
             self.revision,
+            self.permits,
             "delete a cancelled waiter's key",
         );
     }
@@ -150,17 +156,26 @@ impl Drop for KeyCleanup {
 
 /// Deletes `key` (fenced by `revision` where known) in the background until the delete is
 /// confirmed or the session ends; until then `session` does not queue in `queue_prefix` again.
+/// A permit's key (`permits`) with a known revision goes as [`remove_permit`] says.
 pub(crate) fn delete_in_background(
     session: &Arc<EtcdSession>,
     queue_prefix: &str,
     key: &str,
     revision: Option<i64>,
+    permits: Option<NonZeroU32>,
     op: &'static str,
 ) {
-    let (session_owned, key_owned) = (session.clone(), key.to_owned());
+    let (session_owned, key_owned, prefix_owned) = (session.clone(), key.to_owned(), queue_prefix.to_owned());
     session.cleanups.start(queue_prefix).retry_until_done(key.to_owned(), move || {
-        let (session, txn) = (session_owned.clone(), fenced_delete(&key_owned, revision, session_owned.lease));
-        async move { session.txn(op, txn).await.map(drop) }
+        let (session, key, queue_prefix) = (session_owned.clone(), key_owned.clone(), prefix_owned.clone());
+        async move {
+            match (revision, permits) {
+                (Some(revision), Some(permits)) => {
+                    remove_permit(&session, &queue_prefix, &key, revision, permits, op).await.map(drop)
+                }
+                _ => session.txn(op, fenced_delete(&key, revision, session.lease)).await.map(drop),
+            }
+        }
     });
 }
 
@@ -205,6 +220,10 @@ pub(crate) async fn enqueue(
         queue_prefix: queue_prefix.clone(),
         key: key.clone(),
         revision: None,
+        permits: match request.recipe {
+            Recipe::Permit(permits) => Some(permits),
+            _ => None,
+        },
         armed: true,
     };
     let lease = session.lease;
@@ -370,8 +389,18 @@ impl Queued {
             return Ok(Some(self.place));
         }
         let place = &self.place;
-        let txn = fenced_delete(&place.key, Some(place.revision), place.session.lease);
-        place.session.txn("leave the queue", txn).await?;
+        match self.cleanup.permits {
+            // Admitted since the queuing read, perhaps: what our going frees is handed on.
+            Some(permits) => {
+                let session = &place.session;
+                remove_permit(session, &place.queue_prefix, &place.key, place.revision, permits, "leave the queue")
+                    .await?;
+            }
+            None => {
+                let txn = fenced_delete(&place.key, Some(place.revision), place.session.lease);
+                place.session.txn("leave the queue", txn).await?;
+            }
+        }
         self.cleanup.armed = false;
         Ok(None)
     }

@@ -1,39 +1,161 @@
-//! How a permit of a semaphore waits, herd-free, under [`distlock_core::backend::GrantRule::Permits`]:
-//! the first waiter (exactly as many keys ahead as there are permits, all holding) watches the
-//! queue's deletions, so whichever holder releases, the one deletion admits it with no read; a
-//! waiter further back watches only its predecessor's key, which either goes or, once granted
-//! after waiting, marks itself (a put of its own key, fenced by its create revision): either way
-//! the waiter then looks again and may be the first waiter. Each release thus wakes the one
-//! waiter it admits, and each grant the one behind it.
+//! How a permit of a semaphore waits, under [`distlock_core::backend::GrantRule::Permits`].
+//!
+//! **By its mailbox** ([`crate::permit_mailbox`]): a releasing holder tells the waiter its
+//! release admits ([`super::permit_hand_on`]), on a watch the session opened once. A grant then
+//! costs the waiter no request at all.
+//!
+//! **By watches, as a fallback**: a holder whose lease expires tells nobody, nor does a hand-on
+//! that failed. So the waiter first in line (N keys ahead, all holding: it read so, or a
+//! release marked it `first`) that has heard nothing for [`PATIENCE`] watches the queue's
+//! deletions itself: whichever holder goes, the one deletion admits it, with no read. Any other
+//! waiter reads where it stands every [`BACKSTOP`] without news (a count of at most N+1 keys),
+//! for the case where the first in line itself went without a word. A waiter whose mailbox is
+//! refused or lost its history waits by watches only: the first in line as above, one further
+//! back on its predecessor's key, which either goes or, once granted that way, marks itself (a
+//! put of its own key, fenced by its create revision).
 //!
 //! A watch is opened "from now" (a watch from a past revision sits in etcd's unsynced group and
 //! hears nothing for up to 100 ms), and a read after its creation covers what happened between
 //! the last read and the watch: events at or before that read are in the read, later ones reach
 //! the watch.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
 use distlock_core::backend::Recipe;
 use distlock_core::LockError;
 use etcd_client::{
-    Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse,
+    Compare, CompareOp, EventType, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
+    WatchOptions, WatchResponse,
 };
+use tokio::time::Instant;
 
-use super::wait::read_place;
-use super::{queue_keys, Queued};
+use super::permit_hand_on::hand_on_after_grant;
+use super::wait::{place_gone, read_place};
+use super::{queue_keys, queue_range, Queued};
+use crate::permit_mailbox::{Heard, Inbox, Watching};
 use crate::place::Place;
 use crate::watch::open_confirmed;
 use crate::watch_hub::HubWatch;
 
+/// How long the waiter first in line waits for its grant by mailbox before it watches the
+/// holders itself (a holder whose lease expires tells nobody). Under load a grant comes within
+/// milliseconds; a long hold costs the first in line one watch and one read.
+const PATIENCE: Duration = Duration::from_secs(1);
+
+/// How long any other waiter waits without news before it reads where it stands: in case the
+/// waiter first in line went (left, or its lease expired) without a word to the next.
+const BACKSTOP: Duration = Duration::from_secs(10);
+
+/// How a wait by mailbox ended.
+enum ByMailbox {
+    /// A release marked us granted.
+    Granted,
+    /// A read found us among the first N: admitted without a mark.
+    Admitted,
+    /// Wait by watches instead: first in line without news for [`PATIENCE`], or the mailbox
+    /// lost what it may have been told.
+    Watch,
+}
+
 impl Queued {
-    /// Waits until the permit is granted; marks it if it waited (see the module comment).
+    /// Waits until the permit is granted (see the module comment).
     pub(crate) async fn wait_for_permit(mut self) -> Result<Place, LockError> {
         if self.is_first() {
             self.cleanup.armed = false;
             return Ok(self.place);
         }
+        let Recipe::Permit(permits) = self.place.recipe else { return Err(not_a_permit(&self.place)) };
+        let session = self.place.session.clone();
+        let (mut inbox, watching) = session.mailbox.register(&session, self.place.revision).await;
+        let by_mailbox = match watching {
+            Watching::Not => ByMailbox::Watch,
+            Watching::Already => self.wait_by_mailbox(&mut inbox, permits).await?,
+            Watching::Opened => {
+                // A mark put before the watch was confirmed went unheard: read once.
+                self.standing = None;
+                self.wait_by_mailbox(&mut inbox, permits).await?
+            }
+        };
+        drop(inbox);
+        match by_mailbox {
+            ByMailbox::Granted => {}
+            ByMailbox::Admitted => hand_on_after_grant(&session, &self.place.queue_prefix, permits).await,
+            ByMailbox::Watch => {
+                self.wait_by_watches(permits).await?;
+                match watching {
+                    Watching::Not => self.mark_granted(),
+                    _ => hand_on_after_grant(&session, &self.place.queue_prefix, permits).await,
+                }
+            }
+        }
+        tracing::info!(lock = %self.place.name, token = self.place.revision, "hand-off: a permit granted");
+        self.cleanup.armed = false;
+        Ok(self.place)
+    }
+
+    /// Waits for a mark in the mailbox, reading where we stand only when nothing was heard for
+    /// [`BACKSTOP`], and giving up on the mailbox when first in line for [`PATIENCE`].
+    async fn wait_by_mailbox(&mut self, inbox: &mut Inbox, permits: NonZeroU32) -> Result<ByMailbox, LockError> {
+        let place = &self.place;
+        let session = &place.session;
+        let n = permits.get() as usize;
+        let mut ahead = self.standing.take().map(|standing| standing.ahead);
+        let mut first_in_line_since = None;
+        let mut backstop_at = Instant::now() + BACKSTOP;
+        loop {
+            match inbox.last() {
+                Heard::Granted => {
+                    if !session.life.surely_alive() {
+                        // Our key may have gone with the lease: the read fails if it did.
+                        count_ahead(place, permits).await?;
+                    }
+                    return Ok(ByMailbox::Granted);
+                }
+                Heard::Missed => return Ok(ByMailbox::Watch),
+                Heard::First => {
+                    first_in_line_since.get_or_insert_with(Instant::now);
+                }
+                Heard::Nothing => {}
+            }
+            let standing = match ahead {
+                Some(ahead) => ahead,
+                None => {
+                    backstop_at = Instant::now() + BACKSTOP;
+                    count_ahead(place, permits).await?
+                }
+            };
+            ahead = Some(standing);
+            if standing < n {
+                return Ok(ByMailbox::Admitted);
+            }
+            if standing == n {
+                first_in_line_since.get_or_insert_with(Instant::now);
+            }
+            tracing::debug!(lock = %place.name, token = place.revision, ahead = standing, first_in_line = first_in_line_since.is_some(), "waiting for a permit by mailbox");
+            let wake_at = first_in_line_since.map_or(backstop_at, |since| since + PATIENCE);
+            tokio::select! {
+                biased;
+                _ = session.life.ended() => {
+                    let during = format!("waiting for a permit of {:?}", place.name.as_str());
+                    return Err(LockError::SessionExpired { during });
+                }
+                _ = inbox.next() => {}
+                () = tokio::time::sleep_until(wake_at) => {
+                    if first_in_line_since.is_some() {
+                        return Ok(ByMailbox::Watch);
+                    }
+                    ahead = None;
+                }
+            }
+        }
+    }
+
+    /// Waits by watches alone (see the module comment) until the permit is granted.
+    async fn wait_by_watches(&mut self, permits: NonZeroU32) -> Result<(), LockError> {
         let place = &self.place;
         let session = &place.session;
         let during = || format!("waiting for a permit of {:?}", place.name.as_str());
-        let Recipe::Permit(permits) = place.recipe else { return Err(not_a_permit(place)) };
         let permits = permits.get() as usize;
         // The last read (at first the queuing Txn's), while it still tells where we stand; and
         // what to watch before reading again, when an event made it likely (a predecessor that
@@ -44,7 +166,7 @@ impl Queued {
             let wanted = match (&standing, likely.take()) {
                 (Some(now), _) => match Wanted::of(now, permits) {
                     Some(wanted) => wanted,
-                    None => break,
+                    None => return Ok(()),
                 },
                 (None, Some(likely)) => likely,
                 (None, None) => {
@@ -69,7 +191,7 @@ impl Queued {
                 standing = Some(now);
                 continue;
             }
-            tracing::debug!(lock = %place.name, token = place.revision, at = now.at, ahead = now.ahead, ?wanted, "waiting for a permit");
+            tracing::debug!(lock = %place.name, token = place.revision, at = now.at, ahead = now.ahead, ?wanted, "waiting for a permit by watches");
             let heard = tokio::select! {
                 biased;
                 _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
@@ -79,21 +201,18 @@ impl Queued {
             // lease does). A waiter further back, on its predecessor's event, most likely is the
             // first waiter now. Anything else: read again.
             match wanted {
-                Wanted::HolderLeft if heard && session.life.surely_alive() => break,
+                Wanted::HolderLeft if heard && session.life.surely_alive() => return Ok(()),
                 Wanted::Predecessor(_) if heard => likely = Some(Wanted::HolderLeft),
                 _ => {}
             }
         }
-        self.mark_granted();
-        tracing::info!(lock = %self.place.name, token = self.place.revision, "hand-off: a permit granted");
-        self.cleanup.armed = false;
-        Ok(self.place)
     }
 
-    /// Puts our key again (same value, same lease) if it still has our create revision: the
-    /// waiter behind us, watching our key, learns that we hold and that it may be the first
-    /// waiter. In the background: the holder need not wait for it, and if the holder releases
-    /// first, the Txn changes nothing and the waiter behind hears the deletion instead.
+    /// Puts our key again (same value, same lease) if it still has our create revision: a
+    /// waiter behind us that waits by watches, watching our key, learns that we hold and that it
+    /// may be the first waiter. In the background: the holder need not wait for it, and if the
+    /// holder releases first, the Txn changes nothing and the waiter behind hears the deletion
+    /// instead.
     fn mark_granted(&self) {
         let place = &self.place;
         let (session, key, revision) = (place.session.clone(), place.key.clone(), place.revision);
@@ -106,6 +225,22 @@ impl Queued {
             }
         });
     }
+}
+
+/// How many keys are ahead of ours, counting to N+1 at most, if our key still has our revision.
+async fn count_ahead(place: &Place, permits: NonZeroU32) -> Result<usize, LockError> {
+    let below = queue_range()
+        .with_max_create_revision(place.revision - 1)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(i64::from(permits.get()) + 1);
+    let txn = Txn::new()
+        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
+        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
+    let response = place.session.txn("check place in the semaphore's queue", txn).await?;
+    if !response.succeeded() {
+        return Err(place_gone(place).await);
+    }
+    Ok(queue_keys(&place.queue_prefix, response.op_responses().first()).map_or(usize::MAX, |below| below.len()))
 }
 
 /// How long a waiter pauses before it reads again when its watch could not be opened.
