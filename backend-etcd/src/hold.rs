@@ -198,7 +198,6 @@ impl ServerRelease for EtcdRelease {
             None if let Some(permits) = self.permits => {
                 remove_permit(session, &self.queue_prefix, &self.key, self.revision, permits, "release the permit")
                     .await
-                    .map(drop)
             }
             None => self.delete_key().await,
             Some(marker) => match session

@@ -71,6 +71,9 @@ struct Routes {
     unclaimed: VecDeque<(i64, Heard)>,
     /// Whether the watch task runs.
     watching: bool,
+    /// Whether the server refused the session its mailbox (a role not granted it): its waiters
+    /// wait by watches from then on.
+    refused: bool,
 }
 
 impl Routes {
@@ -169,6 +172,12 @@ pub(crate) enum Watching {
 }
 
 impl PermitMailbox {
+    /// Records that the server refuses the session its mailbox (its watch, or a Txn that wrote
+    /// a mark): later waiters wait by watches without asking again.
+    pub(crate) fn refuse(&self) {
+        lock(&self.routes).refused = true;
+    }
+
     /// Registers the permit whose key was created at `revision`, making sure the session's
     /// mailbox is watched.
     ///
@@ -178,14 +187,23 @@ impl PermitMailbox {
         let watching = {
             let mut routes = lock(&self.routes);
             routes.register(revision, sender);
-            routes.watching
+            match *routes {
+                Routes { refused: true, .. } => Some(Watching::Not),
+                Routes { watching: true, .. } => Some(Watching::Already),
+                _ => None,
+            }
         };
         let inbox = Inbox { revision, heard, routes: self.routes.clone() };
-        if watching {
-            return (inbox, Watching::Already);
+        if let Some(watching) = watching {
+            return (inbox, watching);
         }
         let prefix = session.config.permit_mailbox(session.lease);
-        let Some((watch, created_at)) = open_confirmed(session, &prefix, options()).await else {
+        // etcd answers a watch it refuses under an id of -1, which no watch of ours awaits: a
+        // watch unconfirmed within the request timeout is taken as refused.
+        let opened = tokio::time::timeout(session.config.request_timeout, open_confirmed(session, &prefix, options()));
+        let Ok(Some((watch, created_at))) = opened.await else {
+            tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches");
+            self.refuse();
             return (inbox, Watching::Not);
         };
         let mut routes = lock(&self.routes);

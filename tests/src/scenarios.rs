@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock_core::conformance::{wait_for_queue, Harness};
-use distlock_core::DistributedLock;
+use distlock_core::{DistributedLock, LockError, LockGuard};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -68,15 +68,21 @@ pub async fn two_instances_exclude_each_other(url: &str, name: &str) {
 /// order: a release with a waiter behind it, and a wake-up behind a waiter that was not the
 /// holder when it queued.
 pub async fn three_instances_take_turns(url: &str, name: &str) {
+    three_instances_take_turns_on(url, name, None).await
+}
+
+/// [`three_instances_take_turns`] on the one permit of a semaphore of `name` (`Some(1)`), or
+/// on the lock (`None`).
+pub async fn three_instances_take_turns_on(url: &str, name: &str, permits: Option<u32>) {
     let connect = || async { distlock::connect(url).await.unwrap_or_else(|e| panic!("{url}: connect: {e}")) };
     let (a, b, c) = (connect().await, connect().await, connect().await);
-    let guard = a.lock(name).await.unwrap_or_else(|e| panic!("{url}: lock: {e}"));
+    let guard = take(a.as_ref(), name, permits).await.unwrap_or_else(|e| panic!("{url}: lock: {e}"));
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for (i, client) in [b, c].into_iter().enumerate() {
         let (lock_name, order) = (name.to_owned(), order.clone());
         waiters.push(tokio::spawn(async move {
-            let guard = client.lock(&lock_name).await.map_err(|e| e.to_string())?;
+            let guard = take(client.as_ref(), &lock_name, permits).await.map_err(|e| e.to_string())?;
             order.lock().unwrap().push(i);
             guard.release().await.map_err(|e| e.to_string())
         }));
@@ -88,6 +94,14 @@ pub async fn three_instances_take_turns(url: &str, name: &str) {
         served.unwrap_or_else(|e| panic!("{url}: a waiter: {e}"));
     }
     assert_eq!(*order.lock().unwrap(), [0, 1], "{url}: the waiters are served in queue order");
+}
+
+/// Takes lock `name`, or one of `permits` of the semaphore `name`.
+async fn take(client: &dyn DistributedLock, name: &str, permits: Option<u32>) -> Result<LockGuard, LockError> {
+    match permits {
+        Some(permits) => client.acquire_permit(name, permits).await,
+        None => client.lock(name).await,
+    }
 }
 
 /// Connects by `url` and takes lock `name`, expecting the server to refuse our credentials or

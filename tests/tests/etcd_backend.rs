@@ -545,6 +545,11 @@ async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_
     admin.role_grant_permission("pay", Permission::read_write("orders/42/pay/").with_prefix()).await.expect("grant");
     admin.user_add("payer", "secret", None).await.expect("add payer");
     admin.user_grant_role("payer", "pay").await.expect("grant role");
+    admin.role_add("sem").await.expect("add role");
+    let semaphore = distlock_etcd::layout::semaphore_prefix("orders", "42/api");
+    admin.role_grant_permission("sem", Permission::read_write(semaphore).with_prefix()).await.expect("grant");
+    admin.user_add("permits", "secret", None).await.expect("add permits");
+    admin.user_grant_role("permits", "sem").await.expect("grant role");
     admin.auth_enable().await.expect("auth on");
     let root = ConnectOptions::new().with_user("root", "rootpw");
     let root = distlock_etcd::etcd_client::Client::connect(cluster.endpoints(), Some(root)).await.expect("root");
@@ -553,6 +558,10 @@ async fn with_auth_on_a_granted_user_locks_and_bad_credentials_fail_clearly_and_
     // A role granted only one lock's own keys, not its release marker: releases and wake-ups
     // go without the marker (the woken waiter reads the queue), and still hand off in order.
     scenarios::three_instances_take_turns(&format!("etcd://payer:secret@{endpoint}/orders?ttl=2s"), "42/pay").await;
+    // A role granted only one semaphore's queue, not the permit mailboxes: releases hand
+    // nothing on, waiters wait by watches, and still in order.
+    let permits = format!("etcd://permits:secret@{endpoint}/orders?ttl=2s");
+    scenarios::three_instances_take_turns_on(&permits, "42/api", Some(1)).await;
 
     scenarios::refused(&format!("etcd://app:wrong@{endpoint}/orders?ttl=2s"), "42/pay", "password").await;
     scenarios::refused(&format!("etcd://app:secret@{endpoint}/billing?ttl=2s"), "42/pay", "permission").await;

@@ -39,7 +39,7 @@ use etcd_client::{
 use crate::layout::is_queue_key;
 use crate::place::Place;
 use crate::session::EtcdSession;
-pub(crate) use permit_hand_on::remove_and_hand_on as remove_permit;
+pub(crate) use permit_hand_on::remove_permit;
 use wait::recheck;
 
 /// What the server said after queuing or re-reading: the key just below ours.
@@ -171,7 +171,7 @@ pub(crate) fn delete_in_background(
         async move {
             match (revision, permits) {
                 (Some(revision), Some(permits)) => {
-                    remove_permit(&session, &queue_prefix, &key, revision, permits, op).await.map(drop)
+                    remove_permit(&session, &queue_prefix, &key, revision, permits, op).await
                 }
                 _ => session.txn(op, fenced_delete(&key, revision, session.lease)).await.map(drop),
             }
@@ -197,9 +197,9 @@ pub(crate) struct Queued {
     cleanup: KeyCleanup,
     owner: Option<i64>,
     predecessor: Option<Predecessor>,
-    /// A permit's standing from the queuing Txn's read (all of the queue below its key), so
-    /// that its wait starts without a read of its own.
-    standing: Option<permits::Standing>,
+    /// How many keys were ahead of a permit's at its queuing Txn, so that its wait starts
+    /// without a read of its own.
+    permits_ahead: Option<usize>,
 }
 
 /// Queues `session` for `name`: one Txn creates our key if absent and reads the keys just below
@@ -246,7 +246,7 @@ pub(crate) async fn enqueue(
             cleanup.revision = Some(revision);
             // First from its creation: no marker to write (see the module's comment).
             let place = place_at(queue_prefix, key, revision);
-            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None, standing: None });
+            return Ok(Queued { place, cleanup, owner: Some(revision), predecessor: None, permits_ahead: None });
         }
         tracing::debug!(lock = %name, "the lock's queue was not empty: reading it");
     }
@@ -254,14 +254,19 @@ pub(crate) async fn enqueue(
     // One Txn: create our key if absent, and read the owner and the key just below ours.
     let enqueue = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_lease(lease))),
-            // Ours and the ones just below it.
-            TxnOp::get(
-                queue_prefix.as_str(),
-                Some(limited(queue_range().with_sort(SortTarget::Create, SortOrder::Descend), ahead_read)),
-            ),
-        ])
+        .and_then(
+            [TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_lease(lease)))]
+                .into_iter()
+                .chain(match request.recipe {
+                    Recipe::Permit(_) => permits::queue_reads(&queue_prefix),
+                    // Ours and the ones just below it.
+                    _ => vec![TxnOp::get(
+                        queue_prefix.as_str(),
+                        Some(limited(queue_range().with_sort(SortTarget::Create, SortOrder::Descend), ahead_read)),
+                    )],
+                })
+                .collect::<Vec<_>>(),
+        )
         .or_else([
             TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only())),
             TxnOp::get(
@@ -276,27 +281,34 @@ pub(crate) async fn enqueue(
         // Alone if the range holds our key only, as [`queue_alone`] asks: keys of locks named
         // below this one count, so that a range they share does not make every other acquire
         // cost two Txns.
-        let range_alone = matches!(ops.get(1), Some(TxnOpResponse::Get(get)) if get.kvs().len() == 1 && !get.more());
+        let range_alone = match ops.get(1) {
+            Some(TxnOpResponse::Get(get)) if get.count() == 1 => true,
+            Some(TxnOpResponse::Get(get)) => get.kvs().len() == 1 && !get.more(),
+            _ => false,
+        };
         session.contention.record(&queue_prefix, range_alone);
     }
     // Our place as the Txn created it; an earlier attempt's key has its own revision, and only
     // the creation's read can tell whether we write a marker (below).
     let mut place = place_at(queue_prefix, key, read_at);
     // `read`: whether the queue below our key is known from the Txn's read.
-    let mut standing = None;
+    let mut permits_ahead = None;
     let (owner, predecessor, read) = if response.succeeded() {
-        match queue_keys(&place.queue_prefix, ops.get(1)) {
-            Some(queue) => {
+        match (request.recipe, queue_keys(&place.queue_prefix, ops.get(1))) {
+            (Recipe::Permit(permits), _) => {
+                let ahead = permits::ahead_at_queuing(&place, ops.get(1..).unwrap_or_default())?;
+                permits_ahead = Some(ahead);
+                // Granted at once within the permits.
+                ((ahead < permits.get() as usize).then_some(read_at), None, true)
+            }
+            (_, Some(queue)) => {
                 let below = queue.get(1..).unwrap_or_default();
-                place.check_permits(below)?;
-                // Granted at once: first, or a reader with no writer below, or a permit within
-                // the permits.
+                // Granted at once: first, or a reader with no writer below.
                 let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
-                standing = permits::Standing::of_permit(&place, read_at, below);
                 (owner, Predecessor::from_below(&place, below, read_at), true)
             }
             // Keys of locks named below this one filled the read: read the queue itself.
-            None => (None, None, false),
+            (_, None) => (None, None, false),
         }
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.
@@ -321,7 +333,7 @@ pub(crate) async fn enqueue(
     // nothing of who is first: it writes no marker.
     let created_first = response.succeeded() && owner == Some(read_at);
     place.writes_marker = !created_first && request.recipe.is_exclusive();
-    let mut queued = Queued { place, cleanup, owner, predecessor, standing };
+    let mut queued = Queued { place, cleanup, owner, predecessor, permits_ahead };
     if !read {
         // Keys of locks named below this one filled the read. One read of the queue tells
         // the owner and the predecessor (only a limited read, the lock's, can be filled so).

@@ -21,32 +21,45 @@ use crate::permit_mailbox::{FIRST, GRANTED};
 use crate::session::EtcdSession;
 
 /// Removes the permit key `key` created at `revision` from the semaphore of `permits` at
-/// `queue_prefix`, with its mark, and hands on (see the module's comment). `Ok(false)`: the key
-/// was gone already (taken by the lease's expiry or an operator), and nothing was handed on.
+/// `queue_prefix`, with its mark, and hands on (see the module's comment). Where the key is gone
+/// already (a retried request whose first reply was lost, the lease's expiry, an operator), it
+/// hands on all the same: a hand-on only ever marks keys as they stand in the read, so it is
+/// never wrong, and the first attempt's may not have been sent.
 ///
 /// Cancel safe as far as the server goes: each Txn is fenced, so a retry does nothing twice;
 /// a hand-on not sent leaves the waiter it would have told to its own fallback.
-pub(crate) async fn remove_and_hand_on(
+pub(crate) async fn remove_permit(
     session: &EtcdSession,
     queue_prefix: &str,
     key: &str,
     revision: i64,
     permits: NonZeroU32,
     op: &str,
-) -> Result<bool, LockError> {
-    let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, revision)]).and_then([
-        TxnOp::delete(key, None),
-        TxnOp::delete(session.config.permit_mark(session.lease, revision), None),
-        TxnOp::get(queue_prefix, Some(first_keys(permits))),
-    ]);
-    let response = session.txn(op, txn).await?;
-    if !response.succeeded() {
-        return Ok(false);
-    }
+) -> Result<(), LockError> {
+    let own_mark = session.config.permit_mark(session.lease, revision);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, revision)])
+        .and_then([
+            TxnOp::delete(key, None),
+            TxnOp::delete(own_mark.as_str(), None),
+            TxnOp::get(queue_prefix, Some(first_keys(permits))),
+        ])
+        .or_else([TxnOp::delete(own_mark.as_str(), None), TxnOp::get(queue_prefix, Some(first_keys(permits)))]);
+    let response = match session.txn(op, txn).await {
+        Err(LockError::Unauthorized { reason, .. }) => {
+            // A role granted the semaphore's keys but not the mailboxes: delete the key alone.
+            // Its waiters' mailbox watches are refused too, so they wait by watches.
+            tracing::debug!(%reason, "no permit marks for this role: releasing without handing on");
+            session.mailbox.refuse();
+            let txn = super::fenced_delete(key, Some(revision), session.lease);
+            return session.txn(op, txn).await.map(drop);
+        }
+        other => other?,
+    };
     let ops = response.op_responses();
-    let left = ops.get(2).map(kvs).unwrap_or_default();
+    let left = ops.last().map(kvs).unwrap_or_default();
     hand_on(session, left, permits, revision_of(&response)).await;
-    Ok(true)
+    Ok(())
 }
 
 /// Reads the first N+1 keys of the queue and hands on as a release would: for a permit granted
@@ -109,12 +122,14 @@ fn mark_txn(session: &EtcdSession, kv: &KeyValue, mark: &[u8]) -> TxnOp {
 
 #[cfg(test)]
 mod tests {
+    use etcd_client::DeleteOptions;
+
     use super::*;
     use crate::place::testing::place_behind;
 
     /// On a real etcd: a permit's going deletes its key and its own mark, and marks the key now
-    /// N-th `granted` and the next `first`, nobody else; a second try finds the key gone and
-    /// marks nothing.
+    /// N-th `granted` and the next `first`, nobody else; a retry (its key gone) marks the same
+    /// keys again and nothing else.
     #[tokio::test]
     async fn a_permits_mark_goes_with_its_release() {
         let (place, client, _) = place_behind(&[]).await;
@@ -129,10 +144,7 @@ mod tests {
         let own_mark = session.config.permit_mark(session.lease, place.revision);
         kv.put(own_mark.as_str(), GRANTED, None).await.expect("our own mark");
         let two = NonZeroU32::new(2).expect("two");
-        let removed = remove_and_hand_on(session, &place.queue_prefix, &place.key, place.revision, two, "release")
-            .await
-            .expect("release");
-        assert!(removed, "our key was there");
+        remove_permit(session, &place.queue_prefix, &place.key, place.revision, two, "release").await.expect("release");
         let reader = kv.clone();
         let mark_of = |revision: i64| {
             let (mut kv, at) = (reader.clone(), session.config.permit_mark(0, revision));
@@ -146,11 +158,13 @@ mod tests {
         assert_eq!(mark_of(behind[2]).await.as_deref(), Some(FIRST), "the key after it is first in line");
         let own = kv.get(own_mark.as_str(), None).await.expect("read our mark");
         assert_eq!(own.count(), 0, "our own mark went with our key");
-        kv.delete(session.config.permit_mark(0, behind[1]), None).await.expect("clear the mark");
-        let again = remove_and_hand_on(session, &place.queue_prefix, &place.key, place.revision, two, "release")
+        let marks = session.config.permit_mailbox(0);
+        kv.delete(marks.as_str(), Some(DeleteOptions::new().with_prefix())).await.expect("clear the marks");
+        remove_permit(session, &place.queue_prefix, &place.key, place.revision, two, "release")
             .await
             .expect("release again");
-        assert!(!again, "our key is gone");
-        assert_eq!(mark_of(behind[1]).await, None, "a release of a key already gone hands nothing on");
+        assert_eq!(mark_of(behind[0]).await, None, "still no mark for a holder");
+        assert_eq!(mark_of(behind[1]).await.as_deref(), Some(GRANTED), "the same key is admitted");
+        assert_eq!(mark_of(behind[2]).await.as_deref(), Some(FIRST), "the same key is first in line");
     }
 }

@@ -6,9 +6,9 @@
 //!
 //! **By watches, as a fallback**: a holder whose lease expires tells nobody, nor does a hand-on
 //! that failed. So the waiter first in line (N keys ahead, all holding: it read so, or a
-//! release marked it `first`) that has heard nothing for [`PATIENCE`] watches the queue's
+//! release marked it `first`) that has heard nothing for [`patience`] watches the queue's
 //! deletions itself: whichever holder goes, the one deletion admits it, with no read. Any other
-//! waiter reads where it stands every [`BACKSTOP`] without news (a count of at most N+1 keys),
+//! waiter reads where it stands every [`backstop`] without news (a count of at most N+1 keys),
 //! for the case where the first in line itself went without a word. A waiter whose mailbox is
 //! refused or lost its history waits by watches only: the first in line as above, one further
 //! back on its predecessor's key, which either goes or, once granted that way, marks itself (a
@@ -25,27 +25,35 @@ use std::time::Duration;
 use distlock_core::backend::Recipe;
 use distlock_core::LockError;
 use etcd_client::{
-    Compare, CompareOp, EventType, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
-    WatchOptions, WatchResponse,
+    Compare, CompareOp, EventType, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    WatchFilterType, WatchOptions, WatchResponse,
 };
 use tokio::time::Instant;
 
 use super::permit_hand_on::hand_on_after_grant;
 use super::wait::{place_gone, read_place};
-use super::{queue_keys, queue_range, Queued};
+use super::{kvs, queue_keys, queue_range, Queued};
 use crate::permit_mailbox::{Heard, Inbox, Watching};
 use crate::place::Place;
 use crate::watch::open_confirmed;
 use crate::watch_hub::HubWatch;
 
 /// How long the waiter first in line waits for its grant by mailbox before it watches the
-/// holders itself (a holder whose lease expires tells nobody). Under load a grant comes within
-/// milliseconds; a long hold costs the first in line one watch and one read.
-const PATIENCE: Duration = Duration::from_secs(1);
+/// holders itself (a holder whose lease expires tells nobody): a tenth of the session TTL, from
+/// 50 ms to 1 s, so that a dead holder's permit is back within about 1.1 TTL of its death.
+/// Under load a grant comes within milliseconds; a long hold costs the first in line one watch
+/// and one read.
+fn patience(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
 
-/// How long any other waiter waits without news before it reads where it stands: in case the
-/// waiter first in line went (left, or its lease expired) without a word to the next.
-const BACKSTOP: Duration = Duration::from_secs(10);
+/// How long any other waiter waits without news before it reads where it stands, in case the
+/// waiter first in line went (left, or its lease expired) without a word to the next: the
+/// session TTL (at least 1 s), so that these reads cost a waiting session less than its
+/// keepalives do.
+fn backstop(ttl: Duration) -> Duration {
+    ttl.max(Duration::from_secs(1))
+}
 
 /// How a wait by mailbox ended.
 enum ByMailbox {
@@ -53,7 +61,7 @@ enum ByMailbox {
     Granted,
     /// A read found us among the first N: admitted without a mark.
     Admitted,
-    /// Wait by watches instead: first in line without news for [`PATIENCE`], or the mailbox
+    /// Wait by watches instead: first in line without news for [`patience`], or the mailbox
     /// lost what it may have been told.
     Watch,
 }
@@ -73,7 +81,7 @@ impl Queued {
             Watching::Already => self.wait_by_mailbox(&mut inbox, permits).await?,
             Watching::Opened => {
                 // A mark put before the watch was confirmed went unheard: read once.
-                self.standing = None;
+                self.permits_ahead = None;
                 self.wait_by_mailbox(&mut inbox, permits).await?
             }
         };
@@ -95,14 +103,15 @@ impl Queued {
     }
 
     /// Waits for a mark in the mailbox, reading where we stand only when nothing was heard for
-    /// [`BACKSTOP`], and giving up on the mailbox when first in line for [`PATIENCE`].
+    /// [`backstop`], and giving up on the mailbox when first in line for [`patience`].
     async fn wait_by_mailbox(&mut self, inbox: &mut Inbox, permits: NonZeroU32) -> Result<ByMailbox, LockError> {
         let place = &self.place;
         let session = &place.session;
         let n = permits.get() as usize;
-        let mut ahead = self.standing.take().map(|standing| standing.ahead);
+        let mut ahead = self.permits_ahead.take();
         let mut first_in_line_since = None;
-        let mut backstop_at = Instant::now() + BACKSTOP;
+        let (patience, backstop) = (patience(session.config.ttl), backstop(session.config.ttl));
+        let mut backstop_at = Instant::now() + backstop;
         loop {
             match inbox.last() {
                 Heard::Granted => {
@@ -121,7 +130,7 @@ impl Queued {
             let standing = match ahead {
                 Some(ahead) => ahead,
                 None => {
-                    backstop_at = Instant::now() + BACKSTOP;
+                    backstop_at = Instant::now() + backstop;
                     count_ahead(place, permits).await?
                 }
             };
@@ -133,7 +142,7 @@ impl Queued {
                 first_in_line_since.get_or_insert_with(Instant::now);
             }
             tracing::debug!(lock = %place.name, token = place.revision, ahead = standing, first_in_line = first_in_line_since.is_some(), "waiting for a permit by mailbox");
-            let wake_at = first_in_line_since.map_or(backstop_at, |since| since + PATIENCE);
+            let wake_at = first_in_line_since.map_or(backstop_at, |since| since + patience);
             tokio::select! {
                 biased;
                 _ = session.life.ended() => {
@@ -157,10 +166,10 @@ impl Queued {
         let session = &place.session;
         let during = || format!("waiting for a permit of {:?}", place.name.as_str());
         let permits = permits.get() as usize;
-        // The last read (at first the queuing Txn's), while it still tells where we stand; and
-        // what to watch before reading again, when an event made it likely (a predecessor that
-        // went or was granted: we are most likely the first waiter now).
-        let mut standing: Option<Standing> = self.standing.take();
+        // The last read, while it still tells where we stand; and what to watch before reading
+        // again, when an event made it likely (a predecessor that went or was granted: we are
+        // most likely the first waiter now).
+        let mut standing: Option<Standing> = None;
         let mut likely: Option<Wanted> = None;
         loop {
             let wanted = match (&standing, likely.take()) {
@@ -227,6 +236,35 @@ impl Queued {
     }
 }
 
+/// How many keys of the queue a permit's queuing Txn reads besides counting them: enough to
+/// hold one other than our own, whose number of permits must be ours.
+const QUEUING_SAMPLE: i64 = 2;
+
+/// What a permit's queuing Txn reads after putting its key: how many keys the queue holds (all
+/// but ours older than ours, our key being the newest; a count from etcd's index, without the
+/// sort by create revision that reads every key) and [`QUEUING_SAMPLE`] of them in key order,
+/// whose number of permits must be ours (clients that disagree meet this way: the later one's
+/// read holds the earlier one's key, or another with the same number).
+pub(super) fn queue_reads(queue_prefix: &str) -> Vec<TxnOp> {
+    vec![
+        TxnOp::get(queue_prefix, Some(queue_range().with_count_only())),
+        TxnOp::get(queue_prefix, Some(queue_range().with_limit(QUEUING_SAMPLE))),
+    ]
+}
+
+/// How many keys were ahead of ours by [`queue_reads`]' answers, checking the sampled keys'
+/// number of permits.
+pub(super) fn ahead_at_queuing(place: &Place, answers: &[TxnOpResponse]) -> Result<usize, LockError> {
+    let count = match answers.first() {
+        Some(TxnOpResponse::Get(get)) => get.count().max(1) as usize,
+        _ => 1,
+    };
+    let others: Vec<&KeyValue> =
+        answers.get(1).map(kvs).unwrap_or_default().iter().filter(|kv| kv.key() != place.key.as_bytes()).collect();
+    place.check_permits(&others)?;
+    Ok(count - 1)
+}
+
 /// How many keys are ahead of ours, counting to N+1 at most, if our key still has our revision.
 async fn count_ahead(place: &Place, permits: NonZeroU32) -> Result<usize, LockError> {
     let below = queue_range()
@@ -249,7 +287,7 @@ const WATCH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// Where a permit stood in its queue: at revision `at`, with `ahead` keys below its own, the
 /// nearest of them `predecessor`.
 #[derive(Debug)]
-pub(super) struct Standing {
+struct Standing {
     at: i64,
     ahead: usize,
     predecessor: Option<String>,
@@ -258,7 +296,7 @@ pub(super) struct Standing {
 impl Standing {
     /// A permit's standing from a read at `at` of every key `below` its own, nearest first;
     /// `None` for any other recipe.
-    pub(super) fn of_permit(place: &Place, at: i64, below: &[&KeyValue]) -> Option<Standing> {
+    fn of_permit(place: &Place, at: i64, below: &[&KeyValue]) -> Option<Standing> {
         let Recipe::Permit(_) = place.recipe else { return None };
         let predecessor = below.first().and_then(|kv| kv.key_str().ok()).map(str::to_owned);
         Some(Standing { at, ahead: below.len(), predecessor })
