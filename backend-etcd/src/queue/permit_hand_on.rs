@@ -6,10 +6,11 @@
 //!
 //! A holder's going admits exactly the key that was (N+1)-th, which is N-th after it: keys only
 //! ever leave from ahead of a waiter, never join, so that key holds from then on, and no other
-//! releaser can name it. A waiter's going (cancelled, perhaps at the very moment a release
-//! admitted it) hands on the same way: where it had been admitted, the key now N-th is; where it
-//! had not, that key holds already and the mark changes nothing for it. A contended grant thus
-//! costs three requests, the waiter's queuing, the release and the hand-on, however many wait.
+//! releaser can name it. The keys left that are older than the one that went tell where it
+//! stood, so a waiter's going (cancelled, perhaps at the very moment a release admitted it)
+//! hands on what it changes: admitted, as a holder's; first in line, `first` for the key behind
+//! it; further back, nothing. A contended grant thus costs three requests, the waiter's
+//! queuing, the release and the hand-on, however many wait.
 
 use std::num::NonZeroU32;
 
@@ -58,8 +59,29 @@ pub(crate) async fn remove_permit(
     };
     let ops = response.op_responses();
     let left = ops.last().map(kvs).unwrap_or_default();
-    hand_on(session, left, permits, revision_of(&response)).await;
+    // Where our key stood: the keys left that are older than ours were ahead of it. A key gone
+    // already stood anywhere, as far as we know.
+    let ahead = left.iter().filter(|kv| kv.create_revision() < revision).count();
+    let n = permits.get() as usize;
+    let marks = match ahead {
+        _ if !response.succeeded() => Marks::GrantedAndFirst,
+        ahead if ahead < n => Marks::GrantedAndFirst,
+        // We were first in line: the key behind us is now.
+        ahead if ahead == n => Marks::First,
+        // A waiter further back: its going changes nobody's place that matters.
+        _ => return Ok(()),
+    };
+    hand_on(session, left, permits, marks, revision_of(&response)).await;
     Ok(())
+}
+
+/// Which marks a hand-on puts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marks {
+    /// `granted` for the key N-th, `first` for the next: after a permit among the first N went.
+    GrantedAndFirst,
+    /// `first` for the key after the N-th: after the waiter first in line went.
+    First,
 }
 
 /// Reads the first N+1 keys of the queue and hands on as a release would: for a permit granted
@@ -73,7 +95,7 @@ pub(crate) async fn hand_on_after_grant(session: &EtcdSession, queue_prefix: &st
     match read.await {
         Ok(response) => {
             let at = response.header().map(|h| h.revision()).unwrap_or_default();
-            hand_on(session, response.kvs(), permits, at).await;
+            hand_on(session, response.kvs(), permits, Marks::GrantedAndFirst, at).await;
         }
         Err(error) => tracing::debug!(%error, "could not read the semaphore's queue to hand on"),
     }
@@ -89,10 +111,12 @@ fn first_keys(permits: NonZeroU32) -> GetOptions {
 }
 
 /// Marks the key N-th in `left` (the first keys of the queue, oldest first) `granted` and the
-/// one after it `first`. A failure is only logged: the waiters' own fallbacks cover it.
-pub(crate) async fn hand_on(session: &EtcdSession, left: &[KeyValue], permits: NonZeroU32, at: i64) {
+/// one after it `first` (or only that one, as `marks` says). A failure is only logged: the
+/// waiters' own fallbacks cover it.
+async fn hand_on(session: &EtcdSession, left: &[KeyValue], permits: NonZeroU32, marks: Marks, at: i64) {
     let admitted = permits.get() as usize - 1;
-    let marks: Vec<TxnOp> = [(left.get(admitted), GRANTED), (left.get(admitted + 1), FIRST)]
+    let granted = (marks == Marks::GrantedAndFirst).then(|| left.get(admitted)).flatten();
+    let marks: Vec<TxnOp> = [(granted, GRANTED), (left.get(admitted + 1), FIRST)]
         .into_iter()
         .filter_map(|(kv, mark)| Some(mark_txn(session, kv?, mark)))
         .collect();
@@ -103,7 +127,7 @@ pub(crate) async fn hand_on(session: &EtcdSession, left: &[KeyValue], permits: N
         tracing::debug!(%error, at, "could not hand the permit on; the waiters' fallbacks will find it");
         return;
     }
-    if let Some(kv) = left.get(admitted) {
+    if let Some(kv) = granted {
         tracing::info!(key = kv.key_str().unwrap_or("?"), token = kv.create_revision(), "hand-off: a permit granted");
     }
 }
@@ -122,8 +146,6 @@ fn mark_txn(session: &EtcdSession, kv: &KeyValue, mark: &[u8]) -> TxnOp {
 
 #[cfg(test)]
 mod tests {
-    use etcd_client::DeleteOptions;
-
     use super::*;
     use crate::place::testing::place_behind;
 
@@ -158,13 +180,42 @@ mod tests {
         assert_eq!(mark_of(behind[2]).await.as_deref(), Some(FIRST), "the key after it is first in line");
         let own = kv.get(own_mark.as_str(), None).await.expect("read our mark");
         assert_eq!(own.count(), 0, "our own mark went with our key");
-        let marks = session.config.permit_mailbox(0);
-        kv.delete(marks.as_str(), Some(DeleteOptions::new().with_prefix())).await.expect("clear the marks");
+        for revision in &behind {
+            kv.delete(session.config.permit_mark(0, *revision), None).await.expect("clear the marks");
+        }
         remove_permit(session, &place.queue_prefix, &place.key, place.revision, two, "release")
             .await
             .expect("release again");
         assert_eq!(mark_of(behind[0]).await, None, "still no mark for a holder");
         assert_eq!(mark_of(behind[1]).await.as_deref(), Some(GRANTED), "the same key is admitted");
         assert_eq!(mark_of(behind[2]).await.as_deref(), Some(FIRST), "the same key is first in line");
+    }
+
+    /// On a real etcd: a waiter's going marks only the places it changes: the first in line's
+    /// makes the key behind it first in line (and admits nobody); one further back marks nobody.
+    #[tokio::test]
+    async fn a_waiter_going_marks_only_the_places_it_changes() {
+        let one = NonZeroU32::new(1).expect("one");
+        for (ahead, behind_is_first) in [(&["holder"][..], true), (&["holder", "waiter"][..], false)] {
+            let (place, client, ahead_keys) = place_behind(ahead).await;
+            let session = &place.session;
+            let mut kv = client.kv_client();
+            let behind = format!("{}behind", place.queue_prefix);
+            let behind = kv.put(behind.as_str(), "", None).await.expect("queue behind").header().expect("h").revision();
+            remove_permit(session, &place.queue_prefix, &place.key, place.revision, one, "leave").await.expect("leave");
+            // Marks of this queue's keys only: other tests' plain keys share the mailbox of lease 0.
+            let mut found = Vec::new();
+            for revision in ahead_keys.iter().map(|(_, revision)| *revision).chain([behind]) {
+                let mark = session.config.permit_mark(0, revision);
+                let read = kv.get(mark.as_str(), None).await.expect("read a mark");
+                found.extend(read.kvs().iter().map(|kv| (revision, kv.value().to_vec())));
+                kv.delete(mark.as_str(), None).await.expect("clear the mark");
+            }
+            let expected = match behind_is_first {
+                true => vec![(behind, FIRST.to_vec())],
+                false => vec![],
+            };
+            assert_eq!(found, expected, "{} ahead of the waiter that left", ahead_keys.len());
+        }
     }
 }
