@@ -13,9 +13,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::session::EtcdSession;
 use crate::watch::open_confirmed;
@@ -61,6 +63,12 @@ pub(crate) const GRANTED: &[u8] = b"granted";
 /// The value of a mark that makes its permit first in line.
 pub(crate) const FIRST: &[u8] = b"first";
 
+/// How long a session goes without its mailbox after its watch went unconfirmed.
+const UNWATCHED_FOR: Duration = Duration::from_secs(60);
+
+/// "For good": longer than any session lives.
+const FOR_GOOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How many marks for no registered waiter are kept: a mark can come before its waiter has
 /// registered (the release was faster than the queuing reply), or after it left.
 const UNCLAIMED_KEPT: usize = 256;
@@ -71,9 +79,10 @@ struct Routes {
     unclaimed: VecDeque<(i64, Heard)>,
     /// Whether the watch task runs.
     watching: bool,
-    /// Whether the server refused the session its mailbox (a role not granted it): its waiters
-    /// wait by watches from then on.
-    refused: bool,
+    /// Until when the session goes without its mailbox: for good once a Txn was refused it (a
+    /// role not granted it), for [`UNWATCHED_FOR`] after its watch went unconfirmed (refused,
+    /// or a server too slow to answer). Its waiters wait by watches meanwhile.
+    refused_until: Option<Instant>,
 }
 
 impl Routes {
@@ -172,10 +181,10 @@ pub(crate) enum Watching {
 }
 
 impl PermitMailbox {
-    /// Records that the server refuses the session its mailbox (its watch, or a Txn that wrote
-    /// a mark): later waiters wait by watches without asking again.
+    /// Records that the server refused the session a write to its mailbox (a role not granted
+    /// it): later waiters wait by watches without asking again.
     pub(crate) fn refuse(&self) {
-        lock(&self.routes).refused = true;
+        lock(&self.routes).refused_until = Some(Instant::now() + FOR_GOOD);
     }
 
     /// Registers the permit whose key was created at `revision`, making sure the session's
@@ -188,7 +197,7 @@ impl PermitMailbox {
             let mut routes = lock(&self.routes);
             routes.register(revision, sender);
             match *routes {
-                Routes { refused: true, .. } => Some(Watching::Not),
+                Routes { refused_until: Some(until), .. } if Instant::now() < until => Some(Watching::Not),
                 Routes { watching: true, .. } => Some(Watching::Already),
                 _ => None,
             }
@@ -202,8 +211,8 @@ impl PermitMailbox {
         // watch unconfirmed within the request timeout is taken as refused.
         let opened = tokio::time::timeout(session.config.request_timeout, open_confirmed(session, &prefix, options()));
         let Ok(Some((watch, created_at))) = opened.await else {
-            tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches");
-            self.refuse();
+            tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches for a while");
+            lock(&self.routes).refused_until = Some(Instant::now() + UNWATCHED_FOR);
             return (inbox, Watching::Not);
         };
         let mut routes = lock(&self.routes);
@@ -274,8 +283,6 @@ fn options() -> WatchOptions {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// What `inbox` hears next, within 10 s.
