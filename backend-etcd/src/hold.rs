@@ -59,10 +59,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
             key: place.key,
             revision: place.revision,
             marker,
-            permits: match place.recipe {
-                Recipe::Permit(permits) => Some(permits),
-                _ => None,
-            },
+            permits: place.recipe.permits(),
             registration,
             released,
         }),

@@ -66,9 +66,6 @@ pub(crate) const FIRST: &[u8] = b"first";
 /// How long a session goes without its mailbox after its watch went unconfirmed.
 const UNWATCHED_FOR: Duration = Duration::from_secs(60);
 
-/// "For good": longer than any session lives.
-const FOR_GOOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 /// How many marks for no registered waiter are kept: a mark can come before its waiter has
 /// registered (the release was faster than the queuing reply), or after it left.
 const UNCLAIMED_KEPT: usize = 256;
@@ -79,10 +76,29 @@ struct Routes {
     unclaimed: VecDeque<(i64, Heard)>,
     /// Whether the watch task runs.
     watching: bool,
-    /// Until when the session goes without its mailbox: for good once a Txn was refused it (a
-    /// role not granted it), for [`UNWATCHED_FOR`] after its watch went unconfirmed (refused,
-    /// or a server too slow to answer). Its waiters wait by watches meanwhile.
-    refused_until: Option<Instant>,
+    /// Whether the session goes without its mailbox (its waiters wait by watches meanwhile).
+    refused: Refused,
+}
+
+/// Whether, and how long, a session goes without its mailbox.
+#[derive(Debug, Default, Clone, Copy)]
+enum Refused {
+    #[default]
+    No,
+    /// Until then: its watch went unconfirmed (refused, or a server too slow to answer).
+    Until(Instant),
+    /// For good: a Txn that wrote a mark was refused (a role not granted the mailboxes).
+    ForGood,
+}
+
+impl Refused {
+    fn in_force(self) -> bool {
+        match self {
+            Refused::No => false,
+            Refused::Until(until) => Instant::now() < until,
+            Refused::ForGood => true,
+        }
+    }
 }
 
 impl Routes {
@@ -184,20 +200,21 @@ impl PermitMailbox {
     /// Records that the server refused the session a write to its mailbox (a role not granted
     /// it): later waiters wait by watches without asking again.
     pub(crate) fn refuse(&self) {
-        lock(&self.routes).refused_until = Some(Instant::now() + FOR_GOOD);
+        lock(&self.routes).refused = Refused::ForGood;
     }
 
     /// Registers the permit whose key was created at `revision`, making sure the session's
     /// mailbox is watched.
     ///
-    /// Cancel safe: a dropped call leaves the watch opening for the next waiter to finish.
+    /// Cancel safe: a call dropped while the watch opens closes that watch, and the next waiter
+    /// opens it.
     pub(crate) async fn register(&self, session: &Arc<EtcdSession>, revision: i64) -> (Inbox, Watching) {
         let (sender, heard) = watch::channel(Heard::Nothing);
         let watching = {
             let mut routes = lock(&self.routes);
             routes.register(revision, sender);
             match *routes {
-                Routes { refused_until: Some(until), .. } if Instant::now() < until => Some(Watching::Not),
+                Routes { refused, .. } if refused.in_force() => Some(Watching::Not),
                 Routes { watching: true, .. } => Some(Watching::Already),
                 _ => None,
             }
@@ -212,7 +229,7 @@ impl PermitMailbox {
         let opened = tokio::time::timeout(session.config.request_timeout, open_confirmed(session, &prefix, options()));
         let Ok(Some((watch, created_at))) = opened.await else {
             tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches for a while");
-            lock(&self.routes).refused_until = Some(Instant::now() + UNWATCHED_FOR);
+            lock(&self.routes).refused = Refused::Until(Instant::now() + UNWATCHED_FOR);
             return (inbox, Watching::Not);
         };
         let mut routes = lock(&self.routes);

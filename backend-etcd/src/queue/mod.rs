@@ -220,10 +220,7 @@ pub(crate) async fn enqueue(
         queue_prefix: queue_prefix.clone(),
         key: key.clone(),
         revision: None,
-        permits: match request.recipe {
-            Recipe::Permit(permits) => Some(permits),
-            _ => None,
-        },
+        permits: request.recipe.permits(),
         armed: true,
     };
     let lease = session.lease;

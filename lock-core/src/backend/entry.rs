@@ -50,6 +50,22 @@ impl Recipe {
         }
     }
 
+    /// A semaphore permit's number of permits; `None` for every other recipe.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use distlock_core::backend::Recipe;
+    /// let four = NonZeroU32::new(4).unwrap();
+    /// assert_eq!(Recipe::Permit(four).permits(), Some(four));
+    /// assert_eq!(Recipe::Lock.permits(), None);
+    /// ```
+    pub fn permits(self) -> Option<NonZeroU32> {
+        match self {
+            Recipe::Permit(permits) => Some(permits),
+            _ => None,
+        }
+    }
+
     /// Whether an entry of this recipe excludes every entry behind it while it holds: all but
     /// the read lock's and the semaphore's. A release of an exclusive holder means it was first
     /// in its queue.
