@@ -77,7 +77,7 @@ pub(crate) async fn remove_permit(
 
 /// Which marks a hand-on puts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Marks {
+enum Marks {
     /// `granted` for the key N-th, `first` for the next: after a permit among the first N went.
     GrantedAndFirst,
     /// `first` for the key after the N-th: after the waiter first in line went.
