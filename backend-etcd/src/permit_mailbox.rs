@@ -224,10 +224,8 @@ impl PermitMailbox {
             return (inbox, watching);
         }
         let prefix = session.config.permit_mailbox(session.lease);
-        // etcd answers a watch it refuses under an id of -1, which no watch of ours awaits: a
-        // watch unconfirmed within the request timeout is taken as refused.
-        let opened = tokio::time::timeout(session.config.request_timeout, open_confirmed(session, &prefix, options()));
-        let Ok(Some((watch, created_at))) = opened.await else {
+        let Some((watch, created_at)) = open_within(session, &prefix, options(), session.config.request_timeout).await
+        else {
             tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches for a while");
             lock(&self.routes).refused = Refused::Until(Instant::now() + UNWATCHED_FOR);
             return (inbox, Watching::Not);
@@ -274,7 +272,10 @@ async fn follow(
             covered = covered.max(response.header().map(|h| h.revision()).unwrap_or_default());
         }
         let reopened = match session.upgrade().filter(|s| !s.life.is_ended()) {
-            Some(live) if !lost => open_confirmed(&live, &prefix, options().with_start_revision(covered + 1)).await,
+            Some(live) if !lost => {
+                let from_covered = options().with_start_revision(covered + 1);
+                open_within(&live, &prefix, from_covered, live.config.request_timeout).await
+            }
             _ => None,
         };
         match reopened {
@@ -289,6 +290,29 @@ async fn follow(
                 routes.tell_all(Heard::Missed);
                 return;
             }
+        }
+    }
+}
+
+/// Opens the watch on `prefix`, trying again after a failure (a member down: the next try may
+/// go to another) until `within` has passed. etcd answers a watch it refuses under an id of -1,
+/// which no watch of ours awaits, so a refused watch ends here too, unconfirmed.
+async fn open_within(
+    session: &EtcdSession,
+    prefix: &str,
+    options: WatchOptions,
+    within: Duration,
+) -> Option<(crate::watch_hub::HubWatch, i64)> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match tokio::time::timeout_at(deadline, open_confirmed(session, prefix, options.clone())).await {
+            Ok(Some(opened)) => return Some(opened),
+            Ok(None) if Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            _ => return None,
         }
     }
 }

@@ -12,7 +12,9 @@
 //! for the case where the first in line itself went without a word. A waiter whose mailbox is
 //! refused or lost its history waits by watches only: the first in line as above, one further
 //! back on its predecessor's key, which either goes or, once granted that way, marks itself (a
-//! put of its own key, fenced by its create revision).
+//! put of its own key, fenced by its create revision). A predecessor granted by its mailbox
+//! does not mark itself, so a waiter by watches also reads where it stands after [`backstop`]
+//! without news.
 //!
 //! A watch is opened "from now" (a watch from a past revision sits in etcd's unsynced group and
 //! hears nothing for up to 100 ms), and a read after its creation covers what happened between
@@ -205,6 +207,9 @@ impl Queued {
                 biased;
                 _ = session.life.ended() => return Err(LockError::SessionExpired { during: during() }),
                 heard = next_event(&mut watch, &wanted, place.revision, now.at) => heard,
+                // A predecessor granted by its mailbox does not mark its key: a waiter behind it
+                // that waits by watches learns of its grant by reading.
+                () = tokio::time::sleep(backstop(session.config.ttl)) => false,
             };
             // The first waiter, on a holder's deletion, holds, if our own key surely lives (our
             // lease does). A waiter further back, on its predecessor's event, most likely is the
