@@ -49,9 +49,10 @@ impl Place {
     }
 
     /// Whether waiting needs the whole queue below our key read, not its first few keys: a
-    /// reader's blocker may lie below any number of readers.
+    /// reader's blocker may lie below any number of readers. (A permit's reads give their own
+    /// limit: N+1 keys tell where it stands, the whole queue whether every key carries its N.)
     pub(crate) fn reads_all_below(&self) -> bool {
-        !self.recipe.is_exclusive()
+        self.recipe == Recipe::Read
     }
 
     /// For a permit: refuses to wait where keys `below` ours carry another number of permits

@@ -291,21 +291,23 @@ pub(crate) async fn enqueue(
     // `read`: whether the queue below our key is known from the Txn's read.
     let mut permits_ahead = None;
     let (owner, predecessor, read) = if response.succeeded() {
-        match (request.recipe, queue_keys(&place.queue_prefix, ops.get(1))) {
-            (Recipe::Permit(permits), _) => {
+        match request.recipe.permits() {
+            Some(permits) => {
                 let ahead = permits::ahead_at_queuing(&place, ops.get(1..).unwrap_or_default())?;
                 permits_ahead = Some(ahead);
                 // Granted at once within the permits.
                 ((ahead < permits.get() as usize).then_some(read_at), None, true)
             }
-            (_, Some(queue)) => {
-                let below = queue.get(1..).unwrap_or_default();
-                // Granted at once: first, or a reader with no writer below.
-                let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
-                (owner, Predecessor::from_below(&place, below, read_at), true)
-            }
-            // Keys of locks named below this one filled the read: read the queue itself.
-            (_, None) => (None, None, false),
+            None => match queue_keys(&place.queue_prefix, ops.get(1)) {
+                Some(queue) => {
+                    let below = queue.get(1..).unwrap_or_default();
+                    // Granted at once: first, or a reader with no writer below.
+                    let owner = (place.decide(below).0 == Grant::Granted).then_some(read_at);
+                    (owner, Predecessor::from_below(&place, below, read_at), true)
+                }
+                // Keys of locks named below this one filled the read: read the queue itself.
+                None => (None, None, false),
+            },
         }
     } else {
         // Our key exists already: an earlier attempt of this very request was applied.

@@ -27,13 +27,13 @@ use std::time::Duration;
 use distlock_core::backend::Recipe;
 use distlock_core::LockError;
 use etcd_client::{
-    Compare, CompareOp, EventType, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-    WatchFilterType, WatchOptions, WatchResponse,
+    Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    WatchResponse,
 };
 use tokio::time::Instant;
 
 use super::permit_hand_on::hand_on_after_grant;
-use super::wait::{place_gone, read_place};
+use super::wait::read_place;
 use super::{kvs, queue_keys, queue_range, Queued};
 use crate::permit_mailbox::{Heard, Inbox, Watching};
 use crate::place::Place;
@@ -272,17 +272,8 @@ pub(super) fn ahead_at_queuing(place: &Place, answers: &[TxnOpResponse]) -> Resu
 
 /// How many keys are ahead of ours, counting to N+1 at most, if our key still has our revision.
 async fn count_ahead(place: &Place, permits: NonZeroU32) -> Result<usize, LockError> {
-    let below = queue_range()
-        .with_max_create_revision(place.revision - 1)
-        .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_limit(i64::from(permits.get()) + 1);
-    let txn = Txn::new()
-        .when([Compare::create_revision(place.key.as_str(), CompareOp::Equal, place.revision)])
-        .and_then([TxnOp::get(place.queue_prefix.as_str(), Some(below))]);
-    let response = place.session.txn("check place in the semaphore's queue", txn).await?;
-    if !response.succeeded() {
-        return Err(place_gone(place).await);
-    }
+    let limit = Some(i64::from(permits.get()) + 1);
+    let (_, response) = read_place(place, "check place in the semaphore's queue", limit).await?;
     Ok(queue_keys(&place.queue_prefix, response.op_responses().first()).map_or(usize::MAX, |below| below.len()))
 }
 

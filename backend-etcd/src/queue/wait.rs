@@ -175,7 +175,7 @@ pub(super) async fn read_place(
 }
 
 /// The error for our key gone while waiting: the session expired, or someone deleted the key.
-pub(super) async fn place_gone(place: &Place) -> LockError {
+async fn place_gone(place: &Place) -> LockError {
     let during = format!("waiting for lock {:?}", place.name.as_str());
     if place.session.life.is_ended() || !place.session.lease_alive().await {
         place.session.life.expire();
