@@ -2,8 +2,8 @@
 # The one test command: installs what is missing, then formatting, lints, the quickstart's
 # build without protoc, the docs, every test with every feature (the tests start their own etcd,
 # ZooKeeper and Redis servers; the Redis suites run again on Redis 6.2), the quickstart, the
-# suites against docker-compose.yml's containers (where a Docker engine runs), and the crates'
-# packages.
+# suites against docker-compose.yml's containers (where a Docker engine runs); the crates'
+# packages are verified beside the tests.
 # Afterwards it checks that no server process of the tests is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,21 @@ leftovers() {
   pgrep -af "$TMPDIR/distlock-test-" | grep -E 'etcd|java|redis' || true
 }
 
+verify_packages() {
+  # cargo verifies each crate against the others' packages through a local registry, and treats
+  # a registry crate's version as immutable: it reuses the sources it unpacked and the libraries
+  # it built for that version in an earlier run at the same path. So the verification builds in
+  # a target dir of its own, and ours are removed from it and from the unpacked sources first,
+  # or a second run would verify against the first run's code.
+  local verify=target/package-verify
+  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* \
+    "$verify"/debug/.fingerprint/distlock* "$verify"/debug/deps/*distlock*
+  local low=(nice -n 19)
+  command -v ionice >/dev/null 2>&1 && low=(ionice -c 3 nice -n 19)
+  CARGO_TARGET_DIR=$verify "${low[@]}" cargo package -q --workspace --exclude distlock-tests \
+    --exclude distlock-bench --allow-dirty
+}
+
 started=$(date +%s)
 # A test process that dies of a signal leaves a core file, and scripts/crash-report.sh prints its
 # threads' stacks at the end (the kernel's core_pattern permitting).
@@ -94,8 +109,21 @@ fi
 echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --all-features --no-deps || status=1
 
-echo "==> cargo test"
-cargo test --workspace --all-features || status=$?
+echo "==> cargo test (and, beside it, the crates' packages)"
+# The tests' build first; then the crates package for crates.io (each verified to build from its
+# package alone) in the background, at the lowest CPU and I/O priority, while the tests (mostly
+# waiting on servers) run; the fault suite, the most timing-bound, runs after both.
+cargo test --workspace --all-features --no-run || status=$?
+package_log="$TMPDIR/package.log"
+(verify_packages >"$package_log" 2>&1; echo $? >"$package_log.status") &
+package_pid=$!
+cargo test --workspace --all-features -- --skip fault_suite || status=$?
+echo "==> the crates package for crates.io (each verified to build from its package alone)"
+wait "$package_pid" || true
+cat "$package_log"
+[ "$(cat "$package_log.status" 2>/dev/null)" = 0 ] || { echo "the crates' packages did not verify"; status=1; }
+echo "==> the fault suite (tests/tests/faults.rs)"
+cargo test --workspace --all-features --test faults || status=$?
 echo "==> quickstart (mem://, no server)"
 # The first-hour build above: the facade with its default features has a feature set (and so a
 # dependency build) of its own, made once.
@@ -167,18 +195,6 @@ else
   eval "exec ${SERVERS[1]}>&-"   # closing its stdin stops the servers
   wait "$SERVERS_PID" 2>/dev/null || true
 fi
-
-echo "==> the crates package for crates.io (each verified to build from its package alone)"
-# cargo verifies each crate against the others' packages through a local registry, and treats a
-# registry crate's version as immutable: it reuses the sources it unpacked and the libraries it
-# built for that version in an earlier run at the same path. So the verification builds in a
-# target dir of its own, and ours are removed from it and from the unpacked sources first, or a
-# second run would verify against the first run's code.
-verify=target/package-verify
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* \
-  "$verify"/debug/.fingerprint/distlock* "$verify"/debug/deps/*distlock*
-CARGO_TARGET_DIR=$verify cargo package -q --workspace --exclude distlock-tests --exclude distlock-bench \
-  --allow-dirty || status=1
 
 scripts/crash-report.sh || status=1
 left=$(leftovers)
