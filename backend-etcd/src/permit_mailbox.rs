@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::session::EtcdSession;
-use crate::watch::open_confirmed;
+use crate::watch::open_retrying;
 
 /// What a permit's mailbox told it, or that it may have missed something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,8 @@ impl PermitMailbox {
             return (inbox, watching);
         }
         let prefix = session.config.permit_mailbox(session.lease);
-        let Some((watch, created_at)) = open_within(session, &prefix, options(), session.config.request_timeout).await
+        let Some((watch, created_at)) =
+            open_retrying(session, &prefix, options(), within_request_timeout(session)).await
         else {
             tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches for a while");
             lock(&self.routes).refused = Refused::Until(Instant::now() + UNWATCHED_FOR);
@@ -274,7 +275,7 @@ async fn follow(
         let reopened = match session.upgrade().filter(|s| !s.life.is_ended()) {
             Some(live) if !lost => {
                 let from_covered = options().with_start_revision(covered + 1);
-                open_within(&live, &prefix, from_covered, live.config.request_timeout).await
+                open_retrying(&live, &prefix, from_covered, within_request_timeout(&live)).await
             }
             _ => None,
         };
@@ -294,27 +295,10 @@ async fn follow(
     }
 }
 
-/// Opens the watch on `prefix`, trying again after a failure (a member down: the next try may
-/// go to another) until `within` has passed. etcd answers a watch it refuses under an id of -1,
-/// which no watch of ours awaits, so a refused watch ends here too, unconfirmed.
-async fn open_within(
-    session: &EtcdSession,
-    prefix: &str,
-    options: WatchOptions,
-    within: Duration,
-) -> Option<(crate::watch_hub::HubWatch, i64)> {
-    let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        match tokio::time::timeout_at(deadline, open_confirmed(session, prefix, options.clone())).await {
-            Ok(Some(opened)) => return Some(opened),
-            Ok(None) if Instant::now() + pause < deadline => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            _ => return None,
-        }
-    }
+/// The mailbox's watch is tried for up to the request timeout: etcd answers a watch it refuses
+/// under an id of -1, which no watch of ours awaits, so a refused watch ends unconfirmed.
+fn within_request_timeout(session: &EtcdSession) -> Option<Instant> {
+    Some(Instant::now() + session.config.request_timeout)
 }
 
 /// The mailbox's watch: its puts (a waiter's release deletes its mark; nobody waits for that).

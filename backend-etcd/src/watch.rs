@@ -78,13 +78,10 @@ impl KeyWatch {
     ///
     /// Cancel safe: dropping the future closes the watch.
     pub(crate) async fn open(session: &EtcdSession, key: &str, watched: Watched) -> KeyWatch {
-        let mut backoff = Duration::from_millis(20);
         loop {
-            if let Some(watch) = Self::try_open(session, key, watched).await {
-                return watch;
+            if let Some(opened) = open_retrying(session, key, watched.options(), None).await {
+                return Self::opened(key, watched, opened);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -93,8 +90,12 @@ impl KeyWatch {
     ///
     /// Cancel safe: dropping the future closes the watch.
     pub(crate) async fn try_open(session: &EtcdSession, key: &str, watched: Watched) -> Option<KeyWatch> {
-        let (stream, created_at) = open_confirmed(session, key, watched.options()).await?;
-        Some(KeyWatch { key: key.to_owned(), watched, stream: Some(stream), created_at, opened_at: Instant::now() })
+        open_confirmed(session, key, watched.options()).await.map(|opened| Self::opened(key, watched, opened))
+    }
+
+    /// The watch of `key` that [`open_confirmed`] opened.
+    fn opened(key: &str, watched: Watched, (stream, created_at): (HubWatch, i64)) -> KeyWatch {
+        KeyWatch { key: key.to_owned(), watched, stream: Some(stream), created_at, opened_at: Instant::now() }
     }
 
     /// The revision the watch starts after.
@@ -248,17 +249,73 @@ pub(crate) async fn open_confirmed(session: &EtcdSession, key: &str, options: Wa
     }
 }
 
+/// The pauses between tries to open a watch: 20 ms at first, doubling up to 500 ms.
+#[derive(Debug)]
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(20);
+    const LONGEST: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff(Self::FIRST)
+    }
+
+    /// Back to the first pause (a watch worked for a while).
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// The next pause; the one after it is twice as long.
+    pub(crate) fn next(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (pause * 2).min(Self::LONGEST);
+        pause
+    }
+}
+
+/// Opens a watch ([`open_confirmed`]), trying again after each failure (a member down: the next
+/// try may go to another) with [`Backoff`]'s pauses, until one is confirmed; with a `deadline`,
+/// `None` once it has passed (a watch the server refuses, as etcd does one on a key the role
+/// may not read, fails every try).
+///
+/// Cancel safe: dropping the future closes the watch.
+pub(crate) async fn open_retrying(
+    session: &EtcdSession,
+    key: &str,
+    options: WatchOptions,
+    deadline: Option<Instant>,
+) -> Option<(HubWatch, i64)> {
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = open_confirmed(session, key, options.clone());
+        let opened = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt).await.ok().flatten(),
+            None => attempt.await,
+        };
+        if opened.is_some() {
+            return opened;
+        }
+        let pause = backoff.next();
+        if deadline.is_some_and(|deadline| Instant::now() + pause >= deadline) {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Waits until `key` is deleted at a revision `>= from_revision`: [`wait_for_event`].
 pub(crate) async fn wait_for_delete(session: &EtcdSession, key: &str, from_revision: i64) -> WaitEnd {
     wait_for_event(session, key, Watched::Deletions, from_revision).await
 }
 
 /// Waits until `key` has an event of the `watched` kind at a revision `>= from_revision`.
-/// Retries broken watches forever; the caller bounds the wait (session end, cancellation).
+/// Retries broken watches forever ([`Backoff`]); the caller bounds the wait (session end,
+/// cancellation).
 ///
 /// Cancel safe: dropping the future closes the watch.
 async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from_revision: i64) -> WaitEnd {
-    let mut backoff = Duration::from_millis(20);
+    let mut backoff = Backoff::new();
     loop {
         session.count();
         let options = watched.options().with_start_revision(from_revision);
@@ -274,14 +331,13 @@ async fn wait_for_event(session: &EtcdSession, key: &str, watched: Watched, from
                     if response.canceled() {
                         break;
                     }
-                    backoff = Duration::from_millis(20);
+                    backoff.reset();
                 }
             }
             Err(error) => tracing::debug!(key, %error, "etcd watch could not be created; retrying"),
         }
         tracing::debug!(key, from_revision, "etcd watch broken; re-creating it from the same revision");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(500));
+        tokio::time::sleep(backoff.next()).await;
     }
 }
 
