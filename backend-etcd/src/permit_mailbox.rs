@@ -1,187 +1,38 @@
 //! A session's mailbox for its waiting permits ([`crate::layout::permit_mailbox`]): one watch
 //! on the session's mailbox prefix, opened at its first permit wait and kept for the session's
-//! life, whose puts are routed to the waiting permit they name (by its key's create revision).
+//! life, whose puts are routed to the waiting permit they name (by its key's create revision),
+//! through the routing both backends share ([`distlock_core::backend::PermitMailbox`]).
 //!
 //! A releasing permit holder puts `granted` for the waiter its release admits and `first` for
 //! the waiter first in line after it ([`crate::queue`]'s permit hand-on). The waiter thus hears
 //! its grant on a watch it already has: no watch to open and no read per grant.
 //!
-//! A mark that comes before its waiter registers is kept (a few hundred at most) until it does.
 //! A stream that breaks is re-opened from the first revision it had not covered, so nothing is
 //! missed; where that fails (a history compacted meanwhile, a refused watch), every registered
 //! waiter hears [`Heard::Missed`] and waits by watches instead ([`crate::queue`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use distlock_core::backend::{Heard, MailboxWatch, PermitMailbox as Routes};
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::session::EtcdSession;
 use crate::watch::open_retrying;
 
-/// What a permit's mailbox told it, or that it may have missed something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Heard {
-    /// Nothing yet.
-    Nothing,
-    /// First in line: the next release admits it (nothing is owed to it until then).
-    First,
-    /// Granted: a release made it one of the first N.
-    Granted,
-    /// The mailbox's watch lost history or was refused: marks may have gone unheard.
-    Missed,
-}
+pub(crate) use distlock_core::backend::{Inbox as MarkInbox, FIRST, GRANTED};
 
-impl Heard {
-    /// What a mark's value says; `None` for a value no release writes.
-    fn of_mark(value: &[u8]) -> Option<Heard> {
-        match value {
-            GRANTED => Some(Heard::Granted),
-            FIRST => Some(Heard::First),
-            _ => None,
-        }
-    }
-
-    /// Whether `self` tells more than `before`: a grant is final, and a missed mark is not made
-    /// good by a later `first`.
-    fn outranks(self, before: Heard) -> bool {
-        let rank = |heard| match heard {
-            Heard::Nothing => 0,
-            Heard::First => 1,
-            Heard::Missed => 2,
-            Heard::Granted => 3,
-        };
-        rank(self) > rank(before)
-    }
-}
-
-/// The value of a mark that grants its permit.
-pub(crate) const GRANTED: &[u8] = b"granted";
-/// The value of a mark that makes its permit first in line.
-pub(crate) const FIRST: &[u8] = b"first";
+/// A waiting permit's registration, by its key's create revision.
+pub(crate) type Inbox = MarkInbox<i64>;
 
 /// How long a session goes without its mailbox after its watch went unconfirmed.
 const UNWATCHED_FOR: Duration = Duration::from_secs(60);
 
-/// How many marks for no registered waiter are kept: a mark can come before its waiter has
-/// registered (the release was faster than the queuing reply), or after it left.
-const UNCLAIMED_KEPT: usize = 256;
-
-#[derive(Default)]
-struct Routes {
-    waiters: HashMap<i64, watch::Sender<Heard>>,
-    unclaimed: VecDeque<(i64, Heard)>,
-    /// Whether the watch task runs.
-    watching: bool,
-    /// Whether the session goes without its mailbox (its waiters wait by watches meanwhile).
-    refused: Refused,
-}
-
-/// Whether, and how long, a session goes without its mailbox.
-#[derive(Debug, Default, Clone, Copy)]
-enum Refused {
-    #[default]
-    No,
-    /// Until then: its watch went unconfirmed (refused, or a server too slow to answer).
-    Until(Instant),
-    /// For good: a Txn that wrote a mark was refused (a role not granted the mailboxes).
-    ForGood,
-}
-
-impl Refused {
-    fn in_force(self) -> bool {
-        match self {
-            Refused::No => false,
-            Refused::Until(until) => Instant::now() < until,
-            Refused::ForGood => true,
-        }
-    }
-}
-
-impl Routes {
-    fn deliver(&mut self, revision: i64, heard: Heard) {
-        match self.waiters.get(&revision) {
-            Some(waiter) => tell(waiter, heard),
-            None => {
-                if self.unclaimed.len() == UNCLAIMED_KEPT {
-                    self.unclaimed.pop_front();
-                }
-                self.unclaimed.push_back((revision, heard));
-            }
-        }
-    }
-
-    fn tell_all(&mut self, heard: Heard) {
-        for waiter in self.waiters.values() {
-            tell(waiter, heard);
-        }
-    }
-
-    /// Registers `waiter` for `revision`, telling it what came for it before.
-    fn register(&mut self, revision: i64, waiter: watch::Sender<Heard>) {
-        self.unclaimed.retain(|&(r, heard)| {
-            if r == revision {
-                tell(&waiter, heard);
-            }
-            r != revision
-        });
-        self.waiters.insert(revision, waiter);
-    }
-}
-
-/// Tells `waiter` what it heard, unless it knows better already.
-fn tell(waiter: &watch::Sender<Heard>, heard: Heard) {
-    waiter.send_if_modified(|now| {
-        let news = heard.outranks(*now);
-        if news {
-            *now = heard;
-        }
-        news
-    });
-}
-
 /// The session's mailbox (see the module's comment).
 #[derive(Default)]
 pub(crate) struct PermitMailbox {
-    routes: Arc<Mutex<Routes>>,
-}
-
-/// A waiting permit's registration: what its mailbox tells it. Dropping it unregisters.
-pub(crate) struct Inbox {
-    revision: i64,
-    heard: watch::Receiver<Heard>,
-    routes: Arc<Mutex<Routes>>,
-}
-
-impl Inbox {
-    /// What was heard last (a grant stays heard).
-    pub(crate) fn last(&self) -> Heard {
-        *self.heard.borrow()
-    }
-
-    /// Waits until the mailbox tells something new, and returns it.
-    ///
-    /// Cancel safe: nothing heard is lost by dropping the future.
-    pub(crate) async fn next(&mut self) -> Heard {
-        match self.heard.changed().await {
-            Ok(()) => *self.heard.borrow_and_update(),
-            // The mailbox is gone with the session: the session's end answers the waiter.
-            Err(_) => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for Inbox {
-    fn drop(&mut self) {
-        lock(&self.routes).waiters.remove(&self.revision);
-    }
-}
-
-fn lock(routes: &Mutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
-    routes.lock().unwrap_or_else(|p| p.into_inner())
+    routes: Arc<Routes<i64>>,
 }
 
 /// Whether the mailbox's watch was already there when a waiter registered.
@@ -200,7 +51,7 @@ impl PermitMailbox {
     /// Records that the server refused the session a write to its mailbox (a role not granted
     /// it): later waiters wait by watches without asking again.
     pub(crate) fn refuse(&self) {
-        lock(&self.routes).refused = Refused::ForGood;
+        self.routes.refuse();
     }
 
     /// Registers the permit whose key was created at `revision`, making sure the session's
@@ -209,35 +60,24 @@ impl PermitMailbox {
     /// Cancel safe: a call dropped while the watch opens closes that watch, and the next waiter
     /// opens it.
     pub(crate) async fn register(&self, session: &Arc<EtcdSession>, revision: i64) -> (Inbox, Watching) {
-        let (sender, heard) = watch::channel(Heard::Nothing);
-        let watching = {
-            let mut routes = lock(&self.routes);
-            routes.register(revision, sender);
-            match *routes {
-                Routes { refused, .. } if refused.in_force() => Some(Watching::Not),
-                Routes { watching: true, .. } => Some(Watching::Already),
-                _ => None,
-            }
-        };
-        let inbox = Inbox { revision, heard, routes: self.routes.clone() };
-        if let Some(watching) = watching {
-            return (inbox, watching);
+        let (inbox, watch) = self.routes.register(revision);
+        match watch {
+            MailboxWatch::Refused => return (inbox, Watching::Not),
+            MailboxWatch::Running => return (inbox, Watching::Already),
+            MailboxWatch::ToOpen => {}
         }
         let prefix = session.config.permit_mailbox(session.lease);
         let Some((watch, created_at)) =
             open_retrying(session, &prefix, options(), within_request_timeout(session)).await
         else {
             tracing::warn!(%prefix, "the permit mailbox's watch was not confirmed (is the role granted it?): permits wait by watches for a while");
-            lock(&self.routes).refused = Refused::Until(Instant::now() + UNWATCHED_FOR);
+            self.routes.refuse_for(UNWATCHED_FOR);
             return (inbox, Watching::Not);
         };
-        let mut routes = lock(&self.routes);
-        if routes.watching {
-            // Another waiter's watch was confirmed first; ours closes as it drops.
-            return (inbox, Watching::Opened);
+        if self.routes.opened() {
+            tokio::spawn(follow(Arc::downgrade(session), self.routes.clone(), prefix, watch, created_at));
         }
-        routes.watching = true;
-        tokio::spawn(follow(Arc::downgrade(session), self.routes.clone(), prefix, watch, created_at));
+        // Else another waiter's watch was confirmed first; ours closes as it drops.
         (inbox, Watching::Opened)
     }
 }
@@ -248,7 +88,7 @@ impl PermitMailbox {
 /// register opens the watch again.
 async fn follow(
     session: Weak<EtcdSession>,
-    routes: Arc<Mutex<Routes>>,
+    routes: Arc<Routes<i64>>,
     prefix: String,
     mut watch: crate::watch_hub::HubWatch,
     mut covered: i64,
@@ -260,7 +100,6 @@ async fn follow(
                 lost = true;
                 break;
             }
-            let mut routes = lock(&routes);
             for event in response.events() {
                 let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else { continue };
                 let revision =
@@ -286,9 +125,7 @@ async fn follow(
                 covered = covered.max(created_at);
             }
             None => {
-                let mut routes = lock(&routes);
-                routes.watching = false;
-                routes.tell_all(Heard::Missed);
+                routes.watch_lost();
                 return;
             }
         }

@@ -35,10 +35,11 @@ use tokio::time::Instant;
 use super::permit_hand_on::hand_on_after_grant;
 use super::wait::read_place;
 use super::{kvs, queue_keys, queue_range, Queued};
-use crate::permit_mailbox::{Heard, Inbox, Watching};
+use crate::permit_mailbox::{Inbox, Watching};
 use crate::place::Place;
 use crate::watch::open_confirmed;
 use crate::watch_hub::HubWatch;
+use distlock_core::backend::Heard;
 
 /// How long the waiter first in line waits for its grant by mailbox before it watches the
 /// holders itself (a holder whose lease expires tells nobody): a tenth of the session TTL, from

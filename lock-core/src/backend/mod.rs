@@ -3,7 +3,8 @@
 //! clock ([`SessionLife`], [`LeaseClock`], [`SessionStateCell`]), the slot that replaces an
 //! ended session ([`SessionSlot`]), the holds a session's end reaches ([`HoldRegistry`],
 //! [`LossSignal`]), retries of ambiguous requests ([`retry_request`]), background deletes in
-//! flight ([`PendingCleanups`]), and the memories that pick a cheaper path ([`RecentContention`],
+//! flight ([`PendingCleanups`]), the routing of a session's permit marks to its waiting permits
+//! ([`PermitMailbox`]), and the memories that pick a cheaper path ([`RecentContention`],
 //! [`ReleaseRecords`]).
 //!
 //! Users of distlock never meet these: what all backends share for users (name validation, the
@@ -14,6 +15,7 @@ mod entry;
 mod holds;
 mod lease_clock;
 mod pending_cleanups;
+mod permit_mailbox;
 mod recent_contention;
 mod release_records;
 mod retry;
@@ -28,6 +30,7 @@ pub use entry::{EntryRequest, Grant, GrantRule, Recipe};
 pub use holds::HoldRegistry;
 pub use lease_clock::LeaseClock;
 pub use pending_cleanups::{Cleanup, PendingCleanups};
+pub use permit_mailbox::{Heard, Inbox, MailboxWatch, PermitMailbox, FIRST, GRANTED};
 pub use recent_contention::RecentContention;
 pub use release_records::ReleaseRecords;
 pub use retry::{retry_request, Attempt, RetryPolicy};
