@@ -48,8 +48,10 @@ fn header(line: &str) -> Option<(String, u64, &str, &str)> {
 /// The creates and deletes inside a multi's line. `TxnLogToolkit` prints a multi's parts as
 /// `multi create:<record>;setData:<record>` (a lock taken alone) or `multi delete:<record>;
 /// setData:<record>` (a holder's release), each record in ZooKeeper's binary form, which for
-/// both starts with the path's length (4 bytes, big-endian) and the path. A failed multi prints
-/// only `error:` parts and changed nothing.
+/// both starts with the path's length (4 bytes, big-endian) and the path. The tool prints those
+/// bytes as text, so a length byte of 128 or more comes out as a replacement character: the
+/// path is read from its `/` to the first NUL (the next field's length) or `;` (the next part)
+/// instead. A failed multi prints only `error:` parts and changed nothing.
 fn multi_parts(line: &[u8], session: &str, zxid: u64) -> Vec<Txn> {
     const PARTS: [&[u8]; 2] = [b"create:", b"delete:"];
     let find = |rest: &[u8]| {
@@ -62,15 +64,16 @@ fn multi_parts(line: &[u8], session: &str, zxid: u64) -> Vec<Txn> {
     let mut rest = line;
     while let Some((at, part)) = find(rest) {
         rest = &rest[at + part.len()..];
-        let Some((length, after)) = rest.split_first_chunk::<4>() else { break };
-        let length = u32::from_be_bytes(*length) as usize;
-        let Some(path) = after.get(..length) else { break };
-        let path = String::from_utf8_lossy(path).into_owned();
+        // The length: 4 bytes, or 6 where a replacement character (3 bytes) stands for one.
+        let Some(start) = [4, 6].into_iter().find(|&at| rest.get(at) == Some(&b'/')) else { continue };
+        let after = &rest[start..];
+        let end = after.iter().position(|&b| b == 0 || b == b';').unwrap_or(after.len());
+        let path = String::from_utf8_lossy(&after[..end]).into_owned();
         txns.push(match part {
             b"create:" => Txn::Create { session: session.to_owned(), zxid, path },
             _ => Txn::Delete { path },
         });
-        rest = &after[length..];
+        rest = &after[end..];
     }
     txns
 }
@@ -225,5 +228,28 @@ mod tests {
         let replayed = replay(&txns, "/l/x", GrantRule::Exclusive);
         assert_eq!(replayed.granted, [0x11, 0x12], "the multi's znode held first, then the next");
         assert_eq!(replayed.most_entries_of_one_session, 1);
+    }
+
+    #[test]
+    fn a_path_of_128_bytes_or_more_is_read_past_its_garbled_length() {
+        // TxnLogToolkit prints a record's bytes as text: a path length of 134 (0x86) comes out
+        // as a replacement character (three bytes). The permit's create and its doorbell's, as
+        // one queuing multi prints them.
+        let path = format!(
+            "/fault-{}/fault/counter/_c_{}-0100000000000002-permits2-0000000000",
+            "a".repeat(36),
+            "b".repeat(36)
+        );
+        assert!(path.len() >= 128);
+        let doorbell = "/fault-x/_distlock-permit-mailboxes/0100000000000002/bbbb";
+        let mut line = b"t session 0xa cxid 0x5 zxid 0x11 multi create:\0\0\0\xef\xbf\xbd".to_vec();
+        line.extend_from_slice(path.as_bytes());
+        line.extend_from_slice(
+            b"\0\0\0\x012\0\0\0\x01;setData:\0\0\0\x09/fault-x/\0\0\0\0\0\0\0\x01;create:\0\0\0\x39",
+        );
+        line.extend_from_slice(doorbell.as_bytes());
+        line.extend_from_slice(b"\0\0\0\0\0\0\0\x01");
+        let created = |path: &str| Txn::Create { session: "0xa".to_owned(), zxid: 0x11, path: path.to_owned() };
+        assert_eq!(parse(&line), [created(&path), created(doorbell)]);
     }
 }
