@@ -15,6 +15,7 @@ use zookeeper_client::{Error as ZkError, EventType, MultiWriteError};
 use crate::layout::is_shared;
 use crate::place::Place;
 use crate::queue::delete;
+use crate::queue::permits::PermitHold;
 use crate::session::ZkSession;
 
 /// How long a hold lasts before its own znode gets a deletion watch (short holds then cost
@@ -69,6 +70,7 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         loss.fire(LossReason::SessionExpired);
     }
     let released = CancellationToken::new();
+    let permit = PermitHold::of(&place);
     tokio::spawn(watch_own_node(place.session.clone(), place.path.clone(), loss.clone(), released.clone()));
     let proclaim = (place.recipe == Recipe::Election).then(|| {
         Arc::new(ZkProclaim { session: place.session.clone(), path: place.path.clone(), token })
@@ -78,7 +80,14 @@ pub(crate) fn grant(place: Place) -> ServerHold {
         token,
         loss,
         proclaim,
-        release: Box::new(ZkRelease { session: place.session, path: place.path, token, registration, released }),
+        release: Box::new(ZkRelease {
+            session: place.session,
+            path: place.path,
+            token,
+            registration,
+            released,
+            permit,
+        }),
     }
 }
 
@@ -147,6 +156,16 @@ struct ZkRelease {
     token: FencingToken,
     registration: u64,
     released: CancellationToken,
+    /// A permit's release hands it on ([`crate::queue::permits::release`]).
+    permit: Option<PermitHold>,
+}
+
+/// Releases the hold at `path`: a permit's way, or [`release_as_holder`].
+async fn release_hold(session: &ZkSession, path: &str, permit: Option<PermitHold>) -> Result<(), LockError> {
+    match permit {
+        Some(permit) => crate::queue::permits::release(session, path, permit).await,
+        None => release_as_holder(session, path).await,
+    }
 }
 
 #[async_trait]
@@ -154,16 +173,16 @@ impl ServerRelease for ZkRelease {
     async fn release(self: Box<Self>) -> Result<(), LockError> {
         self.released.cancel();
         self.session.life.holds().remove(self.registration);
-        let error = match release_as_holder(&self.session, &self.path).await {
+        let error = match release_hold(&self.session, &self.path, self.permit).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
         // Retried in the background; the session queues in this directory again only after.
         let dir = self.path.rsplit_once('/').map_or(self.path.as_str(), |(dir, _)| dir);
-        let (session, path) = (self.session.clone(), self.path.clone());
+        let (session, path, permit) = (self.session.clone(), self.path.clone(), self.permit);
         self.session.cleanups.start(dir).retry_until_done(self.path.clone(), move || {
             let (session, path) = (session.clone(), path.clone());
-            async move { release_as_holder(&session, &path).await }
+            async move { release_hold(&session, &path, permit).await }
         });
         Err(LockError::ReleaseUnconfirmed {
             name: self.path.clone(),

@@ -5,7 +5,10 @@
 //! tells the recipe: `lock-` for a lock (InterProcessMutex, and LeaderSelector, which is built
 //! on it), `latch-` for an election (LeaderLatch), `__READ__` and `__WRIT__` for the two sides
 //! of a read-write lock (InterProcessReadWriteLock), which queue together; `permits<N>-` for a
-//! permit of a semaphore of N permits (distlock's own: see docs/zookeeper.md).
+//! permit of a semaphore of N permits (distlock's own: see docs/zookeeper.md), whose name also
+//! carries its session's id: `_c_<uuid>-<session>-permits<N>-<seq>`. A permit waiter's mailbox is
+//! `<chroot>/_distlock-permit-mailboxes/<session>`, which holds each of its permits' doorbell
+//! `<uuid>`: a release that admits the permit writes `granted` to it.
 
 use distlock_core::backend::Recipe;
 
@@ -52,6 +55,7 @@ pub fn sequence(child: &str) -> Option<(String, &str)> {
 /// use distlock_zk::layout::recipe_of;
 /// assert_eq!(recipe_of("_c_x-__WRIT__0000000007"), Some(Recipe::Write));
 /// assert_eq!(recipe_of("_c_x-permits3-0000000007"), Some(Recipe::Permit(NonZeroU32::new(3).unwrap())));
+/// assert_eq!(recipe_of("_c_x-000000000000001f-permits3-0000000007"), Some(Recipe::Permit(NonZeroU32::new(3).unwrap())));
 /// assert_eq!(recipe_of("nightly"), None);
 /// ```
 pub fn recipe_of(child: &str) -> Option<Recipe> {
@@ -109,6 +113,64 @@ pub fn queue_order(mut children: Vec<String>, recipe: Option<Recipe>) -> Vec<Str
 /// ```
 pub fn protected_prefix(recipe: Recipe) -> String {
     format!("_c_{}-{}", uuid::Uuid::new_v4(), marker(recipe))
+}
+
+/// The protected-mode prefix of a new permit znode: `_c_<uuid>-<session id, 16 hex>-permits<N>-`.
+/// The session id names the waiter's mailbox, where its doorbell is ([`permit_doorbell`]).
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// let prefix = distlock_zk::layout::permit_prefix(0x1f, NonZeroU32::new(4).unwrap());
+/// assert!(prefix.starts_with("_c_") && prefix.ends_with("-000000000000001f-permits4-"));
+/// ```
+pub fn permit_prefix(session: i64, permits: std::num::NonZeroU32) -> String {
+    format!("_c_{}-{:016x}-permits{permits}-", uuid::Uuid::new_v4(), session as u64)
+}
+
+/// The session id (16 hex digits) in a permit znode's name, if it carries one ([`permit_prefix`]).
+///
+/// ```
+/// use distlock_zk::layout::permit_session;
+/// let child = "_c_0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b-000000000000001f-permits4-0000000007";
+/// assert_eq!(permit_session(child), Some("000000000000001f"));
+/// assert_eq!(permit_session("_c_0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b-permits4-0000000007"), None);
+/// ```
+pub fn permit_session(child: &str) -> Option<&str> {
+    let rest = child.strip_prefix("_c_")?;
+    let session = rest.get(37..53).filter(|_| rest.as_bytes().get(36) == Some(&b'-'))?;
+    let tail = rest.get(53..)?;
+    (session.bytes().all(|b| b.is_ascii_hexdigit()) && tail.starts_with("-permits")).then_some(session)
+}
+
+/// Where the mailboxes of permit waiters live under the chroot: `<chroot>/_distlock-permit-mailboxes`.
+pub const PERMIT_MAILBOXES: &str = "_distlock-permit-mailboxes";
+
+/// The mailbox of the session whose id is `session` (16 hex digits), under `chroot`: a container
+/// node whose children are its permits' doorbells, `<uuid>` each, and its keeper `session`.
+///
+/// ```
+/// assert_eq!(distlock_zk::layout::permit_mailbox("/app", "000000000000001f"), "/app/_distlock-permit-mailboxes/000000000000001f");
+/// ```
+pub fn permit_mailbox(chroot: &str, session: &str) -> String {
+    format!("{chroot}/{PERMIT_MAILBOXES}/{session}")
+}
+
+/// The doorbell of the permit znode `child` (or of the permit prefix it was created with):
+/// `<mailbox>/<uuid>` in its session's mailbox ([`permit_mailbox`]), an ephemeral znode that its
+/// queuing creates and a release that admits it writes `granted` to. `None` for a permit znode
+/// without a session in its name.
+///
+/// ```
+/// let child = "_c_0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b-000000000000001f-permits4-0000000007";
+/// assert_eq!(
+///     distlock_zk::layout::permit_doorbell("/app", child).as_deref(),
+///     Some("/app/_distlock-permit-mailboxes/000000000000001f/0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b")
+/// );
+/// ```
+pub fn permit_doorbell(chroot: &str, child: &str) -> Option<String> {
+    let session = permit_session(child)?;
+    let uuid = child.get(3..39)?;
+    Some(format!("{}/{uuid}", permit_mailbox(chroot, session)))
 }
 
 #[cfg(test)]

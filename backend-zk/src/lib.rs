@@ -45,6 +45,7 @@ mod errors;
 mod hold;
 mod inspect;
 pub mod layout;
+mod permit_mailbox;
 mod place;
 mod queue;
 mod session;

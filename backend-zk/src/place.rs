@@ -15,6 +15,11 @@ pub(crate) struct Place {
     pub(crate) path: String,
     pub(crate) czxid: i64,
     pub(crate) recipe: Recipe,
+    /// A permit's: the lock directory's data version that its queuing multi wrote (a release
+    /// that finds it unchanged knows nobody queued behind).
+    pub(crate) dir_version: Option<i32>,
+    /// A permit's: granted by its doorbell's ring (rather than by the count ahead).
+    pub(crate) marked: bool,
 }
 
 impl Place {

@@ -38,6 +38,10 @@ pub(crate) struct ZkSession {
     /// Whether lock directories' ACLs let us write their data: once one refused, releases are
     /// plain deletes and queuing does not ask whether it is alone (both write the directory's data).
     directory_data: ReleaseRecords,
+    /// Where releasing permit holders tell this session's waiting permits they are granted.
+    pub(crate) mailbox: crate::permit_mailbox::PermitMailbox,
+    /// The semaphores whose number of permits the session checked lately, by lock directory.
+    pub(crate) permit_checks: crate::queue::permits::PermitChecks,
 }
 
 impl distlock_core::backend::HasLife for ZkSession {
@@ -92,6 +96,8 @@ impl ZkSession {
             cleanups: PendingCleanups::default(),
             contention: RecentContention::default(),
             directory_data: ReleaseRecords::default(),
+            mailbox: Default::default(),
+            permit_checks: Default::default(),
         }))
     }
 
@@ -111,6 +117,11 @@ impl ZkSession {
     /// The session's id, as the server gave it.
     pub(crate) fn id(&self) -> zookeeper_client::SessionId {
         self.session.id()
+    }
+
+    /// The path of this session's permit mailbox ([`crate::layout::permit_mailbox`]).
+    pub(crate) fn own_mailbox(&self) -> String {
+        crate::layout::permit_mailbox(&self.config.chroot, &format!("{:016x}", self.id().0 as u64))
     }
 
     /// Ends the session on the server (its life already ended as closed, which ends our waits,

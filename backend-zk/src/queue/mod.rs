@@ -14,12 +14,13 @@
 //! This module queues ([`enqueue`]) and leaves the queue; [`wait`] waits behind the znode the
 //! grant rule names, and [`crate::hold`] turns a granted place into a hold.
 
+pub(crate) mod permits;
 pub(crate) mod wait;
 
 use std::sync::Arc;
 
 use distlock_core::{
-    backend::{EntryRequest, Grant},
+    backend::{EntryRequest, Grant, Recipe},
     FencingToken, LockError, LockName, QueueEntry,
 };
 use zookeeper_client::{Acls, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult, Stat};
@@ -37,6 +38,9 @@ struct NodeCleanup {
     dir: String,
     protected_prefix: String,
     path: Option<String>,
+    /// A permit's semaphore size: its znode leaves by [`permits::leave`], which hands its
+    /// permit on if it was granted meanwhile.
+    permits: Option<std::num::NonZeroU32>,
     armed: bool,
 }
 
@@ -45,8 +49,8 @@ impl Drop for NodeCleanup {
         if !self.armed {
             return;
         }
-        let (session, dir, prefix, path) =
-            (self.session.clone(), self.dir.clone(), self.protected_prefix.clone(), self.path.clone());
+        let (session, dir, prefix, path, permits) =
+            (self.session.clone(), self.dir.clone(), self.protected_prefix.clone(), self.path.clone(), self.permits);
         let entry = path.clone().unwrap_or_else(|| format!("{dir}/{prefix}…"));
         self.session.cleanups.start(&self.dir).retry_until_done(entry, move || {
             let (session, dir, prefix, path) = (session.clone(), dir.clone(), prefix.clone(), path.clone());
@@ -55,9 +59,10 @@ impl Drop for NodeCleanup {
                     Some(path) => Some(path),
                     None => find_own(&session, &dir, &prefix).await?.map(|(path, _)| path),
                 };
-                match path {
-                    Some(path) => delete(&session, &path, "delete a cancelled waiter's znode").await,
-                    None => Ok(()),
+                match (path, permits) {
+                    (Some(path), Some(permits)) => permits::leave(&session, &path, permits).await,
+                    (Some(path), None) => delete(&session, &path, "delete a cancelled waiter's znode").await,
+                    (None, _) => Ok(()),
                 }
             }
         });
@@ -139,6 +144,10 @@ struct Created {
     czxid: i64,
     /// `None` if the listing failed or could not be pipelined (then the waiter lists again).
     listing: Option<Vec<String>>,
+    /// How many znodes of any kind were before ours, where the create's multi counted them.
+    ahead: Option<usize>,
+    /// The lock directory's data version that the create's multi wrote.
+    dir_version: Option<i32>,
 }
 
 /// How one create attempt went.
@@ -157,7 +166,16 @@ enum CreateAttempt {
 /// child is ours alone: we are first, with no listing. Elsewhere the listing is pipelined: the getChildren is sent right behind
 /// the create, without waiting for its reply. ZooKeeper answers one session's requests in the
 /// order sent, so the listing already holds our znode, and queuing is one round trip.
-async fn create_protected(session: &ZkSession, dir: &str, prefix: &str, data: &[u8]) -> Result<Created, LockError> {
+///
+/// A permit's create always counts (see [`permits`]): it lists too only where the session has
+/// not checked the semaphore's number of permits lately.
+async fn create_protected(
+    session: &ZkSession,
+    dir: &str,
+    prefix: &str,
+    data: &[u8],
+    recipe: Recipe,
+) -> Result<Created, LockError> {
     let base = format!("{dir}/{prefix}");
     let hosts = session.config.hosts_label();
     let mut parents_made = 0;
@@ -165,11 +183,17 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str, data: &[
         if session.life.is_ended() {
             return Err(LockError::SessionExpired { during: format!("queuing in {dir}") });
         }
-        let ask_alone = !session.directory_data_refused() && !session.contention.met_others(dir);
-        let attempt = if ask_alone {
-            create_asking_alone(session, dir, &base, data).await
-        } else {
-            create_and_list(session, dir, &base, data).await
+        let counts = !session.directory_data_refused();
+        let attempt = match recipe.permits() {
+            Some(permits) if counts => {
+                let list = session.permit_checks.due(dir, permits);
+                let doorbell = crate::layout::permit_doorbell(&session.config.chroot, prefix);
+                create_asking_alone(session, dir, &base, data, list, doorbell.as_deref()).await
+            }
+            _ if counts && !session.contention.met_others(dir) => {
+                create_asking_alone(session, dir, &base, data, false, None).await
+            }
+            _ => create_and_list(session, dir, &base, data).await,
         };
         match attempt {
             Ok(CreateAttempt::Created(created)) => return Ok(created),
@@ -187,7 +211,7 @@ async fn create_protected(session: &ZkSession, dir: &str, prefix: &str, data: &[
             Err(e) if crate::errors::is_ambiguous(&e) => {
                 tracing::debug!(%base, error = %e, "create's reply lost: looking for our znode by its uuid");
                 if let Some((path, czxid)) = find_own(session, dir, prefix).await? {
-                    return Ok(Created { path, czxid, listing: None });
+                    return Ok(Created { path, czxid, listing: None, ahead: None, dir_version: None });
                 }
             }
             Err(e) => {
@@ -220,28 +244,43 @@ async fn create_and_list(session: &ZkSession, dir: &str, base: &str, data: &[u8]
     if let Some(children) = &listing {
         session.contention.record(dir, children.len() == 1);
     }
-    Ok(CreateAttempt::Created(Created { path: format!("{base}{sequence}"), czxid: stat.czxid, listing }))
+    let path = format!("{base}{sequence}");
+    Ok(CreateAttempt::Created(Created { path, czxid: stat.czxid, listing, ahead: None, dir_version: None }))
 }
 
-/// One multi that creates our znode and writes the directory's data, whose reply says whether
-/// our znode is the directory's only child (see [`create_protected`]).
+/// One multi that creates our znode and writes the directory's data, whose reply says how many
+/// znodes were before ours (see [`create_protected`]); with `list`, the listing pipelined behind it.
 async fn create_asking_alone(
     session: &ZkSession,
     dir: &str,
     base: &str,
     data: &[u8],
+    list: bool,
+    doorbell: Option<&str>,
 ) -> Result<CreateAttempt, ZkError> {
     session.count();
     let client = session.client()?;
     let mut multi = client.new_multi_writer();
     multi.add_create(base, data, &lock_znode_options())?;
     multi.add_set_data(dir, b"", None)?;
-    let results = match multi.commit().await {
+    if let Some(doorbell) = doorbell {
+        multi.add_create(doorbell, b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all()))?;
+    }
+    let committed = multi.commit();
+    let listing = list.then(|| {
+        session.count();
+        client.get_children(dir)
+    });
+    let results = match committed.await {
         Ok(results) => results,
         Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoAuth }) => {
             return Ok(CreateAttempt::DataRefused)
         }
         Err(e) => return Err(ZkError::from(e)),
+    };
+    let listing = match listing {
+        Some(listing) => listing.await.ok().map(|(children, _)| children),
+        None => None,
     };
     let mut results = results.into_iter();
     let (Some(MultiWriteResult::Create { path, .. }), Some(MultiWriteResult::SetData { stat })) =
@@ -250,12 +289,18 @@ async fn create_asking_alone(
         return Err(ZkError::UnexpectedError("a create-and-setData multi answered with other results".to_owned()));
     };
     // The multi is one transaction: the directory's mzxid is our znode's czxid (the create's own
-    // stat can be invalid in a multi, ZOOKEEPER-4026).
+    // stat can be invalid in a multi, ZOOKEEPER-4026). Our znode is the newest child.
     let own = path.rsplit('/').next().unwrap_or_default().to_owned();
-    let alone = stat.num_children == 1;
-    session.contention.record(dir, alone);
-    let listing = alone.then(|| vec![own]);
-    Ok(CreateAttempt::Created(Created { path, czxid: stat.mzxid, listing }))
+    let ahead = (stat.num_children.max(1) - 1) as usize;
+    session.contention.record(dir, ahead == 0);
+    let listing = listing.or_else(|| (ahead == 0).then(|| vec![own]));
+    Ok(CreateAttempt::Created(Created {
+        path,
+        czxid: stat.mzxid,
+        listing,
+        ahead: Some(ahead),
+        dir_version: Some(stat.version),
+    }))
 }
 
 /// A znode in the queue, not yet known to be first. Dropped unconsumed, it is deleted.
@@ -265,6 +310,8 @@ pub(crate) struct Queued {
     cleanup: NodeCleanup,
     /// The listing pipelined with the create, used once instead of listing again.
     first_listing: Option<Vec<String>>,
+    /// How many znodes were before ours at the create, where its multi counted them.
+    ahead_at_queuing: Option<usize>,
 }
 
 /// Queues `session` for `name`: creates our protected ephemeral sequential znode, named for the
@@ -275,19 +322,26 @@ pub(crate) async fn enqueue(
     request: &EntryRequest,
 ) -> Result<Queued, LockError> {
     let dir = session.config.lock_dir(name.as_str());
-    let prefix = protected_prefix(request.recipe);
+    let prefix = match request.recipe.permits() {
+        // A doorbell needs the session's mailbox; without one, the permit's name carries no
+        // session and it waits by watches.
+        Some(permits) if session.mailbox.kept(&session).await => crate::layout::permit_prefix(session.id().0, permits),
+        _ => protected_prefix(request.recipe),
+    };
     let mut cleanup = NodeCleanup {
         session: session.clone(),
         dir: dir.clone(),
         protected_prefix: prefix.clone(),
         path: None,
+        permits: request.recipe.permits(),
         armed: true,
     };
     session.cleanups.wait(&dir, &session.life).await;
-    let Created { path, czxid, listing } = create_protected(&session, &dir, &prefix, &request.value).await?;
+    let Created { path, czxid, listing, ahead, dir_version } =
+        create_protected(&session, &dir, &prefix, &request.value, request.recipe).await?;
     cleanup.path = Some(path.clone());
-    let place = Place { session, name: name.clone(), path, czxid, recipe: request.recipe };
-    Ok(Queued { place, dir, cleanup, first_listing: listing })
+    let place = Place { session, name: name.clone(), path, czxid, recipe: request.recipe, dir_version, marked: false };
+    Ok(Queued { place, dir, cleanup, first_listing: listing, ahead_at_queuing: ahead })
 }
 
 impl Queued {
@@ -336,6 +390,9 @@ impl Queued {
 
     /// The place if it is first; else leaves the queue (deleting the znode) and returns `None`.
     pub(crate) async fn first_or_leave(mut self) -> Result<Option<Place>, LockError> {
+        if let Some(permits) = self.place.recipe.permits() {
+            return permits::first_or_leave(self, permits).await;
+        }
         let (position, queue) = self.position().await?;
         if self.place.decide(&queue[..position]) != Grant::Granted {
             delete(&self.place.session, &self.place.path, "leave the queue").await?;
@@ -353,9 +410,11 @@ impl Queued {
     /// before ours. Otherwise the directory's data tells whether the deletion was its holder's
     /// release, which makes us first too; only otherwise is the queue listed again. Every
     /// shortcut also needs the session's lease clock to say the session surely lives (so its
-    /// expiry has not taken our znode).
+    /// expiry has not taken our znode). A permit waits as [`permits`] says.
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
-        let mut waited_for_permit = false;
+        if let Some(permits) = self.place.recipe.permits() {
+            return permits::wait(self, permits).await;
+        }
         loop {
             let (position, queue) = self.position().await?;
             let ahead = queue.get(..position).unwrap_or_default();
@@ -366,25 +425,17 @@ impl Queued {
                         break;
                     }
                 }
-                Grant::WaitForAnyAhead => {
-                    waited_for_permit = true;
-                    if wait::any_ahead_gone(&self.place, &self.dir, position).await? == Woken::First {
-                        break;
-                    }
-                }
-                Grant::WaitUntilGranted(predecessor) => {
-                    waited_for_permit = true;
-                    wait::granted_or_gone(&self.place, &self.dir, &queue[predecessor]).await?;
-                    // Most likely the first waiter now: the listing that tells also watches.
-                    if wait::any_ahead_gone(&self.place, &self.dir, position).await? == Woken::First {
-                        break;
-                    }
+                Grant::WaitForAnyAhead | Grant::WaitUntilGranted(_) => {
+                    return Err(LockError::Backend {
+                        backend: "zookeeper",
+                        op: format!("waiting for lock {:?}", self.place.name.as_str()),
+                        retryable: false,
+                        source:
+                            "a grant rule for permits outside a permit's wait (a bug in distlock-zk; please report it)"
+                                .into(),
+                    });
                 }
             }
-        }
-        if waited_for_permit {
-            // The waiter behind us may be watching us to become the first waiter.
-            wait::mark_granted(&self.place);
         }
         tracing::info!(lock = %self.place.name, token = self.place.czxid, "hand-off: first in the queue");
         self.cleanup.armed = false;
@@ -396,7 +447,6 @@ impl Queued {
 mod tests {
     use super::*;
     use crate::hold::release_as_holder;
-    use distlock_core::backend::Recipe;
 
     /// Whether the directory's data names `child` (released by its holder).
     async fn released_by_holder(session: &ZkSession, dir: &str, child: &str) -> Result<bool, LockError> {
@@ -466,7 +516,7 @@ mod tests {
     async fn queuing_alone_is_one_request_that_knows_it_is_first() {
         let (first, dir) = lock_dir(Acls::anyone_all()).await;
         let before = first.requests();
-        let created = create_protected(&first, &dir, "_c_first-lock-", b"").await.expect("queue alone");
+        let created = create_protected(&first, &dir, "_c_first-lock-", b"", Recipe::Lock).await.expect("queue alone");
         assert_eq!(first.requests() - before, 1, "one multi, no listing");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "alone, known without a listing");
@@ -475,14 +525,15 @@ mod tests {
         assert!(!first.contention.met_others(&dir));
 
         let second = crate::session::shared_test_session().await;
-        let created = create_protected(&second, &dir, "_c_second-lock-", b"").await.expect("queue behind");
+        let created =
+            create_protected(&second, &dir, "_c_second-lock-", b"", Recipe::Lock).await.expect("queue behind");
         assert_eq!(created.listing, None, "not alone: the waiter lists the queue");
         assert!(second.contention.met_others(&dir), "the session met others here");
         let stat = second.test_client().check_stat(&created.path).await.expect("stat").expect("our znode");
         assert_eq!(created.czxid, stat.czxid);
 
         let before = second.requests();
-        let again = create_protected(&second, &dir, "_c_again-lock-", b"").await.expect("queue again");
+        let again = create_protected(&second, &dir, "_c_again-lock-", b"", Recipe::Lock).await.expect("queue again");
         assert_eq!(second.requests() - before, 2, "a create with its listing pipelined");
         assert_eq!(again.listing.map(|l| l.len()), Some(3), "the listing holds all three znodes");
     }
@@ -493,7 +544,7 @@ mod tests {
     async fn queuing_where_the_directory_is_not_ours_to_write_creates_one_znode() {
         let no_write = [Acl::new(Permission::READ | Permission::CREATE | Permission::DELETE, AuthId::anyone())];
         let (session, dir) = lock_dir(Acls::new(&no_write)).await;
-        let created = create_protected(&session, &dir, "_c_refused-lock-", b"").await.expect("queue");
+        let created = create_protected(&session, &dir, "_c_refused-lock-", b"", Recipe::Lock).await.expect("queue");
         let own = created.path.rsplit('/').next().unwrap_or_default().to_owned();
         assert_eq!(created.listing, Some(vec![own]), "listed after the refused multi");
         assert!(session.directory_data_refused(), "the session stops writing the directory's data");

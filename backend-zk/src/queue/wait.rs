@@ -110,12 +110,12 @@ pub(crate) async fn predecessor_gone(
     Ok(Woken::Relist)
 }
 
-/// A semaphore's first waiter (at `position` at the last listing, with only holders ahead):
-/// watches the lock directory's children (one getChildren with a watch, which only the first
-/// waiter keeps) until fewer holders are ahead: any holder's release admits it, whichever it
-/// is. A change that admits it not (a waiter joining or leaving behind it) costs one listing
-/// more. `Relist` if the listing shows it is not the first waiter (a waiter woken by its
-/// predecessor tries this first: the listing then costs nothing extra).
+/// A semaphore's first waiter (at `position` at the last listing, with only holders ahead),
+/// when its mailbox told it nothing ([`super::permits`]): watches the lock directory's children
+/// (one getChildren with a watch, which only the first waiter keeps) until fewer holders are
+/// ahead: any holder's going admits it, whichever it is. A change that admits it not (a waiter
+/// joining or leaving behind it) costs one listing more. `Relist` if the listing shows it is not
+/// the first waiter.
 pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) -> Result<Woken, LockError> {
     let session = &place.session;
     let own = place.path.rsplit('/').next().unwrap_or_default();
@@ -150,60 +150,6 @@ pub(crate) async fn any_ahead_gone(place: &Place, dir: &str, position: usize) ->
 /// How long a semaphore's first waiter trusts a children watch that has not fired before it
 /// lists again (one listing a second, of the one first waiter of a semaphore).
 const PERMIT_RELIST: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How long a waiter further back trusts its predecessor's watch before it looks at that one
-/// znode again (never the whole queue: a thousand waiters listing a thousand names each, every
-/// second, would swamp the server).
-const PREDECESSOR_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A semaphore's waiter further back: waits until its predecessor `predecessor` (a waiter at
-/// the listing) is deleted or marks itself granted ([`mark_granted`]): then it may be the
-/// first waiter, and lists again. One exists with a watch; a mark made before it shows in the
-/// znode's data version. As a backstop for a watch that goes unheard (see [`any_ahead_gone`]),
-/// the exists is repeated every [`PREDECESSOR_RECHECK`].
-pub(crate) async fn granted_or_gone(place: &Place, dir: &str, predecessor: &str) -> Result<(), LockError> {
-    let session = &place.session;
-    let path = format!("{dir}/{predecessor}");
-    tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "waiting for the predecessor to get a permit or leave");
-    loop {
-        let (stat, watcher) = session
-            .request("watch the waiter ahead", |client| {
-                let path = path.clone();
-                async move { client.check_and_watch_stat(&path).await }
-            })
-            .await?;
-        if stat.is_none_or(|stat| stat.version > 0) {
-            return Ok(());
-        }
-        tokio::select! {
-            biased;
-            _ = session.life.ended() => {
-                return Err(LockError::SessionExpired { during: format!("waiting for a permit of {:?}", place.name.as_str()) });
-            }
-            _ = watcher.changed() => return Ok(()),
-            _ = tokio::time::sleep(PREDECESSOR_RECHECK) => {}
-        }
-    }
-}
-
-/// Marks our znode granted (a setData of its own data): the waiter behind us, which watches it,
-/// becomes the first waiter. Only a permit granted after waiting marks: a permit granted at once
-/// was seen holding by every waiter behind it. In the background: the holder need not wait for
-/// it, and if the holder releases first, the waiter behind hears the deletion instead.
-pub(crate) fn mark_granted(place: &Place) {
-    let (session, path, value) = (place.session.clone(), place.path.clone(), place.recipe.value());
-    tokio::spawn(async move {
-        let marked = session
-            .request("mark our permit granted", |client| {
-                let (path, value) = (path.clone(), value.clone());
-                async move { client.set_data(&path, &value, None).await.map(drop) }
-            })
-            .await;
-        if let Err(error) = marked {
-            tracing::debug!(%path, %error, "could not mark the permit granted; the waiter behind hears its release");
-        }
-    });
-}
 
 /// Whether the lock directory's data (the name of the znode whose holder released last) names
 /// one of `children` that held exclusively. Only a holder's release writes a znode's name there,
@@ -320,6 +266,8 @@ mod tests {
             path,
             czxid: 0,
             recipe: Recipe::Lock,
+            dir_version: None,
+            marked: false,
         }
     }
 
