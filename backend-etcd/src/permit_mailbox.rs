@@ -14,6 +14,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub(crate) use distlock_core::backend::Watching;
 use distlock_core::backend::{Heard, MailboxWatch, PermitMailbox as Routes};
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
 use tokio::time::Instant;
@@ -33,18 +34,6 @@ const UNWATCHED_FOR: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub(crate) struct PermitMailbox {
     routes: Arc<Routes<i64>>,
-}
-
-/// Whether the mailbox's watch was already there when a waiter registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Watching {
-    /// It was: every mark put after the waiter's queuing reaches it.
-    Already,
-    /// It was opened now: a mark put before it was confirmed would be unheard, so the waiter
-    /// reads its place once.
-    Opened,
-    /// It could not be opened (refused, or no stream): the waiter must not count on marks.
-    Not,
 }
 
 impl PermitMailbox {

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use distlock_core::backend::Watching;
 use distlock_core::backend::{Heard, MailboxWatch, PermitMailbox as Routes};
 use zookeeper_client::{Acls, AddWatchMode, CreateMode, Error as ZkError, EventType, PersistentWatcher, SessionState};
 
@@ -31,17 +32,6 @@ pub(crate) struct PermitMailbox {
     routes: Arc<Routes<String>>,
     /// Whether the mailbox was made (with its keeper).
     kept: std::sync::atomic::AtomicBool,
-}
-
-/// Whether the mailbox's watch was already there when a waiter registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Watching {
-    /// It was: every ring after the waiter's queuing reaches it.
-    Already,
-    /// It was set now: a ring before would be unheard, so the waiter reads its doorbell once.
-    Opened,
-    /// It could not be set: the waiter must not count on rings.
-    Not,
 }
 
 impl PermitMailbox {

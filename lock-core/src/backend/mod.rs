@@ -30,7 +30,7 @@ pub use entry::{EntryRequest, Grant, GrantRule, Recipe};
 pub use holds::HoldRegistry;
 pub use lease_clock::LeaseClock;
 pub use pending_cleanups::{Cleanup, PendingCleanups};
-pub use permit_mailbox::{Heard, Inbox, MailboxWatch, PermitMailbox, FIRST, GRANTED};
+pub use permit_mailbox::{Heard, Inbox, MailboxWatch, PermitMailbox, Watching, FIRST, GRANTED};
 pub use recent_contention::RecentContention;
 pub use release_records::ReleaseRecords;
 pub use retry::{retry_request, Attempt, RetryPolicy};

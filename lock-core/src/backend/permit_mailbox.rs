@@ -160,6 +160,19 @@ pub enum MailboxWatch {
     Refused,
 }
 
+/// Whether the mailbox's watch was there when a waiter registered, once the backend has tried to
+/// open it ([`MailboxWatch::ToOpen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watching {
+    /// It was: every mark left after the waiter's queuing reaches it.
+    Already,
+    /// It was opened now: a mark left before it was confirmed would be unheard, so the waiter
+    /// looks once (etcd: reads its place; ZooKeeper: reads its doorbell).
+    Opened,
+    /// It could not be opened (refused, or no stream): the waiter must not count on marks.
+    Not,
+}
+
 impl<K: Hash + Eq + Clone> PermitMailbox<K> {
     /// Registers the waiting permit `key`, telling it what came for it before.
     pub fn register(&self, key: K) -> (Inbox<K>, MailboxWatch) {
