@@ -110,12 +110,7 @@ async fn read_and_watch(session: &ZkSession, dir: &str) -> Result<Read, LockErro
 /// has not applied the latest election yet: after the sync it has applied all the leader had at
 /// that moment), a listing and the first candidate's data.
 pub(crate) async fn leader(session: &ZkSession, dir: &str) -> Result<Option<Leader>, LockError> {
-    session
-        .request("catch up with the ensemble's leader", |client| {
-            let dir = dir.to_owned();
-            async move { client.sync(&dir).await }
-        })
-        .await?;
+    crate::queue::catch_up(session, dir).await?;
     loop {
         let Some(first) = candidates(session, dir).await?.into_iter().next() else { return Ok(None) };
         let path = format!("{dir}/{first}");

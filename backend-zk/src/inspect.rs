@@ -8,23 +8,27 @@ use distlock_core::backend::Recipe;
 use distlock_core::{FencingToken, LockError, LockName, QueueEntry};
 
 use crate::layout::{queue_order, recipe_of, sequence};
-use crate::queue::{list, stat};
+use crate::queue::{catch_up, list, stat};
 use crate::session::ZkSession;
 
 /// One recipe of each queue a directory can hold, in the order `inspect` shows them.
 const QUEUES: [Recipe; 4] = [Recipe::Lock, Recipe::Election, Recipe::Read, Recipe::Permit(NonZeroU32::MIN)];
 
-/// The queues of `name` (see [`QUEUES`]), each with its znodes' czxids and creation times.
+/// The queues of `name` (see [`QUEUES`]), each with its znodes' czxids and creation times, as
+/// of this call: a sync first, so that a follower's lag does not hide an entry another client
+/// has seen queued.
 pub(crate) async fn inspect(session: &ZkSession, name: &LockName) -> Result<Vec<Vec<QueueEntry>>, LockError> {
     let dir = session.config.lock_dir(name.as_str());
+    catch_up(session, &dir).await?;
     queues(session, &dir, list(session, &dir).await?).await
 }
 
 /// The queues of every lock directory at `top` or below it, by name: one listing per directory,
 /// one stat per lock znode. Lock znodes are ephemeral and have no children, so every other child
-/// is a directory to descend into.
+/// is a directory to descend into. A sync of `top` first, as for [`inspect`].
 pub(crate) async fn inspect_all(session: &ZkSession, top: &str) -> Result<Vec<(LockName, Vec<QueueEntry>)>, LockError> {
     let root = session.config.lock_dir(""); // "<chroot>/"
+    catch_up(session, top).await?;
     let mut locks = Vec::new();
     let mut dirs = vec![top.to_owned()];
     while let Some(dir) = dirs.pop() {

@@ -94,8 +94,20 @@ pub(crate) async fn delete(session: &ZkSession, path: &str, op: &str) -> Result<
 /// our create yet (the session never saw its zxid, so the server may lag behind it), and a
 /// listing there would miss the znode and make us create a second one.
 async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option<(String, i64)>, LockError> {
+    catch_up(session, dir).await?;
+    let children = list(session, dir).await?;
+    let Some(child) = children.into_iter().find(|c| c.starts_with(prefix)) else { return Ok(None) };
+    let path = format!("{dir}/{child}");
+    let stat = stat(session, &path, "read own znode").await?;
+    Ok(stat.map(|s| (path, s.czxid)))
+}
+
+/// A `sync` of `dir`: the server this session reads from (maybe a follower) applies every
+/// change the ensemble's leader had committed when the sync reached it, so the reads that follow
+/// see whatever any client saw acknowledged before this call. A missing `dir` is no error.
+pub(crate) async fn catch_up(session: &ZkSession, dir: &str) -> Result<(), LockError> {
     session
-        .request("sync the lock directory", |client| {
+        .request("catch up with the ensemble's leader", |client| {
             let dir = dir.to_owned();
             async move {
                 match client.sync(&dir).await {
@@ -104,12 +116,7 @@ async fn find_own(session: &ZkSession, dir: &str, prefix: &str) -> Result<Option
                 }
             }
         })
-        .await?;
-    let children = list(session, dir).await?;
-    let Some(child) = children.into_iter().find(|c| c.starts_with(prefix)) else { return Ok(None) };
-    let path = format!("{dir}/{child}");
-    let stat = stat(session, &path, "read own znode").await?;
-    Ok(stat.map(|s| (path, s.czxid)))
+        .await
 }
 
 /// The stat of the znode at `path`, `None` if it does not exist. `op` says what for, in errors.
