@@ -220,8 +220,10 @@ async fn watch_holders(queued: &Queued, inbox: &mut Option<Inbox>, ahead: usize)
 
 /// The place if a permit is free at once; else leaves the queue ([`leave`]) and returns `None`.
 pub(crate) async fn first_or_leave(mut queued: Queued, permits: NonZeroU32) -> Result<Option<Place>, LockError> {
+    // Whether the queuing's count stands alone (no listing came with it).
+    let counted_only = queued.first_listing.is_none() && queued.ahead_at_queuing.is_some();
     let mut ahead = ahead_at_queuing(&mut queued, permits).await?;
-    if ahead >= permits.get() as usize && queued.ahead_at_queuing.is_some() {
+    if ahead >= permits.get() as usize && counted_only {
         // The count includes znodes of other recipes under the same name: the listing is exact.
         ahead = standing(&mut queued, permits).await?;
     }
@@ -437,7 +439,7 @@ mod tests {
     /// watched already) and the releaser its multi, its listing and the ring of the waiter's
     /// doorbell; the waiter's release deletes the doorbell.
     #[tokio::test]
-    async fn a_contended_grant_is_the_queuing_and_the_releasers_listing_and_multi() {
+    async fn a_contended_grant_is_the_queuing_and_the_releasers_three_requests() {
         let name = unique_name();
         let (holder, other, waiter) =
             (shared_test_session().await, shared_test_session().await, shared_test_session().await);
