@@ -162,6 +162,9 @@ enum CreateAttempt {
     Created(Created),
     /// The directory's ACL refused us its data: create again without asking whether alone.
     DataRefused,
+    /// The session's permit mailbox is gone (deleted by hand), so the doorbell could not be
+    /// made: make the mailbox again, then create again.
+    MailboxGone,
 }
 
 /// Creates our ephemeral sequential znode, making missing parents as container nodes. After a
@@ -205,6 +208,18 @@ async fn create_protected(
         match attempt {
             Ok(CreateAttempt::Created(created)) => return Ok(created),
             Ok(CreateAttempt::DataRefused) => session.refuse_directory_data(dir),
+            Ok(CreateAttempt::MailboxGone) if parents_made < 5 => {
+                parents_made += 1;
+                tracing::warn!(dir, "the session's permit mailbox was deleted: making it again");
+                crate::permit_mailbox::keep_mailbox(session, &session.own_mailbox()).await?;
+            }
+            Ok(CreateAttempt::MailboxGone) => {
+                return Err(crate::errors::request_error(
+                    "create the permit's doorbell in the session's mailbox",
+                    &hosts,
+                    Some(ZkError::NoNode),
+                ))
+            }
             Err(ZkError::NoNode) if parents_made < 5 => {
                 parents_made += 1;
                 session.count();
@@ -282,6 +297,9 @@ async fn create_asking_alone(
         Ok(results) => results,
         Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoAuth }) => {
             return Ok(CreateAttempt::DataRefused)
+        }
+        Err(MultiWriteError::OperationFailed { index: 2, source: ZkError::NoNode }) if doorbell.is_some() => {
+            return Ok(CreateAttempt::MailboxGone)
         }
         Err(e) => return Err(ZkError::from(e)),
     };

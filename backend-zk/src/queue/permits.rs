@@ -12,8 +12,9 @@
 //! and writes the directory's data (its stat: the directory's cversion right after the delete),
 //! with the listing pipelined behind it, so the listing shows the queue after our going. Our
 //! going admitted the entry that was N-th right after it; each deletion between ours and the
-//! listing moved it one place ahead, and the listing's cversion less ours bounds how many there
-//! were. A second multi writes `granted` to the doorbells of the entries in those places. Writes
+//! listing moved it one place ahead: the listing's cversion less ours counts the creations and
+//! deletions in between, and the children that the listing shows created since ours (by their
+//! sequence numbers) are creations, so the rest bounds how many deletions there were. A second multi writes `granted` to the doorbells of the entries in those places. Writes
 //! do not conflict, so releases at the same moment need no retries; a doorbell rung twice costs
 //! a notification, and a ring only ever tells an entry among the first N, which holds by the
 //! queue's own rule. A release that met nobody at its queuing first tries one multi that deletes
@@ -237,8 +238,9 @@ pub(crate) async fn first_or_leave(mut queued: Queued, permits: NonZeroU32) -> R
 
 /// How the release's multi went.
 enum Deleted {
-    /// Our znode is gone by it; the directory's cversion right after.
-    Now(Option<i32>),
+    /// Our znode is gone by it; the directory's cversion right after, and the directory's
+    /// children with its cversion as the listing pipelined behind the multi read them.
+    Now(Option<i32>, Option<(Vec<String>, i32)>),
     /// Our znode was gone already (a retried release whose first reply was lost).
     Before,
     /// The directory changed since the version given (someone queued): the contended way.
@@ -248,7 +250,8 @@ enum Deleted {
 }
 
 /// Deletes our znode and its doorbell, and either checks that the directory's data version is
-/// still `alone` (nobody queued since), or writes the directory's data to learn its cversion.
+/// still `alone` (nobody queued since), or writes the directory's data to learn its cversion and
+/// lists the directory, pipelined behind the multi (one round trip).
 async fn delete_own(
     session: &ZkSession,
     path: &str,
@@ -270,13 +273,24 @@ async fn delete_own(
                     None => multi.add_set_data(&dir, b"", None)?,
                 }
                 let last = 1 + usize::from(doorbell.is_some());
-                match multi.commit().await {
+                let committed = multi.commit();
+                // On the wire right behind the multi (the client orders requests as they are made).
+                let listed = alone.is_none().then(|| {
+                    session.count();
+                    client.get_children(&dir)
+                });
+                let committed = committed.await;
+                let listed = match listed {
+                    Some(listed) => listed.await.ok().map(|(children, stat)| (children, stat.cversion)),
+                    None => None,
+                };
+                match committed {
                     Ok(results) => {
                         let cversion = results.into_iter().find_map(|r| match r {
                             MultiWriteResult::SetData { stat } => Some(stat.cversion),
                             _ => None,
                         });
-                        Ok(Deleted::Now(cversion))
+                        Ok(Deleted::Now(cversion, listed))
                     }
                     Err(MultiWriteError::OperationFailed { index: 0, source: ZkError::NoNode }) => Ok(Deleted::Before),
                     Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoNode })
@@ -294,9 +308,9 @@ async fn delete_own(
         .await
 }
 
-/// The queue of `dir` for permits of `permits` as listed now, with the directory's cversion.
-async fn listing(session: &ZkSession, dir: &str, permits: NonZeroU32) -> Result<(Vec<String>, i32), LockError> {
-    let (children, cversion) = session
+/// The children of `dir` as listed now, with the directory's cversion.
+async fn list_children(session: &ZkSession, dir: &str) -> Result<(Vec<String>, i32), LockError> {
+    session
         .request("list the semaphore's queue", |client| {
             let dir = dir.to_owned();
             async move {
@@ -307,7 +321,19 @@ async fn listing(session: &ZkSession, dir: &str, permits: NonZeroU32) -> Result<
                 }
             }
         })
-        .await?;
+        .await
+}
+
+/// How many of `children` were created when the directory's cversion was `since` or later: a
+/// child's sequence number is its parent's cversion at its creation.
+fn created_since(children: &[String], since: i32) -> usize {
+    let number = |child: &String| crate::layout::sequence(child).and_then(|(_, digits)| digits.parse::<i64>().ok());
+    children.iter().filter(|child| number(child).is_some_and(|n| n >= i64::from(since))).count()
+}
+
+/// The queue among `children` of a directory for permits of `permits`, in queue order; a
+/// permit of another N there makes the session check N again at its next queuing.
+fn permit_queue(session: &ZkSession, dir: &str, children: Vec<String>, permits: NonZeroU32) -> Vec<String> {
     let queue = queue_order(children, Some(distlock_core::backend::Recipe::Permit(permits)));
     let agrees = queue.iter().all(|child| match crate::layout::recipe_of(child) {
         Some(distlock_core::backend::Recipe::Permit(queued)) => queued == permits,
@@ -316,7 +342,7 @@ async fn listing(session: &ZkSession, dir: &str, permits: NonZeroU32) -> Result<
     if !agrees {
         session.permit_checks.forget(dir);
     }
-    Ok((queue, cversion))
+    queue
 }
 
 /// A permit's release, or a waiter's leaving: deletes our znode and its doorbell, then rings
@@ -332,21 +358,31 @@ pub(crate) async fn release(session: &ZkSession, path: &str, hold: PermitHold) -
                 session.contention.record(dir, false);
                 alone = None;
             }
-            Deleted::Now(_) if alone.is_some() => {
+            Deleted::Now(..) if alone.is_some() => {
                 session.contention.record(dir, true);
                 return Ok(());
             }
             other => break other,
         }
     };
-    let (queue, listed) = listing(session, dir, hold.permits).await?;
+    let (ours, listed) = match deleted {
+        Deleted::Now(ours, listed) => (ours, listed),
+        _ => (None, None),
+    };
+    let (children, listed_at) = match listed {
+        Some(listed) => listed,
+        None => list_children(session, dir).await?,
+    };
     let n = hold.permits.get() as usize;
     // Every deletion between ours and the listing moved the waiter ours admitted one place
-    // ahead; without our cversion (a retried release), any of the first N may be it.
-    let moved = match deleted {
-        Deleted::Now(Some(ours)) => (listed - ours).max(0) as usize,
-        _ => n,
+    // ahead. The cversions bound the creations and deletions in between; the children created
+    // since ours are creations, which move nobody. Without our cversion (a retried release),
+    // any of the first N may be it.
+    let moved = match ours {
+        Some(ours) => ((listed_at - ours).max(0) as usize).saturating_sub(created_since(&children, ours)),
+        None => n,
     };
+    let queue = permit_queue(session, dir, children, hold.permits);
     let doorbells: Vec<String> = queue
         .iter()
         .take(n)
@@ -495,6 +531,32 @@ mod tests {
         let before = session.requests();
         give_back(take(&session, &name, 3).await).await;
         assert_eq!(session.requests() - before, 2);
+    }
+
+    /// On a real ZooKeeper: a session whose permit mailbox was deleted by hand (its keeper, then
+    /// the container) makes it again at its next queuing, and that permit is still rung.
+    #[tokio::test]
+    async fn a_mailbox_deleted_by_hand_is_made_again_at_the_next_queuing() {
+        let name = unique_name();
+        let (holder, waiter) = (shared_test_session().await, shared_test_session().await);
+        let (one, request) = permits(1);
+        give_back(take(&waiter, &name, 1).await).await;
+        let mailbox = waiter.own_mailbox();
+        let client = waiter.test_client();
+        client.delete(&format!("{mailbox}/session"), None).await.expect("the keeper deleted");
+        match client.delete(&mailbox, None).await {
+            Ok(()) | Err(ZkError::NoNode) => {}
+            Err(e) => panic!("deleting the mailbox: {e}"),
+        }
+        let held = take(&holder, &name, 1).await;
+        let queued = enqueue(waiter.clone(), &name, &request).await.expect("queued, the mailbox made again");
+        assert!(client.check_stat(&format!("{mailbox}/session")).await.expect("stat").is_some(), "a keeper again");
+        let waiting = tokio::spawn(wait(queued, one));
+        give_back(held).await;
+        let granted =
+            tokio::time::timeout(BOUND, waiting).await.expect("granted in time").expect("task").expect("wait");
+        assert!(granted.marked, "granted by its doorbell");
+        give_back(granted).await;
     }
 
     /// On a real ZooKeeper: a waiter that leaves after a release granted it (its doorbell rung, its
