@@ -9,15 +9,17 @@
 //! gets `PermitsMismatch`.
 //!
 //! **The releaser rings the doorbells.** One multi deletes the holder's znode and its doorbell
-//! and writes the directory's data (its stat: the directory's cversion right after the delete),
-//! with the listing pipelined behind it, so the listing shows the queue after our going. Our
-//! going admitted the entry that was N-th right after it; each deletion between ours and the
-//! listing moved it one place ahead: the listing's cversion less ours counts the creations and
-//! deletions in between, and the children that the listing shows created since ours (by their
-//! sequence numbers) are creations, so the rest bounds how many deletions there were. A second multi writes `granted` to the doorbells of the entries in those places. Writes
-//! do not conflict, so releases at the same moment need no retries; a doorbell rung twice costs
-//! a notification, and a ring only ever tells an entry among the first N, which holds by the
-//! queue's own rule. A release that met nobody at its queuing first tries one multi that deletes
+//! and writes the directory's data (its stat: the directory's cversion and numChildren right
+//! after the delete), with the listing pipelined behind it, so the listing shows the queue after
+//! our going. Our going admitted the entry that was N-th right after it; each deletion between
+//! ours and the listing moved it one place ahead at most. cversion counts a directory's child
+//! creations and deletions, numChildren the creations less the deletions, so the two stats give
+//! the deletions in between exactly (d) ([`ChildChanges`]). A second multi writes `granted` to the
+//! doorbells of the entries at places N−d to N. Writes do not conflict, so releases at the same
+//! moment need no retries; a doorbell rung twice costs a notification, and a ring only ever
+//! tells an entry among the first N, which holds by the queue's own rule. A doorbell gone
+//! (its permit released already) fails the ring's multi, which goes again without it. A release
+//! that met nobody at its queuing first tries one multi that deletes
 //! and checks that the directory's data version is still its queuing's (nobody queued since).
 //!
 //! **The waiter hears its doorbell** on its session's mailbox watch ([`crate::permit_mailbox`]):
@@ -238,9 +240,9 @@ pub(crate) async fn first_or_leave(mut queued: Queued, permits: NonZeroU32) -> R
 
 /// How the release's multi went.
 enum Deleted {
-    /// Our znode is gone by it; the directory's cversion right after, and the directory's
-    /// children with its cversion as the listing pipelined behind the multi read them.
-    Now(Option<i32>, Option<(Vec<String>, i32)>),
+    /// Our znode is gone by it; the directory's children changes right after, and the
+    /// directory's children with its changes as the listing pipelined behind the multi read them.
+    Now(Option<ChildChanges>, Option<(Vec<String>, ChildChanges)>),
     /// Our znode was gone already (a retried release whose first reply was lost).
     Before,
     /// The directory changed since the version given (someone queued): the contended way.
@@ -281,13 +283,13 @@ async fn delete_own(
                 });
                 let committed = committed.await;
                 let listed = match listed {
-                    Some(listed) => listed.await.ok().map(|(children, stat)| (children, stat.cversion)),
+                    Some(listed) => listed.await.ok().map(|(children, stat)| (children, ChildChanges::of(&stat))),
                     None => None,
                 };
                 match committed {
                     Ok(results) => {
                         let cversion = results.into_iter().find_map(|r| match r {
-                            MultiWriteResult::SetData { stat } => Some(stat.cversion),
+                            MultiWriteResult::SetData { stat } => Some(ChildChanges::of(&stat)),
                             _ => None,
                         });
                         Ok(Deleted::Now(cversion, listed))
@@ -309,14 +311,14 @@ async fn delete_own(
 }
 
 /// The children of `dir` as listed now, with the directory's cversion.
-async fn list_children(session: &ZkSession, dir: &str) -> Result<(Vec<String>, i32), LockError> {
+async fn list_children(session: &ZkSession, dir: &str) -> Result<(Vec<String>, ChildChanges), LockError> {
     session
         .request("list the semaphore's queue", |client| {
             let dir = dir.to_owned();
             async move {
                 match client.get_children(&dir).await {
-                    Ok((children, stat)) => Ok((children, stat.cversion)),
-                    Err(ZkError::NoNode) => Ok((Vec::new(), 0)),
+                    Ok((children, stat)) => Ok((children, ChildChanges::of(&stat))),
+                    Err(ZkError::NoNode) => Ok((Vec::new(), ChildChanges::default())),
                     Err(e) => Err(e),
                 }
             }
@@ -324,11 +326,27 @@ async fn list_children(session: &ZkSession, dir: &str) -> Result<(Vec<String>, i
         .await
 }
 
-/// How many of `children` were created when the directory's cversion was `since` or later: a
-/// child's sequence number is its parent's cversion at its creation.
-fn created_since(children: &[String], since: i32) -> usize {
-    let number = |child: &String| crate::layout::sequence(child).and_then(|(_, digits)| digits.parse::<i64>().ok());
-    children.iter().filter(|child| number(child).is_some_and(|n| n >= i64::from(since))).count()
+/// What a directory's stat tells of its children's changes: `cversion` counts every creation
+/// and deletion of a child, `numChildren` the creations less the deletions, so the two give the
+/// deletions so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ChildChanges {
+    cversion: i32,
+    children: i32,
+}
+
+impl ChildChanges {
+    fn of(stat: &zookeeper_client::Stat) -> Self {
+        ChildChanges { cversion: stat.cversion, children: stat.num_children }
+    }
+
+    /// How many children were deleted between `self` and the `later` stat of the same
+    /// directory; `None` if they do not add up (the directory made anew in between).
+    fn deletions_until(self, later: ChildChanges) -> Option<usize> {
+        let deleted = |c: ChildChanges| i64::from(c.cversion) - i64::from(c.children);
+        let twice = deleted(later) - deleted(self);
+        (twice >= 0 && twice % 2 == 0).then_some((twice / 2) as usize)
+    }
 }
 
 /// The queue among `children` of a directory for permits of `permits`, in queue order; a
@@ -375,13 +393,8 @@ pub(crate) async fn release(session: &ZkSession, path: &str, hold: PermitHold) -
     };
     let n = hold.permits.get() as usize;
     // Every deletion between ours and the listing moved the waiter ours admitted one place
-    // ahead. The cversions bound the creations and deletions in between; the children created
-    // since ours are creations, which move nobody. Without our cversion (a retried release),
-    // any of the first N may be it.
-    let moved = match ours {
-        Some(ours) => ((listed_at - ours).max(0) as usize).saturating_sub(created_since(&children, ours)),
-        None => n,
-    };
+    // ahead at most. Without our stat (a retried release), any of the first N may be it.
+    let moved = ours.and_then(|ours| ours.deletions_until(listed_at)).unwrap_or(n);
     let queue = permit_queue(session, dir, children, hold.permits);
     let doorbells: Vec<String> = queue
         .iter()
@@ -518,6 +531,19 @@ mod tests {
         for place in held {
             give_back(place).await;
         }
+    }
+
+    /// The deletions between two stats of a directory, from cversion (creations and deletions)
+    /// and numChildren (creations less deletions).
+    #[test]
+    fn deletions_between_two_stats_are_counted_apart_from_creations() {
+        let at = |cversion, children| ChildChanges { cversion, children };
+        // 3 created, 1 deleted (ours) → then 2 created and 1 deleted.
+        assert_eq!(at(4, 2).deletions_until(at(7, 3)), Some(1));
+        assert_eq!(at(4, 2).deletions_until(at(4, 2)), Some(0));
+        assert_eq!(at(4, 2).deletions_until(at(6, 4)), Some(0), "creations alone move nobody");
+        assert_eq!(at(40, 2).deletions_until(at(0, 0)), None, "a directory made anew");
+        assert_eq!(at(4, 2).deletions_until(at(5, 2)), None, "does not add up");
     }
 
     /// On a real ZooKeeper: a session alone under a semaphore takes and gives back a permit in
