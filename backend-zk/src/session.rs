@@ -40,6 +40,9 @@ pub(crate) struct ZkSession {
     directory_data: ReleaseRecords,
     /// Where releasing permit holders tell this session's waiting permits they are granted.
     pub(crate) mailbox: crate::permit_mailbox::PermitMailbox,
+    /// The semaphores where the session's releases lately left N or more queued (someone to
+    /// admit): there a release lists the queue in the same round trip as its multi.
+    pub(crate) permits_admitting: RecentContention,
     /// The semaphores whose number of permits the session checked lately, by lock directory.
     pub(crate) permit_checks: crate::queue::permits::PermitChecks,
 }
@@ -97,6 +100,7 @@ impl ZkSession {
             contention: RecentContention::default(),
             directory_data: ReleaseRecords::default(),
             mailbox: Default::default(),
+            permits_admitting: RecentContention::default(),
             permit_checks: Default::default(),
         }))
     }

@@ -18,8 +18,11 @@
 //! doorbells of the entries at places N−d to N. Writes do not conflict, so releases at the same
 //! moment need no retries; a doorbell rung twice costs a notification, and a ring only ever
 //! tells an entry among the first N, which holds by the queue's own rule. A doorbell gone
-//! (its permit released already) fails the ring's multi, which goes again without it. A release
-//! that met nobody at its queuing first tries one multi that deletes
+//! (its permit released already) fails the ring's multi, which goes again without it. A
+//! release whose multi leaves fewer than N znodes admitted nobody: it lists nothing, and the
+//! listing is pipelined only where the session's releases lately left N or more
+//! (`ZkSession::permits_admitting`). A release that met nobody at its queuing first tries one
+//! multi that deletes
 //! and checks that the directory's data version is still its queuing's (nobody queued since).
 //!
 //! **The waiter hears its doorbell** on its session's mailbox watch ([`crate::permit_mailbox`]):
@@ -259,6 +262,7 @@ async fn delete_own(
     path: &str,
     doorbell: Option<&str>,
     alone: Option<i32>,
+    list: bool,
 ) -> Result<Deleted, LockError> {
     session
         .request("release or leave a permit", |client| {
@@ -277,7 +281,7 @@ async fn delete_own(
                 let last = 1 + usize::from(doorbell.is_some());
                 let committed = multi.commit();
                 // On the wire right behind the multi (the client orders requests as they are made).
-                let listed = alone.is_none().then(|| {
+                let listed = (alone.is_none() && list).then(|| {
                     session.count();
                     client.get_children(&dir)
                 });
@@ -369,8 +373,9 @@ pub(crate) async fn release(session: &ZkSession, path: &str, hold: PermitHold) -
     let (dir, child) = path.rsplit_once('/').unwrap_or(("", path));
     let mut doorbell = permit_doorbell(&session.config.chroot, child);
     let mut alone = hold.dir_version.filter(|_| !session.contention.met_others(dir));
+    let list = session.permits_admitting.met_others(dir);
     let deleted = loop {
-        match delete_own(session, path, doorbell.as_deref(), alone).await? {
+        match delete_own(session, path, doorbell.as_deref(), alone, list).await? {
             Deleted::NoDoorbell => doorbell = None,
             Deleted::NotAlone => {
                 session.contention.record(dir, false);
@@ -387,11 +392,17 @@ pub(crate) async fn release(session: &ZkSession, path: &str, hold: PermitHold) -
         Deleted::Now(ours, listed) => (ours, listed),
         _ => (None, None),
     };
+    let n = hold.permits.get() as usize;
+    // Fewer than N znodes of any kind left: our going admitted nobody.
+    let admitted = ours.is_none_or(|ours| ours.children as usize >= n);
+    session.permits_admitting.record(dir, !admitted);
+    if !admitted {
+        return Ok(());
+    }
     let (children, listed_at) = match listed {
         Some(listed) => listed,
         None => list_children(session, dir).await?,
     };
-    let n = hold.permits.get() as usize;
     // Every deletion between ours and the listing moved the waiter ours admitted one place
     // ahead at most. Without our stat (a retried release), any of the first N may be it.
     let moved = ours.and_then(|ours| ours.deletions_until(listed_at)).unwrap_or(n);
