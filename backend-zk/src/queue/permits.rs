@@ -18,12 +18,13 @@
 //! doorbells of the entries at places N−d to N. Writes do not conflict, so releases at the same
 //! moment need no retries; a doorbell rung twice costs a notification, and a ring only ever
 //! tells an entry among the first N, which holds by the queue's own rule. A doorbell gone
-//! (its permit released already) fails the ring's multi, which goes again without it. A
-//! release whose multi leaves fewer than N znodes admitted nobody: it lists nothing, and the
+//! (its permit released already) fails the ring's multi, which goes again without it.
+//!
+//! A release whose multi leaves fewer than N znodes admitted nobody: it lists nothing, and the
 //! listing is pipelined only where the session's releases lately left N or more
 //! (`ZkSession::permits_admitting`). A release that met nobody at its queuing first tries one
-//! multi that deletes
-//! and checks that the directory's data version is still its queuing's (nobody queued since).
+//! multi that deletes and checks that the directory's data version is still its queuing's
+//! (nobody queued since).
 //!
 //! **The waiter hears its doorbell** on its session's mailbox watch ([`crate::permit_mailbox`]):
 //! a contended grant is the waiter's queuing and the releaser's multi, listing and ring, with
@@ -255,8 +256,8 @@ enum Deleted {
 }
 
 /// Deletes our znode and its doorbell, and either checks that the directory's data version is
-/// still `alone` (nobody queued since), or writes the directory's data to learn its cversion and
-/// lists the directory, pipelined behind the multi (one round trip).
+/// still `alone` (nobody queued since), or writes the directory's data to learn its child
+/// changes and, with `list`, lists the directory, pipelined behind the multi (one round trip).
 async fn delete_own(
     session: &ZkSession,
     path: &str,
@@ -292,11 +293,11 @@ async fn delete_own(
                 };
                 match committed {
                     Ok(results) => {
-                        let cversion = results.into_iter().find_map(|r| match r {
+                        let changes = results.into_iter().find_map(|r| match r {
                             MultiWriteResult::SetData { stat } => Some(ChildChanges::of(&stat)),
                             _ => None,
                         });
-                        Ok(Deleted::Now(cversion, listed))
+                        Ok(Deleted::Now(changes, listed))
                     }
                     Err(MultiWriteError::OperationFailed { index: 0, source: ZkError::NoNode }) => Ok(Deleted::Before),
                     Err(MultiWriteError::OperationFailed { index: 1, source: ZkError::NoNode })
@@ -314,7 +315,7 @@ async fn delete_own(
         .await
 }
 
-/// The children of `dir` as listed now, with the directory's cversion.
+/// The children of `dir` as listed now, with the directory's child changes.
 async fn list_children(session: &ZkSession, dir: &str) -> Result<(Vec<String>, ChildChanges), LockError> {
     session
         .request("list the semaphore's queue", |client| {
