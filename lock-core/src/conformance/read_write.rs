@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::cancellation::{
     shared_lost_replies_leave_one_entry_each, shared_waits_cancelled_at_grant_leave_nothing, Take,
 };
-use super::{entries_become, unique_name, within, Harness, PROMPTLY};
+use super::{entries_become, unique_name, wait_for_queue, within, Harness, PROMPTLY};
 use crate::{DistributedLock, EntryKind, FencingToken, LockError, LockGuard};
 
 /// A read (`shared`) or write lock taken in a task of its own.
@@ -213,7 +213,12 @@ pub async fn inspect_shows_the_readers_holding_and_the_writer_waiting(h: &dyn Ha
     let second = within(PROMPTLY, "b reads", b.read_lock(&name)).await.expect("b reads");
     let writing = spawn_lock(c.clone(), &name, false);
     entries_become(h, 3, "the writer to queue behind the readers").await;
-    let info = a.inspect(&name).await.expect("inspect");
+    // As a's server has it (on ZooKeeper, a's server may apply the writer's queuing a moment
+    // after the harness's did: see `election::leader_becomes`).
+    let info = wait_for_queue(a.as_ref(), &name, PROMPTLY, "a to see the writer queued", |i| {
+        i.holders().count() + i.waiters.len() == 3
+    })
+    .await;
     let holders: Vec<(EntryKind, FencingToken)> = info.holders().map(|e| (e.kind, e.token)).collect();
     assert_eq!(holders, [(EntryKind::Read, first.fencing_token()), (EntryKind::Read, second.fencing_token())]);
     assert_eq!(info.waiters.iter().map(|e| e.kind).collect::<Vec<_>>(), [EntryKind::Write]);
