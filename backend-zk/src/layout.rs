@@ -169,8 +169,21 @@ pub fn permit_mailbox(chroot: &str, session: &str) -> String {
 /// ```
 pub fn permit_doorbell(chroot: &str, child: &str) -> Option<String> {
     let session = permit_session(child)?;
-    let uuid = child.get(3..39)?;
-    Some(format!("{}/{uuid}", permit_mailbox(chroot, session)))
+    let doorbell = permit_doorbell_name(child)?;
+    Some(format!("{}/{doorbell}", permit_mailbox(chroot, session)))
+}
+
+/// The name of the doorbell of the permit znode `child` in its session's mailbox: the uuid of
+/// its protected prefix. `None` for a permit znode without a session in its name.
+///
+/// ```
+/// let child = "_c_0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b-000000000000001f-permits4-0000000007";
+/// assert_eq!(distlock_zk::layout::permit_doorbell_name(child), Some("0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b"));
+/// assert_eq!(distlock_zk::layout::permit_doorbell_name("_c_0b5c8a3e-4f7d-4a51-9b1e-2f6c3d4e5a6b-permits4-0000000007"), None);
+/// ```
+pub fn permit_doorbell_name(child: &str) -> Option<&str> {
+    permit_session(child)?;
+    child.get(3..39)
 }
 
 #[cfg(test)]

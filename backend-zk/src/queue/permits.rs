@@ -109,12 +109,17 @@ fn patience(session: &ZkSession) -> Duration {
     (session.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// Where we stand at queuing: the count of the queuing multi, unless a listing came with it
-/// (which also checks N).
+/// The count of the queuing multi, if it stands alone: no listing came with it (a listing is
+/// exact, and checks N).
+fn counted_only(queued: &Queued) -> Option<usize> {
+    queued.ahead_at_queuing.filter(|_| queued.first_listing.is_none())
+}
+
+/// Where we stand at queuing: the count of the queuing multi, unless a listing came with it.
 async fn ahead_at_queuing(queued: &mut Queued, permits: NonZeroU32) -> Result<usize, LockError> {
-    match (queued.first_listing.is_some(), queued.ahead_at_queuing) {
-        (false, Some(ahead)) => Ok(ahead),
-        _ => standing(queued, permits).await,
+    match counted_only(queued) {
+        Some(ahead) => Ok(ahead),
+        None => standing(queued, permits).await,
     }
 }
 
@@ -160,7 +165,7 @@ pub(crate) async fn wait(mut queued: Queued, permits: NonZeroU32) -> Result<Plac
     }
     let own = queued.place.path.rsplit('/').next().unwrap_or_default().to_owned();
     let mut inbox = None;
-    if let Some(doorbell) = crate::layout::permit_session(&own).and_then(|_| own.get(3..39)) {
+    if let Some(doorbell) = crate::layout::permit_doorbell_name(&own) {
         let (registered, watching) = session.mailbox.register(&session, doorbell).await;
         if watching == Watching::Opened && doorbell_rung(&queued.place).await? {
             return Ok(granted(queued, true));
@@ -227,8 +232,7 @@ async fn watch_holders(queued: &Queued, inbox: &mut Option<Inbox>, ahead: usize)
 
 /// The place if a permit is free at once; else leaves the queue ([`leave`]) and returns `None`.
 pub(crate) async fn first_or_leave(mut queued: Queued, permits: NonZeroU32) -> Result<Option<Place>, LockError> {
-    // Whether the queuing's count stands alone (no listing came with it).
-    let counted_only = queued.first_listing.is_none() && queued.ahead_at_queuing.is_some();
+    let counted_only = counted_only(&queued).is_some();
     let mut ahead = ahead_at_queuing(&mut queued, permits).await?;
     if ahead >= permits.get() as usize && counted_only {
         // The count includes znodes of other recipes under the same name: the listing is exact.
