@@ -446,7 +446,7 @@ impl Queued {
             match self.place.decide(ahead) {
                 Grant::Granted => break,
                 Grant::WaitBehind(blocker) => {
-                    if wait::predecessor_gone(&self.place, &self.dir, &queue, blocker).await? == Woken::First {
+                    if wait::predecessor_gone(&self.place, &self.dir, ahead, blocker).await? == Woken::First {
                         break;
                     }
                 }

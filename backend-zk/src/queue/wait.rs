@@ -1,14 +1,22 @@
-//! How a queued znode waits for the ones ahead of it to go. It watches the znode just before its
-//! own (the predecessor) and, in the same round trip, the one before that (the second). When the
-//! second goes, the waiter learns whether the predecessor now holds the lock (it does if the
-//! second was the owner at the listing, or if the lock directory's data names the second: its
-//! holder's release). The predecessor's deletion then makes the waiter first with no read.
+//! How a queued znode waits for the ones ahead of it to go. It watches the znode the grant rule
+//! names (the predecessor: just before its own under the exclusive rule, the nearest writer ahead
+//! for a reader) and, in the same round trip, the one before that (the second). When the second
+//! goes, the waiter learns whether the predecessor now holds the lock (it does if the second was
+//! the owner at the listing, or if the lock directory's data names the second: its holder's
+//! release). The predecessor's deletion then makes the waiter first with no read.
 //!
 //! So the read that tells a holder's release from a waiter leaving happens while the predecessor
 //! holds the lock, not between its release and the next hold: a hand-off is the release, the
 //! server's notification, and nothing else. A deletion still unexplained when the predecessor
 //! goes (a waiter that left, an expired session, the read still in flight) is explained by the
 //! directory's data as before, and failing that the queue is listed again.
+//!
+//! The listing bounds what can still be ahead: nothing queued later sorts before us. So where
+//! the grant rule would grant us with every znode of the listing there but the predecessor (a
+//! reader whose nearest writer has only readers ahead), the predecessor's deletion grants us, and
+//! nothing else is watched or read. A reader's release writes no record, so a reader as the
+//! second is watched only where its going alone settles it, and a deletion that no record can
+//! explain is followed by a listing at once.
 
 use std::future::Future;
 
@@ -28,24 +36,41 @@ pub(crate) enum Woken {
     Relist,
 }
 
-/// Waits until the znode the grant rule named (`queue[blocker]`, just before ours under the
-/// exclusive rule) goes, watching the one before it too (see the module comment). `queue` is the
-/// listing in queue order.
+/// Waits until the znode the grant rule named (`ahead[blocker]`: just before ours under the
+/// exclusive rule, the nearest writer ahead for a reader) goes, watching the one before it too
+/// where its going can tell us something (see the module comment). `ahead` is the listing's
+/// znodes before ours, in queue order: whatever is before ours later is among them, since a znode
+/// created later sorts after ours. So where the grant rule grants us even with all of them there
+/// but the predecessor (a reader behind the only writer ahead), the predecessor's deletion makes
+/// us first and nothing is read.
 pub(crate) async fn predecessor_gone(
     place: &Place,
     dir: &str,
-    queue: &[String],
+    ahead: &[String],
     blocker: usize,
 ) -> Result<Woken, LockError> {
     let session = &place.session;
-    let Some(predecessor) = queue.get(blocker) else {
+    let Some(predecessor) = ahead.get(blocker) else {
         return Ok(Woken::First);
     };
-    let second = blocker.checked_sub(1).and_then(|i| queue.get(i)).map(String::as_str);
-    let ahead = [Some(predecessor.as_str()), second];
-    // The owner at the listing is the first in it.
-    let mut predecessor_owns = blocker == 0;
-    let second_owned = blocker == 1;
+    // Whether we are granted once the znodes at `gone` are gone, with the rest of `ahead` there.
+    let granted_without = |gone: &[usize]| {
+        let rest: Vec<String> =
+            ahead.iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, child)| child.clone()).collect();
+        place.decide(&rest) == Grant::Granted
+    };
+    let mut predecessor_owns = granted_without(&[blocker]);
+    let second_index = blocker.checked_sub(1).filter(|_| !predecessor_owns);
+    // The second's going settles it where that alone leaves nothing blocking behind the
+    // predecessor; else only an exclusive holder's release record can (a reader's says nothing).
+    let second_settles = second_index.is_some_and(|i| granted_without(&[blocker, i]));
+    let second = second_index
+        .and_then(|i| ahead.get(i))
+        .map(String::as_str)
+        .filter(|second| second_settles || !crate::layout::is_shared(second));
+    let named = [Some(predecessor.as_str()), second];
+    // Whether a release record could name one of them: only an exclusive holder's does.
+    let nameable = named.into_iter().flatten().any(|child| !crate::layout::is_shared(child));
     tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, predecessor_owns, "waiting for the predecessor's znode to go");
 
     // Both watches in one round trip: each request is on the wire once its future is first polled.
@@ -73,7 +98,7 @@ pub(crate) async fn predecessor_gone(
             }
             gone = pending_or(&mut second_deleted) => {
                 second_deleted = None;
-                if gone && second_owned {
+                if gone && second_settles {
                     predecessor_owns = true;
                 } else if gone {
                     reading = Some(Box::pin(last_release(session, dir)));
@@ -82,7 +107,7 @@ pub(crate) async fn predecessor_gone(
             data = pending_or(&mut reading) => {
                 reading = None;
                 let data = data?;
-                predecessor_owns = names_any(data.as_deref(), ahead);
+                predecessor_owns = names_any(data.as_deref(), named);
                 if predecessor_owns {
                     tracing::debug!(lock = %place.name, token = place.czxid, %predecessor, "the predecessor holds the lock: its deletion makes us first");
                 }
@@ -96,14 +121,17 @@ pub(crate) async fn predecessor_gone(
     if predecessor_owns {
         return Ok(Woken::First);
     }
+    if !nameable {
+        return Ok(Woken::Relist);
+    }
     // A read already in flight may answer; if not, a fresh one.
     if let Some(reading) = reading {
-        if names_any(reading.await?.as_deref(), ahead) {
+        if names_any(reading.await?.as_deref(), named) {
             return Ok(Woken::First);
         }
     }
     let data = last_release(session, dir).await?;
-    if names_any(data.as_deref(), ahead) {
+    if names_any(data.as_deref(), named) {
         tracing::debug!(lock = %place.name, %predecessor, "the predecessor's deletion was a holder's release: first, without listing the queue");
         return Ok(Woken::First);
     }
@@ -241,6 +269,11 @@ mod tests {
     /// session, the other znodes' session, the directory, and the queue (owner, second,
     /// predecessor, ours).
     async fn queue_of_four() -> (Arc<ZkSession>, Arc<ZkSession>, String, Vec<String>) {
+        queue_of([Recipe::Lock; 4]).await
+    }
+
+    /// As [`queue_of_four`], with the znodes of `recipes` in that order.
+    async fn queue_of(recipes: [Recipe; 4]) -> (Arc<ZkSession>, Arc<ZkSession>, String, Vec<String>) {
         let (waiter, others) = (shared_test_session().await, shared_test_session().await);
         let dir = others.config.lock_dir(&format!("wait-{}/job", uuid::Uuid::new_v4()));
         others
@@ -249,26 +282,73 @@ mod tests {
             .await
             .expect("the lock dir");
         let mut queue = Vec::new();
-        for (i, session) in [&others, &others, &others, &waiter].into_iter().enumerate() {
-            let base = format!("{dir}/_c_{i}-lock-");
+        for (i, (session, recipe)) in [&others, &others, &others, &waiter].into_iter().zip(recipes).enumerate() {
+            let base = format!("{dir}/_c_{i}-{}", crate::layout::marker(recipe));
             let (_, sequence) =
-                session.test_client().create(&base, b"", &lock_znode_options()).await.expect("a lock znode");
-            queue.push(format!("_c_{i}-lock-{sequence}"));
+                session.test_client().create(&base, b"", &lock_znode_options()).await.expect("a queue znode");
+            queue.push(format!("_c_{i}-{}{sequence}", crate::layout::marker(recipe)));
         }
         (waiter, others, dir, queue)
     }
 
     fn place(session: &Arc<ZkSession>, dir: &str, queue: &[String]) -> Place {
         let path = format!("{dir}/{}", queue[3]);
+        let recipe = crate::layout::recipe_of(&queue[3]).unwrap_or(Recipe::Lock);
         Place {
             session: session.clone(),
             name: LockName::new("job").expect("name"),
             path,
             czxid: 0,
-            recipe: Recipe::Lock,
+            recipe,
             dir_version: None,
             marked: false,
         }
+    }
+
+    /// On a real ZooKeeper: a reader whose only writer ahead is waiting behind two readers
+    /// watches that writer alone, and its deletion (here the writer leaving, the readers still
+    /// holding) grants the reader with no request after it: nothing else ahead can block a
+    /// reader, and nothing can be queued ahead of it later.
+    #[tokio::test]
+    async fn a_reader_behind_the_only_writer_ahead_is_granted_by_its_going_with_no_read() {
+        let (waiter, others, dir, queue) = queue_of([Recipe::Read, Recipe::Read, Recipe::Write, Recipe::Read]).await;
+        let before = waiter.requests();
+        let wait = tokio::spawn({
+            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
+            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
+        });
+        distlock_tests::retry_until(BOUND, || async {
+            if waiter.requests() > before {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await
+        .expect("the reader watches the writer");
+        others.test_client().delete(&format!("{dir}/{}", queue[2]), None).await.expect("the writer leaves");
+        let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
+        assert_eq!(woken, Woken::First, "only readers are ahead");
+        assert_eq!(waiter.requests() - before, 1, "one watch, on the writer alone, and no read");
+    }
+
+    /// On a real ZooKeeper: a writer behind readers watches its predecessor alone (a reader's
+    /// going or release record cannot tell it that the rest are gone) and lists again when it
+    /// goes, reading nothing in between.
+    #[tokio::test]
+    async fn a_writer_behind_readers_watches_its_predecessor_alone_and_lists_again() {
+        let (waiter, others, dir, queue) = queue_of([Recipe::Read, Recipe::Read, Recipe::Read, Recipe::Write]).await;
+        let before = waiter.requests();
+        let wait = tokio::spawn({
+            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
+            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
+        });
+        release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
+        release_as_holder(&others, &format!("{dir}/{}", queue[2])).await.expect("the predecessor releases");
+        let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
+        assert_eq!(woken, Woken::Relist, "the first reader still holds");
+        assert_eq!(waiter.requests() - before, 1, "one watch, and no read");
+        assert!(others.test_client().check_stat(&format!("{dir}/{}", queue[0])).await.expect("stat").is_some());
     }
 
     /// On a real ZooKeeper: a waiter third in line reads the release record when the znode two
@@ -281,7 +361,7 @@ mod tests {
         let before = waiter.requests();
         let wait = tokio::spawn({
             let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue, 2).await }
+            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
         });
         release_as_holder(&others, &format!("{dir}/{}", queue[0])).await.expect("the owner releases");
         release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
@@ -311,7 +391,7 @@ mod tests {
         let (waiter, others, dir, queue) = queue_of_four().await;
         let wait = tokio::spawn({
             let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue, 2).await }
+            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
         });
         others.test_client().delete(&format!("{dir}/{}", queue[1]), None).await.expect("the second leaves");
         others.test_client().delete(&format!("{dir}/{}", queue[2]), None).await.expect("the predecessor leaves");
