@@ -72,9 +72,15 @@ pub(crate) mod testing {
     /// A place in a fresh queue on the tests' shared etcd, behind `ahead` keys written by a
     /// plain client, each with its create revision.
     pub(crate) async fn place_behind(ahead: &[&str]) -> (Place, etcd_client::Client, Vec<(String, i64)>) {
+        place_of(Recipe::Lock, ahead).await
+    }
+
+    /// As [`place_behind`], in the queue of `recipe`: a reader's or a writer's key is named as
+    /// theirs are (`r…`, `w…`), and so must `ahead`'s be there.
+    pub(crate) async fn place_of(recipe: Recipe, ahead: &[&str]) -> (Place, etcd_client::Client, Vec<(String, i64)>) {
         let (session, client) = crate::session::shared_test_session().await;
         let name = LockName::new(&format!("marker-{:x}/job", session.lease)).expect("name");
-        let queue_prefix = session.config.lock_prefix(name.as_str());
+        let queue_prefix = session.config.queue_prefix(name.as_str(), recipe);
         let kv = client.kv_client();
         let put = |key: String, options: Option<PutOptions>| {
             let mut kv = kv.clone();
@@ -88,11 +94,15 @@ pub(crate) mod testing {
         for key in ahead {
             keys.push(put(format!("{queue_prefix}{key}"), None).await);
         }
-        let own_key = format!("{queue_prefix}{:x}", session.lease);
+        let kind = match recipe {
+            Recipe::Read => "r",
+            Recipe::Write => "w",
+            _ => "",
+        };
+        let key_stem = format!("{queue_prefix}{kind}");
+        let own_key = format!("{key_stem}{:x}", session.lease);
         let (key, revision) = put(own_key, Some(PutOptions::new().with_lease(session.lease))).await;
-        let key_stem = queue_prefix.clone();
-        let place =
-            Place { session, name, queue_prefix, key_stem, key, revision, writes_marker: true, recipe: Recipe::Lock };
+        let place = Place { session, name, queue_prefix, key_stem, key, revision, writes_marker: true, recipe };
         (place, client, keys)
     }
 }

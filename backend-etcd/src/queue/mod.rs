@@ -52,6 +52,9 @@ struct Predecessor {
     read_at: i64,
     /// How many queue keys were below ours at that read; [`AHEAD_READ`] means that many or more.
     ahead: usize,
+    /// Whether the grant rule grants us once this key is gone, with every other key of the read
+    /// still there (see [`Predecessor::going_grants_us`]).
+    settles: bool,
 }
 
 /// `options` with `limit`, if any.
@@ -73,17 +76,22 @@ impl Predecessor {
     /// reader), which is the owner if nothing read lies below it.
     fn from_below(place: &Place, below: &[&KeyValue], read_at: i64) -> Option<Self> {
         let (kv, ahead) = place.blocker(below)?;
+        let rest: Vec<&KeyValue> = below.iter().copied().filter(|other| !std::ptr::eq(*other, kv)).collect();
         Some(Predecessor {
             key: kv.key_str().unwrap_or_default().to_owned(),
             revision: kv.create_revision(),
             read_at,
             ahead,
+            settles: place.decide(&rest).0 == Grant::Granted,
         })
     }
 
-    /// It was the owner at that read: nothing was below it, so once it is gone we are first.
-    fn was_owner(&self) -> bool {
-        self.ahead == 1
+    /// Whether its going alone makes us first: it was the owner at that read (nothing below
+    /// it), or nothing else below ours can block us (a reader whose nearest writer has only
+    /// readers below it). Keys queued later are above ours, so what is below ours can only go;
+    /// a read cut by its limit leaves keys out only where a key besides this one blocks us.
+    fn going_grants_us(&self) -> bool {
+        self.ahead == 1 || self.settles
     }
 
     /// Whether so few were ahead that the predecessor's deletion may come while a new watch is

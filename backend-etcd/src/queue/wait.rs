@@ -1,5 +1,7 @@
-//! Waiting until first, herd-free: a waiter watches only the key just below its own and, unless
-//! that key was the owner when read, its release marker ([`crate::release_marker`]). A watch
+//! Waiting until first, herd-free: a waiter watches only the key its grant rule waits behind
+//! (the key just below its own, or a reader's nearest writer) and, unless that key's going alone
+//! makes it first (it was the owner when read, or only readers lay below it for a reader), its
+//! release marker ([`crate::release_marker`]). A watch
 //! that etcd may not have synced yet is backed by reads; a deletion heard without the marker is
 //! explained by one read. This is the exclusive grant rule's wait, which the lock and the
 //! election share.
@@ -19,8 +21,8 @@ use crate::watch::{KeyWatch, WaitEnd, Watched};
 impl Queued {
     /// Waits until first: watches only the key just below ours, with a watch the session kept
     /// from an earlier wait on the same key, or a new one "from now" (see [`crate::watch`]). If
-    /// the server moved on between our read and a new watch's start, one read covers that gap. Once the predecessor is gone we are first if it
-    /// was the owner when we read (and our lease is surely alive); otherwise one read finds the
+    /// the server moved on between our read and a new watch's start, one read covers that gap. Once the predecessor is gone we are first if its
+    /// going alone grants us ([`Predecessor::going_grants_us`]) and our lease is surely alive; otherwise one read finds the
     /// key now below ours.
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         if let Recipe::Permit(_) = self.place.recipe {
@@ -35,10 +37,10 @@ impl Queued {
                 None => recheck(place).await?,
             };
             'wait: while let Some(mut p) = predecessor {
-                tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, was_owner = p.was_owner(), "waiting for the predecessor's key to go");
+                tracing::debug!(lock = %place.name, token = place.revision, key = %place.key, predecessor = %p.key, predecessor_revision = p.revision, read_at = p.read_at, going_grants_us = p.going_grants_us(), "waiting for the predecessor's key to go");
                 // The release marker's watch unless the predecessor owns the lock (then its
                 // deletion alone makes us first); it opens while the key's watch does.
-                let marker = if p.was_owner() { None } else { marker_of(place, &p.key) };
+                let marker = if p.going_grants_us() { None } else { marker_of(place, &p.key) };
                 let mut marker_watch = MarkerWatch::start(session, marker);
                 let mut watch = match session.watches.take(&p.key) {
                     Some(kept) => kept,
@@ -101,14 +103,18 @@ impl Queued {
                 // A deletion heard before the marker's write of the same revision: it trails.
                 let released = match outcome {
                     None => true,
-                    Some(WaitEnd::Happened { .. }) if !p.was_owner() && lease_surely_alive => {
+                    Some(WaitEnd::Happened { .. }) if !p.going_grants_us() && lease_surely_alive => {
                         marker_watch.written_soon(session, p.revision).await
                     }
                     Some(_) => false,
                 };
                 keep(watch, marker_watch);
                 predecessor = match outcome {
-                    None | Some(WaitEnd::Happened { .. }) if (p.was_owner() || released) && lease_surely_alive => break,
+                    None | Some(WaitEnd::Happened { .. })
+                        if (p.going_grants_us() || released) && lease_surely_alive =>
+                    {
+                        break
+                    }
                     Some(WaitEnd::Happened { revision }) if lease_surely_alive => {
                         match recheck_local(place, &p.key, revision).await? {
                             Recheck::HolderReleased => break,
@@ -283,7 +289,7 @@ fn predecessor_of(place: &Place, read_at: i64, below: Option<&TxnOpResponse>) ->
 mod tests {
     use super::*;
     use crate::hold::release_txn;
-    use crate::place::testing::place_behind;
+    use crate::place::testing::{place_behind, place_of};
 
     /// On a real etcd: a waiter that saw its predecessor deleted takes itself for first without
     /// reading the queue only if the deletion was a holder's release, which writes the marker at
@@ -301,7 +307,7 @@ mod tests {
         match recheck_local(&place, &middle.0, left_at).await.expect("recheck") {
             Recheck::Read(Some(p)) => {
                 assert_eq!((p.key.as_str(), p.revision), (holder.0.as_str(), holder.1), "the holder is read");
-                assert!(p.was_owner(), "{p:?}");
+                assert!(p.going_grants_us(), "{p:?}");
             }
             other => panic!("a waiter leaving the queue handed the lock on: {other:?}"),
         }
@@ -317,6 +323,23 @@ mod tests {
             (released_at, holder.0.as_bytes(), place.session.lease),
             "written with the deletion, naming the released key, on the releaser's lease"
         );
+    }
+
+    /// On a real etcd: a reader whose nearest writer has only readers below it takes that
+    /// writer's going, whatever it is (its release or its leaving), as its grant: it watches no
+    /// marker and reads nothing then. With a writer further below, the writer's going is only a
+    /// grant if its marker or a read says so.
+    #[tokio::test]
+    async fn a_reader_behind_the_only_writer_below_is_granted_by_its_going() {
+        let (place, _client, ahead) = place_of(Recipe::Read, &["r1", "r2", "w3"]).await;
+        let predecessor = recheck(&place).await.expect("read").expect("a writer below");
+        assert_eq!(predecessor.key, ahead[2].0, "the nearest writer");
+        assert!(predecessor.going_grants_us(), "only readers below it: {predecessor:?}");
+
+        let (place, _client, ahead) = place_of(Recipe::Read, &["w1", "r2", "w3", "r4"]).await;
+        let predecessor = recheck(&place).await.expect("read").expect("a writer below");
+        assert_eq!(predecessor.key, ahead[2].0, "the nearest writer");
+        assert!(!predecessor.going_grants_us(), "a writer below it: {predecessor:?}");
     }
 
     /// On a real etcd: the waiter hears its predecessor's release on the predecessor's marker,
