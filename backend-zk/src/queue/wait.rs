@@ -305,6 +305,16 @@ mod tests {
         }
     }
 
+    /// The waiter's wait behind `queue[2]` (its own znode is `queue[3]`), in a task of its own.
+    fn wait_behind_the_third(
+        waiter: &Arc<ZkSession>,
+        dir: &str,
+        queue: &[String],
+    ) -> tokio::task::JoinHandle<Result<Woken, LockError>> {
+        let (place, dir, queue) = (place(waiter, dir, queue), dir.to_owned(), queue.to_vec());
+        tokio::spawn(async move { predecessor_gone(&place, &dir, &queue[..3], 2).await })
+    }
+
     /// On a real ZooKeeper: a reader whose only writer ahead is waiting behind two readers
     /// watches that writer alone, and its deletion (here the writer leaving, the readers still
     /// holding) grants the reader with no request after it: nothing else ahead can block a
@@ -313,10 +323,7 @@ mod tests {
     async fn a_reader_behind_the_only_writer_ahead_is_granted_by_its_going_with_no_read() {
         let (waiter, others, dir, queue) = queue_of([Recipe::Read, Recipe::Read, Recipe::Write, Recipe::Read]).await;
         let before = waiter.requests();
-        let wait = tokio::spawn({
-            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
-        });
+        let wait = wait_behind_the_third(&waiter, &dir, &queue);
         distlock_tests::retry_until(BOUND, || async {
             if waiter.requests() > before {
                 Ok(())
@@ -339,10 +346,7 @@ mod tests {
     async fn a_writer_behind_readers_watches_its_predecessor_alone_and_lists_again() {
         let (waiter, others, dir, queue) = queue_of([Recipe::Read, Recipe::Read, Recipe::Read, Recipe::Write]).await;
         let before = waiter.requests();
-        let wait = tokio::spawn({
-            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
-        });
+        let wait = wait_behind_the_third(&waiter, &dir, &queue);
         release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
         release_as_holder(&others, &format!("{dir}/{}", queue[2])).await.expect("the predecessor releases");
         let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
@@ -359,10 +363,7 @@ mod tests {
     async fn the_release_record_is_read_during_the_predecessors_hold() {
         let (waiter, others, dir, queue) = queue_of_four().await;
         let before = waiter.requests();
-        let wait = tokio::spawn({
-            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
-        });
+        let wait = wait_behind_the_third(&waiter, &dir, &queue);
         release_as_holder(&others, &format!("{dir}/{}", queue[0])).await.expect("the owner releases");
         release_as_holder(&others, &format!("{dir}/{}", queue[1])).await.expect("the second releases");
         // Two watches and one read of the directory's data.
@@ -389,10 +390,7 @@ mod tests {
     #[tokio::test]
     async fn waiters_that_leave_ahead_make_no_one_first() {
         let (waiter, others, dir, queue) = queue_of_four().await;
-        let wait = tokio::spawn({
-            let (place, dir, queue) = (place(&waiter, &dir, &queue), dir.clone(), queue.clone());
-            async move { predecessor_gone(&place, &dir, &queue[..3], 2).await }
-        });
+        let wait = wait_behind_the_third(&waiter, &dir, &queue);
         others.test_client().delete(&format!("{dir}/{}", queue[1]), None).await.expect("the second leaves");
         others.test_client().delete(&format!("{dir}/{}", queue[2]), None).await.expect("the predecessor leaves");
         let woken = tokio::time::timeout(BOUND, wait).await.expect("woken").expect("task").expect("wait");
