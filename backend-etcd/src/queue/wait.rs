@@ -1,10 +1,9 @@
 //! Waiting until first, herd-free: a waiter watches only the key its grant rule waits behind
 //! (the key just below its own, or a reader's nearest writer) and, unless that key's going alone
 //! makes it first (it was the owner when read, or only readers lay below it for a reader), its
-//! release marker ([`crate::release_marker`]). A watch
-//! that etcd may not have synced yet is backed by reads; a deletion heard without the marker is
-//! explained by one read. This is the exclusive grant rule's wait, which the lock and the
-//! election share.
+//! release marker ([`crate::release_marker`]). A watch that etcd may not have synced yet is
+//! backed by reads; a deletion heard without the marker is explained by one read. The lock, the
+//! election and the read-write lock share this wait; a permit waits as [`super::permits`] says.
 
 use std::time::Duration;
 
@@ -19,11 +18,12 @@ use crate::release_marker::{marker_of, markers_refused, MarkerWatch};
 use crate::watch::{KeyWatch, WaitEnd, Watched};
 
 impl Queued {
-    /// Waits until first: watches only the key just below ours, with a watch the session kept
-    /// from an earlier wait on the same key, or a new one "from now" (see [`crate::watch`]). If
-    /// the server moved on between our read and a new watch's start, one read covers that gap. Once the predecessor is gone we are first if its
-    /// going alone grants us ([`Predecessor::going_grants_us`]) and our lease is surely alive; otherwise one read finds the
-    /// key now below ours.
+    /// Waits until first: watches only the key the grant rule waits behind, with a watch the
+    /// session kept from an earlier wait on the same key, or a new one "from now" (see
+    /// [`crate::watch`]). If the server moved on between our read and a new watch's start, one
+    /// read covers that gap. Once the predecessor is gone we are first if its going alone grants
+    /// us ([`Predecessor::going_grants_us`]) and our lease is surely alive; otherwise one read
+    /// finds the key now below ours.
     pub(crate) async fn wait_until_first(mut self) -> Result<Place, LockError> {
         if let Recipe::Permit(_) = self.place.recipe {
             return self.wait_for_permit().await;
