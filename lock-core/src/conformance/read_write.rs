@@ -226,7 +226,12 @@ pub async fn inspect_shows_the_readers_holding_and_the_writer_waiting(h: &dyn Ha
     first.release().await.expect("release");
     second.release().await.expect("release");
     let writer = within(PROMPTLY, "the writer gets in", writing).await.expect("writer");
-    let info = a.inspect(&name).await.expect("inspect");
+    // As a's server has it, which may apply the readers' releases a moment after the writer's
+    // server did (as above).
+    let info = wait_for_queue(a.as_ref(), &name, PROMPTLY, "a to see the writer alone", |i| {
+        i.holders().count() == 1 && i.waiters.is_empty()
+    })
+    .await;
     assert_eq!(info.holder.as_ref().map(|e| (e.kind, e.token)), Some((EntryKind::Write, writer.fencing_token())));
     assert!(info.also_holding.is_empty() && info.waiters.is_empty());
     writer.release().await.expect("release");
