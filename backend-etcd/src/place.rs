@@ -34,8 +34,20 @@ impl Place {
     /// keys oldest first, as the answer indexes them.
     pub(crate) fn decide<'r>(&self, below: &[&'r KeyValue]) -> (Grant, Vec<&'r KeyValue>) {
         let ahead: Vec<&KeyValue> = below.iter().rev().copied().collect();
-        let is_exclusive = |kv: &&KeyValue| !crate::layout::is_reader_key(&self.queue_prefix, kv.key());
-        (self.recipe.grant_rule().decide(&ahead, is_exclusive), ahead)
+        (self.recipe.grant_rule().decide(&ahead, |kv| self.is_exclusive(kv)), ahead)
+    }
+
+    /// Whether the grant rule grants us once the key of `below` at `gone` (its index oldest
+    /// first, as [`Place::decide`] answers) has left, with the rest still there
+    /// ([`distlock_core::backend::GrantRule::granted_without`]).
+    pub(crate) fn granted_without(&self, below: &[&KeyValue], gone: usize) -> bool {
+        let ahead: Vec<&KeyValue> = below.iter().rev().copied().collect();
+        self.recipe.grant_rule().granted_without(&ahead, &[gone], |kv| self.is_exclusive(kv))
+    }
+
+    /// Whether `kv`, a key of our queue, holds alone when it holds (all but a reader's).
+    fn is_exclusive(&self, kv: &KeyValue) -> bool {
+        !crate::layout::is_reader_key(&self.queue_prefix, kv.key())
     }
 
     /// The key ahead of ours that blocks it, where the rule waits behind one key (the key just

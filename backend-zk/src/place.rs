@@ -38,4 +38,10 @@ impl Place {
     pub(crate) fn decide(&self, ahead: &[String]) -> Grant {
         self.recipe.grant_rule().decide(ahead, |child| !crate::layout::is_shared(child))
     }
+
+    /// Whether the grant rule grants us once the znodes at `gone` (indices into `ahead`) have
+    /// left ([`distlock_core::backend::GrantRule::granted_without`]).
+    pub(crate) fn granted_without(&self, ahead: &[String], gone: &[usize]) -> bool {
+        self.recipe.grant_rule().granted_without(ahead, gone, |child| !crate::layout::is_shared(child))
+    }
 }

@@ -76,13 +76,12 @@ impl Predecessor {
     /// reader), which is the owner if nothing read lies below it.
     fn from_below(place: &Place, below: &[&KeyValue], read_at: i64) -> Option<Self> {
         let (kv, ahead) = place.blocker(below)?;
-        let rest: Vec<&KeyValue> = below.iter().copied().filter(|other| !std::ptr::eq(*other, kv)).collect();
         Some(Predecessor {
             key: kv.key_str().unwrap_or_default().to_owned(),
             revision: kv.create_revision(),
             read_at,
             ahead,
-            settles: place.decide(&rest).0 == Grant::Granted,
+            settles: place.granted_without(below, ahead - 1),
         })
     }
 

@@ -53,12 +53,7 @@ pub(crate) async fn predecessor_gone(
     let Some(predecessor) = ahead.get(blocker) else {
         return Ok(Woken::First);
     };
-    // Whether we are granted once the znodes at `gone` are gone, with the rest of `ahead` there.
-    let granted_without = |gone: &[usize]| {
-        let rest: Vec<String> =
-            ahead.iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, child)| child.clone()).collect();
-        place.decide(&rest) == Grant::Granted
-    };
+    let granted_without = |gone: &[usize]| place.granted_without(ahead, gone);
     let mut predecessor_owns = granted_without(&[blocker]);
     let second_index = blocker.checked_sub(1).filter(|_| !predecessor_owns);
     // The second's going settles it where that alone leaves nothing blocking behind the

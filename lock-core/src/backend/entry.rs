@@ -281,6 +281,25 @@ pub enum Grant {
 }
 
 impl GrantRule {
+    /// Whether an entry with `ahead` before it is granted once the entries at `gone` (indices
+    /// into `ahead`) have left, with the rest still there. What a waiter read ahead of it holds
+    /// everything that can ever be ahead of it (later entries queue behind), and the rules only
+    /// grant more as entries leave, so `true` means those deletions alone grant it: nothing
+    /// needs reading after them.
+    ///
+    /// ```
+    /// use distlock_core::backend::{GrantRule, Recipe};
+    /// let ahead = [Recipe::Read, Recipe::Read, Recipe::Write];
+    /// // A reader behind a writer that has only readers ahead: the writer's going grants it.
+    /// assert!(GrantRule::Shared.granted_without(&ahead, &[2], |r| r.is_exclusive()));
+    /// // A writer there waits for all of them.
+    /// assert!(!GrantRule::Exclusive.granted_without(&ahead, &[2], |r| r.is_exclusive()));
+    /// ```
+    pub fn granted_without<E>(self, ahead: &[E], gone: &[usize], is_exclusive: impl Fn(&E) -> bool) -> bool {
+        let rest: Vec<&E> = ahead.iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, e)| e).collect();
+        self.decide(&rest, |e| is_exclusive(e)) == Grant::Granted
+    }
+
     /// Decides for an entry with `ahead` before it, in queue order (oldest first);
     /// `is_exclusive` tells an exclusive entry (of the lock, the election, the write lock)
     /// from a shared one (the read lock's).
